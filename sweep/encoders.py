@@ -1,0 +1,258 @@
+"""Encoders: the only module that imports timm.
+
+An encoder maps pixels in [0, 1], shape (B, 3, H, W), to embeddings (B, D). It is named either
+as a timm model `name[.tag]` (weights `pretrained`, `random:<seed>` or `file:<path>`) or as a
+`package.module:callable` factory returning a torch module that already maps [0, 1] pixels to
+(B, D). The timm model's own normalisation and input size are applied here; its parameters are
+frozen, so no weight gradient is ever computed.
+
+Embedding points for timm ViTs: `pre_logits` (default), `cls:<block>`, `mean_patch:<block>`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sweep.errors import UserError
+from sweep.images import Preprocess
+
+# A pretrained download that cannot reach its host must fail quickly, never hang.
+os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
+os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "20")
+
+_EMBED_RE = re.compile(r"^(pre_logits|(cls|mean_patch):(-?\d+))$")
+WEIGHT_HELP = "use --weights random:<seed> for a seeded random initialisation or file:<path> for a local checkpoint"
+
+
+@dataclass
+class Encoder:
+    """A frozen embedding function with the model's own input geometry and normalisation."""
+
+    name: str
+    weights: str
+    embed_point: str
+    module: nn.Module  # maps *normalised* input (B, 3, H, W) to the backbone's output
+    mean: torch.Tensor  # (3,)
+    std: torch.Tensor  # (3,)
+    preprocess: Preprocess
+    head: nn.Module | None = None  # classifier on the pre-logits embedding, when the model has one
+    embed_fn: Any = None  # callable(module, x_normalised) -> (B, D)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        return (3, *self.preprocess.size)
+
+    @property
+    def has_head(self) -> bool:
+        return self.head is not None
+
+    def to(self, device: torch.device | str) -> "Encoder":
+        self.device = torch.device(device)
+        self.module.to(self.device)
+        if self.head is not None:
+            self.head.to(self.device)
+        self.mean = self.mean.to(self.device)
+        self.std = self.std.to(self.device)
+        return self
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) pixels in [0, 1] -> the model's normalised input space."""
+        return (pixels - self.mean.view(1, 3, 1, 1)) / self.std.view(1, 3, 1, 1)
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.std.view(1, 3, 1, 1) + self.mean.view(1, 3, 1, 1)
+
+    def embed_normalized(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) normalised input -> (B, D) embedding (float32 out, whatever autocast did)."""
+        return self.embed_fn(self.module, x).float()
+
+    def embed(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) pixels in [0, 1] -> (B, D) embedding."""
+        return self.embed_normalized(self.normalize(pixels))
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.embed(pixels)
+
+    def classify(self, embedding: torch.Tensor) -> torch.Tensor | None:
+        """(B, D) pre-logits embedding -> (B, classes) logits, or None without a head."""
+        if self.head is None or self.embed_point != "pre_logits":
+            return None
+        return self.head(embedding).float()
+
+    @contextlib.contextmanager
+    def forward_ad_friendly(self) -> Iterator[None]:
+        """Switch fused attention off while forward-mode AD (jvp) runs: PyTorch's fused
+        scaled-dot-product kernels have no forward-mode derivative."""
+        switched = [m for m in self.module.modules() if getattr(m, "fused_attn", False) is True]
+        for m in switched:
+            m.fused_attn = False
+        try:
+            yield
+        finally:
+            for m in switched:
+                m.fused_attn = True
+
+    def provenance(self) -> dict[str, Any]:
+        return {
+            "model": self.name,
+            "weights": self.weights,
+            "embed": self.embed_point,
+            "input_size": list(self.input_size),
+            "has_head": self.has_head,
+        }
+
+
+def load_encoder(
+    model: str,
+    weights: str = "random:0",
+    embed: str = "pre_logits",
+    device: str | torch.device | None = None,
+) -> Encoder:
+    """Build an encoder from a timm name[.tag] or a `package.module:callable` factory."""
+    device = torch.device(device) if device is not None else default_device()
+    if not _EMBED_RE.match(embed):
+        raise UserError(f"unknown embedding point {embed!r} (use pre_logits, cls:<block> or mean_patch:<block>)")
+    if ":" in model:
+        encoder = _load_factory(model, weights, embed)
+    else:
+        encoder = _load_timm(model, weights, embed)
+    encoder.module.eval().requires_grad_(False)
+    if encoder.head is not None:
+        encoder.head.eval().requires_grad_(False)
+    return encoder.to(device)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def _load_factory(spec: str, weights: str, embed: str) -> Encoder:
+    module_name, _, attr = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as err:
+        raise UserError(f"cannot import encoder factory {spec!r}: {err}") from None
+    if embed != "pre_logits":
+        raise UserError(f"embedding point {embed!r} needs a timm ViT; a factory encoder gives its own output")
+    module = factory()
+    if not isinstance(module, nn.Module):
+        raise UserError(f"encoder factory {spec!r} returned {type(module).__name__}, not a torch.nn.Module")
+    _, height, width = getattr(module, "input_size", (3, 224, 224))
+    return Encoder(
+        name=spec,
+        weights=weights if weights else "factory",
+        embed_point=embed,
+        module=module,
+        mean=torch.zeros(3),  # the factory normalises inside: identity here
+        std=torch.ones(3),
+        preprocess=Preprocess(size=(height, width), crop_pct=1.0, interpolation="bicubic"),
+        head=getattr(module, "classifier", None),
+        embed_fn=lambda m, x: m(x),
+    )
+
+
+def _load_timm(name: str, weights: str, embed: str) -> Encoder:
+    import timm  # the only timm import in the project
+
+    base = name.split(".", 1)[0]
+    if not timm.is_model(base):
+        close = timm.list_models(f"*{base.split('_')[0]}*")[:5]
+        hint = f" (similar: {', '.join(close)})" if close else ""
+        raise UserError(f"unknown timm model {name!r}{hint}")
+    model = _create_timm(timm, name, weights)
+    data_cfg = timm.data.resolve_data_config({}, model=model)
+    _, height, width = data_cfg["input_size"]
+    has_classifier = getattr(model, "num_classes", 0) > 0 and hasattr(model, "get_classifier")
+    return Encoder(
+        name=name,
+        weights=weights,
+        embed_point=embed,
+        module=model,
+        mean=torch.tensor(data_cfg["mean"], dtype=torch.float32),
+        std=torch.tensor(data_cfg["std"], dtype=torch.float32),
+        preprocess=Preprocess(
+            size=(height, width),
+            crop_pct=float(data_cfg.get("crop_pct", 1.0)),
+            interpolation=str(data_cfg.get("interpolation", "bicubic")),
+        ),
+        head=model.get_classifier() if has_classifier else None,
+        embed_fn=_timm_embed_fn(model, embed),
+    )
+
+
+def _create_timm(timm: Any, name: str, weights: str) -> nn.Module:
+    if weights == "pretrained":
+        try:
+            return timm.create_model(name, pretrained=True)
+        except Exception as err:  # network, missing tag, hub errors: all mean "no weights here"
+            reason = " ".join(str(err).split())[:200] or type(err).__name__
+            raise UserError(f"pretrained weights for {name!r} could not be loaded ({reason}); {WEIGHT_HELP}") from None
+    if weights.startswith("random:"):
+        seed_text = weights.split(":", 1)[1]
+        if not seed_text.isdigit():
+            raise UserError(f"bad weight source {weights!r}: the seed must be a whole number ({WEIGHT_HELP})")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed_text))
+            return timm.create_model(name, pretrained=False)
+    if weights.startswith("file:"):
+        model = timm.create_model(name, pretrained=False)
+        model.load_state_dict(_read_checkpoint(Path(weights[5:]), name))
+        return model
+    raise UserError(f"unknown weight source {weights!r}: use pretrained, random:<seed> or file:<path>")
+
+
+def _read_checkpoint(path: Path, name: str) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise UserError(f"weights file {str(path)!r} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise UserError(f"cannot read weights file {str(path)!r}: {' '.join(str(err).split())[:200]}") from None
+    for key in ("state_dict", "model", "state_dict_ema"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise UserError(f"weights file {str(path)!r} holds no state dict")
+    return state
+
+
+def _timm_embed_fn(model: nn.Module, embed: str) -> Any:
+    if embed == "pre_logits":
+        return lambda m, x: m.forward_head(m.forward_features(x), pre_logits=True)
+    kind, block_text = embed.split(":")
+    block = int(block_text)
+    depth = len(getattr(model, "blocks", []))
+    if not hasattr(model, "forward_intermediates") or depth == 0:
+        raise UserError(f"embedding point {embed!r} needs a ViT with blocks; {type(model).__name__} has none")
+    if not -depth <= block < depth:
+        raise UserError(f"embedding point {embed!r}: block must be in [0, {depth - 1}]")
+    block %= depth
+
+    def embed_fn(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        (spatial, prefix), = m.forward_intermediates(
+            x, indices=[block], return_prefix_tokens=True, norm=False,
+            stop_early=True, output_fmt="NLC", intermediates_only=True,
+        )  # spatial: (B, N_patches, C); prefix: (B, N_prefix, C)
+        if kind == "cls":
+            if prefix is None or prefix.shape[1] == 0:
+                raise UserError(f"embedding point {embed!r}: this model has no class token")
+            return prefix[:, 0]
+        return spatial.mean(dim=1)
+
+    return embed_fn

@@ -1,0 +1,141 @@
+"""The probe contract: hyper-parameters only on the object, the encoder passed at call time,
+and one fixed outer routine (check inputs -> run the batched loop -> check outputs) that every
+probe goes through and none can skip (the foolbox-3 shape).
+
+A probe turns `PairInput`s into `PairResult`s. Results come back in the order pairs finish,
+not the order they went in (continuous batching): match them by `pair_id`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from sweep.errors import UserError
+
+
+@dataclass
+class PairInput:
+    """One (source, target) pair, already at the encoder's input size."""
+
+    pair_id: str
+    src: torch.Tensor  # (3, H, W) float32 in [0, 1]
+    tgt: torch.Tensor  # (3, H, W) float32 in [0, 1]
+    src_label: int | None = None
+    tgt_label: int | None = None
+
+
+@dataclass
+class PairResult:
+    """What a probe found for one pair: rows of its table (without the identity columns, which
+    the caller adds) and, for the gallery and the single-pair command, the images involved."""
+
+    pair_id: str
+    rows: list[dict[str, Any]]
+    images: dict[str, torch.Tensor] = field(default_factory=dict)  # "src", "adv", "tgt": (3, H, W)
+    error: str | None = None  # set when the probe itself failed on this pair (rows then empty)
+    # Clean fp32 embeddings of "src" and "tgt", (D,) each, and per row the probed image's
+    # embedding (D,) or None: the caller turns these into k-NN labels over the run's own images.
+    embeddings: dict[str, torch.Tensor] = field(default_factory=dict)
+    row_embeddings: list[torch.Tensor | None] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. singular values for the CLI
+
+
+class ProbeParams(BaseModel):
+    """Base of every probe's parameters: unknown keys are an error, values are validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Probe(ABC):
+    """A probe: `name`, its `Params` model, and `_run`, called only through `run`."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[ProbeParams]]
+
+    def __init__(self, params: ProbeParams) -> None:
+        self.params = params
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> "Probe":
+        try:
+            return cls(cls.Params(**dict(values)))
+        except ValidationError as err:
+            first = err.errors()[0]
+            key = ".".join(str(p) for p in first["loc"]) or "?"
+            if first["type"] == "extra_forbidden":
+                known = ", ".join(sorted(cls.Params.model_fields))
+                raise UserError(f"unknown {cls.name} parameter {key!r} (known: {known})") from None
+            raise UserError(f"bad {cls.name} parameter {key}={first.get('input')!r}: {first['msg']}") from None
+
+    def params_json(self) -> str:
+        return json.dumps(self.params.model_dump(mode="json"), sort_keys=True)
+
+    def config_hash(self, *parts: str) -> str:
+        """Stable id of this probe setting combined with e.g. model, weights, embedding point."""
+        text = json.dumps([self.name, self.params_json(), *parts])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def run(
+        self,
+        encoder: Any,
+        pairs: Iterable[PairInput],
+        *,
+        batch_size: int = 16,
+        seed: int = 0,
+    ) -> Iterator[PairResult]:
+        """The fixed outer routine: validate each pair, run the probe, validate each result."""
+        if batch_size < 1:
+            raise UserError(f"batch size must be at least 1, got {batch_size}")
+        checked = (self._check_pair(pair, encoder) for pair in pairs)
+        for result in self._run(encoder, checked, batch_size=batch_size, seed=seed):
+            yield self._check_result(result)
+
+    @abstractmethod
+    def _run(
+        self,
+        encoder: Any,
+        pairs: Iterator[PairInput],
+        *,
+        batch_size: int,
+        seed: int,
+    ) -> Iterator[PairResult]:
+        """Yield one PairResult per input pair, in any order."""
+
+    @staticmethod
+    def _check_pair(pair: PairInput, encoder: Any) -> PairInput:
+        expected = tuple(encoder.input_size)
+        for role, image in (("source", pair.src), ("target", pair.tgt)):
+            if tuple(image.shape) != expected:
+                raise ValueError(f"pair {pair.pair_id}: {role} has shape {tuple(image.shape)}, encoder wants {expected}")
+            if image.min() < 0 or image.max() > 1:
+                raise ValueError(f"pair {pair.pair_id}: {role} pixels outside [0, 1]")
+        return pair
+
+    @staticmethod
+    def _check_result(result: PairResult) -> PairResult:
+        if result.error is None:
+            for row in result.rows:
+                for key, value in row.items():
+                    if isinstance(value, float) and math.isnan(value) and key not in _MAY_BE_NAN:
+                        result.error = f"non-finite {key} (the embedding diverged)"
+                        result.rows = []
+                        break
+                if result.error:
+                    break
+        for name, image in result.images.items():
+            if image.dim() != 3:
+                raise AssertionError(f"image {name} of pair {result.pair_id} is not (3, H, W)")
+        return result
+
+
+# Columns allowed to be NaN in an ok row (undefined rather than diverged).
+_MAY_BE_NAN = frozenset({"psnr", "nonlinearity", "disp_over_pair", "random_disp_over_pair"})

@@ -1,0 +1,203 @@
+"""Arrow schemas of every result table: the one place they are defined.
+
+A run directory holds `results/<table>/probe=<probe>/model=<model>/<unit_id>.parquet`
+(hive-style partition folders; the partition values are also stored as columns, so a
+single file read on its own is complete). Tables:
+
+- `match`, `perturb`, `lipschitz`: one row per pair (per eps for `perturb`, per direction and
+  step size for `lipschitz`), with the common identity columns first;
+- `pairs`: one row per pair a unit read, with its dataset labels and decode status;
+- `units`: one row per finished or failed work unit;
+- `images`: PNG bytes of source, probed and target image for a few pairs per unit (the gallery).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import quote
+
+import pyarrow as pa
+
+RESULT_TABLES = ("match", "perturb", "lipschitz")
+ALL_TABLES = (*RESULT_TABLES, "pairs", "units", "images")
+STATUS_OK = "ok"
+STATUS_ERROR = "error"
+
+# Columns every result row carries (DESIGN.md contract), plus the dataset labels and settings.
+COMMON = [
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("unit_id", pa.string(), nullable=False),
+    pa.field("pair_id", pa.string(), nullable=False),
+    pa.field("src_key", pa.string()),
+    pa.field("tgt_key", pa.string()),
+    pa.field("src_label", pa.int64()),
+    pa.field("tgt_label", pa.int64()),
+    pa.field("model", pa.string(), nullable=False),
+    pa.field("weights", pa.string(), nullable=False),
+    pa.field("embed", pa.string()),
+    pa.field("probe", pa.string(), nullable=False),
+    pa.field("config_hash", pa.string(), nullable=False),
+    pa.field("params", pa.string()),  # the probe's validated parameters as JSON
+    pa.field("status", pa.string(), nullable=False),  # "ok" | "error"
+    pa.field("error", pa.string()),
+]
+
+_F64 = pa.float64()
+_I64 = pa.int64()
+
+LABELS_SRC_TGT_ADV = [
+    pa.field("pred_src", _I64),
+    pa.field("pred_tgt", _I64),
+    pa.field("pred_adv", _I64),
+    pa.field("prob_src", _F64),
+    pa.field("prob_tgt", _F64),
+    pa.field("prob_adv", _F64),
+    pa.field("knn_src", _I64),
+    pa.field("knn_tgt", _I64),
+    pa.field("knn_adv", _I64),
+]
+
+PIXEL_CHANGE = [
+    pa.field("pix_l2", _F64),
+    pa.field("pix_linf", _F64),
+    pa.field("psnr", _F64),
+    pa.field("ssim", _F64),
+]
+
+MATCH = pa.schema(
+    COMMON
+    + [
+        pa.field("success", pa.bool_()),
+        pa.field("steps", pa.int32()),
+        pa.field("sq_l2", _F64),
+        pa.field("cos", _F64),
+        pa.field("rel_dist", _F64),
+        pa.field("rel_dist_start", _F64),
+        pa.field("cos_start", _F64),
+        *PIXEL_CHANGE,
+        pa.field("quant_success", pa.bool_()),
+        pa.field("quant_cos", _F64),
+        pa.field("quant_rel_dist", _F64),
+        *LABELS_SRC_TGT_ADV,
+        pa.field("log_every", pa.int32()),
+        pa.field("loss_trajectory", pa.list_(pa.float32())),
+    ]
+)
+
+PERTURB = pa.schema(
+    COMMON
+    + [
+        pa.field("norm", pa.string()),
+        pa.field("eps", _F64),
+        pa.field("steps", pa.int32()),
+        pa.field("emb_disp", _F64),
+        pa.field("rel_disp", _F64),
+        pa.field("disp_over_pair", _F64),
+        pa.field("random_disp", _F64),
+        pa.field("random_rel_disp", _F64),
+        pa.field("random_disp_over_pair", _F64),
+        pa.field("cos_after", _F64),
+        *PIXEL_CHANGE,
+        *LABELS_SRC_TGT_ADV,
+    ]
+)
+
+LIPSCHITZ = pa.schema(
+    COMMON
+    + [
+        pa.field("family", pa.string()),  # random | top | match | null
+        pa.field("direction", pa.int32()),
+        pa.field("h", _F64),
+        pa.field("l_fd", _F64),
+        pa.field("l_jvp", _F64),
+        pa.field("sigma", _F64),  # singular value, for family "top"
+        pa.field("nonlinearity", _F64),  # |l_fd - l_jvp| / l_jvp
+    ]
+)
+
+PAIRS = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("unit_id", pa.string(), nullable=False),
+        pa.field("pair_id", pa.string(), nullable=False),
+        pa.field("src_key", pa.string()),
+        pa.field("tgt_key", pa.string()),
+        pa.field("src_label", _I64),
+        pa.field("tgt_label", _I64),
+        pa.field("shard", pa.string()),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("probe", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("error", pa.string()),
+    ]
+)
+
+UNITS = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("unit_id", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("weights", pa.string(), nullable=False),
+        pa.field("embed", pa.string()),
+        pa.field("probe", pa.string(), nullable=False),
+        pa.field("config_hash", pa.string(), nullable=False),
+        pa.field("params", pa.string()),
+        pa.field("shard", pa.string()),
+        pa.field("status", pa.string(), nullable=False),  # "ok" | "error" (failed after retries)
+        pa.field("error", pa.string()),
+        pa.field("attempts", pa.int32()),
+        pa.field("n_pairs", _I64),
+        pa.field("n_ok", _I64),
+        pa.field("n_error", _I64),
+        pa.field("started_at", pa.timestamp("us", tz="UTC")),
+        pa.field("finished_at", pa.timestamp("us", tz="UTC")),
+        pa.field("seconds", _F64),
+        pa.field("worker", pa.string()),
+        pa.field("host", pa.string()),
+        pa.field("device", pa.string()),
+    ]
+)
+
+IMAGES = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("unit_id", pa.string(), nullable=False),
+        pa.field("pair_id", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("probe", pa.string(), nullable=False),
+        pa.field("variant", pa.string()),  # e.g. "eps=0.0313" for perturb; "" for match
+        pa.field("src_png", pa.binary()),
+        pa.field("adv_png", pa.binary()),
+        pa.field("tgt_png", pa.binary()),
+    ]
+)
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "match": MATCH,
+    "perturb": PERTURB,
+    "lipschitz": LIPSCHITZ,
+    "pairs": PAIRS,
+    "units": UNITS,
+    "images": IMAGES,
+}
+
+
+def to_table(table: str, rows: Iterable[Mapping[str, Any]]) -> pa.Table:
+    """Build an Arrow table of `table`'s schema from row dicts; missing keys become null,
+    unknown keys are an error (a typo in a probe must not silently drop a metric)."""
+    schema = SCHEMAS[table]
+    rows = list(rows)
+    names = set(schema.names)
+    for row in rows:
+        unknown = set(row) - names
+        if unknown:
+            raise KeyError(f"columns not in the {table!r} schema: {sorted(unknown)}")
+    columns = {name: [row.get(name) for row in rows] for name in schema.names}
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+def partition_dir(table: str, probe: str, model: str) -> str:
+    """Relative folder of a unit's file: `results/<table>/probe=<p>/model=<m>` (values URL-quoted,
+    which DuckDB and pyarrow decode back)."""
+    return f"results/{table}/probe={quote(probe, safe='')}/model={quote(model, safe='')}"
