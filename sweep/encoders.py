@@ -15,6 +15,7 @@ import contextlib
 import importlib
 import os
 import re
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,7 +164,9 @@ def _load_factory(spec: str, weights: str, embed: str) -> Encoder:
 
 
 def _load_timm(name: str, weights: str, embed: str) -> Encoder:
-    import timm  # the only timm import in the project
+    with warnings.catch_warnings():  # timm's import-time torch.jit deprecation noise
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        import timm  # the only timm import in the project
 
     base = name.split(".", 1)[0]
     if not timm.is_model(base):

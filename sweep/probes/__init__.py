@@ -1,0 +1,27 @@
+"""The probe registry: name -> Probe class; `build_probe(name, params)` validates parameters.
+
+Probes are pure torch: no Ray, no DuckDB, no file I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sweep.errors import UserError
+from sweep.probes.base import PairInput, PairResult, Probe
+from sweep.probes.lipschitz import LipschitzProbe
+from sweep.probes.match import MatchProbe
+from sweep.probes.perturb import PerturbProbe
+
+PROBES: dict[str, type[Probe]] = {p.name: p for p in (MatchProbe, PerturbProbe, LipschitzProbe)}
+
+
+def build_probe(name: str, params: Mapping[str, Any] | None = None) -> Probe:
+    """A probe with validated parameters; unknown names or parameters raise UserError."""
+    if name not in PROBES:
+        raise UserError(f"unknown probe {name!r} (choose from {', '.join(PROBES)})")
+    return PROBES[name].from_mapping(params or {})
+
+
+__all__ = ["PROBES", "PairInput", "PairResult", "Probe", "build_probe"]

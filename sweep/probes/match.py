@@ -1,0 +1,215 @@
+"""Probe `match` (equivalence): move a source image until its embedding equals a target's.
+
+Two variants (SCIENCE.md, Probe 1):
+
+- preset "paper", the authors' algorithm: x in the model's normalised input space, loss = mean
+  over embedding dims of (f(x) - f(t))^2, plain gradient descent, clamp to the source's global
+  [min, max]; stop when ||f(x) - f(t)||^2 < tau and cos > min_cos.
+- preset "default": x in pixel space [0, 1], loss = 1/2 ||f(x) - f(t)||^2, optimiser gd | sign |
+  adam, clamp to [0, 1], optional projection onto an L2 / L-inf eps-ball around the source;
+  stop when rel_dist <= rho and cos >= min_cos.
+
+The stopping test reuses the step's own forward: step s evaluates x_s, then (if not done)
+updates to x_{s+1}. A pair stops at the first x_s that passes, or at s = max_steps, having taken
+`steps` updates; its reported numbers are recomputed in fp32 at the final x.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, model_validator
+
+from sweep.probes import metrics
+from sweep.probes.base import PairInput, PairResult, Probe, ProbeParams
+from sweep.probes.common import Precision, autocast, embed_fp32, floats, head_labels
+from sweep.probes.loop import State, run_continuous
+from sweep.images import quantize_8bit
+
+_PAPER_DEFAULTS = {"lr": 0.08, "tau": 1e-4, "min_cos": 0.97, "max_steps": 12000, "optimizer": "gd"}
+_DEFAULT_DEFAULTS = {"lr": 0.01, "min_cos": 0.99, "max_steps": 1000, "optimizer": "adam"}
+
+
+class MatchParams(ProbeParams):
+    preset: Literal["paper", "default"] = "default"
+    lr: float | None = Field(default=None, gt=0)
+    max_steps: int | None = Field(default=None, ge=1, le=10_000_000)
+    tau: float | None = Field(default=None, gt=0)  # squared-L2 threshold ("paper")
+    min_cos: float | None = Field(default=None, ge=-1, le=1)
+    rho: float = Field(default=0.05, gt=0)  # rel_dist threshold ("default")
+    optimizer: Literal["gd", "sign", "adam"] | None = None
+    norm: Literal["l2", "linf"] = "linf"
+    eps: float | None = Field(default=None, gt=0)  # eps-ball radius around the source; none = no ball
+    log_every: int = Field(default=10, ge=1)
+    precision: Precision = "auto"
+
+    @model_validator(mode="after")
+    def _fill_preset(self) -> "MatchParams":
+        defaults = _PAPER_DEFAULTS if self.preset == "paper" else _DEFAULT_DEFAULTS
+        for key, value in defaults.items():
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, value)
+        if self.preset == "paper":
+            if self.optimizer != "gd":
+                raise ValueError("the paper preset uses plain gradient descent (optimizer=gd)")
+            if self.eps is not None:
+                raise ValueError("the paper preset has no eps-ball (use preset=default)")
+        return self
+
+
+class MatchProbe(Probe):
+    name = "match"
+    Params = MatchParams
+    sync_every = 10
+
+    def _run(self, encoder: Any, pairs: Iterator[PairInput], *, batch_size: int, seed: int) -> Iterator[PairResult]:
+        task = _MatchTask(encoder, self.params)
+        yield from run_continuous(task, pairs, batch_size, sync_every=self.sync_every)
+
+
+class _MatchTask:
+    """The batched matching loop's per-step work; rows are pairs."""
+
+    def __init__(self, encoder: Any, p: MatchParams) -> None:
+        self.enc = encoder
+        self.p = p
+        self.paper = p.preset == "paper"
+        self.device = encoder.device
+        self.traj_len = p.max_steps // p.log_every + 2  # last column is a scratch slot
+
+    # -- state ------------------------------------------------------------------------------
+    def new_state(self, items: list[PairInput]) -> State:
+        src = torch.stack([it.src for it in items]).to(self.device)  # (B, 3, H, W) pixels
+        tgt = torch.stack([it.tgt for it in items]).to(self.device)
+        e_tgt = embed_fp32(self.enc, tgt)  # (B, D): targets are fixed, so embed them once, in fp32
+        b = len(items)
+        if self.paper:
+            x0 = self.enc.normalize(src)
+            lo = x0.flatten(1).amin(dim=1)  # one global scalar range per source, as the authors do
+            hi = x0.flatten(1).amax(dim=1)
+        else:
+            x0 = src
+            lo = torch.zeros(b, device=self.device)
+            hi = torch.ones(b, device=self.device)
+        traj = torch.full((b, self.traj_len), float("nan"), device=self.device)
+        state = {
+            "x": x0.clone(), "x0": x0, "e_tgt": e_tgt, "lo": lo, "hi": hi, "traj": traj,
+            "steps": torch.zeros(b, dtype=torch.long, device=self.device),
+            "done": torch.zeros(b, dtype=torch.bool, device=self.device),
+        }
+        if self.p.optimizer == "adam" and not self.paper:
+            state["m"] = torch.zeros_like(x0)
+            state["v"] = torch.zeros_like(x0)
+        return state
+
+    # -- one step: one forward, one backward to the input ------------------------------------
+    def step(self, s: State) -> None:
+        p = self.p
+        x = s["x"].detach().requires_grad_(True)
+        with autocast(self.device, p.precision):
+            e = self.enc.embed_normalized(x) if self.paper else self.enc.embed(x)  # (B, D)
+        diff = e.float() - s["e_tgt"]
+        sq = diff.pow(2).sum(dim=-1)  # (B,)
+        per_pair_loss = sq / diff.shape[-1] if self.paper else 0.5 * sq
+        (grad,) = torch.autograd.grad(per_pair_loss.sum(), x)  # row i gets d loss_i / d x_i only
+
+        with torch.no_grad():
+            cos = metrics.cosine(e, s["e_tgt"])
+            if self.paper:
+                hit = (sq < p.tau) & (cos > p.min_cos)
+            else:
+                rel = sq.sqrt() / s["e_tgt"].norm(dim=-1).clamp_min(1e-12)
+                hit = (rel <= p.rho) & (cos >= p.min_cos)
+            active = ~s["done"]
+            self._log_loss(s, per_pair_loss.detach(), active)
+            s["done"] |= active & (hit | (s["steps"] >= p.max_steps))
+            update = ~s["done"]
+            x_new = self._update(s, x.detach(), grad, update)
+            keep = update.view(-1, 1, 1, 1)
+            s["x"] = torch.where(keep, x_new, s["x"])
+            s["steps"] += update.long()
+
+    def _log_loss(self, s: State, loss: torch.Tensor, active: torch.Tensor) -> None:
+        on_stride = active & (s["steps"] % self.p.log_every == 0)
+        column = torch.where(on_stride, s["steps"] // self.p.log_every, self.traj_len - 1)
+        s["traj"].scatter_(1, column.view(-1, 1), loss.view(-1, 1))
+
+    def _update(self, s: State, x: torch.Tensor, grad: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+        p = self.p
+        if p.optimizer == "gd":
+            x_new = x - p.lr * grad
+        elif p.optimizer == "sign":
+            x_new = x - p.lr * grad.sign()
+        else:  # adam, per pair and per value; its step count is the pair's own
+            beta1, beta2, tiny = 0.9, 0.999, 1e-8
+            keep = update.view(-1, 1, 1, 1)
+            s["m"] = torch.where(keep, beta1 * s["m"] + (1 - beta1) * grad, s["m"])
+            s["v"] = torch.where(keep, beta2 * s["v"] + (1 - beta2) * grad * grad, s["v"])
+            t = (s["steps"] + 1).double().view(-1, 1, 1, 1)
+            m_hat = s["m"] / (1 - beta1**t).float()
+            v_hat = s["v"] / (1 - beta2**t).float()
+            x_new = x - p.lr * m_hat / (v_hat.sqrt() + tiny)
+        if p.eps is not None:
+            x_new = s["x0"] + project(x_new - s["x0"], p.norm, p.eps)
+        lo, hi = s["lo"].view(-1, 1, 1, 1), s["hi"].view(-1, 1, 1, 1)
+        return torch.maximum(torch.minimum(x_new, hi), lo)
+
+    # -- results -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def finish(self, items: list[PairInput], s: State) -> Iterator[PairResult]:
+        p = self.p
+        to_pixels = self.enc.denormalize if self.paper else (lambda z: z)
+        x_pix = to_pixels(s["x"])  # (B, 3, H, W); may leave [0, 1] slightly under the paper preset
+        src = torch.stack([it.src for it in items]).to(self.device)
+        tgt = torch.stack([it.tgt for it in items]).to(self.device)
+        e_t = s["e_tgt"]
+        e_src = embed_fp32(self.enc, src)
+        e_adv = embed_fp32(self.enc, x_pix)
+        e_q = embed_fp32(self.enc, quantize_8bit(x_pix))
+        sq, cos, rel = metrics.sq_l2(e_adv, e_t), metrics.cosine(e_adv, e_t), metrics.rel_dist(e_adv, e_t)
+        q_sq, q_cos, q_rel = metrics.sq_l2(e_q, e_t), metrics.cosine(e_q, e_t), metrics.rel_dist(e_q, e_t)
+        success = self.criterion(sq, cos, rel)
+        q_success = self.criterion(q_sq, q_cos, q_rel)
+        pix = metrics.pixel_change(x_pix, src)
+        pred_src, prob_src = head_labels(self.enc, e_src)
+        pred_tgt, prob_tgt = head_labels(self.enc, e_t)
+        pred_adv, prob_adv = head_labels(self.enc, e_adv)
+        columns = {
+            "success": success.tolist(), "steps": s["steps"].tolist(),
+            "sq_l2": floats(sq), "cos": floats(cos), "rel_dist": floats(rel),
+            "rel_dist_start": floats(metrics.rel_dist(e_src, e_t)), "cos_start": floats(metrics.cosine(e_src, e_t)),
+            **{key: floats(value) for key, value in pix.items()},
+            "quant_success": q_success.tolist(), "quant_cos": floats(q_cos), "quant_rel_dist": floats(q_rel),
+            "pred_src": pred_src, "pred_tgt": pred_tgt, "pred_adv": pred_adv,
+            "prob_src": prob_src, "prob_tgt": prob_tgt, "prob_adv": prob_adv,
+        }
+        rows = [dict(zip(columns, values)) for values in zip(*(list(v) for v in columns.values()))]
+        traj = s["traj"][:, :-1].cpu()
+        for i, (item, row) in enumerate(zip(items, rows)):
+            n_logged = int(s["steps"][i]) // p.log_every + 1
+            row["log_every"] = p.log_every
+            row["loss_trajectory"] = [v for v in traj[i, :n_logged].tolist()]
+            yield PairResult(
+                pair_id=item.pair_id,
+                rows=[row],
+                images={"src": src[i].cpu(), "adv": x_pix[i].cpu(), "tgt": tgt[i].cpu()},
+                embeddings={"src": e_src[i].cpu(), "tgt": e_t[i].cpu()},
+                row_embeddings=[e_adv[i].cpu()],
+            )
+
+    def criterion(self, sq: torch.Tensor, cos: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
+        p = self.p
+        if self.paper:
+            return (sq < p.tau) & (cos > p.min_cos)
+        return (rel <= p.rho) & (cos >= p.min_cos)
+
+
+def project(delta: torch.Tensor, norm: str, eps: float | torch.Tensor) -> torch.Tensor:
+    """Project (B, 3, H, W) perturbations onto the L2 or L-inf ball of radius eps (scalar or (B,))."""
+    eps_t = torch.as_tensor(eps, dtype=delta.dtype, device=delta.device).reshape(-1, 1, 1, 1)
+    if norm == "linf":
+        return torch.maximum(torch.minimum(delta, eps_t), -eps_t)
+    length = delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    return delta * torch.clamp(eps_t / length.clamp_min(1e-12), max=1.0)

@@ -1,0 +1,175 @@
+"""Probe `perturb` (normal space): how far can an invisible change move the embedding?
+
+Untargeted projected gradient ascent on 1/2 ||f(x0 + delta) - f(x0)||^2 subject to
+||delta||_p <= eps and x0 + delta in [0, 1], from a random start, for every eps of the grid.
+Baseline: random deltas of the full norm eps (best of `random_draws`). Displacements are reported
+absolutely, relative to ||f(x0)||, and relative to the pair's own distance ||f(x0) - f(t)||.
+(The targeted variant is `match` with an eps-ball.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, model_validator
+
+from sweep.probes import metrics
+from sweep.probes.base import PairInput, PairResult, Probe, ProbeParams
+from sweep.probes.common import Precision, autocast, embed_fp32, floats, head_labels, item_generator
+from sweep.probes.loop import State, run_continuous
+from sweep.probes.match import project
+
+_DEFAULT_EPS = {"linf": [1 / 255, 2 / 255, 4 / 255, 8 / 255], "l2": [0.25, 0.5, 1.0, 2.0]}
+
+
+class PerturbParams(ProbeParams):
+    norm: Literal["l2", "linf"] = "linf"
+    eps: list[float] | None = None  # the grid; default per norm (8-bit steps for L-inf)
+    steps: int = Field(default=20, ge=1, le=100_000)
+    step_scale: float = Field(default=2.5, gt=0)  # step size = step_scale * eps / steps
+    random_start: bool = True
+    random_draws: int = Field(default=8, ge=1, le=1000)
+    precision: Precision = "auto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _eps_as_list(cls, values: Any) -> Any:
+        if isinstance(values, dict) and isinstance(values.get("eps"), (int, float, str)):
+            values = {**values, "eps": [values["eps"]]}
+        return values
+
+    @model_validator(mode="after")
+    def _fill_eps(self) -> "PerturbParams":
+        if self.eps is None:
+            object.__setattr__(self, "eps", list(_DEFAULT_EPS[self.norm]))
+        if not self.eps or any(e <= 0 for e in self.eps):
+            raise ValueError("eps must be a non-empty list of positive radii")
+        return self
+
+
+@dataclass
+class _Item:
+    pair: PairInput
+    eps: float
+    index: int  # position in the eps grid
+
+
+class PerturbProbe(Probe):
+    name = "perturb"
+    Params = PerturbParams
+    sync_every = 5
+
+    def _run(self, encoder: Any, pairs: Iterator[PairInput], *, batch_size: int, seed: int) -> Iterator[PairResult]:
+        grid = list(self.params.eps or [])
+        pending: dict[str, PairResult] = {}
+        items = (_Item(pair, eps, i) for pair in pairs for i, eps in enumerate(grid))
+        task = _PerturbTask(encoder, self.params, seed)
+        for pair_id, i, row, emb, images, embeddings in run_continuous(task, items, batch_size, self.sync_every):
+            result = pending.setdefault(pair_id, PairResult(pair_id, rows=[None] * len(grid)))  # type: ignore[list-item]
+            result.rows[i] = row
+            if not result.row_embeddings:
+                result.row_embeddings = [None] * len(grid)
+            result.row_embeddings[i] = emb
+            result.embeddings = embeddings
+            if i == len(grid) - 1:
+                result.images = images  # the gallery shows the largest eps
+            if all(r is not None for r in result.rows):
+                yield pending.pop(pair_id)
+
+
+class _PerturbTask:
+    def __init__(self, encoder: Any, p: PerturbParams, seed: int) -> None:
+        self.enc = encoder
+        self.p = p
+        self.seed = seed
+        self.device = encoder.device
+
+    def new_state(self, items: list[_Item]) -> State:
+        x0 = torch.stack([it.pair.src for it in items]).to(self.device)  # (B, 3, H, W)
+        eps = torch.tensor([it.eps for it in items], device=self.device)
+        start = torch.stack([self._random_start(it) for it in items]).to(self.device)
+        delta = ((x0 + start).clamp(0, 1) - x0) if self.p.random_start else torch.zeros_like(x0)
+        b = len(items)
+        return {
+            "x0": x0, "delta": delta, "eps": eps, "e0": embed_fp32(self.enc, x0),
+            "steps": torch.zeros(b, dtype=torch.long, device=self.device),
+            "done": torch.zeros(b, dtype=torch.bool, device=self.device),
+        }
+
+    def _random_start(self, it: _Item) -> torch.Tensor:
+        g = item_generator(self.seed, "perturb-start", it.pair.pair_id, it.index)
+        shape = it.pair.src.shape
+        if self.p.norm == "linf":
+            return (torch.rand(shape, generator=g) * 2 - 1) * it.eps
+        direction = torch.randn(shape, generator=g)
+        radius = torch.rand((), generator=g) * it.eps
+        return direction / direction.norm() * radius
+
+    def step(self, s: State) -> None:
+        p = self.p
+        delta = s["delta"].detach().requires_grad_(True)
+        with autocast(self.device, p.precision):
+            e = self.enc.embed(s["x0"] + delta)
+        loss = 0.5 * (e.float() - s["e0"]).pow(2).sum(dim=-1)
+        (grad,) = torch.autograd.grad(loss.sum(), delta)
+        with torch.no_grad():
+            s["done"] |= s["steps"] >= p.steps
+            alpha = (p.step_scale * s["eps"] / p.steps).view(-1, 1, 1, 1)
+            if p.norm == "linf":
+                ascent = grad.sign()
+            else:
+                ascent = grad / grad.flatten(1).norm(dim=1).clamp_min(1e-20).view(-1, 1, 1, 1)
+            new = project(s["delta"] + alpha * ascent, p.norm, s["eps"])
+            new = (s["x0"] + new).clamp(0, 1) - s["x0"]
+            keep = (~s["done"]).view(-1, 1, 1, 1)
+            s["delta"] = torch.where(keep, new, s["delta"])
+            s["steps"] += (~s["done"]).long()
+
+    @torch.no_grad()
+    def finish(self, items: list[_Item], s: State) -> Iterator[tuple[Any, ...]]:
+        x0, e0 = s["x0"], s["e0"]
+        x_adv = x0 + s["delta"]
+        tgt = torch.stack([it.pair.tgt for it in items]).to(self.device)
+        e_t = embed_fp32(self.enc, tgt)
+        e_adv = embed_fp32(self.enc, x_adv)
+        e0_norm = e0.norm(dim=-1).clamp_min(1e-12)
+        pair_dist = (e0 - e_t).norm(dim=-1)
+        disp = (e_adv - e0).norm(dim=-1)
+        random_disp = self._random_baseline(items, x0, e0)
+        pix = metrics.pixel_change(x_adv, x0)
+        pred_src, prob_src = head_labels(self.enc, e0)
+        pred_adv, prob_adv = head_labels(self.enc, e_adv)
+        columns = {
+            "emb_disp": floats(disp), "rel_disp": floats(disp / e0_norm),
+            "disp_over_pair": floats(disp / pair_dist), "random_disp": floats(random_disp),
+            "random_rel_disp": floats(random_disp / e0_norm), "random_disp_over_pair": floats(random_disp / pair_dist),
+            "cos_after": floats(metrics.cosine(e_adv, e0)),
+            **{key: floats(value) for key, value in pix.items()},
+            "pred_src": pred_src, "pred_adv": pred_adv, "prob_src": prob_src, "prob_adv": prob_adv,
+        }
+        rows = [dict(zip(columns, values)) for values in zip(*(list(v) for v in columns.values()))]
+        for i, (it, row) in enumerate(zip(items, rows)):
+            row.update(norm=self.p.norm, eps=it.eps, steps=int(s["steps"][i]))
+            images = {"src": x0[i].cpu(), "adv": x_adv[i].cpu(), "tgt": tgt[i].cpu()}
+            embeddings = {"src": e0[i].cpu(), "tgt": e_t[i].cpu()}
+            yield it.pair.pair_id, it.index, row, e_adv[i].cpu(), images, embeddings
+
+    def _random_baseline(self, items: list[_Item], x0: torch.Tensor, e0: torch.Tensor) -> torch.Tensor:
+        """(B,) best embedding displacement over `random_draws` random deltas of full norm eps."""
+        best = torch.zeros(len(items), device=self.device)
+        for draw in range(self.p.random_draws):
+            deltas = torch.stack([self._random_delta(it, draw) for it in items]).to(self.device)
+            e = embed_fp32(self.enc, (x0 + deltas).clamp(0, 1))
+            best = torch.maximum(best, (e - e0).norm(dim=-1))
+        return best
+
+    def _random_delta(self, it: _Item, draw: int) -> torch.Tensor:
+        g = item_generator(self.seed, "perturb-random", it.pair.pair_id, it.index, draw)
+        shape = it.pair.src.shape
+        if self.p.norm == "linf":
+            return (torch.randint(0, 2, shape, generator=g) * 2 - 1).float() * it.eps
+        direction = torch.randn(shape, generator=g)
+        return direction / direction.norm() * it.eps
