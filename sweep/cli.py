@@ -50,6 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as err:
         print(f"vitsweep {args.command}: error: {err}", file=sys.stderr)
         return err.exit_code
+    except BrokenPipeError:  # e.g. `vitsweep ... | head`: the reader left, nothing to report
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"vitsweep {args.command}: interrupted", file=sys.stderr)
         return 130

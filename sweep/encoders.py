@@ -15,11 +15,14 @@ import contextlib
 import importlib
 import os
 import re
+import socket
+import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -164,6 +167,9 @@ def _load_factory(spec: str, weights: str, embed: str) -> Encoder:
 
 
 def _load_timm(name: str, weights: str, embed: str) -> Encoder:
+    if weights == "pretrained" and "timm" not in sys.modules and not _hub_reachable():
+        # Cached weights still load; nothing is retried against a host we cannot reach.
+        os.environ["HF_HUB_OFFLINE"] = "1"
     with warnings.catch_warnings():  # timm's import-time torch.jit deprecation noise
         warnings.filterwarnings("ignore", category=FutureWarning)
         import timm  # the only timm import in the project
@@ -199,7 +205,10 @@ def _create_timm(timm: Any, name: str, weights: str) -> nn.Module:
         try:
             return timm.create_model(name, pretrained=True)
         except Exception as err:  # network, missing tag, hub errors: all mean "no weights here"
-            reason = " ".join(str(err).split())[:200] or type(err).__name__
+            if os.environ.get("HF_HUB_OFFLINE") == "1":
+                reason = "not in the local cache, and the hub cannot be reached from this machine"
+            else:
+                reason = " ".join(str(err).split())[:200] or type(err).__name__
             raise UserError(f"pretrained weights for {name!r} could not be loaded ({reason}); {WEIGHT_HELP}") from None
     if weights.startswith("random:"):
         seed_text = weights.split(":", 1)[1]
@@ -213,6 +222,16 @@ def _create_timm(timm: Any, name: str, weights: str) -> nn.Module:
         model.load_state_dict(_read_checkpoint(Path(weights[5:]), name))
         return model
     raise UserError(f"unknown weight source {weights!r}: use pretrained, random:<seed> or file:<path>")
+
+
+def _hub_reachable(timeout: float = 5.0) -> bool:
+    """Whether the Hugging Face hub (where timm's pretrained weights live) answers a TCP connect."""
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def _read_checkpoint(path: Path, name: str) -> dict[str, torch.Tensor]:

@@ -1,0 +1,128 @@
+"""`vitsweep probe {match,perturb,lipschitz}`: run one probe on one image pair.
+
+Writes source, target and probed image (and the amplified difference) as PNG into --out, and
+metrics.json beside them; with --json also prints that one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from sweep.errors import UserError
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("probe", choices=["match", "perturb", "lipschitz"], help="which probe to run")
+    parser.add_argument("--model", required=True, help="timm name[.tag] or package.module:callable")
+    parser.add_argument("--weights", default="random:0", help="pretrained | random:<seed> | file:<path> (default random:0)")
+    parser.add_argument("--embed", default="pre_logits", help="pre_logits | cls:<block> | mean_patch:<block>")
+    parser.add_argument("--src", required=True, help="source image (any format Pillow reads)")
+    parser.add_argument("--tgt", required=True, help="target image")
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="probe parameter (repeatable)")
+    parser.add_argument("--out", required=True, help="folder for the PNGs and metrics.json")
+    parser.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    parser.add_argument("--seed", type=int, default=0, help="seed of random starts and directions")
+    parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when present)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from sweep.params import parse_params
+    from sweep.probes import build_probe
+
+    probe = build_probe(args.probe, parse_params(args.param))  # bad parameters fail before the model loads
+    src_img, tgt_img = _read_images(args.src, args.tgt)
+
+    from sweep.encoders import load_encoder
+    from sweep.images import amplified_difference, preprocess, to_uint8_image
+    from sweep.probes.base import PairInput
+
+    encoder = load_encoder(args.model, args.weights, args.embed, device=_device(args.device))
+    pair = PairInput("pair", preprocess(src_img, encoder.preprocess), preprocess(tgt_img, encoder.preprocess))
+    (result,) = list(probe.run(encoder, [pair], batch_size=16, seed=args.seed))
+    if result.error:
+        raise UserError(f"the {args.probe} probe failed on this pair: {result.error}")
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    images = {"src": pair.src, "tgt": pair.tgt, **{k: v for k, v in result.images.items() if k == "adv"}}
+    if "adv" in images:
+        images["diff"] = amplified_difference(images["adv"], pair.src)
+    written = {}
+    for name, pixels in images.items():
+        path = out / f"{name}.png"
+        to_uint8_image(pixels).save(path)
+        written[name] = str(path)
+
+    report: dict[str, Any] = {
+        "probe": args.probe, "model": encoder.name, "weights": encoder.weights, "embed": encoder.embed_point,
+        "device": str(encoder.device), "params": json.loads(probe.params_json()), "images": written,
+    }
+    if args.probe == "match":
+        report.update(result.rows[0])
+    elif args.probe == "perturb":
+        report["results"] = result.rows
+    else:
+        report["estimates"] = result.rows
+        report["sigmas"] = result.extra["sigmas"]
+    text = json.dumps(_finite(report), indent=None)
+    (out / "metrics.json").write_text(text + "\n")
+    if args.json:
+        print(text)
+    else:
+        _summarise(args.probe, report, out)
+    return 0
+
+
+def _read_images(src: str, tgt: str) -> tuple[Any, Any]:
+    from sweep.images import ImageDecodeError, load_image_file
+
+    try:
+        return load_image_file(src), load_image_file(tgt)
+    except ImageDecodeError as err:
+        raise UserError(str(err)) from None
+
+
+def _device(name: str | None) -> Any:
+    import torch
+
+    if name is None:
+        return None
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but no CUDA device is available")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r} (use cpu or cuda)") from None
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or Infinity: such numbers become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _summarise(probe: str, report: dict[str, Any], out: Path) -> None:
+    if probe == "match":
+        print(
+            f"match: success={report['success']} after {report['steps']} steps; cos={report['cos']:.4f}, "
+            f"rel_dist {report['rel_dist_start']:.3f} -> {report['rel_dist']:.4f}; "
+            f"PSNR {report['psnr']:.1f} dB, SSIM {report['ssim']:.4f}"
+        )
+    elif probe == "perturb":
+        for row in report["results"]:
+            print(
+                f"perturb {row['norm']} eps={row['eps']:.4g}: displacement {row['disp_over_pair']:.3f} of the pair distance "
+                f"(random: {row['random_disp_over_pair']:.3f})"
+            )
+    else:
+        print("lipschitz: top singular values " + ", ".join(f"{s:.4g}" for s in report["sigmas"]))
+    print(f"images and metrics.json written to {out}")
