@@ -143,6 +143,8 @@ def default_device() -> torch.device:
 
 def _load_factory(spec: str, weights: str, embed: str) -> Encoder:
     module_name, _, attr = spec.partition(":")
+    if os.getcwd() not in sys.path:  # like `python -m`: modules in the working folder are importable
+        sys.path.append(os.getcwd())
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as err:

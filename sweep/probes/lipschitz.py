@@ -33,6 +33,7 @@ class LipschitzParams(ProbeParams):
     top_k: int = Field(default=4, ge=1, le=256)
     n_null: int = Field(default=4, ge=1, le=1024)
     iters: int = Field(default=20, ge=1, le=10_000)  # subspace iterations for `top` (and `null`)
+    oversample: int = Field(default=4, ge=0, le=256)  # extra iterated vectors: faster, surer convergence
 
     @field_validator("h", mode="before")
     @classmethod
@@ -64,7 +65,7 @@ class LipschitzProbe(Probe):
         sigmas = torch.empty(0)
         need_top = "top" in p.families or "null" in p.families
         if need_top:
-            v_top, sigmas = top_singular(enc, x0, p.top_k, p.iters, batch_size, item_generator(seed, "top", pair.pair_id))
+            v_top, sigmas = top_singular(enc, x0, p.top_k, p.iters, batch_size, p.oversample, item_generator(seed, "top", pair.pair_id))
             if "top" in p.families:
                 directions["top"] = v_top
         if "random" in p.families:
@@ -141,21 +142,23 @@ def finite_difference_norms(
 
 
 def top_singular(
-    enc: Any, x0: torch.Tensor, k: int, iters: int, batch_size: int, generator: torch.Generator
+    enc: Any, x0: torch.Tensor, k: int, iters: int, batch_size: int, oversample: int, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k right singular vectors (k, 3, H, W) and singular values (k,) of J = df/dx at x0,
-    by subspace iteration V <- orth(J^T J V), finished with a Rayleigh-Ritz step."""
+    by subspace iteration V <- orth(J^T J V) on k + oversample vectors, finished with a
+    Rayleigh-Ritz step (the error of sigma_k shrinks like (sigma_{k+oversample+1} / sigma_k)^(2 iters))."""
     d = x0.numel()
     k = min(k, d)
-    basis = torch.linalg.qr(torch.randn(d, k, generator=generator).to(x0.device)).Q  # (d, k)
+    width = min(k + oversample, d)
+    basis = torch.linalg.qr(torch.randn(d, width, generator=generator).to(x0.device)).Q  # (d, width)
     for _ in range(iters):
-        jv = _chunked(_jvp, enc, x0, basis.T.reshape(k, *x0.shape), batch_size)  # (k, D)
-        jtjv = _chunked(_vjp, enc, x0, jv, batch_size).flatten(1)  # (k, d)
+        jv = _chunked(_jvp, enc, x0, basis.T.reshape(width, *x0.shape), batch_size)  # (width, D)
+        jtjv = _chunked(_vjp, enc, x0, jv, batch_size).flatten(1)  # (width, d)
         basis = torch.linalg.qr(jtjv.T).Q
-    jv = _chunked(_jvp, enc, x0, basis.T.reshape(k, *x0.shape), batch_size)  # (k, D) = (J V)^T
+    jv = _chunked(_jvp, enc, x0, basis.T.reshape(width, *x0.shape), batch_size)  # (width, D) = (J V)^T
     _, sigma, rot_t = torch.linalg.svd(jv.T, full_matrices=False)  # J V = U S R^T
-    v_top = (basis @ rot_t.T).T  # (k, d): V R, ordered by sigma
-    return _unit(v_top.reshape(k, *x0.shape)), sigma
+    v_top = (basis @ rot_t.T).T[:k]  # (k, d): V R, ordered by sigma
+    return _unit(v_top.reshape(k, *x0.shape)), sigma[:k]
 
 
 def _matching_gradient(enc: Any, x0: torch.Tensor, e_t: torch.Tensor) -> torch.Tensor:

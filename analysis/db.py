@@ -1,0 +1,138 @@
+"""Open one or more run directories as an in-process DuckDB database of read-only views.
+
+    con = open_runs(["runs/demo"])            # views: match perturb lipschitz units pairs images
+    con.sql("SELECT model, avg(success::INT) FROM match WHERE status = 'ok' GROUP BY model")
+
+Each view reads `RUN/results/<table>/*/*/*.parquet` (hive partition folders `probe=…/model=…`,
+`union_by_name`, so runs written by different versions union cleanly) and is unioned by name
+with an empty table of the table's schema from sweep/schema.py: every view always has every
+schema column with its schema type, even while a run is still being written and a table has no
+file yet (the view is then empty). Globs are evaluated at query time, so new files of a table that
+already had one are picked up at once; a table that had no file at all when the run was opened
+appears after the next `open_runs` (it is cheap: no data is read until a query runs).
+
+The connection is sandboxed (unless `sandbox=False`): only the run directories can be read
+(`allowed_directories`), no other file, extension or network access (`enable_external_access =
+false`), and the configuration is locked. Never imports torch or Ray.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from sweep.schema import ALL_TABLES, SCHEMAS
+
+VIEWS: tuple[str, ...] = ALL_TABLES  # match, perturb, lipschitz, pairs, units, images
+_RUN_MARKERS = ("spec.yaml", "manifest.json", "progress.json", "results")
+
+
+class RunNotFound(Exception):
+    """A path given as a run directory does not exist or is not a vitsweep run (one-line message)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(str(message).split()))
+
+
+def _check_run_dir(path: str | Path) -> Path:
+    run = Path(path).expanduser()
+    if not run.exists():
+        raise RunNotFound(f"run directory not found: {path}")
+    if not run.is_dir():
+        raise RunNotFound(f"not a directory: {path}")
+    if not any((run / marker).exists() for marker in _RUN_MARKERS):
+        raise RunNotFound(
+            f"not a vitsweep run (no spec.yaml, manifest.json, progress.json or results/): {path}"
+        )
+    return run.resolve()
+
+
+def _table_glob(run: Path, table: str) -> str | None:
+    """The Parquet glob of one table in one run, or None while the table has no file yet."""
+    folder = run / "results" / table
+    if not folder.is_dir() or next(folder.glob("*/*/*.parquet"), None) is None:
+        return None
+    return (folder / "*" / "*" / "*.parquet").as_posix()
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _create_view(con: duckdb.DuckDBPyConnection, table: str, globs: list[str]) -> None:
+    empty_name = f"_empty_{table}"
+    empty = pa.Table.from_batches([], schema=SCHEMAS[table])
+    con.register("_arrow_empty", empty)
+    con.execute(f"CREATE OR REPLACE TABLE {empty_name} AS SELECT * FROM _arrow_empty")
+    con.unregister("_arrow_empty")
+    if not globs:
+        con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {empty_name}")
+        return
+    files = "[" + ", ".join(_sql_string(g) for g in globs) + "]"
+    con.execute(
+        f"CREATE OR REPLACE VIEW {table} AS "
+        f"SELECT * FROM {empty_name} UNION ALL BY NAME "
+        f"SELECT * FROM read_parquet({files}, hive_partitioning = true, union_by_name = true)"
+    )
+
+
+def open_runs(run_dirs: Sequence[str | Path], *, sandbox: bool = True) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with views `match`, `perturb`, `lipschitz`, `units`,
+    `pairs`, `images` over the union of the given runs. RunNotFound for a bad path."""
+    if isinstance(run_dirs, (str, Path)):
+        run_dirs = [run_dirs]
+    if not run_dirs:
+        raise RunNotFound("no run directory given")
+    runs: list[Path] = []
+    for path in run_dirs:
+        run = _check_run_dir(path)
+        if run not in runs:
+            runs.append(run)
+    con = duckdb.connect(":memory:")
+    for table in VIEWS:
+        globs = [g for g in (_table_glob(run, table) for run in runs) if g is not None]
+        _create_view(con, table, globs)
+    if sandbox:
+        allowed = "[" + ", ".join(_sql_string(run.as_posix() + "/") for run in runs) + "]"
+        con.execute(f"SET allowed_directories = {allowed}")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+    return con
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    text = _read_text(path)
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return None  # caught mid-rewrite by a non-atomic writer: treat as not there yet
+    return value if isinstance(value, dict) else None
+
+
+def read_progress(run_dir: str | Path) -> dict[str, Any] | None:
+    """RUN/progress.json as a dict, or None when it is missing or unreadable."""
+    return _read_json(Path(run_dir) / "progress.json")
+
+
+def read_manifest(run_dir: str | Path) -> dict[str, Any] | None:
+    """RUN/manifest.json as a dict, or None when it is missing or unreadable."""
+    return _read_json(Path(run_dir) / "manifest.json")
+
+
+def read_spec_text(run_dir: str | Path) -> str | None:
+    """RUN/spec.yaml as text, or None when it is missing."""
+    return _read_text(Path(run_dir) / "spec.yaml")

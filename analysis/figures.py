@@ -1,0 +1,125 @@
+"""The report's plots, drawn with matplotlib's Agg backend into PNG bytes (no display, no files).
+
+Each function takes the DataFrame of one named query for one model and weights and returns
+PNG bytes, or None when there is nothing to draw.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import TYPE_CHECKING
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: never a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+_FAMILY_ORDER = ("top", "random", "match", "null")
+_FAMILY_COLOURS = {"top": "#d62728", "random": "#7f7f7f", "match": "#1f77b4", "null": "#2ca02c"}
+
+
+def _png(fig: Figure) -> bytes:
+    """Fixed margins rather than tight_layout: layout passes double the drawing time."""
+    buf = io.BytesIO()
+    fig.subplots_adjust(left=0.12, right=0.98, bottom=0.17, top=0.9, wspace=0.3)
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _finite(values: pd.Series) -> np.ndarray:
+    array = np.asarray(values.dropna(), dtype=float)
+    return array[np.isfinite(array)]
+
+
+def match_distributions(pairs: pd.DataFrame) -> bytes | None:
+    """Histograms of the final rel_dist (success and not) and of the PSNR of successful matches."""
+    if pairs.empty:
+        return None
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
+    success = pairs["success"].fillna(False).astype(bool)
+    every = _finite(pairs["rel_dist"])
+    bins = np.histogram_bin_edges(every, bins=min(30, max(5, every.size))) if every.size else 10
+    for mask, label, colour in ((success, "success", "#1f77b4"), (~success, "no success", "#ff7f0e")):
+        values = _finite(pairs.loc[mask, "rel_dist"])
+        if values.size:
+            ax1.hist(values, bins=bins, alpha=0.7, label=f"{label} (n={values.size})", color=colour)
+    ax1.set_xlabel("final rel_dist = ||f(x) - f(t)|| / ||f(t)||")
+    ax1.set_ylabel("pairs")
+    ax1.legend(fontsize=8)
+    psnr = _finite(pairs.loc[success, "psnr"])
+    if psnr.size:
+        ax2.hist(psnr, bins=min(30, max(5, psnr.size)), color="#2ca02c")
+        ax2.set_xlabel("PSNR of successful matches (dB)")
+    else:
+        ax2.text(0.5, 0.5, "no successful match", ha="center", va="center", transform=ax2.transAxes)
+        ax2.set_axis_off()
+    return _png(fig)
+
+
+def eps_curves(normal: pd.DataFrame) -> bytes | None:
+    """Median disp_over_pair against eps per norm, with the random baseline at the same eps."""
+    if normal.empty:
+        return None
+    norms = sorted(normal["norm"].dropna().unique())
+    fig, axes = plt.subplots(1, len(norms), figsize=(4.5 * len(norms), 3.2), squeeze=False)
+    for ax, norm in zip(axes[0], norms):
+        part = normal[normal["norm"] == norm].sort_values("eps")
+        x = part["eps_255"] if norm == "linf" else part["eps"]
+        ax.plot(x, part["median_disp_over_pair"], "o-", label="optimised δ", color="#d62728")
+        ax.fill_between(x, part["p10_disp_over_pair"], part["p90_disp_over_pair"],
+                        color="#d62728", alpha=0.15, label="10-90% of pairs")
+        ax.plot(x, part["median_random_disp_over_pair"], "s--", label="random δ, same norm",
+                color="#7f7f7f")
+        ax.axhline(1.0, color="black", lw=0.7, ls=":")
+        ax.set_xlabel("ε (8-bit levels)" if norm == "linf" else "ε (L2, pixel units)")
+        ax.set_ylabel("||f(x0+δ) - f(x0)|| / ||f(x0) - f(t)||")
+        ax.set_title(f"{norm}")
+        ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def lipschitz_families(directions: pd.DataFrame) -> bytes | None:
+    """Per-direction Lipschitz estimates by family (top, random, match, null) on a log axis."""
+    values = directions[directions["estimate"] > 0] if not directions.empty else directions
+    if values.empty:
+        return None
+    families = [f for f in _FAMILY_ORDER if f in set(values["family"])]
+    families += sorted(set(values["family"]) - set(families))
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    data = [_finite(values.loc[values["family"] == f, "estimate"]) for f in families]
+    ax.boxplot(data, showfliers=False)
+    ax.set_xticks(range(1, len(families) + 1), families)
+    rng = np.random.default_rng(0)
+    for i, (family, ys) in enumerate(zip(families, data), start=1):
+        xs = i + rng.uniform(-0.15, 0.15, size=ys.size)
+        ax.scatter(xs, ys, s=8, alpha=0.6, color=_FAMILY_COLOURS.get(family, "#9467bd"))
+    ax.set_yscale("log")
+    ax.set_ylabel("||J v|| (directional Lipschitz estimate)")
+    ax.set_xlabel("direction family")
+    return _png(fig)
+
+
+def nonlinearity_curves(nonlin: pd.DataFrame) -> bytes | None:
+    """Median nonlinearity |l_fd - l_jvp| / l_jvp against h per family, log-log."""
+    part = nonlin[(nonlin["h"] > 0) & (nonlin["median_nonlinearity"] > 0)] if not nonlin.empty else nonlin
+    if part.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for family in sorted(part["family"].unique(), key=lambda f: (f not in _FAMILY_ORDER, f)):
+        rows = part[part["family"] == family].sort_values("h")
+        ax.plot(rows["h"], rows["median_nonlinearity"], "o-", label=family,
+                color=_FAMILY_COLOURS.get(family))
+    ax.set_xscale("log")
+    if math.isfinite(part["median_nonlinearity"].max()):
+        ax.set_yscale("log")
+    ax.set_xlabel("step size h (L2 pixel units)")
+    ax.set_ylabel("median |L_fd - L_jvp| / L_jvp")
+    ax.legend(fontsize=8)
+    return _png(fig)

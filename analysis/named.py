@@ -1,0 +1,163 @@
+"""Named queries: one question per `.sql` file in analysis/queries/, parameters bound.
+
+A query file starts with a header of `--` comment lines:
+
+    -- description: Claim 1 (equivalence): match success rate ... per model and weights.
+    -- param: model = NULL | only this model (NULL: all models)
+    -- any other comment line is a note shown with the description
+
+Parameters are named (`$model`) and bound by DuckDB (never formatted into the SQL). Every value
+arrives as a string (from a command line or a web form); the text `NULL` (any case) or an empty
+string means SQL NULL, which every filter reads as "all". A query casts a parameter it needs as
+a number itself (`CAST($limit AS BIGINT)`).
+
+    list_named() -> [NamedQuery(name, description, params, notes, sql), ...]
+    run_named(con, "equivalence", {"model": "vit_b"}) -> pandas.DataFrame
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import duckdb
+import pyarrow as pa
+
+if TYPE_CHECKING:  # pandas is imported by DuckDB's .df() only when a DataFrame is asked for
+    import pandas as pd
+
+QUERY_DIR = Path(__file__).with_name("queries")
+_PARAM = re.compile(r"^--\s*param:\s*(?P<name>[A-Za-z_]\w*)\s*=\s*(?P<default>[^|]*?)\s*(?:\|\s*(?P<help>.*))?$")
+_DESCRIPTION = re.compile(r"^--\s*description:\s*(?P<text>.*)$")
+
+
+class UnknownQuery(ValueError):
+    """No named query of that name (one-line message naming the ones there are)."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One bound parameter of a named query; default None means SQL NULL (all)."""
+
+    name: str
+    default: str | None
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class NamedQuery:
+    """A named query: its file's stem, one-line description, parameters and SQL text."""
+
+    name: str
+    description: str
+    params: tuple[Param, ...]
+    sql: str
+    notes: str = ""
+    path: Path = field(default=Path(), compare=False)
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.params)
+
+    def defaults(self) -> dict[str, str | None]:
+        return {p.name: p.default for p in self.params}
+
+
+def _null_or(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    return None if value == "" or value.upper() == "NULL" else value
+
+
+def parse_query_file(path: Path) -> NamedQuery:
+    """Read one .sql file and its header; ValueError when the header has no description."""
+    sql = path.read_text(encoding="utf-8")
+    description = ""
+    params: list[Param] = []
+    notes: list[str] = []
+    for line in sql.splitlines():
+        line = line.strip()
+        if not line.startswith("--"):
+            break
+        if m := _DESCRIPTION.match(line):
+            description = m["text"].strip()
+        elif m := _PARAM.match(line):
+            params.append(Param(m["name"], _null_or(m["default"]), (m["help"] or "").strip()))
+        else:
+            notes.append(line.lstrip("-").strip())
+    if not description:
+        raise ValueError(f"{path.name}: no '-- description:' line in the header")
+    return NamedQuery(path.stem, description, tuple(params), sql, " ".join(notes).strip(), path)
+
+
+@lru_cache(maxsize=1)
+def _load(query_dir: Path) -> dict[str, NamedQuery]:
+    return {q.name: q for q in (parse_query_file(p) for p in sorted(query_dir.glob("*.sql")))}
+
+
+def list_named() -> list[NamedQuery]:
+    """Every named query, sorted by name."""
+    return list(_load(QUERY_DIR).values())
+
+
+def get_named(name: str) -> NamedQuery:
+    """The named query `name`; UnknownQuery when there is none."""
+    queries = _load(QUERY_DIR)
+    if name not in queries:
+        raise UnknownQuery(f"unknown named query {name!r}; known: {', '.join(queries)}")
+    return queries[name]
+
+
+def bind_params(query: NamedQuery, params: Mapping[str, str | None] | None) -> dict[str, str | None]:
+    """The query's defaults overridden by `params`; ValueError for a parameter it does not take."""
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(query.param_names))
+    if unknown:
+        known = ", ".join(query.param_names) or "none"
+        raise ValueError(f"named query {query.name!r} has no parameter {', '.join(unknown)}; "
+                         f"its parameters: {known}")
+    bound = query.defaults()
+    for key, value in params.items():
+        bound[key] = _null_or(value)
+    return bound
+
+
+def _relation(cur: duckdb.DuckDBPyConnection, name: str,
+              params: Mapping[str, str | None] | None) -> duckdb.DuckDBPyRelation:
+    query = get_named(name)
+    bound = bind_params(query, params)
+    relation = cur.sql(query.sql, params=bound or None)
+    assert relation is not None, f"named query {name} is not a SELECT"
+    return relation
+
+
+def run_named(con: duckdb.DuckDBPyConnection, name: str,
+              params: Mapping[str, str | None] | None = None) -> pd.DataFrame:
+    """Run the named query with bound parameters on a connection from analysis.db.open_runs."""
+    cur = con.cursor()
+    try:
+        return _relation(cur, name, params).df()
+    finally:
+        cur.close()
+
+
+def run_named_arrow(con: duckdb.DuckDBPyConnection, name: str,
+                    params: Mapping[str, str | None] | None = None) -> pa.Table:
+    """As run_named, as an Arrow table (keeps binary and list columns exactly)."""
+    cur = con.cursor()
+    try:
+        return relation_arrow(_relation(cur, name, params))
+    finally:
+        cur.close()
+
+
+def relation_arrow(relation: duckdb.DuckDBPyRelation) -> pa.Table:
+    """A relation's rows as an Arrow table (DuckDB 1.x spells it `arrow()`, 2.x `to_arrow_table()`)."""
+    fetch = getattr(relation, "to_arrow_table", None) or getattr(relation, "arrow")
+    table = fetch()
+    return table if isinstance(table, pa.Table) else table.read_all()

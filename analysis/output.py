@@ -1,0 +1,107 @@
+"""Write a query result (an Arrow table) as an aligned text table, CSV, JSON or Parquet.
+
+Binary columns (the gallery's PNG bytes) print as `<png, N bytes>` in a text table and as base64
+in CSV and JSON; list columns (loss trajectories) as JSON arrays; non-finite floats as null in
+JSON. Parquet keeps every column as it is.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import datetime as dt
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+FORMATS = ("table", "csv", "json", "parquet")
+
+
+def _plain(value: Any, *, binary: str) -> Any:
+    """A JSON-able form of one cell."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raw = bytes(value)
+        if binary == "summary":
+            kind = "png" if raw.startswith(b"\x89PNG") else "binary"
+            return f"<{kind}, {len(raw)} bytes>"
+        return base64.b64encode(raw).decode("ascii")
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if binary != "summary" else str(value)
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, list):
+        return [_plain(v, binary=binary) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v, binary=binary) for k, v in value.items()}
+    return value
+
+
+def to_records(table: pa.Table, *, binary: str = "base64") -> list[dict[str, Any]]:
+    """Rows as dicts of JSON-able values."""
+    return [{k: _plain(v, binary=binary) for k, v in row.items()} for row in table.to_pylist()]
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def format_table(table: pa.Table) -> str:
+    """An aligned plain-text table with a header line and a row count."""
+    names = table.column_names
+    rows = [[_cell(v) for v in rec.values()] for rec in to_records(table, binary="summary")]
+    rows = [[c if len(c) <= 80 else c[:77] + "..." for c in row] for row in rows]
+    widths = [max([len(n)] + [len(r[i]) for r in rows]) for i, n in enumerate(names)]
+    numeric = [pa.types.is_integer(t) or pa.types.is_floating(t) for t in table.schema.types]
+
+    def line(cells: list[str]) -> str:
+        parts = [c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric)]
+        return "  ".join(parts).rstrip()
+
+    out = [line(names), line(["-" * w for w in widths])] + [line(r) for r in rows]
+    out.append(f"({table.num_rows} row{'s' if table.num_rows != 1 else ''})")
+    return "\n".join(out) + "\n"
+
+
+def format_csv(table: pa.Table) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(table.column_names)
+    for rec in to_records(table):
+        writer.writerow([json.dumps(v) if isinstance(v, (list, dict)) else ("" if v is None else v)
+                         for v in rec.values()])
+    return buf.getvalue()
+
+
+def format_json(table: pa.Table) -> str:
+    return json.dumps(to_records(table), indent=1, allow_nan=False) + "\n"
+
+
+def write_result(table: pa.Table, fmt: str, output: Path | None) -> str | None:
+    """Write `table` in `fmt` to `output`, or return the text to print when output is None.
+    ValueError for parquet without an output file or an unknown format."""
+    if fmt == "parquet":
+        if output is None:
+            raise ValueError("--format parquet needs --output FILE")
+        pq.write_table(table, output)
+        return None
+    formatters = {"table": format_table, "csv": format_csv, "json": format_json}
+    if fmt not in formatters:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    text = formatters[fmt](table)
+    if output is None:
+        return text
+    output.write_text(text, encoding="utf-8")
+    return None

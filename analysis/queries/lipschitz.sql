@@ -1,0 +1,40 @@
+-- description: Claim 3 (Lipschitz): sigma1 over the median random estimate (per pair, then aggregated) and the top versus null gap.
+-- param: run_id = NULL | only this run (NULL: all runs)
+-- param: model = NULL | only this model (NULL: all models)
+-- param: weights = NULL | only these weights (NULL: all)
+-- Per pair as in lipschitz_pairs; then median, geometric mean, min and max over pairs.
+WITH directions AS (
+    SELECT run_id, unit_id, pair_id, model, weights, family, direction,
+           coalesce(max(l_jvp), arg_min(l_fd, h)) AS estimate,
+           max(sigma) AS sigma
+    FROM lipschitz
+    WHERE status = 'ok'
+      AND ($run_id IS NULL OR run_id = $run_id)
+      AND ($model IS NULL OR model = $model)
+      AND ($weights IS NULL OR weights = $weights)
+    GROUP BY ALL
+),
+per_pair AS (
+    SELECT model, weights,
+           coalesce(max(sigma) FILTER (WHERE family = 'top'),
+                    max(estimate) FILTER (WHERE family = 'top'))
+             / nullif(median(estimate) FILTER (WHERE family = 'random'), 0) AS sigma1_over_random,
+           median(estimate) FILTER (WHERE family = 'top')
+             / nullif(median(estimate) FILTER (WHERE family = 'null'), 0) AS top_over_null,
+           median(estimate) FILTER (WHERE family = 'match')
+             / nullif(median(estimate) FILTER (WHERE family = 'random'), 0) AS match_over_random
+    FROM directions
+    GROUP BY run_id, unit_id, pair_id, model, weights
+)
+SELECT model, weights,
+       count(*) AS n_pairs,
+       median(sigma1_over_random) AS median_sigma1_over_random,
+       exp(avg(ln(sigma1_over_random))) AS geomean_sigma1_over_random,
+       min(sigma1_over_random) AS min_sigma1_over_random,
+       max(sigma1_over_random) AS max_sigma1_over_random,
+       median(top_over_null) AS median_top_over_null,
+       min(top_over_null) AS min_top_over_null,
+       median(match_over_random) AS median_match_over_random
+FROM per_pair
+GROUP BY model, weights
+ORDER BY model, weights

@@ -1,0 +1,98 @@
+"""`vitsweep dashboard RUN [RUN...]`: browse runs in the Streamlit app (dashboard/app.py).
+
+Starts `python -m streamlit run dashboard/app.py` headless, bound to 127.0.0.1 unless `--host`
+says otherwise, prints the address and waits until Streamlit exits (Ctrl-C or SIGTERM stops it, and Streamlit
+with it). The run
+directories are passed after `--` (the app reads them from its argv) and in the environment
+variable VITSWEEP_RUNS. Never imports torch: this command must start fast on a laptop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from sweep.errors import UserError
+
+APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+RUNS_ENV = "VITSWEEP_RUNS"  # os.pathsep-separated run directories (read by dashboard/runs.py)
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories to browse")
+    parser.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+
+
+def streamlit_command(runs: list[Path], host: str, port: int) -> list[str]:
+    """The exact `streamlit run` command line for these runs."""
+    return [
+        sys.executable, "-m", "streamlit", "run", str(APP),
+        "--server.headless", "true",
+        "--server.address", host,
+        "--server.port", str(port),
+        "--browser.gatherUsageStats", "false",
+        "--", *[str(r) for r in runs],
+    ]  # fmt: skip
+
+
+def check_runs(runs: list[str]) -> list[Path]:
+    """Resolve the run directories; a missing one (or a file) is a UserError."""
+    resolved = []
+    for run in runs:
+        path = Path(run).expanduser()
+        if not path.exists():
+            raise UserError(f"{run}: no such run directory")
+        if not path.is_dir():
+            raise UserError(f"{run}: not a directory (a run is a folder with spec.yaml and results/)")
+        resolved.append(path.resolve())
+    return resolved
+
+
+def run(args: argparse.Namespace) -> int:
+    runs = check_runs(args.runs)
+    if not 0 < args.port < 65536:
+        raise UserError(f"--port {args.port}: not a port number (1-65535)")
+    if not APP.is_file():
+        raise UserError(f"{APP}: the dashboard app is missing from this installation")
+    shown_host = "localhost" if args.host in ("127.0.0.1", "localhost") else args.host
+    print(f"vitsweep dashboard: http://{shown_host}:{args.port}  ({len(runs)} run(s); Ctrl-C stops)")
+    sys.stdout.flush()
+    env = dict(os.environ, **{RUNS_ENV: os.pathsep.join(str(r) for r in runs)})
+    env.setdefault("STREAMLIT_BROWSER_GATHER_USAGE_STATS", "false")
+    # cwd = dashboard/, so Streamlit also reads dashboard/.streamlit/config.toml (run paths are absolute)
+    proc = subprocess.Popen(streamlit_command(runs, args.host, args.port), env=env, cwd=APP.parent)
+    return serve(proc)
+
+
+class _Terminate(Exception):
+    """SIGTERM arrived: stop Streamlit before exiting."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminate
+
+
+def serve(proc: subprocess.Popen[bytes], stop_timeout_s: float = 10.0) -> int:
+    """Wait for Streamlit; on Ctrl-C or SIGTERM stop it (never leave it running) and return 0."""
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return proc.wait()
+    except (KeyboardInterrupt, _Terminate) as stop:
+        # Ctrl-C in a terminal reaches Streamlit too; a SIGTERM to this process alone does not.
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT if isinstance(stop, KeyboardInterrupt) else signal.SIGTERM)
+        try:
+            proc.wait(timeout=stop_timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)

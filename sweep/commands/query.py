@@ -1,0 +1,136 @@
+"""`vitsweep query`: ask a run's results a question in SQL or by a named query.
+
+    vitsweep query RUN [RUN ...] "SELECT model, avg(psnr) FROM match GROUP BY model"
+    vitsweep query RUN --named equivalence [--param model=vit_b ...]
+    vitsweep query --list
+    ... --format table|csv|json|parquet [--output FILE]
+
+The runs are opened with analysis.db.open_runs (views match, perturb, lipschitz, units, pairs,
+images; sandboxed to the run directories). A bad query, a missing run or an unknown named query
+is one line on stderr and exit status 2. Never imports torch or Ray.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from sweep.errors import UserError
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("args", nargs="*", metavar="RUN [RUN ...] [SQL]",
+                        help="run directories, then the SQL query (unless --named or --list)")
+    parser.add_argument("--named", metavar="NAME", help="run the named query NAME (see --list)")
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="a named query's parameter (repeatable); VALUE NULL means all")
+    parser.add_argument("--list", action="store_true", help="list the named queries and exit")
+    parser.add_argument("--format", default="table", choices=("table", "csv", "json", "parquet"),
+                        help="output format (parquet needs --output)")
+    parser.add_argument("--output", "-o", type=Path, metavar="FILE",
+                        help="write the result to FILE instead of stdout")
+    parser.add_argument("--limit", type=int, metavar="N", help="at most N rows")
+
+
+def _one_line(err: BaseException) -> str:
+    """DuckDB's message without its multi-line caret pointer."""
+    text = str(err).split("\nLINE ")[0]
+    return " ".join(text.split())
+
+
+def _single_select(con, sql: str) -> str:
+    """The one read-only statement in `sql` (SELECT, DESCRIBE, SUMMARIZE, SHOW or EXPLAIN);
+    UserError for anything else. Files outside the runs are refused by the sandboxed connection."""
+    import duckdb
+
+    statements = con.extract_statements(sql)
+    if len(statements) != 1:
+        raise UserError(f"give exactly one SQL statement, got {len(statements)}")
+    statement = statements[0]
+    if statement.type not in (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN):
+        raise UserError(f"vitsweep query is read-only: {statement.type.name} statements are refused")
+    return statement.query
+
+
+def _parse_params(pairs: list[str]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--param wants KEY=VALUE, got {pair!r}")
+        params[key.strip()] = value
+    return params
+
+
+def _list_text(fmt: str) -> str:
+    import json
+
+    from analysis.named import list_named
+
+    queries = list_named()
+    if fmt == "json":
+        return json.dumps([{"name": q.name, "description": q.description, "notes": q.notes,
+                            "params": [{"name": p.name, "default": p.default, "help": p.help}
+                                       for p in q.params]} for q in queries], indent=1) + "\n"
+    lines = []
+    for q in queries:
+        lines.append(f"{q.name}\n    {q.description}")
+        for p in q.params:
+            default = "NULL" if p.default is None else p.default
+            lines.append(f"    --param {p.name}={default}    {p.help}".rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list:
+        if args.format not in ("table", "json"):
+            raise UserError("--list prints as table or json")
+        text = _list_text(args.format)
+        if args.output:
+            args.output.write_text(text, encoding="utf-8")
+        else:
+            sys.stdout.write(text)
+        return 0
+
+    import duckdb
+
+    from analysis.db import RunNotFound, open_runs
+    from analysis.named import UnknownQuery, relation_arrow, run_named_arrow
+    from analysis.output import write_result
+
+    positional: list[str] = list(args.args)
+    if args.named:
+        runs, sql = positional, None
+    else:
+        if args.param:
+            raise UserError("--param applies to --named queries only")
+        if len(positional) < 2:
+            raise UserError('give one or more run directories and a SQL query, or --named NAME')
+        runs, sql = positional[:-1], positional[-1]
+    if not runs:
+        raise UserError("give at least one run directory")
+    if args.format == "parquet" and args.output is None:
+        raise UserError("--format parquet needs --output FILE")
+
+    try:
+        con = open_runs(runs)
+    except RunNotFound as err:
+        raise UserError(str(err)) from None
+    try:
+        if args.named:
+            table = run_named_arrow(con, args.named, _parse_params(args.param))
+        else:
+            table = relation_arrow(con.sql(_single_select(con, sql)))
+    except (UnknownQuery, ValueError) as err:
+        raise UserError(str(err)) from None
+    except duckdb.Error as err:
+        raise UserError(_one_line(err)) from None
+    finally:
+        con.close()
+    if args.limit is not None:
+        table = table.slice(0, max(args.limit, 0))
+    text = write_result(table, args.format, args.output)
+    if text is not None:
+        sys.stdout.write(text)
+    return 0

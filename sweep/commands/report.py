@@ -1,0 +1,43 @@
+"""`vitsweep report`: write the findings report of one or more runs.
+
+    vitsweep report RUN [RUN ...] --out DIR [--gallery N]
+
+DIR receives report.html (self-contained: open it in a browser, no server), report.md with its
+PNG figures next to it, and report.json (the query rows behind every number). A missing run is
+one line on stderr and exit status 2. Never imports torch or Ray.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sweep.errors import UserError
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories (their results are unioned)")
+    parser.add_argument("--out", "-o", type=Path, required=True, metavar="DIR",
+                        help="folder for report.html, report.md and the figures")
+    parser.add_argument("--gallery", type=int, default=6, metavar="N",
+                        help="at most N matched triples per model and weights (default 6)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from analysis.db import RunNotFound
+    from analysis.report import write_report
+
+    if args.gallery < 0:
+        raise UserError("--gallery must be 0 or more")
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out is not a directory: {args.out}")
+    try:
+        paths = write_report(args.runs, args.out, gallery_limit=args.gallery)
+    except RunNotFound as err:
+        raise UserError(str(err)) from None
+    except duckdb.Error as err:
+        raise UserError(" ".join(str(err).split("\nLINE ")[0].split())) from None
+    print(f"wrote {paths['html']} and {paths['md']}")
+    return 0

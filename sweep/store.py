@@ -1,0 +1,155 @@
+"""A run directory's storage: atomic Parquet writes, done-markers, resume, small JSON files.
+
+The root is a local path or a filesystem URI (`s3://bucket/prefix`, `gs://…`, anything pyarrow or
+fsspec opens). On a local filesystem a file is written under a temporary name that does not end
+in `.parquet` (`.<unit_id>.<uuid>.tmp`) and renamed into place, so readers globbing `*.parquet`
+never see half a file. On object stores an object becomes visible only once its upload completes,
+so files are written under their final name directly.
+
+A unit's tables are written one file each, the `units` row last: that file is the unit's
+done-marker. A retried unit writes the same names again, so a retry replaces rather than adds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from sweep.schema import ALL_TABLES, STATUS_OK, partition_dir
+
+TMP_SUFFIX = ".tmp"
+
+
+class RunStore:
+    """One run directory (local or remote)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = str(root)
+        self.fs, self.base = _open_filesystem(self.root)
+        self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # ship the URI, not the filesystem handle
+        return (RunStore, (self.root,))
+
+    # ---- paths -------------------------------------------------------------------------------
+    def path(self, relative: str) -> str:
+        return f"{self.base}/{relative}" if relative else self.base
+
+    @staticmethod
+    def unit_file(table: str, probe: str, model: str, unit_id: str) -> str:
+        return f"{partition_dir(table, probe, model)}/{unit_id}.parquet"
+
+    # ---- Parquet -----------------------------------------------------------------------------
+    def write_parquet(self, relative: str, table: pa.Table) -> None:
+        """Write one Parquet file so that it appears whole or not at all."""
+        final = self.path(relative)
+        folder, _, name = final.rpartition("/")
+        self.fs.create_dir(folder, recursive=True)
+        if not self.is_local:
+            pq.write_table(table, final, filesystem=self.fs)
+            return
+        tmp = f"{folder}/.{name.removesuffix('.parquet')}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}"
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, final)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def write_unit_tables(self, probe: str, model: str, unit_id: str, tables: Mapping[str, pa.Table]) -> None:
+        """Write a unit's tables, `units` last (the done-marker)."""
+        for name, table in tables.items():
+            if name != "units":
+                self.write_parquet(self.unit_file(name, probe, model, unit_id), table)
+        if "units" in tables:
+            self.write_parquet(self.unit_file("units", probe, model, unit_id), tables["units"])
+
+    def remove_unit(self, probe: str, model: str, unit_id: str, tables: Iterable[str] = ALL_TABLES) -> None:
+        """Delete whatever files a unit left (before recording it as failed)."""
+        for table in tables:
+            path = self.path(self.unit_file(table, probe, model, unit_id))
+            if self.fs.get_file_info(path).type == pafs.FileType.File:
+                self.fs.delete_file(path)
+
+    def unit_status(self) -> dict[str, str]:
+        """unit_id -> status ("ok" | "error") of every unit with a units row."""
+        folder = self.path("results/units")
+        if self.fs.get_file_info(folder).type != pafs.FileType.Directory:
+            return {}
+        files = [f.path for f in self._files("results/units") if f.path.endswith(".parquet")]
+        if not files:
+            return {}
+        table = ds.dataset(files, filesystem=self.fs, format="parquet").to_table(columns=["unit_id", "status"])
+        return dict(zip(table.column("unit_id").to_pylist(), table.column("status").to_pylist()))
+
+    def done_unit_ids(self) -> set[str]:
+        """Units finished successfully (a failed unit is tried again by a rerun)."""
+        return {unit_id for unit_id, status in self.unit_status().items() if status == STATUS_OK}
+
+    def clean_tmp(self) -> int:
+        """Delete temporary files a killed writer left behind; returns how many."""
+        stale = [
+            f.path for f in self._files("results")
+            if f.base_name.startswith(".") and f.base_name.endswith(TMP_SUFFIX)
+        ]
+        for path in stale:
+            self.fs.delete_file(path)
+        return len(stale)
+
+    def _files(self, relative: str) -> list[pafs.FileInfo]:
+        selector = pafs.FileSelector(self.path(relative), recursive=True, allow_not_found=True)
+        return [f for f in self.fs.get_file_info(selector) if f.type == pafs.FileType.File]
+
+    # ---- small files -------------------------------------------------------------------------
+    def exists(self, relative: str) -> bool:
+        return self.fs.get_file_info(self.path(relative)).type == pafs.FileType.File
+
+    def read_text(self, relative: str) -> str | None:
+        if not self.exists(relative):
+            return None
+        with self.fs.open_input_stream(self.path(relative)) as stream:
+            return stream.read().decode()
+
+    def write_text(self, relative: str, text: str) -> None:
+        """Atomic on a local filesystem (tmp + rename), a single PUT elsewhere."""
+        final = self.path(relative)
+        folder = final.rpartition("/")[0]
+        self.fs.create_dir(folder, recursive=True)
+        if not self.is_local:
+            with self.fs.open_output_stream(final) as stream:
+                stream.write(text.encode())
+            return
+        tmp = f"{final}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}"
+        Path(tmp).write_text(text)
+        os.replace(tmp, final)
+
+    def read_json(self, relative: str) -> Any:
+        text = self.read_text(relative)
+        return None if text is None else json.loads(text)
+
+    def write_json(self, relative: str, obj: Any) -> None:
+        self.write_text(relative, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def _open_filesystem(root: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, base path without trailing slash) for a local path or a URI."""
+    if "://" not in root or root.startswith("file://"):
+        local = Path(root.removeprefix("file://")).expanduser().resolve()
+        return pafs.LocalFileSystem(), str(local)
+    try:
+        fs, path = pafs.FileSystem.from_uri(root)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        import fsspec  # schemes pyarrow lacks (memory://, gcsfs extras, …)
+
+        fsspec_fs, path = fsspec.core.url_to_fs(root)
+        fs = pafs.PyFileSystem(pafs.FSSpecHandler(fsspec_fs))
+    return fs, path.rstrip("/")

@@ -1,0 +1,50 @@
+"""Tiny encoder factories for tests and benchmarks, named in specs as
+`tests.encoders_for_tests:<factory>`: pixels (B, 3, 8, 8) in [0, 1] -> (B, 16) by a fixed,
+seeded linear map (the same weights in every process, so results are reproducible anywhere)."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+INPUT_SIZE = (3, 8, 8)
+DIM = 16
+
+
+class LinearEncoder(nn.Module):
+    def __init__(self, seed: int = 0, sleep_s: float = 0.0, fail: bool = False) -> None:
+        super().__init__()
+        self.input_size = INPUT_SIZE
+        generator = torch.Generator().manual_seed(seed)
+        d_in = INPUT_SIZE[0] * INPUT_SIZE[1] * INPUT_SIZE[2]
+        self.weight = nn.Parameter(torch.randn(DIM, d_in, generator=generator) / d_in**0.5)
+        self.sleep_s = sleep_s
+        self.fail = fail
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:  # (B, 3, 8, 8) -> (B, 16)
+        if self.fail:
+            raise RuntimeError("this encoder always fails (test)")
+        if self.sleep_s:
+            time.sleep(self.sleep_s)
+        return pixels.flatten(1) @ self.weight.T
+
+
+def linear_encoder() -> nn.Module:
+    return LinearEncoder()
+
+
+def slow_linear_encoder() -> nn.Module:
+    """Sleeps 20 ms per forward: units take seconds, long enough to kill something mid-unit."""
+    return LinearEncoder(sleep_s=0.02)
+
+
+def failing_encoder() -> nn.Module:
+    """Raises in every forward: every unit using it fails."""
+    return LinearEncoder(fail=True)
+
+
+def broken_factory() -> nn.Module:
+    """Fails while the encoder is built: every unit using it fails, on every attempt."""
+    raise RuntimeError("broken encoder factory (test)")

@@ -1,0 +1,381 @@
+"""A small but realistic run directory with known values, for analysis/dashboard tests.
+
+`make_fixture_run(root)` writes `root/<run_id>/` exactly as docs/CONTRACTS.md describes
+(spec.yaml, manifest.json, progress.json, results/<table>/probe=…/model=…/<unit>.parquet), with
+every table built by `sweep.schema.to_table`, so the schemas are the real ones.
+`fixture_rows(models)` returns the same rows as plain dicts, so a test can compute its expected
+answer independently (plain Python over the rows) instead of trusting a query.
+
+Known values, per model (model index m = 0, 1, … adds m to a few numbers so models differ):
+
+- match unit `<model>-match-0`: pairs p0..p4. p0..p3 status ok, p4 status error (decode error).
+  success: p0, p1, p2 True, p3 False  -> success rate 3/4 among ok rows.
+  steps 100, 200, 300, 1000; psnr 40+m, 35+m, 30+m, 25+m; ssim 0.99, 0.95, 0.9, 0.8;
+  rel_dist 0.05, 0.08, 0.1, 0.4; cos 0.99, 0.98, 0.97, 0.8; quant_success True, False, True, False.
+  head labels: pred_adv == pred_tgt for p0, p1, p3; k-NN: knn_adv == knn_tgt for p0, p2.
+- perturb unit `<model>-perturb-0`: pairs p0..p2 ok, plus an error row for p3.
+  linf eps k/255 for k in 1, 2, 4, 8: disp_over_pair = 0.1·k·(1 + 0.1·i) for pair i (×(1+m)),
+  random_disp_over_pair = disp_over_pair / 20. l2 eps 0.25, 0.5, 1.0: disp_over_pair = eps·(1+0.1·i).
+- lipschitz unit `<model>-lipschitz-0`: pairs p0, p1; h in 0.01, 0.1, 1.0;
+  top directions 0..2 with sigma = l_jvp = (100, 50, 25)·(i+1)·(1+m);
+  random directions 0..4 with l_jvp = (1, 2, 3, 4, 5)·(i+1)  -> median 3·(i+1), so
+  sigma1 / median random = 100·(1+m)/3 for every pair;
+  null directions 0..1 with l_jvp 0.5·(i+1), 1.5·(i+1); match direction 0 with l_jvp 0.2;
+  l_fd = l_jvp·(1 + 0.1·h), nonlinearity = 0.1·h (every family).
+- images: p0 and p1 of every match unit, 16×16 RGB PNGs; adv = src + 2 (clipped).
+- units: the three units per model ok; for the last model a failed perturb unit
+  `<model>-perturb-1` (status error, no result rows).
+
+`complete=False` writes a run still being written: progress state "running", no lipschitz,
+units or images tables, and a stray temporary `.x.tmp` file next to a Parquet file.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+from PIL import Image
+
+from sweep.schema import partition_dir, to_table
+
+RUN_ID = "fixture-run"
+WEIGHTS = "random:0"
+LINF_EPS = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
+L2_EPS = (0.25, 0.5, 1.0)
+HS = (0.01, 0.1, 1.0)
+IMG = 16
+
+
+def _slug(model: str) -> str:
+    """A unit-id-safe form of a model name (`pkg.mod:f` -> `pkg_mod_f`)."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", model)
+
+
+def _ident(model: str, probe: str, unit_id: str, pair: int, *, run_id: str,
+           weights: str = WEIGHTS) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "unit_id": unit_id,
+        "pair_id": f"p{pair}",
+        "src_key": f"src/{pair:05d}",
+        "tgt_key": f"tgt/{pair:05d}",
+        "src_label": 10 + pair,
+        "tgt_label": 20 + pair,
+        "model": model,
+        "weights": weights,
+        "embed": "pre_logits",
+        "probe": probe,
+        "config_hash": f"cfg-{probe}",
+        "params": json.dumps({"probe": probe}),
+        "status": "ok",
+        "error": None,
+    }
+
+
+def _match_rows(model: str, m: int, run_id: str, weights: str) -> list[dict[str, Any]]:
+    unit = f"{_slug(model)}-match-0"
+    success = [True, True, True, False]
+    steps = [100, 200, 300, 1000]
+    psnr = [40.0 + m, 35.0 + m, 30.0 + m, 25.0 + m]
+    ssim = [0.99, 0.95, 0.9, 0.8]
+    rel = [0.05, 0.08, 0.1, 0.4]
+    cos = [0.99, 0.98, 0.97, 0.8]
+    quant = [True, False, True, False]
+    head_to_tgt = [True, True, False, True]
+    knn_to_tgt = [True, False, True, False]
+    rows = []
+    for i in range(4):
+        pred_src, pred_tgt = 100 + i, 200 + i
+        rows.append(
+            {
+                **_ident(model, "match", unit, i, run_id=run_id, weights=weights),
+                "success": success[i],
+                "steps": steps[i],
+                "sq_l2": (rel[i] * 10.0) ** 2,
+                "cos": cos[i],
+                "rel_dist": rel[i],
+                "rel_dist_start": 1.2 + 0.1 * i,
+                "cos_start": 0.1 * i,
+                "pix_l2": 1.0 + i,
+                "pix_linf": (4.0 + i) / 255,
+                "psnr": psnr[i],
+                "ssim": ssim[i],
+                "quant_success": quant[i],
+                "quant_cos": cos[i] - 0.01,
+                "quant_rel_dist": rel[i] + 0.01,
+                "pred_src": pred_src,
+                "pred_tgt": pred_tgt,
+                "pred_adv": pred_tgt if head_to_tgt[i] else pred_src,
+                "prob_src": 0.9,
+                "prob_tgt": 0.8,
+                "prob_adv": 0.7,
+                "knn_src": pred_src,
+                "knn_tgt": pred_tgt,
+                "knn_adv": pred_tgt if knn_to_tgt[i] else pred_src,
+                "log_every": 50,
+                "loss_trajectory": [float(10.0 / (k + 1)) for k in range(steps[i] // 50 + 1)],
+            }
+        )
+    err = _ident(model, "match", unit, 4, run_id=run_id, weights=weights)
+    err.update(status="error", error="ImageDecodeError: cannot identify image file 'src/00004'")
+    rows.append(err)
+    return rows
+
+
+def _perturb_rows(model: str, m: int, run_id: str, weights: str) -> list[dict[str, Any]]:
+    unit = f"{_slug(model)}-perturb-0"
+    rows = []
+    for i in range(3):
+        grid = [("linf", eps, 0.1 * round(eps * 255)) for eps in LINF_EPS]
+        grid += [("l2", eps, eps) for eps in L2_EPS]
+        for norm, eps, base in grid:
+            dop = base * (1 + 0.1 * i) * (1 + m)
+            rows.append(
+                {
+                    **_ident(model, "perturb", unit, i, run_id=run_id, weights=weights),
+                    "norm": norm,
+                    "eps": eps,
+                    "steps": 10,
+                    "emb_disp": dop * 30.0,
+                    "rel_disp": dop * 0.5,
+                    "disp_over_pair": dop,
+                    "random_disp": dop * 30.0 / 20,
+                    "random_rel_disp": dop * 0.5 / 20,
+                    "random_disp_over_pair": dop / 20,
+                    "cos_after": 1.0 - dop / 10,
+                    "pix_linf": eps if norm == "linf" else None,
+                    "pred_src": 100 + i,
+                    "pred_adv": 100 + i if eps < 4 / 255 else 300 + i,
+                }
+            )
+    err = _ident(model, "perturb", unit, 3, run_id=run_id, weights=weights)
+    err.update(status="error", error="RuntimeError: CUDA out of memory")
+    rows.append(err)
+    return rows
+
+
+def _lipschitz_rows(model: str, m: int, run_id: str, weights: str) -> list[dict[str, Any]]:
+    unit = f"{_slug(model)}-lipschitz-0"
+    rows = []
+    for i in range(2):
+        scale = i + 1
+        families = (
+            [("top", d, s * scale * (1 + m), s * scale * (1 + m)) for d, s in enumerate((100, 50, 25))]
+            + [("random", d, v * scale, None) for d, v in enumerate((1, 2, 3, 4, 5))]
+            + [("null", d, v * scale, None) for d, v in enumerate((0.5, 1.5))]
+            + [("match", 0, 0.2, None)]
+        )
+        for family, direction, l_jvp, sigma in families:
+            for h in HS:
+                rows.append(
+                    {
+                        **_ident(model, "lipschitz", unit, i, run_id=run_id, weights=weights),
+                        "family": family,
+                        "direction": direction,
+                        "h": h,
+                        "l_fd": l_jvp * (1 + 0.1 * h),
+                        "l_jvp": float(l_jvp),
+                        "sigma": None if sigma is None else float(sigma),
+                        "nonlinearity": 0.1 * h,
+                    }
+                )
+    return rows
+
+
+def _png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array.astype(np.uint8), mode="RGB").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def fixture_images(pair: int) -> dict[str, np.ndarray]:
+    """The source, matched (src + 2) and target pixel arrays (H, W, 3) uint8 of a gallery pair."""
+    yy, xx = np.mgrid[0:IMG, 0:IMG]
+    src = np.stack([xx * 15, yy * 15, np.full_like(xx, 60 + 20 * pair)], axis=-1).astype(np.uint8)
+    tgt = np.stack([255 - xx * 15, np.full_like(xx, 200), yy * 15], axis=-1).astype(np.uint8)
+    adv = np.clip(src.astype(np.int16) + 2, 0, 255).astype(np.uint8)
+    return {"src": src, "adv": adv, "tgt": tgt}
+
+
+def _image_rows(model: str, run_id: str) -> list[dict[str, Any]]:
+    rows = []
+    for i in range(2):
+        imgs = fixture_images(i)
+        rows.append(
+            {
+                "run_id": run_id,
+                "unit_id": f"{_slug(model)}-match-0",
+                "pair_id": f"p{i}",
+                "model": model,
+                "probe": "match",
+                "variant": "",
+                "src_png": _png(imgs["src"]),
+                "adv_png": _png(imgs["adv"]),
+                "tgt_png": _png(imgs["tgt"]),
+            }
+        )
+    return rows
+
+
+def _pairs_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in results:
+        key = (r["unit_id"], r["pair_id"])
+        decode_error = r["status"] == "error" and r["error"].startswith("ImageDecodeError")
+        seen.setdefault(
+            key,
+            {
+                "run_id": r["run_id"],
+                "unit_id": r["unit_id"],
+                "pair_id": r["pair_id"],
+                "src_key": r["src_key"],
+                "tgt_key": r["tgt_key"],
+                "src_label": r["src_label"],
+                "tgt_label": r["tgt_label"],
+                "shard": "shard-000000.tar",
+                "model": r["model"],
+                "probe": r["probe"],
+                "status": "error" if decode_error else "ok",
+                "error": r["error"] if decode_error else None,
+            },
+        )
+    return list(seen.values())
+
+
+def _unit_row(model: str, probe: str, unit_id: str, rows: list[dict[str, Any]], run_id: str,
+              *, weights: str = WEIGHTS, status: str = "ok", error: str | None = None) -> dict[str, Any]:
+    import datetime as dt
+
+    start = dt.datetime(2024, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
+    pair_ids = {r["pair_id"] for r in rows}
+    err_ids = {r["pair_id"] for r in rows if r["status"] == "error"}
+    return {
+        "run_id": run_id,
+        "unit_id": unit_id,
+        "model": model,
+        "weights": weights,
+        "embed": "pre_logits",
+        "probe": probe,
+        "config_hash": f"cfg-{probe}",
+        "params": json.dumps({"probe": probe}),
+        "shard": "shard-000000.tar",
+        "status": status,
+        "error": error,
+        "attempts": 1 if status == "ok" else 3,
+        "n_pairs": len(pair_ids),
+        "n_ok": len(pair_ids - err_ids),
+        "n_error": len(err_ids),
+        "started_at": start,
+        "finished_at": start + dt.timedelta(seconds=30),
+        "seconds": 30.0,
+        "worker": "worker-0",
+        "host": "localhost",
+        "device": "cpu",
+    }
+
+
+def fixture_rows(models: Sequence[str] = ("vit_a", "vit_b"), *, run_id: str = RUN_ID,
+                 complete: bool = True, weights: str = WEIGHTS) -> dict[str, list[dict[str, Any]]]:
+    """Every row of the fixture run, by table (the exact rows make_fixture_run writes)."""
+    tables: dict[str, list[dict[str, Any]]] = {t: [] for t in ("match", "perturb", "lipschitz",
+                                                               "pairs", "units", "images")}
+    for m, model in enumerate(models):
+        per_probe = {
+            "match": _match_rows(model, m, run_id, weights),
+            "perturb": _perturb_rows(model, m, run_id, weights),
+        }
+        if complete:
+            per_probe["lipschitz"] = _lipschitz_rows(model, m, run_id, weights)
+        for probe, rows in per_probe.items():
+            tables[probe] += rows
+            tables["pairs"] += _pairs_rows(rows)
+            if complete:
+                tables["units"].append(
+                    _unit_row(model, probe, f"{_slug(model)}-{probe}-0", rows, run_id, weights=weights)
+                )
+        if complete:
+            tables["images"] += _image_rows(model, run_id)
+    if complete and models:
+        last = models[-1]
+        tables["units"].append(
+            _unit_row(last, "perturb", f"{_slug(last)}-perturb-1", [], run_id, weights=weights, status="error",
+                      error="WorkerCrashed: worker died 3 times (exit code 137)")
+        )
+    return tables
+
+
+def _write(run_dir: Path, table: str, rows: list[dict[str, Any]]) -> None:
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["probe"], r["model"], r["unit_id"]), []).append(r)
+    for (probe, model, unit_id), group in groups.items():
+        folder = run_dir / partition_dir(table, probe, model)
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(to_table(table, group), folder / f"{unit_id}.parquet")
+
+
+def make_fixture_run(root: Path, *, models: Sequence[str] = ("vit_a", "vit_b"),
+                     complete: bool = True, run_id: str = RUN_ID, weights: str = WEIGHTS,
+                     only: Sequence[str] | None = None) -> Path:
+    """Write the fixture run under `root/<run_id>` and return its path. `only` limits the
+    tables written (e.g. `only=("match",)` for a run with match rows only)."""
+    run_dir = Path(root) / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tables = fixture_rows(models, run_id=run_id, complete=complete, weights=weights)
+    if only is not None:
+        tables = {t: (rows if t in only else []) for t, rows in tables.items()}
+    for table, rows in tables.items():
+        _write(run_dir, table, rows)
+    spec = (
+        f"name: {run_id}\n"
+        f"models:\n" + "".join(f"  - name: {m}\n    weights: {weights}\n" for m in models)
+        + "probes:\n  match: {lr: 0.01, max_steps: 1000}\n  perturb: {norm: linf}\n"
+        "  lipschitz: {k: 3}\nshards: fixture/shard-{000000..000001}.tar\n"
+    )
+    (run_dir / "spec.yaml").write_text(spec)
+    manifest = {
+        "run_id": run_id,
+        "spec_hash": "0123456789abcdef",
+        "versions": {"python": "3.11.0", "torch": "2.4.0", "timm": "1.0.15", "ray": "2.40.0",
+                     "vitsweep": "0.1.0"},
+        "git_commit": "deadbeef",
+        "devices": ["cpu"],
+        "hostname": "localhost",
+        "started_at": "2024-01-01T12:00:00+00:00",
+        "finished_at": "2024-01-01T12:05:00+00:00" if complete else None,
+    }
+    (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    failures = [] if not complete else [
+        {"unit_id": f"{_slug(models[-1])}-perturb-1",
+         "error": "WorkerCrashed: worker died 3 times (exit code 137)"}
+    ]
+    n_units = 3 * len(models) + (1 if complete else 0)
+    progress = {
+        "run_id": run_id,
+        "state": "finished" if complete else "running",
+        "units_total": n_units if complete else n_units + 2 * len(models),
+        "units_done": 3 * len(models) if complete else 2 * len(models),
+        "units_failed": len(failures),
+        "units_skipped": 0,
+        "pairs_done": sum(1 for r in tables["pairs"] if r["status"] == "ok"),
+        "pairs_error": sum(1 for r in tables["pairs"] if r["status"] == "error"),
+        "pairs_per_s": 1.5,
+        "elapsed_s": 300.0,
+        "eta_s": None if complete else 120.0,
+        "started_at": "2024-01-01T12:00:00+00:00",
+        "updated_at": "2024-01-01T12:05:00+00:00",
+        "failures": failures,
+    }
+    (run_dir / "progress.json").write_text(json.dumps(progress, indent=2))
+    if not complete and models:
+        folder = run_dir / partition_dir("match", "match", models[0])
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f".{_slug(models[0])}-match-1.x.tmp").write_bytes(b"PAR1 half-written")
+    return run_dir

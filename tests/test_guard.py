@@ -1,0 +1,128 @@
+"""analysis.guard: untrusted SQL runs read-only over the run's views; escapes are refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from analysis.db import open_runs
+from analysis.guard import QueryRefused, run_readonly
+from runfixture import make_fixture_run
+
+
+@pytest.fixture(scope="module")
+def con(tmp_path_factory: pytest.TempPathFactory):
+    return open_runs([make_fixture_run(tmp_path_factory.mktemp("runs"))])
+
+
+ALLOWED = [
+    ("SELECT model, count(*) AS n FROM match GROUP BY model ORDER BY model", 2),
+    ("FROM perturb WHERE norm = 'linf'", 24),
+    ("WITH ok AS (SELECT * FROM match WHERE status = 'ok') SELECT * FROM ok", 8),
+    ("SELECT * FROM match WHERE pair_id IN (SELECT pair_id FROM pairs WHERE status = 'error')", 2),
+    ("select 1 -- ; drop view match", 1),
+    ("SELECT 1;", 1),
+    ("DESCRIBE match", None),
+    ("SUMMARIZE lipschitz", None),
+    ("SHOW TABLES", None),
+    ("SELECT * FROM memory.main.units", 7),
+    ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3) SELECT * FROM r", 3),
+]
+
+REFUSED = [
+    "SELECT * FROM read_csv('/etc/passwd')",
+    "SELECT * FROM read_csv_auto('/etc/passwd')",
+    "SELECT * FROM read_text('/etc/passwd')",
+    "SELECT * FROM read_blob('/etc/passwd')",
+    "SELECT * FROM read_json('/etc/passwd')",
+    "SELECT * FROM read_parquet('/etc/passwd')",
+    "SELECT * FROM parquet_scan('/etc/passwd')",
+    "SELECT * FROM glob('/etc/*')",
+    "FROM sniff_csv('/etc/passwd')",
+    "SELECT * FROM query_table('match')",
+    "SELECT * FROM query('SELECT 1')",
+    "SELECT * FROM duckdb_settings()",
+    "SELECT * FROM '/etc/passwd'",
+    "SELECT * FROM \"/etc/passwd\"",
+    "WITH \"/etc/passwd\" AS (SELECT 1) SELECT * FROM '/etc/passwd'",
+    "DESCRIBE '/etc/passwd'",
+    "SUMMARIZE SELECT * FROM read_csv('/etc/passwd')",
+    "WITH x AS (SELECT * FROM read_csv('/etc/passwd')) SELECT * FROM x",
+    "SELECT * FROM match WHERE pair_id IN (SELECT column0 FROM read_csv('/etc/passwd'))",
+    "SELECT * FROM match m, LATERAL (SELECT * FROM read_blob('/etc/passwd'))",
+    "SELECT (SELECT count(*) FROM read_text('/etc/passwd'))",
+    "SELECT * FROM match UNION ALL SELECT * FROM read_parquet('/x/*.parquet')",
+    "SELECT * FROM information_schema.tables",
+    "SELECT * FROM _empty_match",
+    "SELECT * FROM temp.main.match",
+    "SELECT getenv('HOME')",
+    "SELECT current_setting('allowed_directories')",
+    "COPY match TO '/tmp/out.csv'",
+    "COPY (SELECT 1) TO '/tmp/out.csv'",
+    "EXPORT DATABASE '/tmp/exported'",
+    "IMPORT DATABASE '/tmp/exported'",
+    "ATTACH '/tmp/x.db' AS x",
+    "DETACH memory",
+    "INSTALL httpfs",
+    "LOAD httpfs",
+    "SET enable_external_access = true",
+    "RESET threads",
+    "PRAGMA version",
+    "CALL pragma_version()",
+    "CREATE TABLE t AS SELECT 1",
+    "CREATE OR REPLACE VIEW match AS SELECT 1",
+    "DROP VIEW match",
+    "ALTER VIEW match RENAME TO m2",
+    "INSERT INTO match (run_id) VALUES ('x')",
+    "UPDATE match SET psnr = 0",
+    "DELETE FROM match",
+    "/* comment */ DROP VIEW match",
+    "SELECT 1; DROP VIEW match",
+    "SELECT 1; SELECT 2",
+    "BEGIN TRANSACTION",
+    "USE system",
+    "",
+    "   ",
+]
+
+
+@pytest.mark.parametrize(("sql", "rows"), ALLOWED)
+def test_allowed(con, sql: str, rows: int | None) -> None:
+    df = run_readonly(con, sql)
+    if rows is not None:
+        assert len(df) == rows
+
+
+@pytest.mark.parametrize("sql", REFUSED)
+def test_refused_and_connection_keeps_working(con, sql: str) -> None:
+    with pytest.raises(QueryRefused) as info:
+        run_readonly(con, sql)
+    assert "\n" not in str(info.value) and str(info.value)
+    assert run_readonly(con, "SELECT count(*) AS n FROM match")["n"].iloc[0] == 10
+    assert con.execute("SELECT count(*) FROM units").fetchall()[0][0] == 7
+
+
+def test_limit(con) -> None:
+    assert len(run_readonly(con, "SELECT * FROM lipschitz", limit=5)) == 5
+    assert len(run_readonly(con, "SELECT * FROM lipschitz", limit=None)) == 132
+
+
+def test_bad_sql_is_an_error_not_a_crash(con) -> None:
+    import duckdb
+
+    with pytest.raises((QueryRefused, duckdb.Error)):
+        run_readonly(con, "SELEC nonsense")
+    with pytest.raises(duckdb.Error):
+        run_readonly(con, "SELECT no_such_column FROM match")
+    assert run_readonly(con, "SELECT 1 AS one")["one"].iloc[0] == 1
+
+
+def test_sandbox_even_without_the_parser_check(con) -> None:
+    """Defense in depth: the connection itself cannot read outside the run or be reconfigured."""
+    import duckdb
+
+    with pytest.raises(duckdb.Error):
+        con.execute("SELECT * FROM read_text('/etc/passwd')").fetchall()
+    with pytest.raises(duckdb.Error):
+        con.execute("SET lock_configuration = false")

@@ -1,0 +1,159 @@
+"""The `match` probe: the paper preset against a plain one-pair loop, batching with slot refills
+against pairs run alone, convergence on a random-init ViT, bounds, eps-balls and seeds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from skimage import data
+
+from sweep.encoders import load_encoder
+from sweep.images import preprocess
+from sweep.probes import build_probe
+from sweep.probes.base import PairInput
+
+
+@pytest.fixture(scope="module")
+def vit_tiny():
+    return load_encoder("vit_tiny_patch16_224", "random:0", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def photos(vit_tiny):
+    astronaut = preprocess(Image.fromarray(data.astronaut()), vit_tiny.preprocess)
+    cat = preprocess(Image.fromarray(data.chelsea()), vit_tiny.preprocess)
+    return astronaut, cat
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_encoder("tests.tiny_models:tiny_vit", device="cpu")
+
+
+def _pairs(n: int, seed: int = 0, size: int = 32) -> list[PairInput]:
+    g = torch.Generator().manual_seed(seed)
+    return [PairInput(f"p{i}", torch.rand(3, size, size, generator=g), torch.rand(3, size, size, generator=g)) for i in range(n)]
+
+
+def reference_paper_loop(encoder, src, tgt, lr, tau, min_cos, max_steps):
+    """The authors' loop, one pair, fp32, with its extra no-grad forward per step."""
+    x = encoder.normalize(src[None]).clone()
+    lo, hi = x.min(), x.max()
+    with torch.no_grad():
+        e_t = encoder.embed(tgt[None])
+    steps = 0
+    for _ in range(max_steps):
+        x.requires_grad_(True)
+        loss = F.mse_loss(encoder.embed_normalized(x), e_t)
+        (grad,) = torch.autograd.grad(loss, x)
+        x = torch.clamp(x.detach() - lr * grad, lo, hi)
+        steps += 1
+        with torch.no_grad():
+            e = encoder.embed_normalized(x)
+            if ((e - e_t) ** 2).sum() < tau and F.cosine_similarity(e, e_t).item() > min_cos:
+                break
+    return encoder.denormalize(x)[0], steps
+
+
+def test_paper_preset_reproduces_the_authors_loop(vit_tiny, photos):
+    src, tgt = photos
+    with torch.no_grad():
+        sq0 = float(((vit_tiny.embed(src[None]) - vit_tiny.embed(tgt[None])) ** 2).sum())
+    params = {"preset": "paper", "lr": 10.0, "tau": 0.45 * sq0, "min_cos": -1.0, "max_steps": 40}
+    want_x, want_steps = reference_paper_loop(vit_tiny, src, tgt, params["lr"], params["tau"], params["min_cos"], 40)
+    assert 1 < want_steps < 40, "the pair must stop on the threshold, not on max_steps"
+    probe = build_probe("match", params)
+    (result,) = list(probe.run(vit_tiny, [PairInput("p", src, tgt)], batch_size=4))
+    row = result.rows[0]
+    assert row["steps"] == want_steps
+    assert torch.allclose(result.images["adv"], want_x, atol=1e-5)
+    with torch.no_grad():
+        e_x, e_t = vit_tiny.embed(want_x[None]), vit_tiny.embed(tgt[None])
+    assert row["sq_l2"] == pytest.approx(float(((e_x - e_t) ** 2).sum()), rel=1e-4)
+    assert row["cos"] == pytest.approx(float(F.cosine_similarity(e_x, e_t)), abs=1e-5)
+    assert row["success"] is True
+    assert row["pix_linf"] == pytest.approx(float((want_x - src).abs().max()), abs=1e-5)
+
+
+def test_random_init_vit_matches_an_unrelated_photo(vit_tiny, photos):
+    src, tgt = photos
+    (result,) = list(build_probe("match", {"max_steps": 400}).run(vit_tiny, [PairInput("p", src, tgt)]))
+    row = result.rows[0]
+    assert row["rel_dist_start"] > 0.3  # the photos really are far apart in the embedding
+    assert row["cos"] >= 0.99 and row["success"] is True
+    assert row["pred_adv"] == row["pred_tgt"] != row["pred_src"] or row["pred_src"] == row["pred_tgt"]
+    assert row["psnr"] > 15 and -1 <= row["ssim"] <= 1
+    traj = row["loss_trajectory"]
+    assert len(traj) == row["steps"] // 10 + 1 and traj[-1] < traj[0]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"optimizer": "adam", "lr": 0.02, "max_steps": 60, "rho": 0.2, "min_cos": 0.9},
+        {"optimizer": "sign", "lr": 0.01, "max_steps": 60, "eps": 0.05, "norm": "linf", "rho": 0.3, "min_cos": 0.8},
+        {"optimizer": "gd", "lr": 5.0, "max_steps": 60, "eps": 1.5, "norm": "l2", "rho": 0.3, "min_cos": 0.8},
+    ],
+    ids=["adam", "sign-linf", "gd-l2"],
+)
+def test_batched_with_refills_equals_one_at_a_time(tiny, params):
+    pairs = _pairs(7)
+    probe = build_probe("match", params)
+    probe.sync_every = 3  # refill often
+    batched = {r.pair_id: r for r in probe.run(tiny, pairs, batch_size=3)}
+    steps = {pid: r.rows[0]["steps"] for pid, r in batched.items()}
+    assert len(set(steps.values())) > 1, "pairs should finish at different steps so slots get refilled"
+    for pair in pairs:
+        (alone,) = list(probe.run(tiny, [pair], batch_size=1))
+        got = batched[pair.pair_id]
+        assert got.rows[0]["steps"] == alone.rows[0]["steps"]
+        assert torch.allclose(got.images["adv"], alone.images["adv"], atol=1e-5)
+        for key in ("sq_l2", "cos", "rel_dist", "pix_l2", "psnr", "ssim", "quant_cos"):
+            assert got.rows[0][key] == pytest.approx(alone.rows[0][key], rel=1e-4, abs=1e-6), key
+        assert got.rows[0]["loss_trajectory"] == pytest.approx(alone.rows[0]["loss_trajectory"], rel=1e-4)
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 4 / 255), ("l2", 0.5)])
+def test_eps_ball_and_pixel_bounds_hold(tiny, norm, eps):
+    probe = build_probe("match", {"eps": eps, "norm": norm, "max_steps": 30, "optimizer": "sign", "lr": 0.01})
+    for result in probe.run(tiny, _pairs(4, seed=1), batch_size=2):
+        x, x0 = result.images["adv"], result.images["src"]
+        assert x.min() >= 0 and x.max() <= 1
+        delta = (x - x0).flatten()
+        size = delta.abs().max() if norm == "linf" else delta.norm()
+        assert size <= eps + 1e-5
+        assert size > 0.5 * eps  # the ball is actually used
+        row = result.rows[0]
+        assert row["pix_linf" if norm == "linf" else "pix_l2"] == pytest.approx(float(size), abs=1e-5)
+
+
+def test_same_seed_same_results(tiny):
+    probe = build_probe("match", {"max_steps": 20})
+    first = sorted((r.pair_id, r.rows[0]["sq_l2"], r.rows[0]["steps"]) for r in probe.run(tiny, _pairs(3), seed=5))
+    again = sorted((r.pair_id, r.rows[0]["sq_l2"], r.rows[0]["steps"]) for r in probe.run(tiny, _pairs(3), seed=5))
+    assert first == again
+
+
+def test_8bit_recheck_uses_the_rounded_image(tiny):
+    (result,) = list(build_probe("match", {"max_steps": 50}).run(tiny, _pairs(1)))
+    from sweep.images import quantize_8bit
+
+    x_q = quantize_8bit(result.images["adv"])
+    with torch.no_grad():
+        e_q, e_t = tiny.embed(x_q[None]), tiny.embed(result.images["tgt"][None])
+    assert result.rows[0]["quant_cos"] == pytest.approx(float(F.cosine_similarity(e_q, e_t)), abs=1e-6)
+
+
+def test_bad_parameters_are_refused():
+    from sweep.errors import UserError
+
+    with pytest.raises(UserError, match="unknown match parameter 'learning_rate'"):
+        build_probe("match", {"learning_rate": 0.1})
+    with pytest.raises(UserError, match="lr"):
+        build_probe("match", {"lr": -1})
+    with pytest.raises(UserError, match="paper preset"):
+        build_probe("match", {"preset": "paper", "eps": 0.1})
+    with pytest.raises(UserError, match="unknown probe"):
+        build_probe("nope", {})

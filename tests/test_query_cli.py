@@ -1,0 +1,106 @@
+"""`vitsweep query` end to end, via a subprocess of the real CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from runfixture import make_fixture_run
+from sweep.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def vitsweep(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sweep.cli", "query", *map(str, args)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_fixture_run(tmp_path_factory.mktemp("runs"))
+
+
+def test_sql_as_csv(run: Path) -> None:
+    out = vitsweep(run, "SELECT model, count(*) AS n FROM match WHERE status = 'ok' "
+                        "GROUP BY model ORDER BY model", "--format", "csv")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["model,n", "vit_a,4", "vit_b,4"]
+
+
+def test_named_with_param_as_json(run: Path) -> None:
+    out = vitsweep(run, "--named", "equivalence", "--param", "model=vit_b", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert [r["model"] for r in rows] == ["vit_b"]
+    assert rows[0]["success_rate"] == pytest.approx(0.75)
+
+
+def test_table_format_and_parquet_output(run: Path, tmp_path: Path) -> None:
+    out = vitsweep(run, "--named", "gallery", "--param", "limit=1")
+    assert out.returncode == 0, out.stderr
+    assert "<png," in out.stdout and "(2 rows)" in out.stdout
+    target = tmp_path / "gallery.parquet"
+    out = vitsweep(run, "--named", "gallery", "--format", "parquet", "--output", target)
+    assert out.returncode == 0, out.stderr
+    table = pq.read_table(target)
+    assert table.num_rows == 4 and table.column("src_png")[0].as_py().startswith(b"\x89PNG")
+
+
+def test_list() -> None:
+    out = vitsweep("--list")
+    assert out.returncode == 0, out.stderr
+    for name in ("equivalence", "invisibility", "overgeneralisation", "normal_space", "lipschitz"):
+        assert name in out.stdout
+    assert "--param model=NULL" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("{run}", "SELEC 1"), "syntax error"),
+        (("{run}", "SELECT no_such FROM match"), "no_such"),
+        (("{run}", "DROP VIEW match"), "read-only"),
+        (("{run}", "SELECT * FROM read_csv('/etc/passwd')"), "disabled"),
+        (("{run}", "--named", "nope"), "unknown named query"),
+        (("{run}", "--named", "equivalence", "--param", "colour=red"), "no parameter"),
+        (("{run}", "--named", "overview", "--format", "parquet"), "--output"),
+        (("/no/such/run", "SELECT 1"), "not found"),
+    ],
+)
+def test_errors_are_one_line_exit_2(run: Path, args: tuple[str, ...], message: str,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The CLI's own entry point in-process (the subprocess path is covered below)."""
+    rc = main(["query", *[a.format(run=run) for a in args]])
+    err = capsys.readouterr().err
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert message.lower() in lines[0].lower()
+
+
+def test_bad_query_in_a_subprocess(run: Path) -> None:
+    out = vitsweep(run, "SELECT * FROM no_such_table")
+    assert out.returncode == 2
+    assert out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no_such_table" in lines[0], out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_query_does_not_import_torch(run: Path) -> None:
+    code = (
+        "import sys; from sweep.cli import main; "
+        f"rc = main(['query', {str(run)!r}, '--named', 'overview', '--format', 'csv']); "
+        "bad = [m for m in ('torch', 'ray', 'timm') if m in sys.modules]; "
+        "print('IMPORTED', bad, file=sys.stderr); sys.exit(rc or (3 if bad else 0))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "IMPORTED []" in out.stderr

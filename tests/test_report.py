@@ -1,0 +1,152 @@
+"""The findings report: renders, is self-contained, its images decode, its numbers are the
+named queries' numbers, and sections without data say so."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from analysis.db import open_runs
+from analysis.named import run_named
+from analysis.report import fmt, write_report
+from runfixture import fixture_images, make_fixture_run
+from sweep.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_URI = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_fixture_run(tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(scope="module")
+def report(run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return write_report([run], tmp_path_factory.mktemp("report"))
+
+
+def _decode(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()
+        assert img.format == "PNG"
+        return np.asarray(img.convert("RGB"))
+
+
+def test_html_is_self_contained_and_its_images_decode(report: dict[str, Path]) -> None:
+    html = report["html"].read_text()
+    assert "<script" not in html.lower() and "<link" not in html.lower()
+    assert not re.search(r'(src|href)="(?!data:|#)', html), "only data URIs and anchors"
+    images = DATA_URI.findall(html)
+    # per model: 4 figures (match, eps, lipschitz families, nonlinearity) + 2 gallery rows x 4
+    assert len(images) == 2 * (4 + 2 * 4)
+    assert len(re.findall(r"<img ", html)) == len(images)
+    for b64 in images:
+        assert _decode(base64.b64decode(b64)).size > 0
+
+
+def test_gallery_amplified_difference(report: dict[str, Path]) -> None:
+    out = report["html"].parent
+    src = _decode((out / "gallery-vit_a_random_0-0-src.png").read_bytes())
+    assert np.array_equal(src, fixture_images(0)["src"])
+    diff = _decode((out / "gallery-vit_a_random_0-0-diff.png").read_bytes())
+    # adv = src + 2 everywhere: |adv - src| = 2, amplified to the full 255
+    assert diff.shape == src.shape and (diff == 255).all()
+    assert "largest change 2/255" in report["html"].read_text()
+
+
+def test_markdown_twin_references_existing_pngs(report: dict[str, Path]) -> None:
+    md = report["md"].read_text()
+    refs = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert len(refs) == 2 * (4 + 2 * 4)
+    for ref in refs:
+        assert (report["md"].parent / ref).is_file(), ref
+        _decode((report["md"].parent / ref).read_bytes())
+    for heading in ("1. Equivalence", "2. Normal spaces", "3. Lipschitz", "4. Overgeneralisation"):
+        assert md.count(heading) == 2
+
+
+def test_numbers_equal_the_named_queries(run: Path, report: dict[str, Path]) -> None:
+    numbers = json.loads(report["json"].read_text())
+    html, md = report["html"].read_text(), report["md"].read_text()
+    con = open_runs([run])
+    sections = {s["model"]: s for s in numbers["sections"]}
+    assert set(sections) == {"vit_a", "vit_b"}
+    for model, section in sections.items():
+        for name in ("equivalence", "invisibility", "lipschitz", "overgeneralisation"):
+            row = run_named(con, name, {"model": model}).to_dict("records")[0]
+            for key, value in section[name].items():
+                assert row[key] == pytest.approx(value), (model, name, key)
+        normal = run_named(con, "normal_space", {"model": model})
+        assert [r["median_disp_over_pair"] for r in section["normal_space"]] == pytest.approx(
+            normal["median_disp_over_pair"].tolist())
+        stated = [
+            fmt(section["equivalence"]["success_rate"], "pct"),
+            f"{fmt(section['invisibility']['median_psnr'])} dB",
+            fmt(section["overgeneralisation"]["head_target_rate_success"], "pct"),
+            fmt(section["lipschitz"]["median_sigma1_over_random"], "x"),
+            fmt(section["lipschitz"]["median_top_over_null"], "x"),
+        ]
+        for text in stated:
+            assert text in html and text in md, text
+    # the known answers, written out
+    assert "75.0% success rate" in html
+    assert "33.3×" in html and "66.7×" in html  # sigma1 / median random: 100/3 and 200/3
+    assert "median PSNR 35 dB" in html and "median PSNR 36 dB" in html
+
+
+def test_failures_are_listed(report: dict[str, Path]) -> None:
+    html = report["html"].read_text()
+    assert "Failures (5)" in html and "worker died 3 times" in html
+
+
+def test_sections_without_data_say_so(tmp_path: Path) -> None:
+    run = make_fixture_run(tmp_path / "runs", models=("vit_a",), only=("match",))
+    paths = write_report([run], tmp_path / "out")
+    html, md = paths["html"].read_text(), paths["md"].read_text()
+    for text in (html, md):
+        assert "No perturb rows" in text
+        assert "No lipschitz rows" in text
+        assert "No gallery images stored" in text
+        assert "75.0% success rate" in text
+    assert len(DATA_URI.findall(html)) == 1  # the match distributions only
+
+
+def test_partial_and_empty_runs_render(tmp_path: Path) -> None:
+    partial = make_fixture_run(tmp_path / "p", models=("vit_a",), complete=False)
+    html = write_report([partial], tmp_path / "out-p")["html"].read_text()
+    assert "running" in html and "No lipschitz rows" in html
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "spec.yaml").write_text("name: empty\n")
+    html = write_report([empty], tmp_path / "out-e")["html"].read_text()
+    assert "No probe results in these runs" in html
+
+
+def test_cli_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = make_fixture_run(tmp_path / "runs", only=("match", "images"))
+    code = (
+        "import sys; from sweep.cli import main; "
+        f"rc = main(['report', {str(run)!r}, '--out', {str(tmp_path / 'cli')!r}, '--gallery', '1']); "
+        "bad = [m for m in ('torch', 'ray', 'timm') if m in sys.modules]; "
+        "print('IMPORTED', bad, file=sys.stderr); sys.exit(rc or (3 if bad else 0))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "IMPORTED []" in out.stderr
+    assert (tmp_path / "cli" / "report.html").is_file()
+    # per model: the match figure and one gallery row of four images
+    assert len(DATA_URI.findall((tmp_path / "cli" / "report.html").read_text())) == 2 * (1 + 4)
+    assert main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not found" in err[0]

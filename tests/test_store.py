@@ -1,0 +1,91 @@
+"""Run-directory storage: atomic writes, done-markers, stale temporary files, remote URIs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from sweep import store as store_module
+from sweep.schema import to_table
+from sweep.store import RunStore
+
+
+def _units(unit_id: str, status: str = "ok") -> pa.Table:
+    return to_table("units", [{"run_id": "r", "unit_id": unit_id, "model": "m/x", "weights": "w", "probe": "match",
+                               "config_hash": "c", "status": status}])
+
+
+def _pairs(unit_id: str, n: int = 2) -> pa.Table:
+    return to_table("pairs", [{"run_id": "r", "unit_id": unit_id, "pair_id": f"p{i}", "model": "m/x",
+                               "probe": "match", "status": "ok"} for i in range(n)])
+
+
+def test_unit_tables_land_in_partitions_units_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = RunStore(tmp_path)
+    order: list[str] = []
+    real = RunStore.write_parquet
+    monkeypatch.setattr(RunStore, "write_parquet", lambda self, rel, t: (order.append(rel.split("/")[1]), real(self, rel, t)))
+    store.write_unit_tables("match", "m/x", "u1", {"units": _units("u1"), "pairs": _pairs("u1")})
+    assert order == ["pairs", "units"]
+    assert (tmp_path / "results/units/probe=match/model=m%2Fx/u1.parquet").is_file()
+    assert pq.read_table(tmp_path / "results/pairs/probe=match/model=m%2Fx/u1.parquet").num_rows == 2
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_rewrite_replaces_instead_of_adding(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    for _ in range(2):
+        store.write_unit_tables("match", "m", "u1", {"pairs": _pairs("u1", 3), "units": _units("u1")})
+    files = list((tmp_path / "results/pairs").rglob("*.parquet"))
+    assert len(files) == 1 and pq.read_table(files[0]).num_rows == 3
+
+
+def test_failed_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(table, where, **kwargs):
+        Path(where).write_bytes(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store_module.pq, "write_table", boom)
+    with pytest.raises(OSError):
+        RunStore(tmp_path).write_parquet("results/pairs/x/u1.parquet", _pairs("u1"))
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_done_markers_status_and_clean_tmp(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    store.write_unit_tables("match", "m", "ok1", {"units": _units("ok1")})
+    store.write_unit_tables("match", "m", "bad1", {"units": _units("bad1", "error")})
+    store.write_parquet("results/pairs/probe=match/model=m/half.parquet", _pairs("half"))  # no units row
+    stale = tmp_path / "results/pairs/probe=match/model=m/.half.0123.tmp"
+    stale.write_bytes(b"partial")
+    assert store.unit_status() == {"ok1": "ok", "bad1": "error"}
+    assert store.done_unit_ids() == {"ok1"}
+    assert store.clean_tmp() == 1 and not stale.exists()
+    store.remove_unit("match", "m", "bad1")
+    assert store.unit_status() == {"ok1": "ok"}
+
+
+def test_empty_directory_has_nothing_done(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "new")
+    assert store.done_unit_ids() == set() and store.clean_tmp() == 0 and store.read_json("manifest.json") is None
+
+
+def test_json_and_text_round_trip(tmp_path: Path) -> None:
+    store = RunStore(str(tmp_path))
+    store.write_json("progress.json", {"state": "running"})
+    assert store.read_json("progress.json") == {"state": "running"}
+    assert [p.name for p in tmp_path.iterdir()] == ["progress.json"]
+
+
+def test_fsspec_uri(tmp_path: Path) -> None:
+    store = RunStore("memory://vitsweep-test/run")
+    assert not store.is_local
+    store.write_unit_tables("match", "m", "u1", {"pairs": _pairs("u1"), "units": _units("u1")})
+    store.write_json("progress.json", {"a": 1})
+    assert store.done_unit_ids() == {"u1"}
+    assert store.read_json("progress.json") == {"a": 1}
+    pickled = __import__("pickle").loads(__import__("pickle").dumps(store))
+    assert pickled.done_unit_ids() == {"u1"}
