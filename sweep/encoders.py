@@ -52,6 +52,7 @@ class Encoder:
     head: nn.Module | None = None  # classifier on the pre-logits embedding, when the model has one
     embed_fn: Any = None  # callable(module, x_normalised) -> (B, D)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    loop_fn: Any = None  # the probes' hot-loop variant of embed_fn (torch.compile'd when asked)
 
     @property
     def input_size(self) -> tuple[int, int, int]:
@@ -87,6 +88,19 @@ class Encoder:
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.embed(pixels)
+
+    def loop_embed_normalized(self, x: torch.Tensor) -> torch.Tensor:
+        """As embed_normalized, through the compiled function when `compile()` was called.
+        Only the probes' gradient steps use it; the reported fp32 numbers use the eager path."""
+        return (self.loop_fn or self.embed_fn)(self.module, x).float()
+
+    def loop_embed(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.loop_embed_normalized(self.normalize(pixels))
+
+    def compile(self, mode: str | None = None) -> "Encoder":
+        """torch.compile the hot loop's forward (and, through AOTAutograd, its backward)."""
+        self.loop_fn = torch.compile(self.embed_fn, mode=mode, dynamic=False)
+        return self
 
     def classify(self, embedding: torch.Tensor) -> torch.Tensor | None:
         """(B, D) pre-logits embedding -> (B, classes) logits, or None without a head."""

@@ -26,6 +26,7 @@ from sweep.errors import UserError
 
 STRATEGIES: tuple[str, ...] = ("random", "cross-class", "same-class", "all", "fixed-target")
 DEFAULT_PAIRS = 1000  # pairs drawn when the caller does not say how many (capped at what exists)
+MAX_ALL_PAIRS = 1_000_000  # `all` is for small sets; beyond this a sample is what one wants
 
 Item = tuple[str, "int | None"]  # (key, label); label None = unlabelled
 
@@ -283,6 +284,11 @@ def plan_pairs(
         if pairs is not None:
             raise UserError(
                 f"--pairs does not apply to --pairing all (it makes every ordered pair: {space.size})"
+            )
+        if space.size > MAX_ALL_PAIRS:
+            raise UserError(
+                f"--pairing all would make {space.size} pairs of {n} images (more than {MAX_ALL_PAIRS}); "
+                "use --pairing random with --pairs"
             )
         count = space.size
     elif pairs is None:

@@ -109,7 +109,7 @@ class _MatchTask:
         p = self.p
         x = s["x"].detach().requires_grad_(True)
         with autocast(self.device, p.precision):
-            e = self.enc.embed_normalized(x) if self.paper else self.enc.embed(x)  # (B, D)
+            e = self.enc.loop_embed_normalized(x) if self.paper else self.enc.loop_embed(x)  # (B, D)
         diff = e.float() - s["e_tgt"]
         sq = diff.pow(2).sum(dim=-1)  # (B,)
         per_pair_loss = sq / diff.shape[-1] if self.paper else 0.5 * sq

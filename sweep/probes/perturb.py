@@ -112,7 +112,7 @@ class _PerturbTask:
         p = self.p
         delta = s["delta"].detach().requires_grad_(True)
         with autocast(self.device, p.precision):
-            e = self.enc.embed(s["x0"] + delta)
+            e = self.enc.loop_embed(s["x0"] + delta)
         loss = 0.5 * (e.float() - s["e0"]).pow(2).sum(dim=-1)
         (grad,) = torch.autograd.grad(loss.sum(), delta)
         with torch.no_grad():

@@ -1,0 +1,121 @@
+"""Benchmark: the batched `match` loop against the authors' one-pair reference loop.
+
+Both run the paper preset's stopping rule (||f(x) - f(t)||^2 < tau and cos > min_cos, or
+max_steps) on the same pairs; the reference is the authors' loop shape: batch 1, fp32, an extra
+no-grad forward per step for the stopping test. Prints image-steps/s for each, their ratio, and
+peak memory (GPU: torch.cuda.max_memory_allocated; CPU: the process's peak RSS).
+
+    python benchmarks/bench_match.py                                   # CPU: vit_tiny, batch 16
+    python benchmarks/bench_match.py --model vit_base_patch16_224 --batch 256 --pairs 512 \
+        --ref-pairs 4 --steps 100 --compile                            # GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+
+import torch
+import torch.nn.functional as F
+
+from sweep.encoders import load_encoder
+from sweep.probes import build_probe
+from sweep.probes.base import PairInput
+
+
+def reference_loop(encoder, pairs: list[PairInput], lr: float, tau: float, min_cos: float, max_steps: int) -> int:
+    """The authors' loop: one pair at a time, fp32, one extra forward per step for the stop test."""
+    total = 0
+    for pair in pairs:
+        x = encoder.normalize(pair.src[None].to(encoder.device)).clone()
+        lo, hi = x.min(), x.max()
+        with torch.no_grad():
+            e_t = encoder.embed(pair.tgt[None].to(encoder.device))
+        for _ in range(max_steps):
+            x.requires_grad_(True)
+            loss = F.mse_loss(encoder.embed_normalized(x), e_t)
+            (grad,) = torch.autograd.grad(loss, x)
+            x = torch.clamp(x.detach() - lr * grad, lo, hi)
+            total += 1
+            with torch.no_grad():
+                e = encoder.embed_normalized(x)
+                if ((e - e_t) ** 2).sum() < tau and F.cosine_similarity(e, e_t).item() > min_cos:
+                    break
+    return total
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="vit_tiny_patch16_224")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--pairs", type=int, default=32, help="pairs for the batched loop")
+    parser.add_argument("--ref-pairs", type=int, default=8, help="the first N of the same pairs, for the reference loop")
+    parser.add_argument("--steps", type=int, default=20, help="max_steps (thresholds are set out of reach)")
+    parser.add_argument("--lr", type=float, default=0.08)
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--compile", action="store_true", help="torch.compile the batched loop's forward")
+    parser.add_argument("--device", default=None)
+    args = parser.parse_args()
+
+    encoder = load_encoder(args.model, "random:0", device=args.device)
+    device = encoder.device
+    g = torch.Generator().manual_seed(0)
+    size = encoder.input_size
+    pairs = [PairInput(f"p{i}", torch.rand(size, generator=g), torch.rand(size, generator=g)) for i in range(args.pairs)]
+    tau, min_cos = 1e-12, 0.9999999  # out of reach: every pair runs max_steps, in both loops alike
+    params = {"preset": "paper", "lr": args.lr, "tau": tau, "min_cos": min_cos, "max_steps": args.steps, "precision": args.precision}
+    figures: dict[str, object] = {"device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu x{torch.get_num_threads()} threads",
+                                  "torch": torch.__version__, "model": args.model, "batch": args.batch, "steps": args.steps}
+
+    # Reference: warm up with one short pair, then time.
+    reference_loop(encoder, pairs[:1], args.lr, tau, min_cos, 2)
+    sync(device)
+    start = time.perf_counter()
+    ref_steps = reference_loop(encoder, pairs[: args.ref_pairs], args.lr, tau, min_cos, args.steps)
+    sync(device)
+    ref_rate = ref_steps / (time.perf_counter() - start)
+    figures.update(ref_image_steps_per_s=round(ref_rate, 2), ref_peak_mb=round(peak_memory_mb(device), 1))
+
+    if args.compile:
+        encoder.compile()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    probe = build_probe("match", params)
+    warm = build_probe("match", {**params, "max_steps": 3})
+    list(warm.run(encoder, pairs[: args.batch], batch_size=args.batch))  # warm-up (and compile)
+    sync(device)
+    start = time.perf_counter()
+    results = list(probe.run(encoder, pairs, batch_size=args.batch))
+    sync(device)
+    elapsed = time.perf_counter() - start
+    batched_steps = sum(r.rows[0]["steps"] for r in results)
+    rate = batched_steps / elapsed
+    figures.update(
+        batched_image_steps_per_s=round(rate, 2),
+        batched_peak_mb=round(peak_memory_mb(device), 1),
+        ratio=round(rate / ref_rate, 2),
+        precision=args.precision,
+        compiled=args.compile,
+    )
+    print(json.dumps(figures))
+    print(
+        f"{figures['device']}: {args.model} reference {ref_rate:.1f} image-steps/s, "
+        f"batched (batch {args.batch}) {rate:.1f} image-steps/s, ratio {rate / ref_rate:.2f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()
