@@ -99,7 +99,7 @@ class Encoder:
 
     def compile(self, mode: str | None = None) -> "Encoder":
         """torch.compile the hot loop's forward (and, through AOTAutograd, its backward)."""
-        self.loop_fn = torch.compile(self.embed_fn, mode=mode, dynamic=False)
+        self.loop_fn = torch.compile(self.embed_fn, mode=mode)
         return self
 
     def classify(self, embedding: torch.Tensor) -> torch.Tensor | None:
