@@ -46,6 +46,31 @@ def reference_loop(encoder, pairs: list[PairInput], lr: float, tau: float, min_c
     return total
 
 
+def plain_step_rate(encoder, pairs: list[PairInput], precision: str, repeats: int) -> float:
+    """A bare batched step (forward + backward to the input, no loop bookkeeping), for scale."""
+    from sweep.probes.common import autocast
+
+    x = torch.stack([p.src for p in pairs]).to(encoder.device)
+    e_t = torch.stack([p.tgt for p in pairs]).to(encoder.device)
+    with torch.no_grad():
+        e_t = encoder.embed(e_t)
+
+    def one() -> None:
+        xg = x.detach().requires_grad_(True)
+        with autocast(encoder.device, precision):
+            e = encoder.loop_embed_normalized(xg)
+        torch.autograd.grad(((e.float() - e_t) ** 2).mean(dim=-1).sum(), xg)
+
+    for _ in range(2):
+        one()
+    sync(encoder.device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        one()
+    sync(encoder.device)
+    return repeats * len(pairs) / (time.perf_counter() - start)
+
+
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
@@ -93,6 +118,8 @@ def main() -> None:
         encoder.compile()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    plain = plain_step_rate(encoder, pairs[: args.batch], args.precision, repeats=max(3, args.steps // 5))
+    figures.update(plain_step_image_steps_per_s=round(plain, 2))
     probe = build_probe("match", params)
     warm = build_probe("match", {**params, "max_steps": 3})
     list(warm.run(encoder, pairs[: args.batch], batch_size=args.batch))  # warm-up (and compile)
@@ -107,6 +134,7 @@ def main() -> None:
         batched_image_steps_per_s=round(rate, 2),
         batched_peak_mb=round(peak_memory_mb(device), 1),
         ratio=round(rate / ref_rate, 2),
+        loop_over_plain_step=round(rate / plain, 3),
         precision=args.precision,
         compiled=args.compile,
     )

@@ -12,6 +12,6 @@ export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__)"
 OUTDIR=${OUT:-/tmp}
-timeout 150 python3 benchmarks/gpu_checks.py 2>&1 | grep -v Warning | tee "$OUTDIR/gpu_checks.json"
-timeout 150 python3 benchmarks/bench_match.py --model vit_base_patch16_224 --batch 256 --pairs 512 --ref-pairs 4 --steps 50 2>&1 | grep -v Warning | tee "$OUTDIR/bench_eager.txt"
-timeout 240 python3 benchmarks/bench_match.py --model vit_base_patch16_224 --batch 256 --pairs 512 --ref-pairs 4 --steps 50 --compile 2>&1 | grep -v Warning | tee "$OUTDIR/bench_compiled.txt"
+timeout 90 python3 benchmarks/gpu_checks.py 2>&1 | grep -v Warning | tee "$OUTDIR/gpu_checks.json"
+timeout 150 python3 benchmarks/bench_match.py --model vit_base_patch16_224 --batch 256 --pairs 512 --ref-pairs 4 --steps 100 2>&1 | grep -v Warning | tee "$OUTDIR/bench_eager.txt"
+timeout 200 python3 benchmarks/bench_match.py --model vit_base_patch16_224 --batch 256 --pairs 512 --ref-pairs 4 --steps 100 --compile 2>&1 | grep -v Warning | tee "$OUTDIR/bench_compiled.txt"

@@ -185,7 +185,7 @@ class Sweep:
         while self.queue or any(s.busy for s in self.slots):
             self._dispatch()
             waiting = {s.busy[0]: s for s in self.slots if s.busy} | {s.ping: s for s in self.slots if s.ping}
-            ready, _ = ray.wait(list(waiting), num_returns=1, timeout=self.poll_s)
+            ready = ray.wait(list(waiting), num_returns=1, timeout=self.poll_s)[0] if waiting else []
             for ref in ready:
                 slot = waiting[ref]
                 if slot.ping is not None and ref == slot.ping:

@@ -139,6 +139,11 @@ def load_encoder(
 ) -> Encoder:
     """Build an encoder from a timm name[.tag] or a `package.module:callable` factory."""
     device = torch.device(device) if device is not None else default_device()
+    if device.type == "cuda":
+        # fp32 must mean fp32 in the reported re-checks: cuDNN convolutions default to TF32.
+        # (bf16 autocast in the probes' hot loop is unaffected.)
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     if not _EMBED_RE.match(embed):
         raise UserError(f"unknown embedding point {embed!r} (use pre_logits, cls:<block> or mean_patch:<block>)")
     if ":" in model:

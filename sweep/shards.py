@@ -506,8 +506,59 @@ class _PairDataset(torch.utils.data.IterableDataset):
                 position += 1
 
 
-def _identity(record: PairRecord) -> PairRecord:
-    return record
+@dataclass
+class _Batch:
+    """Records sent from a worker together: the tensors of its good records stacked into one
+    shared-memory block per side (one hand-over per batch instead of two per pair)."""
+
+    records: list[PairRecord]
+    src: torch.Tensor | None  # (k, 3, H, W) for the k records without error, in order
+    tgt: torch.Tensor | None
+
+
+_BATCH = 8
+
+
+def _batched(records: Iterator[PairRecord], size: int = _BATCH) -> Iterator[_Batch]:
+    def pack(chunk: list[PairRecord]) -> _Batch:
+        good = [r for r in chunk if r.src is not None and r.tgt is not None]
+        # default_collate stacks straight into shared memory when called in a DataLoader worker
+        src = torch.utils.data.default_collate([r.src for r in good]) if good else None
+        tgt = torch.utils.data.default_collate([r.tgt for r in good]) if good else None
+        for record in good:
+            record.src = record.tgt = None
+        return _Batch(chunk, src, tgt)
+
+    chunk: list[PairRecord] = []
+    for record in records:
+        chunk.append(record)
+        if len(chunk) == size:
+            yield pack(chunk)
+            chunk = []
+    if chunk:
+        yield pack(chunk)
+
+
+class _BatchedDataset(torch.utils.data.IterableDataset):
+    def __init__(self, dataset: _PairDataset) -> None:
+        super().__init__()
+        self.dataset = dataset
+
+    def __iter__(self) -> Iterator[_Batch]:
+        return _batched(iter(self.dataset))
+
+
+def _unbatch(batch: _Batch) -> Iterator[PairRecord]:
+    index = 0
+    for record in batch.records:
+        if record.error is None and batch.src is not None and batch.tgt is not None:
+            record.src, record.tgt = batch.src[index], batch.tgt[index]
+            index += 1
+        yield record
+
+
+def _identity(batch: _Batch) -> _Batch:
+    return batch
 
 
 def _records(urls: list[str], geometry: Preprocess | None, workers: int) -> Iterator[PairRecord]:
@@ -518,14 +569,15 @@ def _records(urls: list[str], geometry: Preprocess | None, workers: int) -> Iter
             yield from dataset
         return
     loader = torch.utils.data.DataLoader(
-        dataset,
+        _BatchedDataset(dataset),
         batch_size=None,
         num_workers=workers,
         collate_fn=_identity,
         multiprocessing_context=process_context(),
-        prefetch_factor=4,
+        prefetch_factor=2,
     )
-    yield from loader
+    for batch in loader:
+        yield from _unbatch(batch)
 
 
 class _single_torch_thread:

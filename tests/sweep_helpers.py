@@ -101,12 +101,13 @@ def read_table(run_dir: Path | str, table: str) -> pa.Table:
 
 def ray_env() -> dict[str, str]:
     """Environment for processes that run Ray: a private temp dir (short: Ray's socket paths
-    must stay under 108 bytes), a private auth token (so ~/.ray/auth_token is never written),
-    and the repo importable (for the test encoders)."""
+    must stay under 108 bytes) that is also HOME, a private auth token, and the repo importable
+    (for the test encoders)."""
     ray_tmp = Path("/tmp") / f"vsr-{secrets.token_hex(3)}"
     ray_tmp.mkdir()
     env = dict(os.environ)
     env.update(
+        HOME=str(ray_tmp),  # whatever Ray writes under ~ (~/.ray/auth_token, say) stays private
         RAY_TMPDIR=str(ray_tmp),
         RAY_AUTH_MODE="token",
         RAY_AUTH_TOKEN=secrets.token_hex(16),
@@ -118,14 +119,18 @@ def ray_env() -> dict[str, str]:
 
 
 def ray_pids(ray_tmp: str) -> list[int]:
-    """Pids of the processes this test's Ray started (their environment names its RAY_TMPDIR)."""
+    """Pids of the processes this test's Ray started: their environment names its RAY_TMPDIR, or,
+    for processes whose title rewrite blanked their environment (Ray's agents), an open file
+    lies under it."""
     marker = f"RAY_TMPDIR={ray_tmp}".encode()
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            if marker in (entry / "environ").read_bytes().split(b"\0"):
+            if marker in (entry / "environ").read_bytes().split(b"\0") or any(
+                os.readlink(fd).startswith(ray_tmp + "/") for fd in (entry / "fd").iterdir()
+            ):
                 pids.append(int(entry.name))
         except OSError:
             continue

@@ -123,3 +123,9 @@ def test_fifty_thousand_pairs_stream_in_constant_memory() -> None:
     assert sum(sources.values()) == 50_000
     assert peak < 200_000, peak  # nothing proportional to the 50,000 pairs was kept
     assert min(sources.values()) > 700  # sources spread over the whole list (mean 1000)
+
+
+def test_all_refuses_a_huge_set() -> None:
+    items = [(f"k{i}", None) for i in range(1001)]  # 1001 * 1000 > MAX_ALL_PAIRS
+    with pytest.raises(UserError, match="use --pairing random"):
+        plan_pairs(items, "all")

@@ -89,3 +89,25 @@ def test_fsspec_uri(tmp_path: Path) -> None:
     assert store.read_json("progress.json") == {"a": 1}
     pickled = __import__("pickle").loads(__import__("pickle").dumps(store))
     assert pickled.done_unit_ids() == {"u1"}
+
+
+def test_rerun_with_another_spec_is_refused_unless_force(tmp_path: Path) -> None:
+    from sweep.errors import UserError
+    from sweep.manifest import prepare_run
+    from sweep.spec import load_spec
+    from sweep_helpers import make_shards, write_spec
+
+    make_shards(tmp_path / "shards", 1, 2)
+    store = RunStore(tmp_path / "run")
+    first = prepare_run(store, load_spec(write_spec(tmp_path / "a.yaml", str(tmp_path / "shards"), tmp_path / "run")))
+    # Only the batch size differs: the same rows, accepted, same run id.
+    same = prepare_run(store, load_spec(write_spec(tmp_path / "b.yaml", str(tmp_path / "shards"), tmp_path / "run",
+                                                   batch_size=2)))
+    assert same["run_id"] == first["run_id"]
+    other = load_spec(write_spec(tmp_path / "c.yaml", str(tmp_path / "shards"), tmp_path / "run", seed=7))
+    with pytest.raises(UserError, match="different spec"):
+        prepare_run(store, other)
+    forced = prepare_run(store, other, force=True)
+    assert forced["run_id"] == first["run_id"]
+    assert len(list((tmp_path / "run" / "history").glob("spec-*.yaml"))) == 1
+    assert "seed: 7" in (tmp_path / "run" / "spec.yaml").read_text()

@@ -38,9 +38,12 @@ SLOW_MATCH = [{"name": "match", "params": {"max_steps": 40, "log_every": 10, "mi
 
 @pytest.fixture()
 def local_ray(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    """Ray started by the code under test, in this process, with a private temp dir and token."""
+    """Ray started by the code under test, in this process, with a private temp dir. Token
+    authentication is off here: Ray reads the mode once per process, and an earlier test may
+    have imported Ray already (the subprocess tests run with tokens)."""
     env = ray_env()
-    for key in ("RAY_TMPDIR", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_USAGE_STATS_ENABLED"):
+    env["RAY_AUTH_MODE"] = "disabled"
+    for key in ("RAY_TMPDIR", "RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED"):
         monkeypatch.setenv(key, env[key])
     yield env
     from sweep import distribute

@@ -5,7 +5,9 @@ A `SlotTask` keeps a batch of items as a dict of tensors with a leading batch di
 backward) for the whole batch and must freeze rows that are done (state["done"], bool (B,)).
 Only every `sync_every` steps does the loop look at `done` on the host: finished rows are handed
 to `task.finish`, and their slots are refilled from the item iterator. No other host
-synchronisation happens inside the loop.
+synchronisation happens inside the loop. Because the host knows how many steps each row has
+taken since it was admitted, it also syncs exactly when a row reaches its step budget
+(`task.max_calls`), so no row idles after its last step while waiting for the next sync.
 
 Rows never influence each other (a ViT in eval mode is row-independent, and every per-item random
 draw is seeded by the item itself), so an item's result does not depend on its batch neighbours.
@@ -34,6 +36,9 @@ class SlotTask(Protocol, Generic[Item, Out]):
     def finish(self, items: list[Item], state: State) -> Iterable[Out]:
         """Turn finished rows into results."""
 
+    def max_calls(self, item: Item) -> int:
+        """How many `step` calls after its admission an item is done at the latest."""
+
 
 def run_continuous(
     task: SlotTask[Any, Out],
@@ -47,22 +52,27 @@ def run_continuous(
     if not slots:
         return
     state = task.new_state(slots)
+    budget = [task.max_calls(item) for item in slots]  # step calls left before each row must be done
     while slots:
-        for _ in range(sync_every):
+        calls = max(1, min(sync_every, *budget))
+        for _ in range(calls):
             task.step(state)
-        done = state["done"].cpu()  # the one host sync every `sync_every` steps
+        budget = [left - calls for left in budget]
+        done = state["done"].cpu()  # the one host sync per round
         if not bool(done.any()):
             continue
         finished = done.nonzero().flatten()
         kept = (~done).nonzero().flatten()
         yield from task.finish([slots[i] for i in finished.tolist()], _rows(state, finished))
         slots = [slots[i] for i in kept.tolist()]
+        budget = [budget[i] for i in kept.tolist()]
         state = _rows(state, kept)
         refill = list(islice(source, batch_size - len(slots)))
         if refill:
             fresh = task.new_state(refill)
             state = {key: torch.cat([state[key], fresh[key]]) for key in state} if slots else fresh
             slots.extend(refill)
+            budget.extend(task.max_calls(item) for item in refill)
 
 
 def _rows(state: State, index: torch.Tensor) -> State:

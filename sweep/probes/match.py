@@ -10,8 +10,8 @@ Two variants (SCIENCE.md, Probe 1):
   stop when rel_dist <= rho and cos >= min_cos.
 
 The stopping test reuses the step's own forward: step s evaluates x_s, then (if not done)
-updates to x_{s+1}. A pair stops at the first x_s that passes, or at s = max_steps, having taken
-`steps` updates; its reported numbers are recomputed in fp32 at the final x.
+updates to x_{s+1}. A pair stops at the first x_s that passes, or once it has taken max_steps
+updates; its reported numbers (success included) are recomputed in fp32 at the final x.
 """
 
 from __future__ import annotations
@@ -124,12 +124,17 @@ class _MatchTask:
                 hit = (rel <= p.rho) & (cos >= p.min_cos)
             active = ~s["done"]
             self._log_loss(s, per_pair_loss.detach(), active)
-            s["done"] |= active & (hit | (s["steps"] >= p.max_steps))
+            s["done"] |= active & hit
             update = ~s["done"]
             x_new = self._update(s, x.detach(), grad, update)
             keep = update.view(-1, 1, 1, 1)
             s["x"] = torch.where(keep, x_new, s["x"])
             s["steps"] += update.long()
+            # x_max needs no forward here: the fp32 re-check in `finish` judges it
+            s["done"] |= s["steps"] >= p.max_steps
+
+    def max_calls(self, item: PairInput) -> int:
+        return self.p.max_steps
 
     def _log_loss(self, s: State, loss: torch.Tensor, active: torch.Tensor) -> None:
         on_stride = active & (s["steps"] % self.p.log_every == 0)

@@ -116,7 +116,6 @@ class _PerturbTask:
         loss = 0.5 * (e.float() - s["e0"]).pow(2).sum(dim=-1)
         (grad,) = torch.autograd.grad(loss.sum(), delta)
         with torch.no_grad():
-            s["done"] |= s["steps"] >= p.steps
             alpha = (p.step_scale * s["eps"] / p.steps).view(-1, 1, 1, 1)
             if p.norm == "linf":
                 ascent = grad.sign()
@@ -127,6 +126,10 @@ class _PerturbTask:
             keep = (~s["done"]).view(-1, 1, 1, 1)
             s["delta"] = torch.where(keep, new, s["delta"])
             s["steps"] += (~s["done"]).long()
+            s["done"] |= s["steps"] >= p.steps
+
+    def max_calls(self, item: _Item) -> int:
+        return self.p.steps
 
     @torch.no_grad()
     def finish(self, items: list[_Item], s: State) -> Iterator[tuple[Any, ...]]:
