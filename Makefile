@@ -1,0 +1,33 @@
+# vitsweep: `make demo` runs the main job on a laptop, `make test` runs the test suite.
+# Both create .venv when it is missing and install the project into it first.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+STAMP   = $(VENV)/.installed
+
+.PHONY: demo test test-fast bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,s3]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/vitsweep demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+# Everything but the multi-process Ray and browser tests.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_match.py
+	$(PY) benchmarks/bench_shards.py
+	$(PY) benchmarks/bench_orchestration.py
+
+clean:
+	rm -rf $(VENV) demo-run artifacts .pytest_cache
