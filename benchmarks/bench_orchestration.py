@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from sweep_helpers import LINEAR, make_shards, read_table, write_spec  # noqa: E402
+from sweep_helpers import make_shards, read_table, write_spec  # noqa: E402
 
 PROBES = [{"name": "perturb", "params": {"eps": [0.03], "steps": 2, "random_draws": 1}}]
 

@@ -198,8 +198,8 @@ def units_row(
 
 
 def _probe_tables(probe: Any) -> tuple[str, ...]:
-    """The result tables a probe writes (one, named after it, unless it says otherwise)."""
-    return tuple(getattr(probe, "tables", None) or (probe.name,))
+    """The result tables a probe writes: one, named after the probe."""
+    return (probe.name,)
 
 
 def _pair_error(pair: _Pair) -> str | None:
@@ -244,9 +244,7 @@ def _probe_rows(unit: WorkUnit, run_id: str, pairs: list[_Pair], table: str) -> 
         assert pair.result is not None
         identity = _identity(unit, run_id, pair, None)
         for j, row in enumerate(pair.result.rows):
-            if row.get("table", table) != table:
-                continue
-            row = {k: v for k, v in row.items() if k != "table"}
+            row = dict(row)
             if wants_knn:
                 labels = knn.get(pair.pair_id, {})
                 row.update(knn_src=labels.get("src"), knn_tgt=labels.get("tgt"), knn_adv=labels.get(j))

@@ -16,7 +16,6 @@ import pytest
 from sweep.commands.run import execute
 from sweep.spec import load_spec
 from sweep_helpers import (
-    FAST_PROBES,
     LINEAR,
     PYTHON,
     REPO,

@@ -11,7 +11,7 @@ from sweep.probes.base import PairResult
 from sweep.spec import load_spec
 from sweep.store import RunStore
 from sweep.worker import EncoderCache, _knn_labels, _Pair, run_unit
-from sweep_helpers import FAST_PROBES, ROWS_PER_PAIR, make_shards, read_table, write_spec
+from sweep_helpers import ROWS_PER_PAIR, make_shards, read_table, write_spec
 
 PAIRS = 5
 CORRUPT = 2  # pair index with an undecodable source image
