@@ -18,7 +18,7 @@ import re
 import socket
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,13 +170,13 @@ def _load_factory(spec: str, weights: str, embed: str) -> Encoder:
         raise UserError(f"cannot import encoder factory {spec!r}: {err}") from None
     if embed != "pre_logits":
         raise UserError(f"embedding point {embed!r} needs a timm ViT; a factory encoder gives its own output")
-    module = factory()
+    module = _with_weights(lambda pretrained: factory(), weights)  # a factory's "pretrained" is its own
     if not isinstance(module, nn.Module):
         raise UserError(f"encoder factory {spec!r} returned {type(module).__name__}, not a torch.nn.Module")
     _, height, width = getattr(module, "input_size", (3, 224, 224))
     return Encoder(
         name=spec,
-        weights=weights if weights else "factory",
+        weights=weights,
         embed_point=embed,
         module=module,
         mean=torch.zeros(3),  # the factory normalises inside: identity here
@@ -188,9 +188,6 @@ def _load_factory(spec: str, weights: str, embed: str) -> Encoder:
 
 
 def _load_timm(name: str, weights: str, embed: str) -> Encoder:
-    if weights == "pretrained" and "timm" not in sys.modules and not _hub_reachable():
-        # Cached weights still load; nothing is retried against a host we cannot reach.
-        os.environ["HF_HUB_OFFLINE"] = "1"
     with warnings.catch_warnings():  # timm's import-time torch.jit deprecation noise
         warnings.filterwarnings("ignore", category=FutureWarning)
         import timm  # the only timm import in the project
@@ -222,27 +219,59 @@ def _load_timm(name: str, weights: str, embed: str) -> Encoder:
 
 
 def _create_timm(timm: Any, name: str, weights: str) -> nn.Module:
-    if weights == "pretrained":
+    def build(pretrained: bool) -> nn.Module:
+        if not pretrained:
+            return timm.create_model(name, pretrained=False)
+        reachable = _hub_reachable()
         try:
-            return timm.create_model(name, pretrained=True)
+            with _hub_offline(not reachable):  # cached weights still load; nothing is retried in vain
+                return timm.create_model(name, pretrained=True)
         except Exception as err:  # network, missing tag, hub errors: all mean "no weights here"
-            if os.environ.get("HF_HUB_OFFLINE") == "1":
+            if not reachable:
                 reason = "not in the local cache, and the hub cannot be reached from this machine"
             else:
                 reason = " ".join(str(err).split())[:200] or type(err).__name__
             raise UserError(f"pretrained weights for {name!r} could not be loaded ({reason}); {WEIGHT_HELP}") from None
+
+    return _with_weights(build, weights)
+
+
+def _with_weights(build: Callable[[bool], nn.Module], weights: str) -> nn.Module:
+    """Build a module from a weight source: `pretrained` (build(True)), `random:<seed>` (a
+    seeded build(False)) or `file:<path>` (build(False), then the file's state dict)."""
+    if weights == "pretrained":
+        return build(True)
     if weights.startswith("random:"):
         seed_text = weights.split(":", 1)[1]
         if not seed_text.isdigit():
             raise UserError(f"bad weight source {weights!r}: the seed must be a whole number ({WEIGHT_HELP})")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed_text))
-            return timm.create_model(name, pretrained=False)
+            return build(False)
     if weights.startswith("file:"):
-        model = timm.create_model(name, pretrained=False)
-        model.load_state_dict(_read_checkpoint(Path(weights[5:]), name))
-        return model
+        path = Path(weights[5:])
+        state = _read_checkpoint(path)
+        module = build(False)
+        try:
+            module.load_state_dict(state)
+        except RuntimeError as err:
+            first = " ".join(str(err).split())[:200]
+            raise UserError(f"weights file {str(path)!r} does not fit the model: {first}") from None
+        return module
     raise UserError(f"unknown weight source {weights!r}: use pretrained, random:<seed> or file:<path>")
+
+
+@contextlib.contextmanager
+def _hub_offline(offline: bool) -> Iterator[None]:
+    """Put huggingface_hub in offline mode (cache only) for the duration, when asked."""
+    from huggingface_hub import constants
+
+    saved = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = saved or offline
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
 
 
 def _hub_reachable(timeout: float = 5.0) -> bool:
@@ -255,7 +284,7 @@ def _hub_reachable(timeout: float = 5.0) -> bool:
         return False
 
 
-def _read_checkpoint(path: Path, name: str) -> dict[str, torch.Tensor]:
+def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise UserError(f"weights file {str(path)!r} does not exist")
     try:

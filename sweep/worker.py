@@ -146,12 +146,12 @@ def run_unit(
     tables = _probe_tables(probe)
     rows = {name: _probe_rows(unit, run_id, pairs, name) for name in tables}
     n_error = sum(1 for p in pairs if _pair_error(p) is not None)
-    finished_at = datetime.now(timezone.utc)
     out = {name: to_table(name, table_rows) for name, table_rows in rows.items()}
     out["pairs"] = to_table("pairs", [_pairs_row(unit, run_id, p) for p in pairs])
     images = _image_rows(unit, run_id, state)
     if images:  # a probe without images (lipschitz) or gallery 0: no file
         out["images"] = to_table("images", images)
+    store.write_unit_tables(unit.probe, unit.model, unit.unit_id, out)
     summary = UnitSummary(
         unit_id=unit.unit_id,
         status=STATUS_OK,
@@ -163,8 +163,9 @@ def run_unit(
         worker=worker,
         device=encoder_cache.describe(),
     )
-    out["units"] = to_table("units", [units_row(unit, run_id, summary, started_at, finished_at)])
-    store.write_unit_tables(unit.probe, unit.model, unit.unit_id, out)
+    finished_at = datetime.now(timezone.utc)
+    units = to_table("units", [units_row(unit, run_id, summary, started_at, finished_at)])
+    store.write_unit_tables(unit.probe, unit.model, unit.unit_id, {"units": units})  # the done-marker, last
     return summary
 
 

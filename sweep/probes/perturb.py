@@ -76,6 +76,7 @@ class PerturbProbe(Probe):
             result.embeddings = embeddings
             if i == len(grid) - 1:
                 result.images = images  # the gallery shows the largest eps
+                result.extra["image_variant"] = f"eps={grid[i]:.4g}"
             if all(r is not None for r in result.rows):
                 yield pending.pop(pair_id)
 

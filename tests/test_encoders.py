@@ -1,0 +1,104 @@
+"""Encoders: timm names, weight sources, embedding points, frozen parameters, factories."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from sweep.encoders import load_encoder
+from sweep.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def pixels():
+    return torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope="module")
+def vit():
+    return load_encoder("vit_tiny_patch16_224", "random:0", device="cpu")
+
+
+def test_timm_encoder_geometry_head_and_frozen_weights(vit, pixels):
+    assert vit.input_size == (3, 224, 224)
+    assert vit.preprocess.crop_pct == pytest.approx(0.9)
+    emb = vit(pixels)
+    assert emb.shape == (2, 192) and torch.isfinite(emb).all()
+    assert vit.classify(emb).shape == (2, 1000)
+    assert not any(p.requires_grad for p in vit.module.parameters())
+    # the model's own normalisation (0.5, 0.5) is applied inside embed()
+    assert torch.allclose(vit.embed(pixels), vit.embed_normalized((pixels - 0.5) / 0.5))
+
+
+def test_gradient_reaches_every_input_pixel_and_no_weight(vit, pixels):
+    x = pixels[:1].clone().requires_grad_(True)
+    vit(x).pow(2).sum().backward()
+    assert x.grad is not None and (x.grad != 0).float().mean() > 0.99
+    assert all(p.grad is None for p in vit.module.parameters())
+
+
+def test_random_seed_is_reproducible_and_seed_matters(vit, pixels):
+    again = load_encoder("vit_tiny_patch16_224", "random:0", device="cpu")
+    other = load_encoder("vit_tiny_patch16_224", "random:1", device="cpu")
+    assert torch.equal(vit(pixels), again(pixels))
+    assert not torch.allclose(vit(pixels), other(pixels))
+
+
+@pytest.mark.parametrize("kind", ["safetensors", "pt"])
+def test_file_weights_load_safetensors_and_torch_checkpoints(tmp_path, pixels, kind):
+    source = load_encoder("vit_tiny_patch16_224", "random:7", device="cpu")
+    state = {k: v.contiguous() for k, v in source.module.state_dict().items()}
+    path = tmp_path / f"w.{kind}"
+    if kind == "safetensors":
+        save_file(state, str(path))
+    else:
+        torch.save({"state_dict": state}, path)
+    loaded = load_encoder("vit_tiny_patch16_224", f"file:{path}", device="cpu")
+    assert torch.equal(loaded(pixels), source(pixels))
+    assert loaded.weights == f"file:{path}"
+
+
+@pytest.mark.parametrize("embed,dim", [("cls:3", 192), ("mean_patch:-1", 192), ("cls:0", 192)])
+def test_embedding_points(pixels, embed, dim):
+    enc = load_encoder("vit_tiny_patch16_224", "random:0", embed=embed, device="cpu")
+    out = enc(pixels)
+    assert out.shape == (2, dim)
+    assert enc.classify(out) is None  # the head belongs to pre_logits only
+
+
+def test_cls_of_an_early_block_differs_from_the_last(pixels):
+    early = load_encoder("vit_tiny_patch16_224", "random:0", embed="cls:1", device="cpu")(pixels)
+    late = load_encoder("vit_tiny_patch16_224", "random:0", embed="cls:11", device="cpu")(pixels)
+    assert not torch.allclose(early, late)
+
+
+def test_factory_encoder_keeps_its_input_size_and_identity_normalisation():
+    enc = load_encoder("tests.encoders_for_tests:linear_encoder", device="cpu")
+    assert enc.input_size == (3, 8, 8)
+    x = torch.rand(4, 3, 8, 8)
+    assert torch.allclose(enc(x), x.flatten(1) @ enc.module.weight.T)
+
+
+@pytest.mark.parametrize(
+    "model,weights,embed,message",
+    [
+        ("vit_does_not_exist", "random:0", "pre_logits", "unknown timm model"),
+        ("vit_tiny_patch16_224", "random:x", "pre_logits", "seed must be a whole number"),
+        ("vit_tiny_patch16_224", "hub:abc", "pre_logits", "unknown weight source"),
+        ("vit_tiny_patch16_224", "file:/no/such/file.safetensors", "pre_logits", "does not exist"),
+        ("vit_tiny_patch16_224", "random:0", "cls:99", "block must be in"),
+        ("vit_tiny_patch16_224", "random:0", "middle", "unknown embedding point"),
+        ("no_such_package.mod:make", "random:0", "pre_logits", "cannot import encoder factory"),
+    ],
+)
+def test_bad_encoder_names_are_one_line_user_errors(model, weights, embed, message):
+    with pytest.raises(UserError, match=message) as info:
+        load_encoder(model, weights, embed, device="cpu")
+    assert "\n" not in str(info.value)
+
+
+def test_pretrained_without_network_fails_fast_with_the_alternatives():
+    """This machine cannot reach the hub: one line naming random:<seed> and file:, no hang."""
+    with pytest.raises(UserError, match=r"random:<seed>.*file:<path>"):
+        load_encoder("vit_tiny_patch16_224", "pretrained", device="cpu")
