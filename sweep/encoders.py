@@ -170,7 +170,8 @@ def _load_factory(spec: str, weights: str, embed: str) -> Encoder:
         raise UserError(f"cannot import encoder factory {spec!r}: {err}") from None
     if embed != "pre_logits":
         raise UserError(f"embedding point {embed!r} needs a timm ViT; a factory encoder gives its own output")
-    module = _with_weights(lambda pretrained: factory(), weights)  # a factory's "pretrained" is its own
+    # "factory" (or "pretrained"): whatever the factory builds; random:<seed> seeds it; file: loads into it
+    module = factory() if weights == "factory" else _with_weights(lambda pretrained: factory(), weights)
     if not isinstance(module, nn.Module):
         raise UserError(f"encoder factory {spec!r} returned {type(module).__name__}, not a torch.nn.Module")
     _, height, width = getattr(module, "input_size", (3, 224, 224))
