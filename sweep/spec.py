@@ -15,6 +15,7 @@
     output: runs/demo               # local path or URI (s3://bucket/prefix); `--out` overrides
     gallery: 4                      # images stored per unit
     max_attempts: 3                 # tries per unit before it is recorded as failed
+    compile: false                  # torch.compile the probes' hot loop (worth it on GPUs)
 
 Grids: a list value expands into one setting per element (Cartesian product over all such
 keys) when the probe's parameter does not itself take a list; for a parameter that does (e.g.
@@ -24,7 +25,7 @@ Unit ids hash everything that changes a unit's rows: model, weights, embedding p
 its validated parameters, shard URL and seed. `batch_size` is deliberately left out: rows never
 influence each other inside a batch and every random draw is seeded per item, so a rerun with
 another batch size (say, on a GPU with less memory) resumes instead of starting over.
-`gallery` and `max_attempts` are left out as well (they do not change the measured rows).
+`gallery`, `max_attempts` and `compile` are left out as well (they do not change the measured rows).
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ class SweepSpec(BaseModel):
     output: str | None = None
     gallery: int = Field(default=4, ge=0, le=1000)
     max_attempts: int = Field(default=3, ge=1, le=100)
+    compile: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -124,6 +126,7 @@ class WorkUnit:
     seed: int
     batch_size: int
     gallery: int
+    compile: bool = False
 
 
 @dataclass(frozen=True)
@@ -203,6 +206,7 @@ def _make_unit(spec: SweepSpec, model: ModelSpec, probe: Any, params: dict[str, 
         seed=spec.seed,
         batch_size=spec.batch_size,
         gallery=spec.gallery,
+        compile=spec.compile,
     )
 
 

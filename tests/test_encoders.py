@@ -102,3 +102,21 @@ def test_pretrained_without_network_fails_fast_with_the_alternatives():
     """This machine cannot reach the hub: one line naming random:<seed> and file:, no hang."""
     with pytest.raises(UserError, match=r"random:<seed>.*file:<path>"):
         load_encoder("vit_tiny_patch16_224", "pretrained", device="cpu")
+
+
+def test_compiled_hot_loop_gives_the_eager_results():
+    """Encoder.compile() only swaps the probes' step forward; the numbers stay the same."""
+    from sweep.probes import build_probe
+    from sweep.probes.base import PairInput
+
+    g = torch.Generator().manual_seed(2)
+    pairs = [PairInput(f"p{i}", torch.rand(3, 8, 8, generator=g), torch.rand(3, 8, 8, generator=g)) for i in range(3)]
+    probe = build_probe("match", {"max_steps": 5, "lr": 0.05})
+    eager_enc = load_encoder("tests.encoders_for_tests:linear_encoder", "factory", device="cpu")
+    eager = {r.pair_id: r.rows[0] for r in probe.run(eager_enc, pairs, batch_size=3)}
+    compiled_enc = load_encoder("tests.encoders_for_tests:linear_encoder", "factory", device="cpu").compile()
+    compiled = {r.pair_id: r.rows[0] for r in probe.run(compiled_enc, pairs, batch_size=3)}
+    assert compiled_enc.loop_fn is not None
+    for pid, row in eager.items():
+        assert compiled[pid]["steps"] == row["steps"]
+        assert compiled[pid]["sq_l2"] == pytest.approx(row["sq_l2"], rel=1e-5)
