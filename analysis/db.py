@@ -1,6 +1,7 @@
 """Open one or more run directories as an in-process DuckDB database of read-only views.
 
     con = open_runs(["runs/demo"])            # views: match perturb lipschitz units pairs images
+                                              # (+ settings: one row per probe setting)
     con.sql("SELECT model, avg(success::INT) FROM match WHERE status = 'ok' GROUP BY model")
 
 Each view reads `RUN/results/<table>/*/*/*.parquet` (hive partition folders `probe=…/model=…`,
@@ -10,6 +11,13 @@ schema column with its schema type, even while a run is still being written and 
 file yet (the view is then empty). Globs are evaluated at query time, so new files of a table that
 already had one are picked up at once; a table that had no file at all when the run was opened
 appears after the next `open_runs` (it is cheap: no data is read until a query runs).
+
+A derived view `settings` has one row per probe setting (`config_hash`, which the engine derives
+from probe, parameters, model, weights and embedding point): `probe, model, weights, embed,
+params` and `setting`, a short readable text of the parameters. `setting` names only the
+parameters that differ between the settings of that probe in the opened runs (`lr=0.08,
+preset=paper`); where a probe has one setting it lists every parameter that is not null. Named queries join it to
+label their per-setting rows.
 
 The connection is sandboxed (unless `sandbox=False`): only the run directories can be read
 (`allowed_directories`), no other file, extension or network access (`enable_external_access =
@@ -29,6 +37,54 @@ import pyarrow as pa
 from sweep.schema import ALL_TABLES, SCHEMAS
 
 VIEWS: tuple[str, ...] = ALL_TABLES  # match, perturb, lipschitz, pairs, units, images
+DERIVED_VIEWS: tuple[str, ...] = ("settings",)  # views over VIEWS (no files of their own)
+
+# One row per config_hash. Every CTE keeps `probe` as a group key, so a query that asks for one
+# probe's settings (`WHERE probe = 'match'`) reads only that probe's files (hive partitions).
+_SETTINGS_SQL = """
+CREATE OR REPLACE VIEW settings AS
+WITH configs AS (
+    SELECT probe, config_hash, any_value(model) AS model, any_value(weights) AS weights,
+           any_value(embed) AS embed, any_value(params) AS params
+    FROM (SELECT probe, config_hash, model, weights, embed, params FROM units
+          UNION ALL SELECT DISTINCT probe, config_hash, model, weights, embed, params FROM match
+          UNION ALL SELECT DISTINCT probe, config_hash, model, weights, embed, params FROM perturb
+          UNION ALL SELECT DISTINCT probe, config_hash, model, weights, embed, params FROM lipschitz)
+    GROUP BY probe, config_hash
+),
+objects AS (
+    SELECT DISTINCT probe, params FROM configs
+    WHERE params IS NOT NULL AND json_valid(params) AND json_type(params) = 'OBJECT'
+),
+keyed AS (
+    SELECT probe, params, unnest(json_keys(params)) AS key FROM objects
+),
+entries AS (
+    SELECT probe, params, key,
+           coalesce(json_extract_string(params, '$."' || key || '"'), 'null') AS value
+    FROM keyed
+),
+varying AS (
+    SELECT e.probe, e.key
+    FROM entries AS e
+    JOIN (SELECT probe, count(*) AS n FROM objects GROUP BY probe) AS c USING (probe)
+    GROUP BY e.probe, e.key, c.n
+    HAVING count(DISTINCT e.value) > 1 OR count(*) < c.n
+),
+texts AS (
+    SELECT e.probe, e.params,
+           string_agg(e.key || '=' || e.value, ', ' ORDER BY e.key)
+             FILTER (WHERE v.key IS NOT NULL) AS differing,
+           string_agg(e.key || '=' || e.value, ', ' ORDER BY e.key)
+             FILTER (WHERE e.value <> 'null') AS every
+    FROM entries AS e LEFT JOIN varying AS v USING (probe, key)
+    GROUP BY e.probe, e.params
+)
+SELECT c.probe, c.config_hash, c.model, c.weights, c.embed, c.params,
+       coalesce(t.differing, t.every, c.params, c.config_hash) AS setting
+FROM configs AS c
+LEFT JOIN texts AS t ON t.probe = c.probe AND t.params = c.params
+"""
 _RUN_MARKERS = ("spec.yaml", "manifest.json", "progress.json", "results")
 
 
@@ -83,7 +139,8 @@ def _create_view(con: duckdb.DuckDBPyConnection, table: str, globs: list[str]) -
 
 def open_runs(run_dirs: Sequence[str | Path], *, sandbox: bool = True) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with views `match`, `perturb`, `lipschitz`, `units`,
-    `pairs`, `images` over the union of the given runs. RunNotFound for a bad path."""
+    `pairs`, `images` over the union of the given runs, and the derived view `settings`.
+    RunNotFound for a bad path."""
     if isinstance(run_dirs, (str, Path)):
         run_dirs = [run_dirs]
     if not run_dirs:
@@ -97,6 +154,7 @@ def open_runs(run_dirs: Sequence[str | Path], *, sandbox: bool = True) -> duckdb
     for table in VIEWS:
         globs = [g for g in (_table_glob(run, table) for run in runs) if g is not None]
         _create_view(con, table, globs)
+    con.execute(_SETTINGS_SQL)
     if sandbox:
         allowed = "[" + ", ".join(_sql_string(run.as_posix() + "/") for run in runs) + "]"
         con.execute(f"SET allowed_directories = {allowed}")

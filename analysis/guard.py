@@ -7,7 +7,7 @@ Checks, all with DuckDB's own parser (no regular expressions over SQL text):
 1. exactly one statement (`con.extract_statements`), of type SELECT (this includes DESCRIBE,
    SUMMARIZE and SHOW of a view);
 2. its parse tree (`json_serialize_sql`) holds no table function (read_csv, read_parquet, glob,
-   query_table, …) and references no table but the run's views (`VIEWS`) and the query's own
+   query_table, …) and references no table but the run's views (`VIEWS`, `DERIVED_VIEWS`) and the query's own
    CTE names (plain identifiers only; a quoted path such as `FROM '/etc/passwd'` is a table
    reference, so it is refused),
    no other catalog or schema, and no function from `_FORBIDDEN_FUNCTIONS`.
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from analysis.db import VIEWS
+from analysis.db import DERIVED_VIEWS, VIEWS
 
 if TYPE_CHECKING:  # pandas is imported by DuckDB's .df() only when a DataFrame is asked for
     import pandas as pd
@@ -102,7 +102,7 @@ def _check_tree(tree: dict[str, Any], allowed: set[str]) -> None:
 
 
 def check_query(con: duckdb.DuckDBPyConnection, sql: str,
-                allowed: frozenset[str] | set[str] = frozenset(VIEWS)) -> None:
+                allowed: frozenset[str] | set[str] = frozenset(VIEWS + DERIVED_VIEWS)) -> None:
     """Raise QueryRefused unless `sql` is one SELECT over the allowed views only."""
     if not sql or not sql.strip():
         raise QueryRefused("empty query")

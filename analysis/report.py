@@ -1,11 +1,17 @@
-"""The findings report: the paper's four claims, per model and weights, with numbers from the
-named queries, plots and a gallery of matched triples.
+"""The findings report: the paper's four claims, per model, weights and embedding point, with
+numbers from the named queries, plots and a gallery of matched triples.
+
+A probe run with several settings (several `config_hash` values: e.g. match presets paper and
+default, several lr) is never pooled: each claim is stated once per setting of its probe (its
+own sentences, table and plots, headed by the setting's parameters), and the gallery has one
+block per match setting.
 
     paths = write_report(["runs/demo"], "report/")   # report/report.html, report/report.md, PNGs
 
 `report.html` is self-contained (images as base64 data URIs, inline CSS, no JavaScript);
 `report.md` references the PNG files written next to it; `report.json` holds the exact query
-rows every stated number comes from. A claim with no data says so plainly.
+rows every stated number comes from (per section, each query's rows: one per setting). A claim
+with no data says so plainly.
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ def fmt(value: Any, kind: str = "num") -> str:
         return f"{100 * float(value):.1f}%"
     if kind == "x":
         return f"{float(value):.3g}×"
+    if 1e3 <= abs(float(value)) < 1e7:  # 12,000 steps, not 1.2e+04
+        return f"{float(value):,.0f}"
     return f"{float(value):.3g}"
 
 
@@ -97,6 +105,8 @@ class Claim:
     table: Table | None = None
     figures: list[Figure] = field(default_factory=list)
     empty: str | None = None  # set when there is no data for this claim
+    setting: str | None = None  # the probe setting these numbers are for (None: no data)
+    config_hash: str | None = None
 
 
 @dataclass
@@ -110,13 +120,28 @@ class GalleryRow:
 
 
 @dataclass
+class GalleryBlock:
+    """The gallery of one match setting."""
+
+    setting: str | None
+    config_hash: str | None
+    rows: list[GalleryRow]
+
+
+@dataclass
 class Section:
     model: str
     weights: str
+    embed: str | None
     anchor: str
     claims: list[Claim]
-    gallery: list[GalleryRow]
+    gallery: list[GalleryBlock]
     numbers: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        return f"{self.model} ({self.weights}, {self.embed})" if self.embed else \
+            f"{self.model} ({self.weights})"
 
 
 @dataclass
@@ -132,14 +157,38 @@ class Report:
 
 # ---------------------------------------------------------------- claims
 
-def _for(rows: list[dict[str, Any]], model: str, weights: str) -> list[dict[str, Any]]:
-    return [r for r in rows if r["model"] == model and r["weights"] == weights]
+Group = tuple[str, str, "str | None"]  # model, weights, embed
+
+
+def _for(rows: list[dict[str, Any]], group: Group) -> list[dict[str, Any]]:
+    model, weights, embed = group
+    return [r for r in rows
+            if r["model"] == model and r["weights"] == weights and r.get("embed") == embed]
+
+
+def _by_setting(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Rows by config_hash, in the queries' order (model, weights, embed, setting)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault(r["config_hash"], []).append(r)
+    return out
+
+
+def _one(rows: list[dict[str, Any]], config_hash: str) -> dict[str, Any] | None:
+    return next((r for r in rows if r["config_hash"] == config_hash), None)
+
+
+def _slug_cfg(config_hash: str) -> str:
+    return _slug(config_hash)
+
+
+_NO_DATA = "for this model, weights and embedding point"
 
 
 def _claim_equivalence(eq: dict | None, inv: dict | None, fig: bytes | None, slug: str) -> Claim:
     claim = Claim("equivalence", "1. Equivalence: a different image, the same embedding")
     if not eq or not eq["n_ok"]:
-        claim.empty = "No match rows (status ok) for this model and weights: claim 1 not measured."
+        claim.empty = f"No match rows (status ok) {_NO_DATA}: claim 1 not measured."
         return claim
     claim.sentences.append(
         f"{fmt(eq['n_success'], 'int')} of {fmt(eq['n_ok'], 'int')} matches reached the target's "
@@ -178,7 +227,7 @@ def _eps_label(norm: str, eps: float) -> str:
 def _claim_normal(rows: list[dict], fig: bytes | None, slug: str) -> Claim:
     claim = Claim("normal_space", "2. Normal spaces: invisible changes, far-moving embeddings")
     if not rows:
-        claim.empty = "No perturb rows (status ok) for this model and weights: claim 2 not measured."
+        claim.empty = f"No perturb rows (status ok) {_NO_DATA}: claim 2 not measured."
         return claim
     for norm in sorted({r["norm"] for r in rows}):
         top = max((r for r in rows if r["norm"] == norm), key=lambda r: r["eps"])
@@ -207,7 +256,7 @@ def _claim_lipschitz(lip: dict | None, families: list[dict], figs: list[tuple[st
                      slug: str) -> Claim:
     claim = Claim("lipschitz", "3. Lipschitz evidence: tiny along equivalence, huge along normals")
     if not lip or not lip["n_pairs"]:
-        claim.empty = "No lipschitz rows (status ok) for this model and weights: claim 3 not measured."
+        claim.empty = f"No lipschitz rows (status ok) {_NO_DATA}: claim 3 not measured."
         return claim
     claim.sentences.append(
         f"Over {fmt(lip['n_pairs'], 'int')} pairs, σ1 (the largest singular value of the Jacobian) "
@@ -240,7 +289,7 @@ def _claim_lipschitz(lip: dict | None, families: list[dict], figs: list[tuple[st
 def _claim_overgeneralisation(og: dict | None) -> Claim:
     claim = Claim("overgeneralisation", "4. Overgeneralisation: labels follow the embedding")
     if not og or not og["n_ok"]:
-        claim.empty = "No match rows (status ok) for this model and weights: claim 4 not measured."
+        claim.empty = f"No match rows (status ok) {_NO_DATA}: claim 4 not measured."
         return claim
     if og["n_head_labelled_success"]:
         claim.sentences.append(
@@ -263,61 +312,97 @@ def _claim_overgeneralisation(og: dict | None) -> Claim:
 
 # ---------------------------------------------------------------- assembling
 
-def _gallery(con: duckdb.DuckDBPyConnection, model: str, weights: str, slug: str,
-             limit: int) -> list[GalleryRow]:
-    rows = _records(run_named(con, "gallery", {"model": model, "weights": weights,
-                                               "limit": str(limit)}))
-    out = []
-    for k, r in enumerate(rows):
-        parts = [f"pair {r['pair_id']}"]
-        if r.get("src_key") or r.get("tgt_key"):
-            parts.append(f"{r.get('src_key')} → {r.get('tgt_key')}")
-        if r.get("rel_dist") is not None:
-            parts.append(f"rel_dist {fmt(r['rel_dist'])}")
-        if r.get("psnr") is not None:
-            parts.append(f"PSNR {fmt(r['psnr'])} dB")
-        if r.get("pred_adv") is not None:
-            parts.append(f"head: source {r.get('pred_src')}, target {r.get('pred_tgt')}, "
-                         f"matched {r.get('pred_adv')}")
-        if r.get("variant"):
-            parts.append(str(r["variant"]))
-        triple = make_triple(str(r["pair_id"]), "; ".join(parts), r["src_png"], r["adv_png"],
-                             r["tgt_png"])
-        files = {w: f"gallery-{slug}-{k}-{w}.png" for w in ("src", "adv", "tgt", "diff")}
-        out.append(GalleryRow(triple, files))
-    return out
+def _with_setting(claim: Claim, row: dict[str, Any] | None) -> Claim:
+    if row is not None:
+        claim.setting = row.get("setting") or row["config_hash"]
+        claim.config_hash = row["config_hash"]
+    return claim
 
 
-def _section(con: duckdb.DuckDBPyConnection, model: str, weights: str,
-             results: dict[str, list[dict]], gallery_limit: int) -> Section:
-    slug = _slug(f"{model}-{weights}")
-    params = {"model": model, "weights": weights}
-    one = {name: (_for(results[name], model, weights) or [None])[0]
-           for name in ("equivalence", "invisibility", "lipschitz", "overgeneralisation")}
-    normal = _for(results["normal_space"], model, weights)
-    families = _for(results["lipschitz_families"], model, weights)
+def _gallery(con: duckdb.DuckDBPyConnection, group: Group, slug: str,
+             limit: int) -> list[GalleryBlock]:
+    model, weights, _ = group
+    rows = _for(_records(run_named(con, "gallery", {"model": model, "weights": weights,
+                                                    "limit": str(limit)})), group)
+    blocks = []
+    for config_hash, part in _by_setting(rows).items():
+        out = []
+        for k, r in enumerate(part):
+            parts = [f"pair {r['pair_id']}"]
+            if r.get("src_key") or r.get("tgt_key"):
+                parts.append(f"{r.get('src_key')} → {r.get('tgt_key')}")
+            if r.get("rel_dist") is not None:
+                parts.append(f"rel_dist {fmt(r['rel_dist'])}")
+            if r.get("psnr") is not None:
+                parts.append(f"PSNR {fmt(r['psnr'])} dB")
+            if r.get("pred_adv") is not None:
+                parts.append(f"head: source {r.get('pred_src')}, target {r.get('pred_tgt')}, "
+                             f"matched {r.get('pred_adv')}")
+            if r.get("variant"):
+                parts.append(str(r["variant"]))
+            triple = make_triple(str(r["pair_id"]), "; ".join(parts), r["src_png"], r["adv_png"],
+                                 r["tgt_png"])
+            cfg = _slug_cfg(config_hash) if config_hash else "x"
+            files = {w: f"gallery-{slug}-{cfg}-{k}-{w}.png" for w in ("src", "adv", "tgt", "diff")}
+            out.append(GalleryRow(triple, files))
+        blocks.append(GalleryBlock(part[0].get("setting"), config_hash, out))
+    return blocks
 
-    match_fig = figures.match_distributions(run_named(con, "match_pairs", params)) \
-        if one["equivalence"] and one["equivalence"]["n_ok"] else None
-    eps_fig = figures.eps_curves(run_named(con, "normal_space", params)) if normal else None
-    lip_figs: list[tuple[str, bytes | None]] = []
-    if one["lipschitz"]:
+
+def _section(con: duckdb.DuckDBPyConnection, group: Group, results: dict[str, list[dict]],
+             gallery_limit: int) -> Section:
+    model, weights, embed = group
+    slug = _slug("-".join(x for x in (model, weights, embed) if x))
+    rows = {name: _for(results[name], group) for name in CLAIM_QUERIES}
+    base = {"model": model, "weights": weights}
+
+    def params(config_hash: str) -> dict[str, str]:
+        return {**base, "config_hash": config_hash}
+
+    claims: list[Claim] = []
+    # 1. equivalence, one claim per match setting
+    for cfg, part in _by_setting(rows["equivalence"]).items():
+        eq = part[0]
+        fig = figures.match_distributions(run_named(con, "match_pairs", params(cfg))) \
+            if eq["n_ok"] else None
+        claim = _claim_equivalence(eq, _one(rows["invisibility"], cfg), fig,
+                                   f"{slug}-{_slug_cfg(cfg)}")
+        claims.append(_with_setting(claim, eq))
+    if not rows["equivalence"]:
+        claims.append(_claim_equivalence(None, None, None, slug))
+    # 2. normal space, one claim per perturb setting
+    for cfg, normal in _by_setting(rows["normal_space"]).items():
+        fig = figures.eps_curves(run_named(con, "normal_space", params(cfg)))
+        claims.append(_with_setting(_claim_normal(normal, fig, f"{slug}-{_slug_cfg(cfg)}"),
+                                    normal[0]))
+    if not rows["normal_space"]:
+        claims.append(_claim_normal([], None, slug))
+    # 3. Lipschitz, one claim per lipschitz setting
+    for cfg, part in _by_setting(rows["lipschitz"]).items():
+        lip = part[0]
         lip_figs = [
             ("Directional Lipschitz estimates by direction family (log axis)",
-             figures.lipschitz_families(run_named(con, "lipschitz_directions", params))),
+             figures.lipschitz_families(run_named(con, "lipschitz_directions", params(cfg)))),
             ("Nonlinearity against the step size h",
-             figures.nonlinearity_curves(run_named(con, "nonlinearity", params))),
+             figures.nonlinearity_curves(run_named(con, "nonlinearity", params(cfg)))),
         ]
-    claims = [
-        _claim_equivalence(one["equivalence"], one["invisibility"], match_fig, slug),
-        _claim_normal(normal, eps_fig, slug),
-        _claim_lipschitz(one["lipschitz"], families, lip_figs, slug),
-        _claim_overgeneralisation(one["overgeneralisation"]),
-    ]
-    numbers = {**{k: v for k, v in one.items()}, "normal_space": normal,
-               "lipschitz_families": families}
-    return Section(model, weights, slug, claims, _gallery(con, model, weights, slug, gallery_limit),
-                   numbers)
+        families = [f for f in rows["lipschitz_families"] if f["config_hash"] == cfg]
+        claims.append(_with_setting(
+            _claim_lipschitz(lip, families, lip_figs, f"{slug}-{_slug_cfg(cfg)}"), lip))
+    if not rows["lipschitz"]:
+        claims.append(_claim_lipschitz(None, [], [], slug))
+    # 4. overgeneralisation, one claim per match setting
+    for og in rows["overgeneralisation"]:
+        claims.append(_with_setting(_claim_overgeneralisation(og), og))
+    if not rows["overgeneralisation"]:
+        claims.append(_claim_overgeneralisation(None))
+
+    return Section(model, weights, embed, slug, claims,
+                   _gallery(con, group, slug, gallery_limit), rows)
+
+
+def _group_key(group: Group) -> tuple[str, str, str]:
+    return group[0], group[1], group[2] or ""
 
 
 def _run_info(run_dir: Path) -> dict[str, Any]:
@@ -350,9 +435,9 @@ def build_report(run_dirs: Sequence[str | Path], *, gallery_limit: int = 6,
     con = open_runs(run_dirs)
     try:
         results = {name: _records(run_named(con, name, {})) for name in CLAIM_QUERIES}
-        groups = sorted({(r["model"], r["weights"]) for name in CLAIM_QUERIES
-                         for r in results[name] if r["model"] is not None})
-        sections = [_section(con, m, w, results, gallery_limit) for m, w in groups]
+        groups = sorted({(r["model"], r["weights"], r.get("embed")) for name in CLAIM_QUERIES
+                         for r in results[name] if r["model"] is not None}, key=_group_key)
+        sections = [_section(con, g, results, gallery_limit) for g in groups]
         overview = _records(run_named(con, "overview", {}))
         failures = _records(run_named(con, "failures", {}))
     finally:
@@ -362,10 +447,11 @@ def build_report(run_dirs: Sequence[str | Path], *, gallery_limit: int = 6,
         title="vitsweep findings: " + ", ".join(r["run_id"] for r in runs),
         generated_at=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         runs=runs,
-        overview=_table(overview, ["model", "weights", "probe", "units", "units_ok", "units_error",
-                                   "units_in_progress", "pairs_ok", "pairs_error"]),
-        failures=_table(failures[:max_failures], ["kind", "model", "probe", "unit_id", "pair_id",
-                                                  "error"]),
+        overview=_table(overview, ["model", "weights", "embed", "probe", "setting", "units",
+                                   "units_ok", "units_error", "units_in_progress", "pairs_ok",
+                                   "pairs_error"]),
+        failures=_table(failures[:max_failures], ["kind", "model", "probe", "setting", "unit_id",
+                                                  "pair_id", "error"]),
         n_failures=len(failures),
         sections=sections,
     )
@@ -403,8 +489,8 @@ def _numbers_json(report: Report) -> dict[str, Any]:
         return value
 
     return {"runs": report.runs,
-            "sections": [{"model": s.model, "weights": s.weights, **plain(s.numbers)}
-                         for s in report.sections]}
+            "sections": [{"model": s.model, "weights": s.weights, "embed": s.embed,
+                          **plain(s.numbers)} for s in report.sections]}
 
 
 def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, *,
@@ -418,9 +504,10 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, *,
         for claim in section.claims:
             for fig in claim.figures:
                 (out / fig.filename).write_bytes(fig.png)
-        for row in section.gallery:
-            for which, name in row.files.items():
-                (out / name).write_bytes(getattr(row.triple, f"{which}_png"))
+        for block in section.gallery:
+            for row in block.rows:
+                for which, name in row.files.items():
+                    (out / name).write_bytes(getattr(row.triple, f"{which}_png"))
     paths = {"html": out / "report.html", "md": out / "report.md", "json": out / "report.json"}
     paths["html"].write_text(html, encoding="utf-8")
     paths["md"].write_text(markdown, encoding="utf-8")

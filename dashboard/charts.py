@@ -61,7 +61,8 @@ def ecdf(df: pd.DataFrame, column: str, *, by: str = "model", title: str = "") -
 def displacement_vs_eps(df: pd.DataFrame, norm: str) -> alt.Chart:
     """Median `disp_over_pair` against ε for one norm, adversarial (solid) vs random (dashed).
 
-    Expects long-format rows: model, norm, eps, kind ("adversarial" | "random"), value.
+    Expects long-format rows: series (model and setting label), norm, eps, kind
+    ("adversarial" | "random"), value.
     """
     data = df[df["norm"] == norm]
     return (
@@ -70,25 +71,26 @@ def displacement_vs_eps(df: pd.DataFrame, norm: str) -> alt.Chart:
         .encode(
             x=alt.X("eps:Q", title=f"ε ({norm}, pixels in [0, 1])"),
             y=alt.Y("value:Q", title="disp_over_pair"),
-            color=alt.Color("model:N"),
+            color=alt.Color("series:N", legend=alt.Legend(orient="bottom", direction="vertical")),
             strokeDash=alt.StrokeDash("kind:N", title="perturbation", sort=["adversarial", "random"]),
-            tooltip=["model:N", "kind:N", alt.Tooltip("eps:Q", format=".4g"), alt.Tooltip("value:Q", format=".4g")],
+            tooltip=["series:N", "kind:N", alt.Tooltip("eps:Q", format=".4g"), alt.Tooltip("value:Q", format=".4g")],
         )
     )
 
 
 def lipschitz_by_family(df: pd.DataFrame, value: str = "l_jvp") -> alt.Chart:
-    """Box plots of a Lipschitz estimate per direction family, log y axis, one colour per model."""
-    data = _thin(df[["model", "family", value]].dropna())
+    """Box plots of a Lipschitz estimate per direction family, log y axis, one colour per series
+    (model and setting label, column `series`)."""
+    data = _thin(df[["series", "family", value]].dropna())
     data = data[data[value] > 0]  # a log axis cannot show 0
     return (
         alt.Chart(data, title=f"Local Lipschitz estimates ({value}) by direction family")
         .mark_boxplot(extent="min-max")
         .encode(
             x=alt.X("family:N", title="direction family", sort=["top", "match", "random", "null"]),
-            xOffset=alt.XOffset("model:N"),
+            xOffset=alt.XOffset("series:N"),
             y=alt.Y(f"{value}:Q", title=f"{value} (log scale)", scale=alt.Scale(type="log")),
-            color=alt.Color("model:N"),
+            color=alt.Color("series:N", legend=alt.Legend(orient="bottom", direction="vertical")),
         )
     )
 

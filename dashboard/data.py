@@ -8,6 +8,10 @@ from several threads, and one DuckDB connection object must not be used by two a
 
 Functions here bind parameters (never f-strings of user values); the only formatted names are
 view names checked against `sweep.schema.RESULT_TABLES`.
+
+A probe run with several settings (config_hash) is never pooled: per-series reads group by
+model, weights, embedding point and config_hash, and carry the setting's text (the `settings`
+view of analysis.db).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis import db, guard
+from dashboard.formatting import series_labels
 from dashboard.runs import RunStatus, run_status
 from sweep.schema import RESULT_TABLES
 
@@ -52,9 +57,19 @@ def _connection(runs: Runs) -> _Conn:
 
 
 def _view(table: str) -> str:
-    if table not in (*RESULT_TABLES, "pairs", "units", "images"):
+    if table not in (*RESULT_TABLES, "pairs", "units", "images", *db.DERIVED_VIEWS):
         raise ValueError(f"unknown table {table!r}")
     return table
+
+
+_SETTING = "coalesce(s.setting, t.config_hash)"
+
+
+def _with_settings(table: str) -> str:
+    """`table AS t` (a result view) joined to its probe's settings (alias s) by config_hash."""
+    view = _view(table)
+    return (f"{view} AS t LEFT JOIN (SELECT config_hash, setting FROM settings "
+            f"WHERE probe = '{view}') AS s USING (config_hash)")
 
 
 # ---------------------------------------------------------------- run files (no DuckDB)
@@ -156,12 +171,13 @@ def pairs(runs: Runs, probe: str, models: tuple[str, ...], outcome: str = "all",
         where.append("status = 'ok'")
         if probe == "match":
             where.append("success" if outcome == "success" else "NOT success")
-    keys = "run_id, unit_id, pair_id, model, weights, status"
+    keys = f"run_id, unit_id, pair_id, model, weights, {_SETTING} AS setting, status"
+    source = _with_settings(view)
     if probe == "match":
-        sql = f"SELECT {keys}, {_PAIR_COLUMNS[probe]}, error FROM {view} WHERE {' AND '.join(where)}"
+        sql = f"SELECT {keys}, {_PAIR_COLUMNS[probe]}, error FROM {source} WHERE {' AND '.join(where)}"
     else:
         sql = (
-            f"SELECT {keys}, {_PAIR_COLUMNS[probe]}, any_value(error) AS error FROM {view} "
+            f"SELECT {keys}, {_PAIR_COLUMNS[probe]}, any_value(error) AS error FROM {source} "
             f"WHERE {' AND '.join(where)} GROUP BY ALL"
         )
     sql += " ORDER BY model, run_id, unit_id, pair_id LIMIT $limit"
@@ -200,37 +216,50 @@ def pairs_with_images(runs: Runs, probe: str) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------- Distributions page
+#
+# One series per (model, weights, embed, config_hash): a probe run with several settings is
+# never pooled. `series` is the legend label (dashboard.formatting.series_labels: the model,
+# and weights, embedding point and setting where they differ between the series).
+
+
+def _with_series(df: pd.DataFrame) -> pd.DataFrame:
+    df.insert(0, "series", series_labels(df))
+    return df
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def match_metrics(runs: Runs) -> pd.DataFrame:
     """rel_dist, PSNR, SSIM (and success) of every ok match row, with a `series` label."""
-    return _connection(runs).df(
-        "SELECT model || ' · ' || weights AS series, model, weights, success, rel_dist, psnr, ssim "
-        "FROM match WHERE status = 'ok'"
-    )
+    return _with_series(_connection(runs).df(
+        f"SELECT model, weights, embed, {_SETTING} AS setting, config_hash, "
+        f"success, rel_dist, psnr, ssim FROM {_with_settings('match')} WHERE status = 'ok' "
+        "ORDER BY model, weights, embed, setting, config_hash"
+    ))
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def displacement_curve(runs: Runs) -> pd.DataFrame:
-    """Median disp_over_pair per (model, norm, ε), adversarial and random, in long format."""
-    return _connection(runs).df(
-        "SELECT model || ' · ' || weights AS model, norm, eps, kind, value FROM ("
-        "  SELECT model, weights, norm, eps,"
+    """Median disp_over_pair per (series, norm, ε), adversarial and random, in long format."""
+    return _with_series(_connection(runs).df(
+        "SELECT model, weights, embed, setting, config_hash, norm, eps, kind, value FROM ("
+        f"  SELECT model, weights, embed, {_SETTING} AS setting, config_hash, norm, eps,"
         "         median(disp_over_pair) AS adversarial, median(random_disp_over_pair) AS random"
-        "  FROM perturb WHERE status = 'ok' GROUP BY ALL"
-        ") UNPIVOT (value FOR kind IN (adversarial, random)) ORDER BY model, norm, eps, kind"
-    )
+        f"  FROM {_with_settings('perturb')} WHERE status = 'ok' GROUP BY ALL"
+        ") UNPIVOT (value FOR kind IN (adversarial, random)) "
+        "ORDER BY model, weights, embed, setting, config_hash, norm, eps, kind"
+    ))
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def lipschitz_estimates(runs: Runs, h: float | None = None) -> pd.DataFrame:
     """Lipschitz estimates of ok rows: l_jvp, and l_fd at step size `h` (all h when None)."""
-    return _connection(runs).df(
-        "SELECT model || ' · ' || weights AS model, family, direction, h, l_fd, l_jvp FROM lipschitz "
-        "WHERE status = 'ok' AND ($h IS NULL OR h = $h)",
+    return _with_series(_connection(runs).df(
+        f"SELECT model, weights, embed, {_SETTING} AS setting, config_hash, "
+        f"family, direction, h, l_fd, l_jvp FROM {_with_settings('lipschitz')} "
+        "WHERE status = 'ok' AND ($h IS NULL OR h = $h) "
+        "ORDER BY model, weights, embed, setting, config_hash, family, direction",
         {"h": h},
-    )
+    ))
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)

@@ -29,7 +29,7 @@ from typing import Any
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 
-from sweep.errors import UserError
+from sweep.errors import RunFailed, UserError
 from sweep.spec import WorkUnit
 from sweep.worker import EncoderCache, UnitSummary, run_unit
 
@@ -55,7 +55,12 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
     address = address or os.environ.get("RAY_ADDRESS") or None
     common: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True, "ignore_reinit_error": True}
     if address:
-        ray.init(address=address, **common)
+        _check_reachable(address)
+        try:
+            ray.init(address=address, **common)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            reason = " ".join(str(err).split())[:300]
+            raise UserError(f"cannot connect to the Ray cluster at {address}: {reason}") from None
     else:
         ray.init(
             num_cpus=num_cpus,
@@ -72,6 +77,20 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
         gpus=float(resources.get("GPU", 0)),
         nodes=len([n for n in ray.nodes() if n.get("Alive")]),
     )
+
+
+def _check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """Fail in seconds, with one line, when nothing listens at a HOST:PORT address (Ray itself
+    retries for minutes). "auto" and ray:// client addresses are left to Ray."""
+    if address == "auto" or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        raise UserError(f"bad Ray address {address!r}: use HOST:PORT (e.g. 10.0.0.5:6379) or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise UserError(f"cannot connect to the Ray cluster at {address}: {err.strerror or err}") from None
 
 
 def shutdown() -> None:
@@ -195,7 +214,7 @@ class Sweep:
             if any(s.alive for s in self.slots):
                 last_alive = time.monotonic()
             elif time.monotonic() - last_alive > self.startup_timeout_s:
-                raise RuntimeError(
+                raise RunFailed(
                     f"no actor has been available for {self.startup_timeout_s:.0f} s "
                     f"(resources asked per actor: {'1 GPU' if self.use_gpu else '1 CPU'}; "
                     f"cluster has {ray.cluster_resources()})"
@@ -216,7 +235,7 @@ class Sweep:
             # Out of restarts (or its creation failed): replace it, within reason.
             self.replacements += 1
             if self.replacements > ACTOR_MAX_RESTARTS * self.n_actors:
-                raise RuntimeError("actors keep dying; giving up (see the Ray logs)") from None
+                raise RunFailed("actors keep dying; giving up (see the Ray logs)") from None
             log.warning("actor %d is gone for good; starting a new one", slot.index)
             slot.handle = self._new_actor()
             slot.ping = slot.handle.ping.remote()

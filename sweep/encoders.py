@@ -166,7 +166,7 @@ def _load_factory(spec: str, weights: str, embed: str) -> Encoder:
         sys.path.append(os.getcwd())
     try:
         factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as err:
+    except (ImportError, AttributeError, ValueError) as err:
         raise UserError(f"cannot import encoder factory {spec!r}: {err}") from None
     if embed != "pre_logits":
         raise UserError(f"embedding point {embed!r} needs a timm ViT; a factory encoder gives its own output")

@@ -10,3 +10,9 @@ class UserError(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(str(message).split()))  # always a single line
+
+
+class RunFailed(UserError):
+    """A sweep that cannot go on (no actor can be placed, actors keep dying): one line, exit 1."""
+
+    exit_code = 1

@@ -178,13 +178,13 @@ def parse_spec(data: dict[str, Any], source: str = "<spec>") -> LoadedSpec:
         raise UserError(f"{source}: {_describe(err)}") from None
     settings = _expand_probes(spec, source)
     shards = _expand_shards(spec, source)
-    units = [
-        _make_unit(spec, model, probe, params, shard)
-        for model in spec.models
-        for probe, params in settings
-        for shard in shards
-    ]
-    return LoadedSpec(spec=spec, source=source, shards=shards, settings=settings, units=units)
+    units: dict[str, WorkUnit] = {}  # by id: a model listed twice is one set of units
+    for model in spec.models:
+        for probe, params in settings:
+            for shard in shards:
+                unit = _make_unit(spec, model, probe, params, shard)
+                units.setdefault(unit.unit_id, unit)
+    return LoadedSpec(spec=spec, source=source, shards=shards, settings=settings, units=list(units.values()))
 
 
 def unit_id_of(model: ModelSpec, probe: str, params_json: str, shard: str, seed: int) -> str:
@@ -220,6 +220,9 @@ def _expand_probes(spec: SweepSpec, source: str) -> list[tuple[Any, dict[str, An
             known = ", ".join(sorted(PROBES))
             raise UserError(f"{source}: probes.{index}.name: unknown probe {probe_spec.name!r} (known: {known})")
         params_cls = PROBES[probe_spec.name].Params
+        for key, value in probe_spec.params.items():
+            if value == []:
+                raise UserError(f"{source}: probes.{index}.params.{key}: an empty list gives no setting to run")
         for params in expand_grid(probe_spec.params, params_cls):
             try:
                 probe = build_probe(probe_spec.name, params)

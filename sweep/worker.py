@@ -142,6 +142,8 @@ def run_unit(
         pair = state.pairs[result.pair_id]
         if result.pair_id not in state.gallery_ids:
             result.images = {}  # keep pixels only for the gallery
+        # extras can be large (lipschitz directions: (n, 3, H, W) each); keep only what rows need
+        result.extra = {k: v for k, v in result.extra.items() if k == "image_variant"}
         pair.result = result
 
     pairs = sorted(state.pairs.values(), key=lambda p: p.index)

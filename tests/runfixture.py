@@ -6,13 +6,24 @@ every table built by `sweep.schema.to_table`, so the schemas are the real ones.
 `fixture_rows(models)` returns the same rows as plain dicts, so a test can compute its expected
 answer independently (plain Python over the rows) instead of trusting a query.
 
+Every probe setting has its own `config_hash` (`config_hash(model, probe, setting)`, per model as
+the engine's are) and `params` JSON (`MATCH_PARAMS`, `PERTURB_PARAMS`, `LIPSCHITZ_PARAMS`).
+
 Known values, per model (model index m = 0, 1, … adds m to a few numbers so models differ):
 
-- match unit `<model>-match-0`: pairs p0..p4. p0..p3 status ok, p4 status error (decode error).
+- match unit `<model>-match-0` (setting "default", `MATCH_PARAMS["default"]`): pairs p0..p4.
+  p0..p3 status ok, p4 status error (decode error).
   success: p0, p1, p2 True, p3 False  -> success rate 3/4 among ok rows.
   steps 100, 200, 300, 1000; psnr 40+m, 35+m, 30+m, 25+m; ssim 0.99, 0.95, 0.9, 0.8;
   rel_dist 0.05, 0.08, 0.1, 0.4; cos 0.99, 0.98, 0.97, 0.8; quant_success True, False, True, False.
   head labels: pred_adv == pred_tgt for p0, p1, p3; k-NN: knn_adv == knn_tgt for p0, p2.
+- the FIRST model only (unless `paper=False`) also has a second match setting, unit
+  `<model>-match-paper-0` (setting "paper", `MATCH_PARAMS["paper"]`: preset paper, lr 0.08,
+  max_steps 12000, optimizer gd): pairs p0..p3, all ok, no error row.
+  success: p0, p2 True, p1, p3 False  -> success rate 1/2.
+  steps 2000, 12000, 4000, 12000; psnr 45+m, 20+m, 42+m, 18+m; ssim 0.995, 0.6, 0.99, 0.5;
+  rel_dist 0.01, 0.5, 0.02, 0.6; cos 0.999, 0.7, 0.998, 0.6; quant_success True, False, False, False.
+  head labels: pred_adv == pred_tgt for p0, p2; k-NN: knn_adv == knn_tgt for p2, p3.
 - perturb unit `<model>-perturb-0`: pairs p0..p2 ok, plus an error row for p3.
   linf eps k/255 for k in 1, 2, 4, 8: disp_over_pair = 0.1·k·(1 + 0.1·i) for pair i (×(1+m)),
   random_disp_over_pair = disp_over_pair / 20. l2 eps 0.25, 0.5, 1.0: disp_over_pair = eps·(1+0.1·i).
@@ -22,12 +33,15 @@ Known values, per model (model index m = 0, 1, … adds m to a few numbers so mo
   sigma1 / median random = 100·(1+m)/3 for every pair;
   null directions 0..1 with l_jvp 0.5·(i+1), 1.5·(i+1); match direction 0 with l_jvp 0.2;
   l_fd = l_jvp·(1 + 0.1·h), nonlinearity = 0.1·h (every family).
-- images: p0 and p1 of every match unit, 16×16 RGB PNGs; adv = src + 2 (clipped).
-- units: the three units per model ok; for the last model a failed perturb unit
+- images: p0 and p1 of every default match unit, 16×16 RGB PNGs; adv = src + 2 (clipped);
+  p0 of the paper match unit with adv = src + 5.
+- units: every unit above ok; for the last model a failed perturb unit
   `<model>-perturb-1` (status error, no result rows).
 
 `complete=False` writes a run still being written: progress state "running", no lipschitz,
 units or images tables, and a stray temporary `.x.tmp` file next to a Parquet file.
+
+With the default two models that is 7 units done of 8 (one failed), 24 pairs ok and 2 in error.
 """
 
 from __future__ import annotations
@@ -52,14 +66,41 @@ L2_EPS = (0.25, 0.5, 1.0)
 HS = (0.01, 0.1, 1.0)
 IMG = 16
 
+# The probes' validated parameters, as the engine writes them into `params` (JSON, sorted keys).
+MATCH_PARAMS = {
+    "default": {"lr": 0.01, "max_steps": 1000, "optimizer": "adam", "preset": "default", "tau": None},
+    "paper": {"lr": 0.08, "max_steps": 12000, "optimizer": "gd", "preset": "paper", "tau": 0.0001},
+}
+PERTURB_PARAMS = {"norm": "linf", "steps": 10}
+LIPSCHITZ_PARAMS = {"h": list(HS), "top_k": 3}
+# The `setting` text analysis/ derives: the parameters that differ between the match settings;
+# perturb and lipschitz have one setting each, so every (non-null) parameter.
+MATCH_SETTING_TEXT = {
+    "default": "lr=0.01, max_steps=1000, optimizer=adam, preset=default, tau=null",
+    "paper": "lr=0.08, max_steps=12000, optimizer=gd, preset=paper, tau=0.0001",
+}
+PERTURB_SETTING_TEXT = "norm=linf, steps=10"
+LIPSCHITZ_SETTING_TEXT = "h=[0.01,0.1,1.0], top_k=3"
+
 
 def _slug(model: str) -> str:
     """A unit-id-safe form of a model name (`pkg.mod:f` -> `pkg_mod_f`)."""
     return re.sub(r"[^A-Za-z0-9_-]+", "_", model)
 
 
+def config_hash(model: str, probe: str, setting: str = "default") -> str:
+    """The fixture's config_hash of one probe setting of one model."""
+    return f"cfg-{probe}-{setting}-{_slug(model)}"
+
+
+def params_json(probe: str, setting: str = "default") -> str:
+    params = {"match": MATCH_PARAMS.get(setting), "perturb": PERTURB_PARAMS,
+              "lipschitz": LIPSCHITZ_PARAMS}[probe]
+    return json.dumps(params, sort_keys=True)
+
+
 def _ident(model: str, probe: str, unit_id: str, pair: int, *, run_id: str,
-           weights: str = WEIGHTS) -> dict[str, Any]:
+           weights: str = WEIGHTS, setting: str = "default") -> dict[str, Any]:
     return {
         "run_id": run_id,
         "unit_id": unit_id,
@@ -72,30 +113,60 @@ def _ident(model: str, probe: str, unit_id: str, pair: int, *, run_id: str,
         "weights": weights,
         "embed": "pre_logits",
         "probe": probe,
-        "config_hash": f"cfg-{probe}",
-        "params": json.dumps({"probe": probe}),
+        "config_hash": config_hash(model, probe, setting),
+        "params": params_json(probe, setting),
         "status": "ok",
         "error": None,
     }
 
 
-def _match_rows(model: str, m: int, run_id: str, weights: str) -> list[dict[str, Any]]:
-    unit = f"{_slug(model)}-match-0"
-    success = [True, True, True, False]
-    steps = [100, 200, 300, 1000]
-    psnr = [40.0 + m, 35.0 + m, 30.0 + m, 25.0 + m]
-    ssim = [0.99, 0.95, 0.9, 0.8]
-    rel = [0.05, 0.08, 0.1, 0.4]
-    cos = [0.99, 0.98, 0.97, 0.8]
-    quant = [True, False, True, False]
-    head_to_tgt = [True, True, False, True]
-    knn_to_tgt = [True, False, True, False]
+_MATCH_VALUES = {
+    "default": {
+        "success": [True, True, True, False],
+        "steps": [100, 200, 300, 1000],
+        "psnr": [40.0, 35.0, 30.0, 25.0],
+        "ssim": [0.99, 0.95, 0.9, 0.8],
+        "rel": [0.05, 0.08, 0.1, 0.4],
+        "cos": [0.99, 0.98, 0.97, 0.8],
+        "quant": [True, False, True, False],
+        "head_to_tgt": [True, True, False, True],
+        "knn_to_tgt": [True, False, True, False],
+        "log_every": 50,
+    },
+    "paper": {
+        "success": [True, False, True, False],
+        "steps": [2000, 12000, 4000, 12000],
+        "psnr": [45.0, 20.0, 42.0, 18.0],
+        "ssim": [0.995, 0.6, 0.99, 0.5],
+        "rel": [0.01, 0.5, 0.02, 0.6],
+        "cos": [0.999, 0.7, 0.998, 0.6],
+        "quant": [True, False, False, False],
+        "head_to_tgt": [True, False, True, False],
+        "knn_to_tgt": [False, False, True, True],
+        "log_every": 500,
+    },
+}
+
+
+def match_unit(model: str, setting: str = "default") -> str:
+    """The unit id of a model's match unit of one setting."""
+    return f"{_slug(model)}-match-0" if setting == "default" else f"{_slug(model)}-match-{setting}-0"
+
+
+def _match_rows(model: str, m: int, run_id: str, weights: str,
+                setting: str = "default") -> list[dict[str, Any]]:
+    unit = match_unit(model, setting)
+    v = _MATCH_VALUES[setting]
+    success, steps, ssim, rel, cos = v["success"], v["steps"], v["ssim"], v["rel"], v["cos"]
+    psnr = [p + m for p in v["psnr"]]
+    quant, head_to_tgt, knn_to_tgt = v["quant"], v["head_to_tgt"], v["knn_to_tgt"]
+    log_every = v["log_every"]
     rows = []
     for i in range(4):
         pred_src, pred_tgt = 100 + i, 200 + i
         rows.append(
             {
-                **_ident(model, "match", unit, i, run_id=run_id, weights=weights),
+                **_ident(model, "match", unit, i, run_id=run_id, weights=weights, setting=setting),
                 "success": success[i],
                 "steps": steps[i],
                 "sq_l2": (rel[i] * 10.0) ** 2,
@@ -119,10 +190,12 @@ def _match_rows(model: str, m: int, run_id: str, weights: str) -> list[dict[str,
                 "knn_src": pred_src,
                 "knn_tgt": pred_tgt,
                 "knn_adv": pred_tgt if knn_to_tgt[i] else pred_src,
-                "log_every": 50,
-                "loss_trajectory": [float(10.0 / (k + 1)) for k in range(steps[i] // 50 + 1)],
+                "log_every": log_every,
+                "loss_trajectory": [float(10.0 / (k + 1)) for k in range(steps[i] // log_every + 1)],
             }
         )
+    if setting != "default":
+        return rows
     err = _ident(model, "match", unit, 4, run_id=run_id, weights=weights)
     err.update(status="error", error="ImageDecodeError: cannot identify image file 'src/00004'")
     rows.append(err)
@@ -195,23 +268,24 @@ def _png(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def fixture_images(pair: int) -> dict[str, np.ndarray]:
-    """The source, matched (src + 2) and target pixel arrays (H, W, 3) uint8 of a gallery pair."""
+def fixture_images(pair: int, delta: int = 2) -> dict[str, np.ndarray]:
+    """The source, matched (src + delta: 2 for the default match setting, 5 for paper) and
+    target pixel arrays (H, W, 3) uint8 of a gallery pair."""
     yy, xx = np.mgrid[0:IMG, 0:IMG]
     src = np.stack([xx * 15, yy * 15, np.full_like(xx, 60 + 20 * pair)], axis=-1).astype(np.uint8)
     tgt = np.stack([255 - xx * 15, np.full_like(xx, 200), yy * 15], axis=-1).astype(np.uint8)
-    adv = np.clip(src.astype(np.int16) + 2, 0, 255).astype(np.uint8)
+    adv = np.clip(src.astype(np.int16) + delta, 0, 255).astype(np.uint8)
     return {"src": src, "adv": adv, "tgt": tgt}
 
 
-def _image_rows(model: str, run_id: str) -> list[dict[str, Any]]:
+def _image_rows(model: str, run_id: str, setting: str = "default") -> list[dict[str, Any]]:
     rows = []
-    for i in range(2):
-        imgs = fixture_images(i)
+    for i in range(2 if setting == "default" else 1):
+        imgs = fixture_images(i, 2 if setting == "default" else 5)
         rows.append(
             {
                 "run_id": run_id,
-                "unit_id": f"{_slug(model)}-match-0",
+                "unit_id": match_unit(model, setting),
                 "pair_id": f"p{i}",
                 "model": model,
                 "probe": "match",
@@ -250,7 +324,8 @@ def _pairs_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _unit_row(model: str, probe: str, unit_id: str, rows: list[dict[str, Any]], run_id: str,
-              *, weights: str = WEIGHTS, status: str = "ok", error: str | None = None) -> dict[str, Any]:
+              *, weights: str = WEIGHTS, status: str = "ok", error: str | None = None,
+              setting: str = "default") -> dict[str, Any]:
     import datetime as dt
 
     start = dt.datetime(2024, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
@@ -263,8 +338,8 @@ def _unit_row(model: str, probe: str, unit_id: str, rows: list[dict[str, Any]], 
         "weights": weights,
         "embed": "pre_logits",
         "probe": probe,
-        "config_hash": f"cfg-{probe}",
-        "params": json.dumps({"probe": probe}),
+        "config_hash": config_hash(model, probe, setting),
+        "params": params_json(probe, setting),
         "shard": "shard-000000.tar",
         "status": status,
         "error": error,
@@ -282,26 +357,29 @@ def _unit_row(model: str, probe: str, unit_id: str, rows: list[dict[str, Any]], 
 
 
 def fixture_rows(models: Sequence[str] = ("vit_a", "vit_b"), *, run_id: str = RUN_ID,
-                 complete: bool = True, weights: str = WEIGHTS) -> dict[str, list[dict[str, Any]]]:
-    """Every row of the fixture run, by table (the exact rows make_fixture_run writes)."""
+                 complete: bool = True, weights: str = WEIGHTS,
+                 paper: bool = True) -> dict[str, list[dict[str, Any]]]:
+    """Every row of the fixture run, by table (the exact rows make_fixture_run writes).
+    `paper`: the first model also has the second match setting (preset paper)."""
     tables: dict[str, list[dict[str, Any]]] = {t: [] for t in ("match", "perturb", "lipschitz",
                                                                "pairs", "units", "images")}
     for m, model in enumerate(models):
-        per_probe = {
-            "match": _match_rows(model, m, run_id, weights),
-            "perturb": _perturb_rows(model, m, run_id, weights),
-        }
+        units = [("match", "default", _match_rows(model, m, run_id, weights))]
+        if paper and m == 0:
+            units.append(("match", "paper", _match_rows(model, m, run_id, weights, "paper")))
+        units.append(("perturb", "default", _perturb_rows(model, m, run_id, weights)))
         if complete:
-            per_probe["lipschitz"] = _lipschitz_rows(model, m, run_id, weights)
-        for probe, rows in per_probe.items():
+            units.append(("lipschitz", "default", _lipschitz_rows(model, m, run_id, weights)))
+        for probe, setting, rows in units:
             tables[probe] += rows
             tables["pairs"] += _pairs_rows(rows)
             if complete:
                 tables["units"].append(
-                    _unit_row(model, probe, f"{_slug(model)}-{probe}-0", rows, run_id, weights=weights)
+                    _unit_row(model, probe, rows[0]["unit_id"], rows, run_id, weights=weights,
+                              setting=setting)
                 )
-        if complete:
-            tables["images"] += _image_rows(model, run_id)
+            if complete and probe == "match":
+                tables["images"] += _image_rows(model, run_id, setting)
     if complete and models:
         last = models[-1]
         tables["units"].append(
@@ -323,12 +401,13 @@ def _write(run_dir: Path, table: str, rows: list[dict[str, Any]]) -> None:
 
 def make_fixture_run(root: Path, *, models: Sequence[str] = ("vit_a", "vit_b"),
                      complete: bool = True, run_id: str = RUN_ID, weights: str = WEIGHTS,
-                     only: Sequence[str] | None = None) -> Path:
+                     only: Sequence[str] | None = None, paper: bool = True) -> Path:
     """Write the fixture run under `root/<run_id>` and return its path. `only` limits the
-    tables written (e.g. `only=("match",)` for a run with match rows only)."""
+    tables written (e.g. `only=("match",)` for a run with match rows only); `paper=False`
+    leaves out the first model's second match setting."""
     run_dir = Path(root) / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    tables = fixture_rows(models, run_id=run_id, complete=complete, weights=weights)
+    tables = fixture_rows(models, run_id=run_id, complete=complete, weights=weights, paper=paper)
     if only is not None:
         tables = {t: (rows if t in only else []) for t, rows in tables.items()}
     for table, rows in tables.items():
@@ -336,7 +415,7 @@ def make_fixture_run(root: Path, *, models: Sequence[str] = ("vit_a", "vit_b"),
     spec = (
         f"name: {run_id}\n"
         f"models:\n" + "".join(f"  - name: {m}\n    weights: {weights}\n" for m in models)
-        + "probes:\n  match: {lr: 0.01, max_steps: 1000}\n  perturb: {norm: linf}\n"
+        + "probes:\n  match: {preset: [default, paper], max_steps: 1000}\n  perturb: {norm: linf}\n"
         "  lipschitz: {k: 3}\nshards: fixture/shard-{000000..000001}.tar\n"
     )
     (run_dir / "spec.yaml").write_text(spec)
@@ -356,12 +435,14 @@ def make_fixture_run(root: Path, *, models: Sequence[str] = ("vit_a", "vit_b"),
         {"unit_id": f"{_slug(models[-1])}-perturb-1",
          "error": "WorkerCrashed: worker died 3 times (exit code 137)"}
     ]
-    n_units = 3 * len(models) + (1 if complete else 0)
+    result_units = {r["unit_id"] for t in ("match", "perturb", "lipschitz") for r in tables[t]}
+    n_paper = 1 if paper and models else 0
+    n_units = 3 * len(models) + n_paper + (1 if complete else 0)
     progress = {
         "run_id": run_id,
         "state": "finished" if complete else "running",
         "units_total": n_units if complete else n_units + 2 * len(models),
-        "units_done": 3 * len(models) if complete else 2 * len(models),
+        "units_done": len(result_units),
         "units_failed": len(failures),
         "units_skipped": 0,
         "pairs_done": sum(1 for r in tables["pairs"] if r["status"] == "ok"),

@@ -83,3 +83,14 @@ def test_top_is_far_above_random_for_a_vit():
     assert sigma1 > 3 * max(randoms)
     for row in result.rows:  # small h: locally linear, finite difference agrees with the JVP
         assert row["nonlinearity"] < 0.05, row
+
+
+def test_top_k_beyond_the_embedding_size_gives_every_singular_value(linear):
+    encoder, weight, pair, _ = linear
+    probe = build_probe("lipschitz", {"families": ["top", "null"], "top_k": 20, "iters": 40, "h": [1.0]})
+    (result,) = list(probe.run(encoder, [pair], batch_size=8))
+    assert result.error is None
+    exact = torch.linalg.svdvals(weight)  # 16 of them: J has rank 16
+    assert torch.allclose(torch.tensor(result.extra["sigmas"], dtype=torch.float64), exact, rtol=REL)
+    # with the whole row space projected out, a null direction is a true null direction of W
+    assert all(r["l_jvp"] < 1e-4 for r in result.rows if r["family"] == "null")

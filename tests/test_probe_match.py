@@ -157,3 +157,27 @@ def test_bad_parameters_are_refused():
         build_probe("match", {"preset": "paper", "eps": 0.1})
     with pytest.raises(UserError, match="unknown probe"):
         build_probe("nope", {})
+
+
+def test_paper_preset_runs_in_fp32_unless_told_otherwise():
+    assert build_probe("match", {"preset": "paper"}).params.precision == "fp32"
+    assert build_probe("match", {"preset": "paper", "precision": "bf16"}).params.precision == "bf16"
+    assert build_probe("match", {}).params.precision == "auto"  # bf16 on CUDA, fp32 on the CPU
+
+
+def test_trajectory_has_no_gap_when_max_steps_is_a_logging_step(tiny):
+    probe = build_probe("match", {"max_steps": 20, "log_every": 5, "rho": 1e-9, "min_cos": 1.0})
+    (result,) = list(probe.run(tiny, _pairs(1)))
+    row = result.rows[0]
+    assert row["steps"] == 20 and len(row["loss_trajectory"]) == 5
+    assert all(v == v for v in row["loss_trajectory"])  # no NaN
+    assert row["loss_trajectory"][-1] == pytest.approx(0.5 * row["sq_l2"], rel=1e-5)
+
+
+def test_a_pair_of_the_wrong_shape_becomes_an_error_result_and_the_rest_run(tiny):
+    pairs = _pairs(3)
+    pairs[1] = PairInput("bad", torch.rand(3, 16, 16), torch.rand(3, 16, 16))
+    results = {r.pair_id: r for r in build_probe("match", {"max_steps": 5}).run(tiny, pairs, batch_size=2)}
+    assert set(results) == {"p0", "bad", "p2"}
+    assert results["bad"].rows == [] and "shape" in results["bad"].error
+    assert results["p0"].error is None and results["p0"].rows[0]["steps"] >= 1

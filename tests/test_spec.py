@@ -90,3 +90,28 @@ def test_spec_round_trips_as_yaml(tmp_path: Path, shards: Path) -> None:
     again = tmp_path / "again.yaml"
     again.write_text(loaded.to_yaml())
     assert [u.unit_id for u in load_spec(again).units] == [u.unit_id for u in loaded.units]
+
+
+def test_a_model_listed_twice_runs_once_and_an_empty_grid_is_refused(shards: Path) -> None:
+    once = parse_spec(_spec(shards))
+    twice_spec = _spec(shards)
+    twice_spec["models"] = twice_spec["models"] * 2
+    assert [u.unit_id for u in parse_spec(twice_spec).units] == [u.unit_id for u in once.units]
+    empty = _spec(shards)
+    empty["probes"] = [{"name": "match", "params": {"lr": []}}]
+    with pytest.raises(UserError, match=r"probes\.0\.params\.lr: an empty list"):
+        parse_spec(empty)
+
+
+def test_unreachable_ray_address_is_one_line_not_a_hang(tmp_path: Path, shards: Path) -> None:
+    import subprocess
+    import sys
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(_spec(shards)))
+    proc = subprocess.run(
+        [sys.executable, "-m", "sweep.cli", "run", str(spec), "--address", "127.0.0.1:1", "--out", str(tmp_path / "run"), "--no-progress"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["vitsweep run: error: cannot connect to the Ray cluster at 127.0.0.1:1: Connection refused"]

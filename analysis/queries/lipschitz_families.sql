@@ -1,25 +1,36 @@
--- description: Lipschitz estimates per direction family (random, top, match, null): quantiles of the per-direction estimate.
+-- description: Lipschitz estimates per direction family (random, top, match, null) and lipschitz setting: quantiles of the per-direction estimate.
 -- param: run_id = NULL | only this run (NULL: all runs)
 -- param: model = NULL | only this model (NULL: all models)
 -- param: weights = NULL | only these weights (NULL: all)
+-- param: config_hash = NULL | only this probe setting (NULL: all settings)
 -- A direction's estimate is l_jvp, or l_fd at its smallest h where l_jvp is missing.
+-- One row per model, weights, embedding point, setting (config_hash) and family.
 WITH directions AS (
-    SELECT run_id, unit_id, pair_id, model, weights, family, direction,
-           coalesce(max(l_jvp), arg_min(l_fd, h)) AS estimate
+    SELECT run_id, unit_id, pair_id, model, weights, embed, config_hash, family, direction,
+           coalesce(max(l_jvp), arg_min(l_fd, h)) AS estimate,
+           any_value(params) AS params
     FROM lipschitz
     WHERE status = 'ok'
       AND ($run_id IS NULL OR run_id = $run_id)
       AND ($model IS NULL OR model = $model)
       AND ($weights IS NULL OR weights = $weights)
-    GROUP BY ALL
+      AND ($config_hash IS NULL OR config_hash = $config_hash)
+    GROUP BY run_id, unit_id, pair_id, model, weights, embed, config_hash, family, direction
+),
+grouped AS (
+    SELECT model, weights, embed, config_hash, family,
+           count(*) AS n_directions,
+           min(estimate) AS min_estimate,
+           quantile_cont(estimate, 0.25) AS p25_estimate,
+           median(estimate) AS median_estimate,
+           quantile_cont(estimate, 0.75) AS p75_estimate,
+           max(estimate) AS max_estimate,
+           any_value(params) AS params
+    FROM directions
+    GROUP BY model, weights, embed, config_hash, family
 )
-SELECT model, weights, family,
-       count(*) AS n_directions,
-       min(estimate) AS min_estimate,
-       quantile_cont(estimate, 0.25) AS p25_estimate,
-       median(estimate) AS median_estimate,
-       quantile_cont(estimate, 0.75) AS p75_estimate,
-       max(estimate) AS max_estimate
-FROM directions
-GROUP BY model, weights, family
-ORDER BY model, weights, family
+SELECT g.model, g.weights, g.embed, coalesce(s.setting, g.config_hash) AS setting,
+       g.* EXCLUDE (model, weights, embed, config_hash, params), g.config_hash, g.params
+FROM grouped AS g
+LEFT JOIN (SELECT config_hash, setting FROM settings WHERE probe = 'lipschitz') AS s USING (config_hash)
+ORDER BY g.model, g.weights, g.embed, setting, g.config_hash, g.family

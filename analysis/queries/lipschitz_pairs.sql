@@ -2,10 +2,11 @@
 -- param: run_id = NULL | only this run (NULL: all runs)
 -- param: model = NULL | only this model (NULL: all models)
 -- param: weights = NULL | only these weights (NULL: all)
+-- param: config_hash = NULL | only this probe setting (NULL: all settings)
 -- A direction's estimate is l_jvp, or l_fd at its smallest h where l_jvp is missing.
 -- sigma1 is the largest `top` sigma (or `top` estimate where sigma is missing).
 WITH directions AS (
-    SELECT run_id, unit_id, pair_id, model, weights, family, direction,
+    SELECT run_id, unit_id, pair_id, model, weights, embed, config_hash, family, direction,
            coalesce(max(l_jvp), arg_min(l_fd, h)) AS estimate,
            max(sigma) AS sigma
     FROM lipschitz
@@ -13,10 +14,11 @@ WITH directions AS (
       AND ($run_id IS NULL OR run_id = $run_id)
       AND ($model IS NULL OR model = $model)
       AND ($weights IS NULL OR weights = $weights)
-    GROUP BY ALL
+      AND ($config_hash IS NULL OR config_hash = $config_hash)
+    GROUP BY run_id, unit_id, pair_id, model, weights, embed, config_hash, family, direction
 ),
 per_pair AS (
-    SELECT run_id, unit_id, pair_id, model, weights,
+    SELECT run_id, unit_id, pair_id, model, weights, embed, config_hash,
            coalesce(max(sigma) FILTER (WHERE family = 'top'),
                     max(estimate) FILTER (WHERE family = 'top')) AS sigma1,
            median(estimate) FILTER (WHERE family = 'random') AS median_random,
@@ -27,14 +29,16 @@ per_pair AS (
            count(*) FILTER (WHERE family = 'top') AS n_top,
            count(*) FILTER (WHERE family = 'null') AS n_null
     FROM directions
-    GROUP BY run_id, unit_id, pair_id, model, weights
+    GROUP BY run_id, unit_id, pair_id, model, weights, embed, config_hash
 )
-SELECT model, weights, pair_id, sigma1, median_random,
-       sigma1 / nullif(median_random, 0) AS sigma1_over_random,
-       median_top, median_null,
-       median_top / nullif(median_null, 0) AS top_over_null,
-       median_match,
-       median_match / nullif(median_random, 0) AS match_over_random,
-       n_top, n_random, n_null, unit_id, run_id
-FROM per_pair
-ORDER BY model, weights, run_id, unit_id, pair_id
+SELECT p.model, p.weights, p.embed, coalesce(s.setting, p.config_hash) AS setting,
+       p.pair_id, p.sigma1, p.median_random,
+       p.sigma1 / nullif(p.median_random, 0) AS sigma1_over_random,
+       p.median_top, p.median_null,
+       p.median_top / nullif(p.median_null, 0) AS top_over_null,
+       p.median_match,
+       p.median_match / nullif(p.median_random, 0) AS match_over_random,
+       p.n_top, p.n_random, p.n_null, p.config_hash, p.unit_id, p.run_id
+FROM per_pair AS p
+LEFT JOIN (SELECT config_hash, setting FROM settings WHERE probe = 'lipschitz') AS s USING (config_hash)
+ORDER BY p.model, p.weights, p.embed, setting, p.config_hash, p.run_id, p.unit_id, p.pair_id

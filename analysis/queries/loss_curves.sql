@@ -2,12 +2,17 @@
 -- param: run_id = NULL | only this run (NULL: all runs)
 -- param: model = NULL | only this model (NULL: all models)
 -- param: weights = NULL | only these weights (NULL: all)
+-- param: config_hash = NULL | only this probe setting (NULL: all settings)
 -- param: limit = 200 | at most this many pairs
-SELECT model, weights, pair_id, success, steps, log_every, loss_trajectory, unit_id, run_id
-FROM match
-WHERE status = 'ok' AND loss_trajectory IS NOT NULL
-  AND ($run_id IS NULL OR run_id = $run_id)
-  AND ($model IS NULL OR model = $model)
-  AND ($weights IS NULL OR weights = $weights)
-ORDER BY model, weights, run_id, unit_id, pair_id
+SELECT m.model, m.weights, m.embed, coalesce(s.setting, m.config_hash) AS setting,
+       m.pair_id, m.success, m.steps, m.log_every, m.loss_trajectory,
+       m.config_hash, m.unit_id, m.run_id
+FROM match AS m
+LEFT JOIN (SELECT config_hash, setting FROM settings WHERE probe = 'match') AS s USING (config_hash)
+WHERE m.status = 'ok' AND m.loss_trajectory IS NOT NULL
+  AND ($run_id IS NULL OR m.run_id = $run_id)
+  AND ($model IS NULL OR m.model = $model)
+  AND ($weights IS NULL OR m.weights = $weights)
+  AND ($config_hash IS NULL OR m.config_hash = $config_hash)
+ORDER BY m.model, m.weights, m.embed, setting, m.config_hash, m.run_id, m.unit_id, m.pair_id
 LIMIT CAST($limit AS BIGINT)

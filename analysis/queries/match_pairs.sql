@@ -2,12 +2,17 @@
 -- param: run_id = NULL | only this run (NULL: all runs)
 -- param: model = NULL | only this model (NULL: all models)
 -- param: weights = NULL | only these weights (NULL: all)
-SELECT model, weights, pair_id, src_key, tgt_key, success, steps, rel_dist, rel_dist_start, cos,
-       psnr, ssim, pix_linf, pix_l2, quant_success, quant_rel_dist,
-       pred_src, pred_tgt, pred_adv, knn_src, knn_tgt, knn_adv, unit_id, run_id
-FROM match
-WHERE status = 'ok'
-  AND ($run_id IS NULL OR run_id = $run_id)
-  AND ($model IS NULL OR model = $model)
-  AND ($weights IS NULL OR weights = $weights)
-ORDER BY model, weights, run_id, unit_id, pair_id
+-- param: config_hash = NULL | only this probe setting (NULL: all settings)
+SELECT m.model, m.weights, m.embed, coalesce(s.setting, m.config_hash) AS setting,
+       m.pair_id, m.src_key, m.tgt_key, m.success, m.steps, m.rel_dist, m.rel_dist_start, m.cos,
+       m.psnr, m.ssim, m.pix_linf, m.pix_l2, m.quant_success, m.quant_rel_dist,
+       m.pred_src, m.pred_tgt, m.pred_adv, m.knn_src, m.knn_tgt, m.knn_adv,
+       m.config_hash, m.unit_id, m.run_id
+FROM match AS m
+LEFT JOIN (SELECT config_hash, setting FROM settings WHERE probe = 'match') AS s USING (config_hash)
+WHERE m.status = 'ok'
+  AND ($run_id IS NULL OR m.run_id = $run_id)
+  AND ($model IS NULL OR m.model = $model)
+  AND ($weights IS NULL OR m.weights = $weights)
+  AND ($config_hash IS NULL OR m.config_hash = $config_hash)
+ORDER BY m.model, m.weights, m.embed, setting, m.config_hash, m.run_id, m.unit_id, m.pair_id

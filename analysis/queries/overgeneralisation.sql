@@ -1,24 +1,34 @@
--- description: Claim 4 (overgeneralisation): share of matched images labelled as the target, by the classifier head and by k-NN.
+-- description: Claim 4 (overgeneralisation): share of matched images labelled as the target, by the classifier head and by k-NN, per match setting.
 -- param: run_id = NULL | only this run (NULL: all runs)
 -- param: model = NULL | only this model (NULL: all models)
 -- param: weights = NULL | only these weights (NULL: all)
+-- param: config_hash = NULL | only this probe setting (NULL: all settings)
 -- head: pred_adv = pred_tgt; knn: knn_adv = knn_tgt. "_success" among successful matches,
 -- "_all" among every ok match; rows without labels are left out of each share.
-SELECT model, weights,
-       count(*) AS n_ok,
-       count(*) FILTER (WHERE success) AS n_success,
-       avg((pred_adv = pred_tgt)::DOUBLE) FILTER (WHERE success) AS head_target_rate_success,
-       avg((pred_adv = pred_tgt)::DOUBLE) AS head_target_rate_all,
-       avg((pred_adv = pred_src)::DOUBLE) FILTER (WHERE success) AS head_source_rate_success,
-       count(pred_adv = pred_tgt) FILTER (WHERE success) AS n_head_labelled_success,
-       avg((knn_adv = knn_tgt)::DOUBLE) FILTER (WHERE success) AS knn_target_rate_success,
-       avg((knn_adv = knn_tgt)::DOUBLE) AS knn_target_rate_all,
-       avg((knn_adv = knn_src)::DOUBLE) FILTER (WHERE success) AS knn_source_rate_success,
-       count(knn_adv = knn_tgt) FILTER (WHERE success) AS n_knn_labelled_success
-FROM match
-WHERE status = 'ok'
-  AND ($run_id IS NULL OR run_id = $run_id)
-  AND ($model IS NULL OR model = $model)
-  AND ($weights IS NULL OR weights = $weights)
-GROUP BY model, weights
-ORDER BY model, weights
+-- One row per model, weights, embedding point and setting (config_hash).
+WITH grouped AS (
+    SELECT model, weights, embed, config_hash,
+           count(*) AS n_ok,
+           count(*) FILTER (WHERE success) AS n_success,
+           avg((pred_adv = pred_tgt)::DOUBLE) FILTER (WHERE success) AS head_target_rate_success,
+           avg((pred_adv = pred_tgt)::DOUBLE) AS head_target_rate_all,
+           avg((pred_adv = pred_src)::DOUBLE) FILTER (WHERE success) AS head_source_rate_success,
+           count(pred_adv = pred_tgt) FILTER (WHERE success) AS n_head_labelled_success,
+           avg((knn_adv = knn_tgt)::DOUBLE) FILTER (WHERE success) AS knn_target_rate_success,
+           avg((knn_adv = knn_tgt)::DOUBLE) AS knn_target_rate_all,
+           avg((knn_adv = knn_src)::DOUBLE) FILTER (WHERE success) AS knn_source_rate_success,
+           count(knn_adv = knn_tgt) FILTER (WHERE success) AS n_knn_labelled_success,
+           any_value(params) AS params
+    FROM match
+    WHERE status = 'ok'
+      AND ($run_id IS NULL OR run_id = $run_id)
+      AND ($model IS NULL OR model = $model)
+      AND ($weights IS NULL OR weights = $weights)
+      AND ($config_hash IS NULL OR config_hash = $config_hash)
+    GROUP BY model, weights, embed, config_hash
+)
+SELECT g.model, g.weights, g.embed, coalesce(s.setting, g.config_hash) AS setting,
+       g.* EXCLUDE (model, weights, embed, config_hash, params), g.config_hash, g.params
+FROM grouped AS g
+LEFT JOIN (SELECT config_hash, setting FROM settings WHERE probe = 'match') AS s USING (config_hash)
+ORDER BY g.model, g.weights, g.embed, setting, g.config_hash

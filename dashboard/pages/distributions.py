@@ -6,7 +6,11 @@ import streamlit as st
 
 from dashboard import charts, common, data
 
-runs = common.page("Distributions", "How the whole run looks: one curve per model and weights.")
+runs = common.page(
+    "Distributions",
+    "How the whole run looks: one curve per model, weights, embedding point and probe setting "
+    "(a label names the weights, embedding point and setting only where they differ).",
+)
 
 st.header("Embedding matching", divider="gray")
 metrics = data.match_metrics(runs)
@@ -45,6 +49,6 @@ else:
     else:
         est = data.lipschitz_estimates(runs, steps[pick - 1])
         st.altair_chart(charts.lipschitz_by_family(est, "l_fd"), width="stretch")
-    medians = est.groupby(["model", "family"])["l_jvp"].median().unstack("family")
+    medians = est.groupby(["series", "family"])["l_jvp"].median().unstack("family")
     st.markdown("**Median l_jvp by family**")
     st.dataframe(medians, width="stretch")

@@ -1,4 +1,6 @@
-"""Models page: the headline numbers of every claim side by side across models and weights."""
+"""Models page: the headline numbers of every claim side by side across models, weights,
+embedding points and probe settings (one row per setting: a probe run with several settings is
+never pooled)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,11 @@ HEADLINE = ("equivalence", "invisibility", "overgeneralisation", "normal_space",
             "lipschitz_families", "overview")
 BULKY = ("gallery",)  # PNG bytes: the Pairs page shows those
 
-runs = common.page("Models", "The same numbers, one row per model and weights (named queries from analysis/).")
+runs = common.page(
+    "Models",
+    "The same numbers, one row per model, weights, embedding point and probe setting "
+    "(named queries from analysis/; `setting` names the parameters that differ between settings).",
+)
 queries = {q.name: q for q in data.named_queries()}
 run_ids = data.run_ids(runs)
 run_id = ""

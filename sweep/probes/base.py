@@ -95,9 +95,20 @@ class Probe(ABC):
         """The fixed outer routine: validate each pair, run the probe, validate each result."""
         if batch_size < 1:
             raise UserError(f"batch size must be at least 1, got {batch_size}")
-        checked = (self._check_pair(pair, encoder) for pair in pairs)
-        for result in self._run(encoder, checked, batch_size=batch_size, seed=seed):
+        refused: list[PairResult] = []  # pairs that fail the input check become error results
+
+        def checked() -> Iterator[PairInput]:
+            for pair in pairs:
+                problem = self._input_problem(pair, encoder)
+                if problem is None:
+                    yield pair
+                else:
+                    refused.append(PairResult(pair.pair_id, rows=[], error=problem))
+
+        for result in self._run(encoder, checked(), batch_size=batch_size, seed=seed):
+            yield from _drain(refused)
             yield self._check_result(result)
+        yield from _drain(refused)
 
     @abstractmethod
     def _run(
@@ -111,14 +122,14 @@ class Probe(ABC):
         """Yield one PairResult per input pair, in any order."""
 
     @staticmethod
-    def _check_pair(pair: PairInput, encoder: Any) -> PairInput:
+    def _input_problem(pair: PairInput, encoder: Any) -> str | None:
         expected = tuple(encoder.input_size)
         for role, image in (("source", pair.src), ("target", pair.tgt)):
             if tuple(image.shape) != expected:
-                raise ValueError(f"pair {pair.pair_id}: {role} has shape {tuple(image.shape)}, encoder wants {expected}")
-            if image.min() < 0 or image.max() > 1:
-                raise ValueError(f"pair {pair.pair_id}: {role} pixels outside [0, 1]")
-        return pair
+                return f"{role} has shape {tuple(image.shape)}, the encoder wants {expected}"
+            if not bool(torch.isfinite(image).all()) or image.min() < 0 or image.max() > 1:
+                return f"{role} pixels outside [0, 1]"
+        return None
 
     @staticmethod
     def _check_result(result: PairResult) -> PairResult:
@@ -135,6 +146,11 @@ class Probe(ABC):
             if image.dim() != 3:
                 raise AssertionError(f"image {name} of pair {result.pair_id} is not (3, H, W)")
         return result
+
+
+def _drain(queue: list[PairResult]) -> Iterator[PairResult]:
+    while queue:
+        yield queue.pop(0)
 
 
 # Columns allowed to be NaN in an ok row (undefined rather than diverged).

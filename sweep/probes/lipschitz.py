@@ -54,7 +54,10 @@ class LipschitzProbe(Probe):
 
     def _run(self, encoder: Any, pairs: Iterator[PairInput], *, batch_size: int, seed: int) -> Iterator[PairResult]:
         for pair in pairs:  # directions of one pair form the batch (chunked to batch_size rows)
-            yield self._one_pair(encoder, pair, batch_size, seed)
+            try:
+                yield self._one_pair(encoder, pair, batch_size, seed)
+            except (RuntimeError, ValueError) as err:  # e.g. out of memory: this pair fails, not the unit
+                yield PairResult(pair.pair_id, rows=[], error=f"{type(err).__name__}: {' '.join(str(err).split())[:300]}")
 
     def _one_pair(self, enc: Any, pair: PairInput, batch_size: int, seed: int) -> PairResult:
         p = self.params
@@ -157,6 +160,7 @@ def top_singular(
         basis = torch.linalg.qr(jtjv.T).Q
     jv = _chunked(_jvp, enc, x0, basis.T.reshape(width, *x0.shape), batch_size)  # (width, D) = (J V)^T
     _, sigma, rot_t = torch.linalg.svd(jv.T, full_matrices=False)  # J V = U S R^T
+    k = min(k, sigma.numel())  # J has rank <= D: no more than D singular values exist
     v_top = (basis @ rot_t.T).T[:k]  # (k, d): V R, ordered by sigma
     return _unit(v_top.reshape(k, *x0.shape)), sigma[:k]
 
