@@ -3,7 +3,8 @@ a guarded SQL console and the findings report. Never imports torch or Ray.
 
     from analysis import open_runs, run_named, list_named, run_readonly
     con = open_runs(["runs/demo"])                 # views: match perturb lipschitz units pairs images
-    run_named(con, "equivalence", {"model": "vit_base_patch16_224"})
+                                                    # + settings (one row per probe setting)
+    run_named(con, "equivalence", {"model": "vit_base_patch16_224"})   # one row per setting
     run_readonly(con, user_sql)                     # untrusted SQL: QueryRefused unless a plain SELECT
 
 Modules: db (views, run files), named (queries/*.sql), guard (untrusted SQL), output (table/csv/

@@ -16,8 +16,8 @@ A derived view `settings` has one row per probe setting (`config_hash`, which th
 from probe, parameters, model, weights and embedding point): `probe, model, weights, embed,
 params` and `setting`, a short readable text of the parameters. `setting` names only the
 parameters that differ between the settings of that probe in the opened runs (`lr=0.08,
-preset=paper`); where a probe has one setting it lists every parameter that is not null. Named queries join it to
-label their per-setting rows.
+preset=paper`); where a probe has one setting it lists every parameter that is not null. Named
+queries join it to label their per-setting rows.
 
 The connection is sandboxed (unless `sandbox=False`): only the run directories can be read
 (`allowed_directories`), no other file, extension or network access (`enable_external_access =

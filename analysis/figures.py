@@ -1,7 +1,8 @@
 """The report's plots, drawn with matplotlib's Agg backend into PNG bytes (no display, no files).
 
-Each function takes the DataFrame of one named query for one model and weights and returns
-PNG bytes, or None when there is nothing to draw.
+Each function takes the DataFrame of one named query for one model, weights, embedding point and
+probe setting (the report filters by config_hash) and returns PNG bytes, or None when there is
+nothing to draw.
 """
 
 from __future__ import annotations

@@ -7,10 +7,10 @@ Checks, all with DuckDB's own parser (no regular expressions over SQL text):
 1. exactly one statement (`con.extract_statements`), of type SELECT (this includes DESCRIBE,
    SUMMARIZE and SHOW of a view);
 2. its parse tree (`json_serialize_sql`) holds no table function (read_csv, read_parquet, glob,
-   query_table, …) and references no table but the run's views (`VIEWS`, `DERIVED_VIEWS`) and the query's own
-   CTE names (plain identifiers only; a quoted path such as `FROM '/etc/passwd'` is a table
-   reference, so it is refused),
-   no other catalog or schema, and no function from `_FORBIDDEN_FUNCTIONS`.
+   query_table, …) and references no table but the run's views (`VIEWS`, and `DERIVED_VIEWS`:
+   `settings`) and the query's own CTE names (plain identifiers only; a quoted path such as
+   `FROM '/etc/passwd'` is a table reference, so it is refused), no other catalog or schema,
+   and no function from `_FORBIDDEN_FUNCTIONS`.
 
 Defense in depth: `analysis.db.open_runs` sandboxes the connection (no file outside the runs, no
 extensions, configuration locked), and the query runs on a fresh cursor, so a refusal or an error

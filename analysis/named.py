@@ -2,9 +2,15 @@
 
 A query file starts with a header of `--` comment lines:
 
-    -- description: Claim 1 (equivalence): match success rate ... per model and weights.
+    -- description: Claim 1 (equivalence): match success rate ... per model and match setting.
     -- param: model = NULL | only this model (NULL: all models)
+    -- param: config_hash = NULL | only this probe setting (NULL: all settings)
     -- any other comment line is a note shown with the description
+
+An aggregate query never pools probe settings: it groups by `model, weights, embed, config_hash`
+(plus its own keys) and returns `setting` (readable text from the `settings` view of
+analysis.db), `config_hash` and the setting's `params` JSON. Every query takes the `config_hash`
+filter.
 
 Parameters are named (`$model`) and bound by DuckDB (never formatted into the SQL). Every value
 arrives as a string (from a command line or a web form); the text `NULL` (any case) or an empty

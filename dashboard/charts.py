@@ -7,6 +7,9 @@ import numpy as np
 import pandas as pd
 
 MAX_POINTS = 20_000  # altair embeds the data in the page: keep the payload small
+# Series labels carry the probe setting where a run has several ("vit_b · lr=0.08, preset=paper"):
+# a legend below the chart, one label a line, wide enough to tell the settings apart.
+_LEGEND = alt.Legend(orient="bottom", direction="vertical", labelLimit=420)
 
 
 def _thin(df: pd.DataFrame) -> pd.DataFrame:
@@ -25,7 +28,7 @@ def histogram(
         .encode(
             x=alt.X(f"{column}:Q", bin=alt.Bin(maxbins=bins), title=column),
             y=alt.Y("count():Q", stack=None, title="pairs"),
-            color=alt.Color(f"{by}:N", legend=alt.Legend(orient="bottom", direction="vertical")),
+            color=alt.Color(f"{by}:N", legend=_LEGEND),
             tooltip=[f"{by}:N", "count():Q"],
         )
     )
@@ -52,7 +55,7 @@ def ecdf(df: pd.DataFrame, column: str, *, by: str = "model", title: str = "") -
         .encode(
             x=alt.X(f"{column}:Q", title=column),
             y=alt.Y("fraction:Q", title="fraction of pairs", scale=alt.Scale(domain=[0, 1])),
-            color=alt.Color(f"{by}:N", legend=alt.Legend(orient="bottom", direction="vertical")),
+            color=alt.Color(f"{by}:N", legend=_LEGEND),
             tooltip=[f"{by}:N", f"{column}:Q", "fraction:Q"],
         )
     )
@@ -71,7 +74,7 @@ def displacement_vs_eps(df: pd.DataFrame, norm: str) -> alt.Chart:
         .encode(
             x=alt.X("eps:Q", title=f"ε ({norm}, pixels in [0, 1])"),
             y=alt.Y("value:Q", title="disp_over_pair"),
-            color=alt.Color("series:N", legend=alt.Legend(orient="bottom", direction="vertical")),
+            color=alt.Color("series:N", legend=_LEGEND),
             strokeDash=alt.StrokeDash("kind:N", title="perturbation", sort=["adversarial", "random"]),
             tooltip=["series:N", "kind:N", alt.Tooltip("eps:Q", format=".4g"), alt.Tooltip("value:Q", format=".4g")],
         )
@@ -90,7 +93,7 @@ def lipschitz_by_family(df: pd.DataFrame, value: str = "l_jvp") -> alt.Chart:
             x=alt.X("family:N", title="direction family", sort=["top", "match", "random", "null"]),
             xOffset=alt.XOffset("series:N"),
             y=alt.Y(f"{value}:Q", title=f"{value} (log scale)", scale=alt.Scale(type="log")),
-            color=alt.Color("series:N", legend=alt.Legend(orient="bottom", direction="vertical")),
+            color=alt.Color("series:N", legend=_LEGEND),
         )
     )
 

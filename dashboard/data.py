@@ -305,10 +305,12 @@ def named_query(runs: Runs, name: str, params: tuple[tuple[str, str | None], ...
 
 
 QueryRefused = guard.QueryRefused
-EXAMPLE_SQL = (  # the SQL console's first query
-    "SELECT model, weights, count(*) AS pairs, avg(success::INT) AS success_rate,\n"
+EXAMPLE_SQL = (  # the SQL console's first query: one row per probe setting, never pooled
+    "SELECT model, weights, embed, setting, count(*) AS pairs, avg(success::INT) AS success_rate,\n"
     "       median(rel_dist) AS median_rel_dist, median(psnr) AS median_psnr\n"
-    "FROM match WHERE status = 'ok'\nGROUP BY ALL ORDER BY model"
+    "FROM match JOIN (SELECT config_hash, setting FROM settings) USING (config_hash)\n"
+    "WHERE status = 'ok'\nGROUP BY model, weights, embed, config_hash, setting\n"
+    "ORDER BY model, weights, embed, setting"
 )
 
 

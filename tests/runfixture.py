@@ -88,9 +88,10 @@ def _slug(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", model)
 
 
-def config_hash(model: str, probe: str, setting: str = "default") -> str:
-    """The fixture's config_hash of one probe setting of one model."""
-    return f"cfg-{probe}-{setting}-{_slug(model)}"
+def config_hash(model: str, probe: str, setting: str = "default", weights: str = WEIGHTS) -> str:
+    """The fixture's config_hash of one probe setting of one model and weights (the engine's
+    hashes the probe, its parameters, model, weights and embedding point)."""
+    return f"{probe}-{setting}-{_slug(model)}-{_slug(weights)}"
 
 
 def params_json(probe: str, setting: str = "default") -> str:
@@ -113,7 +114,7 @@ def _ident(model: str, probe: str, unit_id: str, pair: int, *, run_id: str,
         "weights": weights,
         "embed": "pre_logits",
         "probe": probe,
-        "config_hash": config_hash(model, probe, setting),
+        "config_hash": config_hash(model, probe, setting, weights),
         "params": params_json(probe, setting),
         "status": "ok",
         "error": None,
@@ -338,7 +339,7 @@ def _unit_row(model: str, probe: str, unit_id: str, rows: list[dict[str, Any]], 
         "weights": weights,
         "embed": "pre_logits",
         "probe": probe,
-        "config_hash": config_hash(model, probe, setting),
+        "config_hash": config_hash(model, probe, setting, weights),
         "params": params_json(probe, setting),
         "shard": "shard-000000.tar",
         "status": status,

@@ -13,7 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runfixture import make_fixture_run  # noqa: E402
+from runfixture import MATCH_SETTING_TEXT, make_fixture_run  # noqa: E402
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 PAGES = ("runs", "pairs", "distributions", "models", "sql")
@@ -73,9 +73,9 @@ def test_runs_page(open_app: Callable[..., AppTest], fixture_run: Path) -> None:
     assert_clean(at, "runs")
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["State"] == "finished"
-    assert metrics["Units done"] == "6 / 7"
+    assert metrics["Units done"] == "7 / 8"
     assert metrics["Units failed"] == "1"
-    assert metrics["Pairs done"] == "20"
+    assert metrics["Pairs done"] == "24"
     assert metrics["Pairs/s"] == "1.5"
     assert not at.warning and not at.error
     assert "WorkerCrashed" in " ".join(str(df.to_dict()) for df in frames(at))
@@ -90,8 +90,11 @@ def test_pairs_page(open_app: Callable[..., AppTest], fixture_run: Path) -> None
     at = open_app(fixture_run, page="pairs")
     assert_clean(at, "pairs")
     table = at.dataframe[0].value
-    assert len(table) == 10  # 5 match pairs × 2 models, errors included
+    assert len(table) == 14  # 5 match pairs × 2 models, errors included, + 4 of vit_a's paper setting
     assert sorted(table["model"].unique()) == ["vit_a", "vit_b"]
+    settings = table.groupby("setting")["unit_id"].unique().map(sorted).to_dict()
+    assert settings == {MATCH_SETTING_TEXT["default"]: ["vit_a-match-0", "vit_b-match-0"],
+                        MATCH_SETTING_TEXT["paper"]: ["vit_a-match-paper-0"]}
     # The default pair is the first with gallery images: vit_a p0 (psnr 40, rel_dist 0.05).
     assert at.selectbox(key="pairs_choice_match").value == 0
     captions = [c for img in at.image for c in img.captions]
@@ -110,7 +113,7 @@ def test_pairs_filters(open_app: Callable[..., AppTest], fixture_run: Path) -> N
     at = open_app(fixture_run, page="pairs")
     at.radio(key="pairs_outcome_match").set_value("success").run()
     assert_clean(at, "pairs")
-    assert len(at.dataframe[0].value) == 6  # 3 successes per model
+    assert len(at.dataframe[0].value) == 8  # 3 successes per model, + 2 of vit_a's paper setting
     at.multiselect(key="pairs_models_match").set_value(["vit_b"]).run()
     table = at.dataframe[0].value
     assert list(table["model"].unique()) == ["vit_b"] and len(table) == 3
@@ -131,9 +134,14 @@ def test_distributions_page(open_app: Callable[..., AppTest], fixture_run: Path)
     assert_clean(at, "distributions")
     charts = at.get("vega_lite_chart")
     assert len(charts) == 6  # rel_dist, psnr, ssim, disp vs eps (l2, linf), lipschitz
-    rates = find_frame(at, "success rate")
-    assert list(rates["success rate"]) == [0.75, 0.75]
+    rates = find_frame(at, "success rate")["success rate"].to_dict()
+    # one series per model and match setting, labelled by model + setting (vit_a ran two)
+    assert rates == {f"vit_a · {MATCH_SETTING_TEXT['default']}": 0.75,
+                     f"vit_a · {MATCH_SETTING_TEXT['paper']}": 0.5,
+                     f"vit_b · {MATCH_SETTING_TEXT['default']}": 0.75}
     medians = find_frame(at, "top", "random", "null", "match")
+    # one lipschitz setting: the labels stay the model names
+    assert list(medians.index) == ["vit_a", "vit_b"]
     # per model: random l_jvp (1..5)·(i+1) over pairs i = 0, 1 -> median 4; top (100, 50, 25)·(i+1)·(1+m)
     assert list(medians["random"]) == [4.0, 4.0]
     assert list(medians["top"]) == [75.0, 150.0]
@@ -146,9 +154,10 @@ def test_distributions_page(open_app: Callable[..., AppTest], fixture_run: Path)
 def test_models_page(open_app: Callable[..., AppTest], fixture_run: Path) -> None:
     at = open_app(fixture_run, page="models")
     assert_clean(at, "models")
-    equivalence = find_frame(at, "model", "weights", "success_rate")
-    assert list(equivalence["model"]) == ["vit_a", "vit_b"]
-    assert list(equivalence["success_rate"]) == [0.75, 0.75]
+    equivalence = find_frame(at, "model", "weights", "setting", "success_rate")
+    assert list(equivalence["model"]) == ["vit_a", "vit_a", "vit_b"]
+    assert list(equivalence["setting"]) == [MATCH_SETTING_TEXT[s] for s in ("default", "paper", "default")]
+    assert list(equivalence["success_rate"]) == [0.75, 0.5, 0.75]
     assert len(at.dataframe) >= 4  # several claims, side by side per model
     for name in at.selectbox(key="models_other").options:
         at.selectbox(key="models_other").set_value(name).run()
@@ -159,7 +168,8 @@ def test_sql_page_default_query(open_app: Callable[..., AppTest], fixture_run: P
     at = open_app(fixture_run, page="sql")
     assert_clean(at, "sql")
     result = at.dataframe[0].value
-    assert list(result["model"]) == ["vit_a", "vit_b"] and list(result["pairs"]) == [4, 4]
+    assert list(result["model"]) == ["vit_a", "vit_a", "vit_b"] and list(result["pairs"]) == [4, 4, 4]
+    assert list(result["success_rate"]) == [0.75, 0.5, 0.75]  # per setting, never pooled
 
 
 ESCAPES = [
@@ -203,7 +213,7 @@ def test_sql_console_refuses_escapes(open_app: Callable[..., AppTest], fixture_r
     at.button[0].click().run()
     assert_clean(at, "sql")
     assert not at.warning and not at.error
-    assert int(at.dataframe[0].value["n"][0]) == 8
+    assert int(at.dataframe[0].value["n"][0]) == 12
     # ... and so do the other pages.
     at.switch_page("pages/pairs.py").run()
     assert_clean(at, "pairs")
@@ -253,14 +263,14 @@ def test_half_written_run(open_app: Callable[..., AppTest], partial_run: Path, p
     at = open_app(partial_run, page=page)
     assert_clean(at, page)
     assert "still being written" in texts(at.info)
-    assert "4 of 10 units done" in texts(at.info)
+    assert "5 of 11 units done" in texts(at.info)
     assert not at.error
     if page == "runs":
         assert {m.label: m.value for m in at.metric}["ETA"] == "2 min 0 s"
     if page == "distributions":
         assert "No lipschitz rows yet." in texts(at.info)
     if page == "pairs":
-        assert len(at.dataframe[0].value) == 10
+        assert len(at.dataframe[0].value) == 14
 
 
 def test_missing_beside_complete_run(open_app: Callable[..., AppTest], fixture_run: Path, tmp_path: Path) -> None:
@@ -268,4 +278,4 @@ def test_missing_beside_complete_run(open_app: Callable[..., AppTest], fixture_r
     at = open_app(tmp_path / "gone", fixture_run, page="models")
     assert_clean(at, "models")
     assert "does not exist" in texts(at.warning)
-    assert list(find_frame(at, "model", "success_rate")["success_rate"]) == [0.75, 0.75]
+    assert list(find_frame(at, "model", "success_rate")["success_rate"]) == [0.75, 0.5, 0.75]

@@ -165,7 +165,7 @@ def test_page_renders(server: str, browser: object, path: str, heading: str) -> 
         assert_no_error_box(page, heading)
         body = page.inner_text("body")
         expected = {
-            "Runs": ["6 / 7", "Failed units", "Pairs with errors", "max_steps"],  # tables are canvases
+            "Runs": ["7 / 8", "Failed units", "Pairs with errors", "max_steps"],  # tables are canvases
             "Pairs": ["source", "matched", "target", "max |Δ| = 2/255"],
             "Distributions": ["Embedding matching", "Local Lipschitz estimates"],
             "Models": ["Claim 1 (equivalence)"],

@@ -19,14 +19,16 @@ def con(tmp_path_factory: pytest.TempPathFactory):
 ALLOWED = [
     ("SELECT model, count(*) AS n FROM match GROUP BY model ORDER BY model", 2),
     ("FROM perturb WHERE norm = 'linf'", 24),
-    ("WITH ok AS (SELECT * FROM match WHERE status = 'ok') SELECT * FROM ok", 8),
+    ("WITH ok AS (SELECT * FROM match WHERE status = 'ok') SELECT * FROM ok", 12),
     ("SELECT * FROM match WHERE pair_id IN (SELECT pair_id FROM pairs WHERE status = 'error')", 2),
     ("select 1 -- ; drop view match", 1),
     ("SELECT 1;", 1),
     ("DESCRIBE match", None),
     ("SUMMARIZE lipschitz", None),
     ("SHOW TABLES", None),
-    ("SELECT * FROM memory.main.units", 7),
+    ("SELECT * FROM memory.main.units", 8),
+    ("SELECT m.model, s.setting, count(*) FROM match AS m JOIN settings AS s USING (config_hash) "
+     "GROUP BY ALL", 3),
     ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3) SELECT * FROM r", 3),
 ]
 
@@ -99,8 +101,8 @@ def test_refused_and_connection_keeps_working(con, sql: str) -> None:
     with pytest.raises(QueryRefused) as info:
         run_readonly(con, sql)
     assert "\n" not in str(info.value) and str(info.value)
-    assert run_readonly(con, "SELECT count(*) AS n FROM match")["n"].iloc[0] == 10
-    assert con.execute("SELECT count(*) FROM units").fetchall()[0][0] == 7
+    assert run_readonly(con, "SELECT count(*) AS n FROM match")["n"].iloc[0] == 14
+    assert con.execute("SELECT count(*) FROM units").fetchall()[0][0] == 8
 
 
 def test_limit(con) -> None:

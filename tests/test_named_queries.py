@@ -3,6 +3,7 @@ Python over the rows the fixture wrote."""
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from collections import defaultdict
@@ -14,9 +15,21 @@ import pytest
 
 from analysis.db import open_runs
 from analysis.named import UnknownQuery, list_named, run_named, run_named_arrow
-from runfixture import fixture_rows, make_fixture_run
+from runfixture import (
+    LIPSCHITZ_SETTING_TEXT,
+    MATCH_PARAMS,
+    MATCH_SETTING_TEXT,
+    PERTURB_SETTING_TEXT,
+    config_hash,
+    fixture_rows,
+    make_fixture_run,
+)
 
 MODELS = ("vit_a", "vit_b")
+# (model, match setting) of the fixture: vit_a ran match with two settings, vit_b with one.
+MATCH_SETTINGS = (("vit_a", "default"), ("vit_a", "paper"), ("vit_b", "default"))
+AGGREGATES = ("equivalence", "invisibility", "overgeneralisation", "normal_space", "lipschitz",
+              "lipschitz_families", "nonlinearity", "overview")
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +52,24 @@ def con(runs):
 ROWS = fixture_rows(MODELS)
 
 
-def ok_rows(table: str, model: str) -> list[dict[str, Any]]:
-    return [r for r in ROWS[table] if r["model"] == model and r["status"] == "ok"]
+def ok_rows(table: str, model: str, setting: str = "default") -> list[dict[str, Any]]:
+    cfg = config_hash(model, table, setting)
+    return [r for r in ROWS[table]
+            if r["model"] == model and r["config_hash"] == cfg and r["status"] == "ok"]
 
 
 def by_model(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Rows of a query with one row per model (one setting per model): keyed by model."""
+    assert df["model"].is_unique, df[["model", "config_hash"]]
     return {row["model"]: row for row in df.to_dict("records")}
+
+
+def by_setting(df: pd.DataFrame) -> dict[tuple[str, str], dict[str, Any]]:
+    """Rows of a match query keyed by (model, fixture setting name), via config_hash."""
+    names = {config_hash(m, "match", s): (m, s) for m, s in MATCH_SETTINGS}
+    out = {names[row["config_hash"]]: row for row in df.to_dict("records")}
+    assert len(out) == len(df), "one row per (model, setting)"
+    return out
 
 
 def mean(values) -> float:
@@ -76,41 +101,80 @@ def test_headers_declare_exactly_the_bound_parameters(con) -> None:
         assert "{" not in query.sql, f"{query.name}: no format placeholders in SQL"
 
 
+def test_every_query_reports_the_setting(con) -> None:
+    """Every named query returns the probe setting (config_hash and its readable text) and takes
+    a config_hash filter; the aggregate ones also return the setting's params JSON."""
+    for query in list_named():
+        assert "config_hash" in query.param_names, query.name
+        df = run_named(con, query.name, {})
+        assert {"setting", "config_hash"} <= set(df.columns), query.name
+        assert df["setting"].notna().all() and (df["setting"] != "").all(), query.name
+        if query.name in AGGREGATES and query.name != "overview":
+            assert "params" in df.columns and "embed" in df.columns, query.name
+
+
+def test_settings_view(con) -> None:
+    got = {r[0]: r[1:] for r in con.execute(
+        "SELECT config_hash, probe, model, setting, params FROM settings").fetchall()}
+    want = {config_hash(m, "match", s): ("match", m, MATCH_SETTING_TEXT[s]) for m, s in MATCH_SETTINGS}
+    want |= {config_hash(m, "perturb"): ("perturb", m, PERTURB_SETTING_TEXT) for m in MODELS}
+    want |= {config_hash(m, "lipschitz"): ("lipschitz", m, LIPSCHITZ_SETTING_TEXT) for m in MODELS}
+    assert {k: v[:3] for k, v in got.items()} == want
+    assert json.loads(got[config_hash("vit_a", "match", "paper")][3]) == MATCH_PARAMS["paper"]
+
+
 def test_equivalence(con) -> None:
-    got = by_model(run_named(con, "equivalence", {}))
-    assert set(got) == set(MODELS)
-    for model in MODELS:
-        rows = ok_rows("match", model)
-        row = got[model]
-        assert row["n_ok"] == 4 and row["n_error"] == 1
-        assert row["success_rate"] == pytest.approx(3 / 4)
+    df = run_named(con, "equivalence", {})
+    got = by_setting(df)
+    assert list(got) == list(MATCH_SETTINGS)  # ordered by model, then setting text
+    for (model, setting), row in got.items():
+        rows = ok_rows("match", model, setting)
+        errors = [r for r in ROWS["match"] if r["config_hash"] == row["config_hash"]
+                  and r["status"] == "error"]
+        assert row["setting"] == MATCH_SETTING_TEXT[setting]
+        assert json.loads(row["params"]) == MATCH_PARAMS[setting]
+        assert row["embed"] == "pre_logits" and row["weights"] == "random:0"
+        assert row["n_ok"] == len(rows) == 4 and row["n_error"] == len(errors)
         assert row["success_rate"] == pytest.approx(mean(r["success"] for r in rows))
         assert row["mean_steps"] == pytest.approx(mean(r["steps"] for r in rows))
         assert row["median_rel_dist"] == pytest.approx(statistics.median(r["rel_dist"] for r in rows))
         assert row["mean_cos"] == pytest.approx(mean(r["cos"] for r in rows))
         assert row["median_steps_success"] == pytest.approx(
             statistics.median(r["steps"] for r in rows if r["success"]))
+    # the known answers, written out: the two settings of vit_a are not pooled (7/8)
+    assert got[("vit_a", "default")]["success_rate"] == pytest.approx(3 / 4)
+    assert got[("vit_a", "paper")]["success_rate"] == pytest.approx(1 / 2)
+    assert got[("vit_b", "default")]["success_rate"] == pytest.approx(3 / 4)
+    assert got[("vit_a", "default")]["n_error"] == 1 and got[("vit_a", "paper")]["n_error"] == 0
+    assert got[("vit_a", "paper")]["median_steps_success"] == pytest.approx(3000)
+    assert not (df["success_rate"] - 7 / 8).abs().lt(1e-9).any()
 
 
 def test_invisibility(con) -> None:
-    got = by_model(run_named(con, "invisibility", {}))
-    for m, model in enumerate(MODELS):
-        succ = [r for r in ok_rows("match", model) if r["success"]]
-        row = got[model]
-        assert row["n_success"] == 3
-        assert row["median_psnr"] == pytest.approx(35.0 + m)
+    got = by_setting(run_named(con, "invisibility", {}))
+    assert list(got) == list(MATCH_SETTINGS)
+    for (model, setting), row in got.items():
+        succ = [r for r in ok_rows("match", model, setting) if r["success"]]
+        assert row["setting"] == MATCH_SETTING_TEXT[setting]
+        assert row["n_success"] == len(succ)
         assert row["median_psnr"] == pytest.approx(statistics.median(r["psnr"] for r in succ))
         assert row["mean_ssim"] == pytest.approx(mean(r["ssim"] for r in succ))
         assert row["max_pix_linf"] == pytest.approx(max(r["pix_linf"] for r in succ))
-        assert row["quant_success_rate"] == pytest.approx(2 / 3)
+        assert row["quant_success_rate"] == pytest.approx(mean(r["quant_success"] for r in succ))
+    assert got[("vit_a", "default")]["median_psnr"] == pytest.approx(35.0)
+    assert got[("vit_b", "default")]["median_psnr"] == pytest.approx(36.0)
+    assert got[("vit_a", "paper")]["median_psnr"] == pytest.approx(43.5)  # (45 + 42) / 2
+    assert got[("vit_a", "default")]["quant_success_rate"] == pytest.approx(2 / 3)
+    assert got[("vit_a", "paper")]["quant_success_rate"] == pytest.approx(1 / 2)
 
 
 def test_overgeneralisation(con) -> None:
-    got = by_model(run_named(con, "overgeneralisation", {}))
-    for model in MODELS:
-        rows = ok_rows("match", model)
+    got = by_setting(run_named(con, "overgeneralisation", {}))
+    assert list(got) == list(MATCH_SETTINGS)
+    for (model, setting), row in got.items():
+        rows = ok_rows("match", model, setting)
         succ = [r for r in rows if r["success"]]
-        row = got[model]
+        assert row["setting"] == MATCH_SETTING_TEXT[setting]
         assert row["head_target_rate_success"] == pytest.approx(
             mean(r["pred_adv"] == r["pred_tgt"] for r in succ))
         assert row["head_target_rate_all"] == pytest.approx(
@@ -118,7 +182,32 @@ def test_overgeneralisation(con) -> None:
         assert row["knn_target_rate_success"] == pytest.approx(
             mean(r["knn_adv"] == r["knn_tgt"] for r in succ))
         assert row["knn_target_rate_all"] == pytest.approx(0.5)
-        assert row["head_target_rate_success"] == pytest.approx(2 / 3)
+    assert got[("vit_a", "default")]["head_target_rate_success"] == pytest.approx(2 / 3)
+    assert got[("vit_a", "paper")]["head_target_rate_success"] == pytest.approx(1.0)
+    assert got[("vit_a", "paper")]["knn_target_rate_success"] == pytest.approx(1 / 2)
+
+
+def test_config_hash_filter(con) -> None:
+    paper = config_hash("vit_a", "match", "paper")
+    for name in ("equivalence", "invisibility", "overgeneralisation", "match_pairs", "loss_curves",
+                 "gallery", "overview"):
+        df = run_named(con, name, {"config_hash": paper})
+        assert len(df) and set(df["config_hash"]) == {paper}, name
+        assert set(df["setting"]) == {MATCH_SETTING_TEXT["paper"]}, name
+    eq = run_named(con, "equivalence", {"config_hash": paper})
+    assert eq["success_rate"].tolist() == pytest.approx([0.5])
+    assert len(run_named(con, "match_pairs", {"config_hash": paper})) == 4
+    assert len(run_named(con, "equivalence", {"config_hash": ""})) == 3
+    assert len(run_named(con, "equivalence", {"config_hash": "NULL"})) == 3
+    assert run_named(con, "equivalence", {"config_hash": "x' OR '1'='1"}).empty
+    lip = config_hash("vit_b", "lipschitz")
+    for name in ("lipschitz", "lipschitz_families", "lipschitz_pairs", "lipschitz_directions",
+                 "nonlinearity"):
+        df = run_named(con, name, {"config_hash": lip})
+        assert len(df) and set(df["model"]) == {"vit_b"}, name
+    perturb = run_named(con, "normal_space", {"config_hash": config_hash("vit_a", "perturb")})
+    assert set(perturb["model"]) == {"vit_a"} and len(perturb) == 7
+    assert run_named(con, "equivalence", {"config_hash": config_hash("vit_a", "perturb")}).empty
 
 
 def test_normal_space(con) -> None:
@@ -130,6 +219,8 @@ def test_normal_space(con) -> None:
     assert len(df) == len(groups) == 2 * 7
     for row in df.to_dict("records"):
         rows = groups[(row["model"], row["norm"], round(row["eps"], 9))]
+        assert row["config_hash"] == config_hash(row["model"], "perturb")
+        assert row["setting"] == PERTURB_SETTING_TEXT
         assert row["n"] == len(rows) == 3
         assert row["median_disp_over_pair"] == pytest.approx(
             statistics.median(r["disp_over_pair"] for r in rows))
@@ -155,6 +246,8 @@ def test_lipschitz(con) -> None:
             gaps.append(statistics.median(r["l_jvp"] for r in fams["top"].values())
                         / statistics.median(r["l_jvp"] for r in fams["null"].values()))
         row = got[model]
+        assert row["setting"] == LIPSCHITZ_SETTING_TEXT
+        assert row["config_hash"] == config_hash(model, "lipschitz")
         assert row["n_pairs"] == 2
         assert row["median_sigma1_over_random"] == pytest.approx(statistics.median(ratios))
         assert row["median_sigma1_over_random"] == pytest.approx(100 * (1 + m) / 3)
@@ -175,12 +268,16 @@ def test_nonlinearity(con) -> None:
 
 def test_overview_and_failures(con) -> None:
     ov = run_named(con, "overview", {})
-    key = {(r["model"], r["probe"]): r for r in ov.to_dict("records")}
-    assert key[("vit_b", "perturb")]["units"] == 2
-    assert key[("vit_b", "perturb")]["units_error"] == 1
-    assert key[("vit_a", "match")]["pairs_error"] == 1
-    assert key[("vit_a", "match")]["pairs_ok"] == 4
-    assert sum(r["units_ok"] for r in ov.to_dict("records")) == 6
+    key = {r["config_hash"]: r for r in ov.to_dict("records")}
+    assert len(key) == len(ov) == 7  # 3 match settings, 2 perturb, 2 lipschitz
+    assert key[config_hash("vit_b", "perturb")]["units"] == 2
+    assert key[config_hash("vit_b", "perturb")]["units_error"] == 1
+    assert key[config_hash("vit_a", "match")]["pairs_error"] == 1
+    assert key[config_hash("vit_a", "match")]["pairs_ok"] == 4
+    paper = key[config_hash("vit_a", "match", "paper")]
+    assert (paper["units"], paper["units_ok"], paper["pairs_ok"], paper["pairs_error"]) == (1, 1, 4, 0)
+    assert paper["setting"] == MATCH_SETTING_TEXT["paper"]
+    assert sum(r["units_ok"] for r in ov.to_dict("records")) == 7
     fails = run_named(con, "failures", {})
     units = fails[fails["kind"] == "unit"]
     assert units["unit_id"].tolist() == ["vit_b-perturb-1"]
@@ -200,12 +297,17 @@ def test_partial_run_overview_counts_units_in_progress(runs) -> None:
 def test_filters_and_grouping_by_weights(runs) -> None:
     con = open_runs([runs["complete"], runs["other_weights"]])
     eq = run_named(con, "equivalence", {})
-    assert list(zip(eq["model"], eq["weights"])) == [
-        ("vit_a", "random:0"), ("vit_a", "timm:in1k"), ("vit_b", "random:0")]
+    assert list(zip(eq["model"], eq["weights"], eq["setting"])) == [
+        ("vit_a", "random:0", MATCH_SETTING_TEXT["default"]),
+        ("vit_a", "random:0", MATCH_SETTING_TEXT["paper"]),
+        ("vit_a", "timm:in1k", MATCH_SETTING_TEXT["default"]),
+        ("vit_a", "timm:in1k", MATCH_SETTING_TEXT["paper"]),
+        ("vit_b", "random:0", MATCH_SETTING_TEXT["default"])]
     only = run_named(con, "equivalence", {"weights": "timm:in1k"})
-    assert only["model"].tolist() == ["vit_a"]
-    assert run_named(con, "equivalence", {"model": "NULL"}).shape[0] == 3
-    assert run_named(con, "equivalence", {"run_id": "w-run"}).shape[0] == 1
+    assert only["model"].tolist() == ["vit_a", "vit_a"]
+    assert only["success_rate"].tolist() == pytest.approx([0.75, 0.5])
+    assert run_named(con, "equivalence", {"model": "NULL"}).shape[0] == 5
+    assert run_named(con, "equivalence", {"run_id": "w-run"}).shape[0] == 2
     assert run_named(con, "equivalence", {"model": "no-such-model"}).empty
     # a parameter value is bound, never spliced into SQL
     assert run_named(con, "equivalence", {"model": "x' OR '1'='1"}).empty
@@ -213,7 +315,9 @@ def test_filters_and_grouping_by_weights(runs) -> None:
 
 def test_gallery_and_limits(con) -> None:
     g = run_named(con, "gallery", {"limit": "1"})
-    assert len(g) == 2 and set(g["model"]) == set(MODELS)
+    # at most one triple per model, weights, embedding point and setting
+    assert len(g) == 3 and set(g["model"]) == set(MODELS)
+    assert sorted(g["config_hash"]) == sorted(config_hash(m, "match", s) for m, s in MATCH_SETTINGS)
     assert bytes(g["src_png"].iloc[0]).startswith(b"\x89PNG")
     assert len(run_named(con, "loss_curves", {"limit": "3"})) == 3
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from runfixture import make_fixture_run
+from runfixture import MATCH_SETTING_TEXT, config_hash, make_fixture_run
 from sweep.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +30,7 @@ def test_sql_as_csv(run: Path) -> None:
     out = vitsweep(run, "SELECT model, count(*) AS n FROM match WHERE status = 'ok' "
                         "GROUP BY model ORDER BY model", "--format", "csv")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines() == ["model,n", "vit_a,4", "vit_b,4"]
+    assert out.stdout.splitlines() == ["model,n", "vit_a,8", "vit_b,4"]
 
 
 def test_named_with_param_as_json(run: Path) -> None:
@@ -41,15 +41,29 @@ def test_named_with_param_as_json(run: Path) -> None:
     assert rows[0]["success_rate"] == pytest.approx(0.75)
 
 
+def test_named_per_setting(run: Path) -> None:
+    """vit_a ran match with two settings: two rows, never one pooled one; config_hash filters."""
+    out = vitsweep(run, "--named", "equivalence", "--param", "model=vit_a", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert [r["setting"] for r in rows] == [MATCH_SETTING_TEXT["default"], MATCH_SETTING_TEXT["paper"]]
+    assert [r["success_rate"] for r in rows] == pytest.approx([0.75, 0.5])
+    paper = config_hash("vit_a", "match", "paper")
+    out = vitsweep(run, "--named", "equivalence", "--param", f"config_hash={paper}", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert [(r["config_hash"], r["success_rate"]) for r in rows] == [(paper, 0.5)]
+
+
 def test_table_format_and_parquet_output(run: Path, tmp_path: Path) -> None:
     out = vitsweep(run, "--named", "gallery", "--param", "limit=1")
     assert out.returncode == 0, out.stderr
-    assert "<png," in out.stdout and "(2 rows)" in out.stdout
+    assert "<png," in out.stdout and "(3 rows)" in out.stdout  # one per model and setting
     target = tmp_path / "gallery.parquet"
     out = vitsweep(run, "--named", "gallery", "--format", "parquet", "--output", target)
     assert out.returncode == 0, out.stderr
     table = pq.read_table(target)
-    assert table.num_rows == 4 and table.column("src_png")[0].as_py().startswith(b"\x89PNG")
+    assert table.num_rows == 5 and table.column("src_png")[0].as_py().startswith(b"\x89PNG")
 
 
 def test_list() -> None:

@@ -18,11 +18,26 @@ from PIL import Image
 from analysis.db import open_runs
 from analysis.named import run_named
 from analysis.report import fmt, write_report
-from runfixture import fixture_images, make_fixture_run
+from runfixture import (
+    LIPSCHITZ_SETTING_TEXT,
+    MATCH_SETTING_TEXT,
+    PERTURB_SETTING_TEXT,
+    config_hash,
+    fixture_images,
+    make_fixture_run,
+)
 from sweep.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_URI = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
+# Images of the fixture report. vit_b: 4 figures (match, eps, lipschitz families, nonlinearity)
+# and 2 gallery rows x 4; vit_a has a second match setting: one more match figure and one more
+# gallery block of 1 row x 4.
+N_IMAGES = 2 * (4 + 2 * 4) + (1 + 4)
+
+
+def _cfg_slug(model: str, setting: str = "default") -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", config_hash(model, "match", setting)).strip("_")
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +62,7 @@ def test_html_is_self_contained_and_its_images_decode(report: dict[str, Path]) -
     assert "<script" not in html.lower() and "<link" not in html.lower()
     assert not re.search(r'(src|href)="(?!data:|#)', html), "only data URIs and anchors"
     images = DATA_URI.findall(html)
-    # per model: 4 figures (match, eps, lipschitz families, nonlinearity) + 2 gallery rows x 4
-    assert len(images) == 2 * (4 + 2 * 4)
+    assert len(images) == N_IMAGES
     assert len(re.findall(r"<img ", html)) == len(images)
     for b64 in images:
         assert _decode(base64.b64decode(b64)).size > 0
@@ -56,23 +70,30 @@ def test_html_is_self_contained_and_its_images_decode(report: dict[str, Path]) -
 
 def test_gallery_amplified_difference(report: dict[str, Path]) -> None:
     out = report["html"].parent
-    src = _decode((out / "gallery-vit_a_random_0-0-src.png").read_bytes())
-    assert np.array_equal(src, fixture_images(0)["src"])
-    diff = _decode((out / "gallery-vit_a_random_0-0-diff.png").read_bytes())
-    # adv = src + 2 everywhere: |adv - src| = 2, amplified to the full 255
-    assert diff.shape == src.shape and (diff == 255).all()
-    assert "largest change 2/255" in report["html"].read_text()
+    for setting, delta in (("default", 2), ("paper", 5)):
+        stem = f"gallery-vit_a_random_0_pre_logits-{_cfg_slug('vit_a', setting)}-0"
+        src = _decode((out / f"{stem}-src.png").read_bytes())
+        assert np.array_equal(src, fixture_images(0, delta)["src"])
+        adv = _decode((out / f"{stem}-adv.png").read_bytes())
+        assert np.array_equal(adv, fixture_images(0, delta)["adv"])
+        diff = _decode((out / f"{stem}-diff.png").read_bytes())
+        # adv = src + delta everywhere: |adv - src| = delta, amplified to the full 255
+        assert diff.shape == src.shape and (diff == 255).all()
+    html = report["html"].read_text()
+    assert "largest change 2/255" in html and "largest change 5/255" in html
 
 
 def test_markdown_twin_references_existing_pngs(report: dict[str, Path]) -> None:
     md = report["md"].read_text()
     refs = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    assert len(refs) == 2 * (4 + 2 * 4)
+    assert len(refs) == N_IMAGES == len(set(refs))
     for ref in refs:
         assert (report["md"].parent / ref).is_file(), ref
         _decode((report["md"].parent / ref).read_bytes())
-    for heading in ("1. Equivalence", "2. Normal spaces", "3. Lipschitz", "4. Overgeneralisation"):
-        assert md.count(heading) == 2
+    # claims 1 and 4 once per match setting: vit_a twice, vit_b once
+    counts = {"1. Equivalence": 3, "2. Normal spaces": 2, "3. Lipschitz": 2, "4. Overgeneralisation": 3}
+    for heading, count in counts.items():
+        assert md.count(f"### {heading}") == count, heading
 
 
 def test_numbers_equal_the_named_queries(run: Path, report: dict[str, Path]) -> None:
@@ -82,24 +103,42 @@ def test_numbers_equal_the_named_queries(run: Path, report: dict[str, Path]) -> 
     sections = {s["model"]: s for s in numbers["sections"]}
     assert set(sections) == {"vit_a", "vit_b"}
     for model, section in sections.items():
+        assert section["weights"] == "random:0" and section["embed"] == "pre_logits"
         for name in ("equivalence", "invisibility", "lipschitz", "overgeneralisation"):
-            row = run_named(con, name, {"model": model}).to_dict("records")[0]
-            for key, value in section[name].items():
-                assert row[key] == pytest.approx(value), (model, name, key)
+            want = run_named(con, name, {"model": model}).to_dict("records")
+            assert [r["config_hash"] for r in section[name]] == [r["config_hash"] for r in want]
+            for got_row, row in zip(section[name], want):
+                for key, value in got_row.items():
+                    if isinstance(value, float):
+                        assert row[key] == pytest.approx(value), (model, name, key)
+                    else:
+                        assert row[key] == value, (model, name, key)
         normal = run_named(con, "normal_space", {"model": model})
         assert [r["median_disp_over_pair"] for r in section["normal_space"]] == pytest.approx(
             normal["median_disp_over_pair"].tolist())
-        stated = [
-            fmt(section["equivalence"]["success_rate"], "pct"),
-            f"{fmt(section['invisibility']['median_psnr'])} dB",
-            fmt(section["overgeneralisation"]["head_target_rate_success"], "pct"),
-            fmt(section["lipschitz"]["median_sigma1_over_random"], "x"),
-            fmt(section["lipschitz"]["median_top_over_null"], "x"),
-        ]
+        stated: list[str] = []
+        for eq in section["equivalence"]:
+            stated.append(f"({fmt(eq['success_rate'], 'pct')} success rate)")
+            stated.append(f"Setting: <code>{eq['setting']}</code> (config {eq['config_hash']})")
+        for inv in section["invisibility"]:
+            stated.append(f"median PSNR {fmt(inv['median_psnr'])} dB")
+        for og in section["overgeneralisation"]:
+            stated.append(fmt(og["head_target_rate_success"], "pct"))
+        for lip in section["lipschitz"]:
+            stated += [fmt(lip["median_sigma1_over_random"], "x"), fmt(lip["median_top_over_null"], "x")]
         for text in stated:
-            assert text in html and text in md, text
-    # the known answers, written out
-    assert "75.0% success rate" in html
+            assert text in html and text.replace("<code>", "`").replace("</code>", "`") in md, text
+    # the known answers, written out: vit_a's two match settings are stated apart, in order
+    vit_a = html[html.index('id="vit_a'):html.index('id="vit_b')]
+    default, paper = MATCH_SETTING_TEXT["default"], MATCH_SETTING_TEXT["paper"]
+    assert vit_a.index(default) < vit_a.index("75.0% success rate") < vit_a.index(paper) \
+        < vit_a.index("50.0% success rate")
+    assert "87.5%" not in html  # 7 of 8: the two settings pooled
+    assert "2 of 4 matches" in vit_a and "median of 3,000 steps" in vit_a
+    assert "median PSNR 43.5 dB" in vit_a  # paper: successes p0, p2 (45, 42)
+    assert vit_a.count(PERTURB_SETTING_TEXT) == 1 and vit_a.count(LIPSCHITZ_SETTING_TEXT) == 1
+    vit_b = html[html.index('id="vit_b'):]
+    assert paper not in vit_b and "75.0% success rate" in vit_b
     assert "33.3×" in html and "66.7×" in html  # sigma1 / median random: 100/3 and 200/3
     assert "median PSNR 35 dB" in html and "median PSNR 36 dB" in html
 
@@ -117,8 +156,8 @@ def test_sections_without_data_say_so(tmp_path: Path) -> None:
         assert "No perturb rows" in text
         assert "No lipschitz rows" in text
         assert "No gallery images stored" in text
-        assert "75.0% success rate" in text
-    assert len(DATA_URI.findall(html)) == 1  # the match distributions only
+        assert "75.0% success rate" in text and "50.0% success rate" in text
+    assert len(DATA_URI.findall(html)) == 2  # the match distributions of each setting
 
 
 def test_partial_and_empty_runs_render(tmp_path: Path) -> None:
@@ -145,8 +184,8 @@ def test_cli_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert out.returncode == 0, out.stderr
     assert "IMPORTED []" in out.stderr
     assert (tmp_path / "cli" / "report.html").is_file()
-    # per model: the match figure and one gallery row of four images
-    assert len(DATA_URI.findall((tmp_path / "cli" / "report.html").read_text())) == 2 * (1 + 4)
+    # per model and match setting: the match figure and one gallery row of four images
+    assert len(DATA_URI.findall((tmp_path / "cli" / "report.html").read_text())) == 3 * (1 + 4)
     assert main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not found" in err[0]
