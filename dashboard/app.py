@@ -1,5 +1,5 @@
 """The vitsweep dashboard: `vitsweep dashboard RUN [RUN...]` (or `streamlit run dashboard/app.py
--- RUN...`). This file only wires the pages (one file each under dashboard/pages/) with
+-- RUN...`). This file only wires the pages (one file each under dashboard/views/) with
 st.navigation; every read goes through dashboard/data.py, which calls analysis/.
 """
 
@@ -19,7 +19,7 @@ if _ROOT not in sys.path:
 from analysis.db import RunNotFound  # noqa: E402
 from dashboard import common  # noqa: E402
 
-PAGES_DIR = Path(__file__).resolve().parent / "pages"
+PAGES_DIR = Path(__file__).resolve().parent / "views"  # not pages/: Streamlit auto-registers that folder, and deep links would skip this file
 
 st.set_page_config(page_title="vitsweep", page_icon=":material/grid_view:", layout="wide")
 

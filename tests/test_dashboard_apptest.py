@@ -39,7 +39,7 @@ def open_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., AppTest]
         monkeypatch.setenv("VITSWEEP_RUNS", ":".join(str(r) for r in runs))
         at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
         if page != "runs":
-            at.switch_page(f"pages/{page}.py").run()
+            at.switch_page(f"views/{page}.py").run()
         return at
 
     yield _open
@@ -215,7 +215,7 @@ def test_sql_console_refuses_escapes(open_app: Callable[..., AppTest], fixture_r
     assert not at.warning and not at.error
     assert int(at.dataframe[0].value["n"][0]) == 12
     # ... and so do the other pages.
-    at.switch_page("pages/pairs.py").run()
+    at.switch_page("views/pairs.py").run()
     assert_clean(at, "pairs")
 
 

@@ -163,6 +163,10 @@ def test_page_renders(server: str, browser: object, path: str, heading: str) -> 
         wait_rendered(page, heading)
         screenshot(page, heading, SHOTS / f"{heading.lower()}.png")
         assert_no_error_box(page, heading)
+        # a deep link runs app.py's st.navigation too: titled pages, not file names (no "app" entry)
+        nav = page.locator('[data-testid="stSidebarNav"]').inner_text()  # type: ignore[attr-defined]
+        entries = {line.strip() for line in nav.splitlines()}
+        assert {"Runs", "Pairs", "Distributions", "Models", "SQL"} <= entries and "app" not in entries, nav
         body = page.inner_text("body")
         expected = {
             "Runs": ["7 / 8", "Failed units", "Pairs with errors", "max_steps"],  # tables are canvases
