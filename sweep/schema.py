@@ -127,7 +127,10 @@ PAIRS = pa.schema(
         pa.field("tgt_label", _I64),
         pa.field("shard", pa.string()),
         pa.field("model", pa.string(), nullable=False),
+        pa.field("weights", pa.string(), nullable=False),
+        pa.field("embed", pa.string()),
         pa.field("probe", pa.string(), nullable=False),
+        pa.field("config_hash", pa.string(), nullable=False),
         pa.field("status", pa.string(), nullable=False),
         pa.field("error", pa.string()),
     ]

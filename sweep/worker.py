@@ -309,21 +309,8 @@ def _knn_labels(pairs: list[_Pair]) -> dict[str, dict[Any, int | None]]:
 
 
 def _pairs_row(unit: WorkUnit, run_id: str, pair: _Pair) -> dict[str, Any]:
-    error = _pair_error(pair)
-    return {
-        "run_id": run_id,
-        "unit_id": unit.unit_id,
-        "pair_id": pair.pair_id,
-        "src_key": pair.src_key,
-        "tgt_key": pair.tgt_key,
-        "src_label": pair.src_label,
-        "tgt_label": pair.tgt_label,
-        "shard": unit.shard,
-        "model": unit.model,
-        "probe": unit.probe,
-        "status": STATUS_OK if error is None else STATUS_ERROR,
-        "error": error,
-    }
+    row = {**_identity(unit, run_id, pair, _pair_error(pair)), "shard": unit.shard}
+    return {name: row[name] for name in SCHEMAS["pairs"].names}
 
 
 def _image_rows(unit: WorkUnit, run_id: str, state: _Unit) -> list[dict[str, Any]]:

@@ -20,7 +20,8 @@ def _units(unit_id: str, status: str = "ok") -> pa.Table:
 
 def _pairs(unit_id: str, n: int = 2) -> pa.Table:
     return to_table("pairs", [{"run_id": "r", "unit_id": unit_id, "pair_id": f"p{i}", "model": "m/x",
-                               "probe": "match", "status": "ok"} for i in range(n)])
+                               "weights": "random:0", "probe": "match", "config_hash": "c", "status": "ok"}
+                              for i in range(n)])
 
 
 def test_unit_tables_land_in_partitions_units_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
