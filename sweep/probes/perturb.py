@@ -78,6 +78,7 @@ class PerturbProbe(Probe):
                 result.images = images  # the gallery shows the largest eps
                 result.extra["image_variant"] = f"eps={grid[i]:.4g}"
             if all(r is not None for r in result.rows):
+                task.forget(pair_id)
                 yield pending.pop(pair_id)
 
 
@@ -87,6 +88,22 @@ class _PerturbTask:
         self.p = p
         self.seed = seed
         self.device = encoder.device
+        self._clean: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # pair -> fp32 (e_src, e_tgt), (D,) each
+
+    def clean_embeddings(self, items: list[_Item]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, D) fp32 source and target embeddings, computed once per pair for its whole eps grid."""
+        new = {it.pair.pair_id: it.pair for it in items if it.pair.pair_id not in self._clean}
+        if new:
+            pairs = list(new.values())
+            e_src = embed_fp32(self.enc, torch.stack([p.src for p in pairs]).to(self.device))
+            e_tgt = embed_fp32(self.enc, torch.stack([p.tgt for p in pairs]).to(self.device))
+            for i, pair in enumerate(pairs):
+                self._clean[pair.pair_id] = (e_src[i], e_tgt[i])
+        src, tgt = zip(*(self._clean[it.pair.pair_id] for it in items))
+        return torch.stack(src), torch.stack(tgt)
+
+    def forget(self, pair_id: str) -> None:
+        self._clean.pop(pair_id, None)
 
     def new_state(self, items: list[_Item]) -> State:
         x0 = torch.stack([it.pair.src for it in items]).to(self.device)  # (B, 3, H, W)
@@ -95,7 +112,7 @@ class _PerturbTask:
         delta = ((x0 + start).clamp(0, 1) - x0) if self.p.random_start else torch.zeros_like(x0)
         b = len(items)
         return {
-            "x0": x0, "delta": delta, "eps": eps, "e0": embed_fp32(self.enc, x0),
+            "x0": x0, "delta": delta, "eps": eps, "e0": self.clean_embeddings(items)[0],
             "steps": torch.zeros(b, dtype=torch.long, device=self.device),
             "done": torch.zeros(b, dtype=torch.bool, device=self.device),
         }
@@ -137,7 +154,7 @@ class _PerturbTask:
         x0, e0 = s["x0"], s["e0"]
         x_adv = x0 + s["delta"]
         tgt = torch.stack([it.pair.tgt for it in items]).to(self.device)
-        e_t = embed_fp32(self.enc, tgt)
+        e_t = self.clean_embeddings(items)[1]
         e_adv = embed_fp32(self.enc, x_adv)
         e0_norm = e0.norm(dim=-1).clamp_min(1e-12)
         pair_dist = (e0 - e_t).norm(dim=-1)
