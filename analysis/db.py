@@ -19,6 +19,17 @@ parameters that differ between the settings of that probe in the opened runs (`l
 preset=paper`); where a probe has one setting it lists every parameter that is not null. Named
 queries join it to label their per-setting rows.
 
+Table macros (`MACROS`) hold the row filters the named queries share; each takes the bound
+filters `(run_id, model, weights, config_hash)`, positionally, where NULL means all:
+
+- `match_rows(…)`, `perturb_rows(…)`, `lipschitz_rows(…)`: the view's rows under those filters;
+- `match_ok(…)`, `perturb_ok(…)`, `lipschitz_ok(…)`: the same, status 'ok' only;
+- `lipschitz_estimates(…)`: one row per ok lipschitz direction (`run_id, unit_id, pair_id, model,
+  weights, embed, config_hash, family, direction`) with its `estimate` (l_jvp, or l_fd at the
+  smallest h where l_jvp is missing), `sigma` (max) and `params`.
+
+They only read the views, so the SQL console (analysis.guard) may call them too.
+
 The connection is sandboxed (unless `sandbox=False`): only the run directories can be read
 (`allowed_directories`), no other file, extension or network access (`enable_external_access =
 false`), and the configuration is locked. Never imports torch or Ray.
@@ -34,7 +45,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from sweep.schema import ALL_TABLES, SCHEMAS
+from sweep.schema import ALL_TABLES, RESULT_TABLES, SCHEMAS, STATUS_OK
 
 VIEWS: tuple[str, ...] = ALL_TABLES  # match, perturb, lipschitz, pairs, units, images
 DERIVED_VIEWS: tuple[str, ...] = ("settings",)  # views over VIEWS (no files of their own)
@@ -85,6 +96,35 @@ SELECT c.probe, c.config_hash, c.model, c.weights, c.embed, c.params,
 FROM configs AS c
 LEFT JOIN texts AS t ON t.probe = c.probe AND t.params = c.params
 """
+# Table macros over the views; a macro's parameters are bound values, never SQL text. The
+# parameter names carry a trailing underscore so that none of them shadows a column.
+_FILTERS = ("run_id", "model", "weights", "config_hash")
+_MACRO_PARAMS = ", ".join(f"{name}_" for name in _FILTERS)
+_FILTER_SQL = "\n  AND ".join(f"({name}_ IS NULL OR {name} = {name}_)" for name in _FILTERS)
+_ESTIMATE_KEYS = ("run_id, unit_id, pair_id, model, weights, embed, config_hash, family, "
+                  "direction")
+_MACRO_SQL = tuple(
+    f"CREATE OR REPLACE MACRO {table}_rows({_MACRO_PARAMS}) AS TABLE\n"
+    f"SELECT * FROM {table}\nWHERE {_FILTER_SQL}"
+    for table in RESULT_TABLES
+) + tuple(
+    f"CREATE OR REPLACE MACRO {table}_ok({_MACRO_PARAMS}) AS TABLE\n"
+    f"SELECT * FROM {table}_rows({_MACRO_PARAMS}) WHERE status = '{STATUS_OK}'"
+    for table in RESULT_TABLES
+) + (
+    f"""CREATE OR REPLACE MACRO lipschitz_estimates({_MACRO_PARAMS}) AS TABLE
+SELECT {_ESTIMATE_KEYS},
+       coalesce(max(l_jvp), arg_min(l_fd, h)) AS estimate,
+       max(sigma) AS sigma,
+       any_value(params) AS params
+FROM lipschitz_ok({_MACRO_PARAMS})
+GROUP BY {_ESTIMATE_KEYS}""",
+)
+MACROS: tuple[str, ...] = (
+    *(f"{table}_rows" for table in RESULT_TABLES),
+    *(f"{table}_ok" for table in RESULT_TABLES),
+    "lipschitz_estimates",
+)
 _RUN_MARKERS = ("spec.yaml", "manifest.json", "progress.json", "results")
 
 
@@ -139,8 +179,8 @@ def _create_view(con: duckdb.DuckDBPyConnection, table: str, globs: list[str]) -
 
 def open_runs(run_dirs: Sequence[str | Path], *, sandbox: bool = True) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with views `match`, `perturb`, `lipschitz`, `units`,
-    `pairs`, `images` over the union of the given runs, and the derived view `settings`.
-    RunNotFound for a bad path."""
+    `pairs`, `images` over the union of the given runs, the derived view `settings` and the
+    table macros `MACROS`. RunNotFound for a bad path."""
     if isinstance(run_dirs, (str, Path)):
         run_dirs = [run_dirs]
     if not run_dirs:
@@ -155,6 +195,8 @@ def open_runs(run_dirs: Sequence[str | Path], *, sandbox: bool = True) -> duckdb
         globs = [g for g in (_table_glob(run, table) for run in runs) if g is not None]
         _create_view(con, table, globs)
     con.execute(_SETTINGS_SQL)
+    for macro in _MACRO_SQL:
+        con.execute(macro)
     if sandbox:
         allowed = "[" + ", ".join(_sql_string(run.as_posix() + "/") for run in runs) + "]"
         con.execute(f"SET allowed_directories = {allowed}")

@@ -10,7 +10,9 @@ Checks, all with DuckDB's own parser (no regular expressions over SQL text):
    query_table, …) and references no table but the run's views (`VIEWS`, and `DERIVED_VIEWS`:
    `settings`) and the query's own CTE names (plain identifiers only; a quoted path such as
    `FROM '/etc/passwd'` is a table reference, so it is refused), no other catalog or schema,
-   and no function from `_FORBIDDEN_FUNCTIONS`.
+   and no function from `_FORBIDDEN_FUNCTIONS`. The one table functions allowed are the run's
+   table macros (`MACROS` of analysis.db: `match_ok(run_id, model, weights, config_hash)`, …),
+   which only read the views; their arguments are checked like the rest of the tree.
 
 Defense in depth: `analysis.db.open_runs` sandboxes the connection (no file outside the runs, no
 extensions, configuration locked), and the query runs on a fresh cursor, so a refusal or an error
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from analysis.db import DERIVED_VIEWS, VIEWS
+from analysis.db import DERIVED_VIEWS, MACROS, VIEWS
 
 if TYPE_CHECKING:  # pandas is imported by DuckDB's .df() only when a DataFrame is asked for
     import pandas as pd
@@ -68,7 +70,7 @@ def _cte_names(tree: dict[str, Any]) -> set[str]:
     return names
 
 
-def _check_tree(tree: dict[str, Any], allowed: set[str]) -> None:
+def _check_tree(tree: dict[str, Any], allowed: set[str], macros: set[str]) -> None:
     ctes = _cte_names(tree)
     odd = sorted(name for name in ctes if not _IDENTIFIER.match(name))
     if odd:  # a CTE named like a path would shadow it: harmless, but there is no need for it
@@ -76,10 +78,16 @@ def _check_tree(tree: dict[str, Any], allowed: set[str]) -> None:
     for node in _walk(tree):
         kind = node.get("type")
         if kind == "TABLE_FUNCTION":
-            fn = node.get("function") or {}
-            name = fn.get("function_name", "?") if isinstance(fn, dict) else "?"
-            raise QueryRefused(f"table functions are not allowed (found {name}); "
-                               f"query the views: {', '.join(sorted(allowed))}")
+            fn = node.get("function")
+            fn = fn if isinstance(fn, dict) else {}
+            name = str(fn.get("function_name", "?"))
+            schema = str(fn.get("schema", "")).lower()
+            catalog = str(fn.get("catalog", "")).lower()
+            if (name.lower() not in macros or schema not in _ALLOWED_SCHEMAS
+                    or catalog not in _ALLOWED_CATALOGS):
+                raise QueryRefused(f"table functions are not allowed (found {name}) except the "
+                                   f"macros {', '.join(sorted(macros))}; "
+                                   f"query the views: {', '.join(sorted(allowed))}")
         if kind == "BASE_TABLE":
             name = str(node.get("table_name", ""))
             schema = str(node.get("schema_name", "")).lower()
@@ -102,8 +110,10 @@ def _check_tree(tree: dict[str, Any], allowed: set[str]) -> None:
 
 
 def check_query(con: duckdb.DuckDBPyConnection, sql: str,
-                allowed: frozenset[str] | set[str] = frozenset(VIEWS + DERIVED_VIEWS)) -> None:
-    """Raise QueryRefused unless `sql` is one SELECT over the allowed views only."""
+                allowed: frozenset[str] | set[str] = frozenset(VIEWS + DERIVED_VIEWS),
+                macros: frozenset[str] | set[str] = frozenset(MACROS)) -> None:
+    """Raise QueryRefused unless `sql` is one SELECT over the allowed views (and the allowed
+    table macros, which read only those views)."""
     if not sql or not sql.strip():
         raise QueryRefused("empty query")
     cur = con.cursor()
@@ -123,7 +133,7 @@ def check_query(con: duckdb.DuckDBPyConnection, sql: str,
     tree = json.loads(raw)
     if tree.get("error"):
         raise QueryRefused(f"cannot check query: {tree.get('error_message', 'parse error')}")
-    _check_tree(tree, {name.lower() for name in allowed})
+    _check_tree(tree, {name.lower() for name in allowed}, {name.lower() for name in macros})
 
 
 def run_readonly(con: duckdb.DuckDBPyConnection, sql: str,

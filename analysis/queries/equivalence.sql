@@ -20,11 +20,7 @@ WITH grouped AS (
            median(cos) FILTER (WHERE status = 'ok') AS median_cos,
            avg(cos) FILTER (WHERE status = 'ok') AS mean_cos,
            any_value(params) AS params
-    FROM match
-    WHERE ($run_id IS NULL OR run_id = $run_id)
-      AND ($model IS NULL OR model = $model)
-      AND ($weights IS NULL OR weights = $weights)
-      AND ($config_hash IS NULL OR config_hash = $config_hash)
+    FROM match_rows($run_id, $model, $weights, $config_hash)
     GROUP BY model, weights, embed, config_hash
 )
 SELECT g.model, g.weights, g.embed, coalesce(s.setting, g.config_hash) AS setting,

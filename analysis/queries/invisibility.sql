@@ -21,12 +21,8 @@ WITH grouped AS (
            count(*) FILTER (WHERE quant_success) AS n_quant_success,
            median(quant_rel_dist) AS median_quant_rel_dist,
            any_value(params) AS params
-    FROM match
-    WHERE status = 'ok' AND success
-      AND ($run_id IS NULL OR run_id = $run_id)
-      AND ($model IS NULL OR model = $model)
-      AND ($weights IS NULL OR weights = $weights)
-      AND ($config_hash IS NULL OR config_hash = $config_hash)
+    FROM match_ok($run_id, $model, $weights, $config_hash)
+    WHERE success
     GROUP BY model, weights, embed, config_hash
 )
 SELECT g.model, g.weights, g.embed, coalesce(s.setting, g.config_hash) AS setting,

@@ -5,20 +5,7 @@
 -- param: config_hash = NULL | only this probe setting (NULL: all settings)
 -- Per pair as in lipschitz_pairs; then median, geometric mean, min and max over pairs.
 -- One row per model, weights, embedding point and setting (config_hash).
-WITH directions AS (
-    SELECT run_id, unit_id, pair_id, model, weights, embed, config_hash, family, direction,
-           coalesce(max(l_jvp), arg_min(l_fd, h)) AS estimate,
-           max(sigma) AS sigma,
-           any_value(params) AS params
-    FROM lipschitz
-    WHERE status = 'ok'
-      AND ($run_id IS NULL OR run_id = $run_id)
-      AND ($model IS NULL OR model = $model)
-      AND ($weights IS NULL OR weights = $weights)
-      AND ($config_hash IS NULL OR config_hash = $config_hash)
-    GROUP BY run_id, unit_id, pair_id, model, weights, embed, config_hash, family, direction
-),
-per_pair AS (
+WITH per_pair AS (
     SELECT model, weights, embed, config_hash, any_value(params) AS params,
            coalesce(max(sigma) FILTER (WHERE family = 'top'),
                     max(estimate) FILTER (WHERE family = 'top'))
@@ -27,7 +14,7 @@ per_pair AS (
              / nullif(median(estimate) FILTER (WHERE family = 'null'), 0) AS top_over_null,
            median(estimate) FILTER (WHERE family = 'match')
              / nullif(median(estimate) FILTER (WHERE family = 'random'), 0) AS match_over_random
-    FROM directions
+    FROM lipschitz_estimates($run_id, $model, $weights, $config_hash)
     GROUP BY run_id, unit_id, pair_id, model, weights, embed, config_hash
 ),
 grouped AS (

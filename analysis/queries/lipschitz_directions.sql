@@ -5,23 +5,10 @@
 -- param: config_hash = NULL | only this probe setting (NULL: all settings)
 -- param: family = NULL | only this family: random, top, match or null (NULL: all)
 -- A direction's estimate is l_jvp, or l_fd at its smallest h where l_jvp is missing.
-WITH directions AS (
-    SELECT model, weights, embed, config_hash, family, pair_id, direction,
-           coalesce(max(l_jvp), arg_min(l_fd, h)) AS estimate,
-           max(sigma) AS sigma,
-           unit_id, run_id
-    FROM lipschitz
-    WHERE status = 'ok'
-      AND ($run_id IS NULL OR run_id = $run_id)
-      AND ($model IS NULL OR model = $model)
-      AND ($weights IS NULL OR weights = $weights)
-      AND ($config_hash IS NULL OR config_hash = $config_hash)
-      AND ($family IS NULL OR family = $family)
-    GROUP BY model, weights, embed, config_hash, family, pair_id, direction, unit_id, run_id
-)
 SELECT d.model, d.weights, d.embed, coalesce(s.setting, d.config_hash) AS setting,
        d.family, d.pair_id, d.direction, d.estimate, d.sigma, d.config_hash, d.unit_id, d.run_id
-FROM directions AS d
+FROM lipschitz_estimates($run_id, $model, $weights, $config_hash) AS d
 LEFT JOIN (SELECT config_hash, setting FROM settings WHERE probe = 'lipschitz') AS s USING (config_hash)
+WHERE $family IS NULL OR d.family = $family
 ORDER BY d.model, d.weights, d.embed, setting, d.config_hash, d.family, d.run_id, d.unit_id,
          d.pair_id, d.direction

@@ -5,19 +5,7 @@
 -- param: config_hash = NULL | only this probe setting (NULL: all settings)
 -- A direction's estimate is l_jvp, or l_fd at its smallest h where l_jvp is missing.
 -- One row per model, weights, embedding point, setting (config_hash) and family.
-WITH directions AS (
-    SELECT run_id, unit_id, pair_id, model, weights, embed, config_hash, family, direction,
-           coalesce(max(l_jvp), arg_min(l_fd, h)) AS estimate,
-           any_value(params) AS params
-    FROM lipschitz
-    WHERE status = 'ok'
-      AND ($run_id IS NULL OR run_id = $run_id)
-      AND ($model IS NULL OR model = $model)
-      AND ($weights IS NULL OR weights = $weights)
-      AND ($config_hash IS NULL OR config_hash = $config_hash)
-    GROUP BY run_id, unit_id, pair_id, model, weights, embed, config_hash, family, direction
-),
-grouped AS (
+WITH grouped AS (
     SELECT model, weights, embed, config_hash, family,
            count(*) AS n_directions,
            min(estimate) AS min_estimate,
@@ -26,7 +14,7 @@ grouped AS (
            quantile_cont(estimate, 0.75) AS p75_estimate,
            max(estimate) AS max_estimate,
            any_value(params) AS params
-    FROM directions
+    FROM lipschitz_estimates($run_id, $model, $weights, $config_hash)
     GROUP BY model, weights, embed, config_hash, family
 )
 SELECT g.model, g.weights, g.embed, coalesce(s.setting, g.config_hash) AS setting,

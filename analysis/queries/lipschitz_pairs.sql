@@ -5,19 +5,7 @@
 -- param: config_hash = NULL | only this probe setting (NULL: all settings)
 -- A direction's estimate is l_jvp, or l_fd at its smallest h where l_jvp is missing.
 -- sigma1 is the largest `top` sigma (or `top` estimate where sigma is missing).
-WITH directions AS (
-    SELECT run_id, unit_id, pair_id, model, weights, embed, config_hash, family, direction,
-           coalesce(max(l_jvp), arg_min(l_fd, h)) AS estimate,
-           max(sigma) AS sigma
-    FROM lipschitz
-    WHERE status = 'ok'
-      AND ($run_id IS NULL OR run_id = $run_id)
-      AND ($model IS NULL OR model = $model)
-      AND ($weights IS NULL OR weights = $weights)
-      AND ($config_hash IS NULL OR config_hash = $config_hash)
-    GROUP BY run_id, unit_id, pair_id, model, weights, embed, config_hash, family, direction
-),
-per_pair AS (
+WITH per_pair AS (
     SELECT run_id, unit_id, pair_id, model, weights, embed, config_hash,
            coalesce(max(sigma) FILTER (WHERE family = 'top'),
                     max(estimate) FILTER (WHERE family = 'top')) AS sigma1,
@@ -28,7 +16,7 @@ per_pair AS (
            count(*) FILTER (WHERE family = 'random') AS n_random,
            count(*) FILTER (WHERE family = 'top') AS n_top,
            count(*) FILTER (WHERE family = 'null') AS n_null
-    FROM directions
+    FROM lipschitz_estimates($run_id, $model, $weights, $config_hash)
     GROUP BY run_id, unit_id, pair_id, model, weights, embed, config_hash
 )
 SELECT p.model, p.weights, p.embed, coalesce(s.setting, p.config_hash) AS setting,

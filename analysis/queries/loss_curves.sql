@@ -7,12 +7,8 @@
 SELECT m.model, m.weights, m.embed, coalesce(s.setting, m.config_hash) AS setting,
        m.pair_id, m.success, m.steps, m.log_every, m.loss_trajectory,
        m.config_hash, m.unit_id, m.run_id
-FROM match AS m
+FROM match_ok($run_id, $model, $weights, $config_hash) AS m
 LEFT JOIN (SELECT config_hash, setting FROM settings WHERE probe = 'match') AS s USING (config_hash)
-WHERE m.status = 'ok' AND m.loss_trajectory IS NOT NULL
-  AND ($run_id IS NULL OR m.run_id = $run_id)
-  AND ($model IS NULL OR m.model = $model)
-  AND ($weights IS NULL OR m.weights = $weights)
-  AND ($config_hash IS NULL OR m.config_hash = $config_hash)
+WHERE m.loss_trajectory IS NOT NULL
 ORDER BY m.model, m.weights, m.embed, setting, m.config_hash, m.run_id, m.unit_id, m.pair_id
 LIMIT CAST($limit AS BIGINT)

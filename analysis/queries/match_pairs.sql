@@ -8,11 +8,6 @@ SELECT m.model, m.weights, m.embed, coalesce(s.setting, m.config_hash) AS settin
        m.psnr, m.ssim, m.pix_linf, m.pix_l2, m.quant_success, m.quant_rel_dist,
        m.pred_src, m.pred_tgt, m.pred_adv, m.knn_src, m.knn_tgt, m.knn_adv,
        m.config_hash, m.unit_id, m.run_id
-FROM match AS m
+FROM match_ok($run_id, $model, $weights, $config_hash) AS m
 LEFT JOIN (SELECT config_hash, setting FROM settings WHERE probe = 'match') AS s USING (config_hash)
-WHERE m.status = 'ok'
-  AND ($run_id IS NULL OR m.run_id = $run_id)
-  AND ($model IS NULL OR m.model = $model)
-  AND ($weights IS NULL OR m.weights = $weights)
-  AND ($config_hash IS NULL OR m.config_hash = $config_hash)
 ORDER BY m.model, m.weights, m.embed, setting, m.config_hash, m.run_id, m.unit_id, m.pair_id

@@ -13,12 +13,7 @@ WITH grouped AS (
            max(nonlinearity) AS max_nonlinearity,
            median(l_fd) AS median_l_fd,
            any_value(params) AS params
-    FROM lipschitz
-    WHERE status = 'ok'
-      AND ($run_id IS NULL OR run_id = $run_id)
-      AND ($model IS NULL OR model = $model)
-      AND ($weights IS NULL OR weights = $weights)
-      AND ($config_hash IS NULL OR config_hash = $config_hash)
+    FROM lipschitz_ok($run_id, $model, $weights, $config_hash)
     GROUP BY model, weights, embed, config_hash, family, h
 )
 SELECT g.model, g.weights, g.embed, coalesce(s.setting, g.config_hash) AS setting,

@@ -22,13 +22,8 @@ WITH grouped AS (
            median(cos_after) AS median_cos_after,
            avg((pred_adv <> pred_src)::DOUBLE) AS label_change_rate,
            any_value(params) AS params
-    FROM perturb
-    WHERE status = 'ok'
-      AND ($run_id IS NULL OR run_id = $run_id)
-      AND ($model IS NULL OR model = $model)
-      AND ($weights IS NULL OR weights = $weights)
-      AND ($config_hash IS NULL OR config_hash = $config_hash)
-      AND ($norm IS NULL OR norm = $norm)
+    FROM perturb_ok($run_id, $model, $weights, $config_hash)
+    WHERE $norm IS NULL OR norm = $norm
     GROUP BY model, weights, embed, config_hash, norm, eps
 )
 SELECT g.model, g.weights, g.embed, coalesce(s.setting, g.config_hash) AS setting,

@@ -19,12 +19,7 @@ WITH grouped AS (
            avg((knn_adv = knn_src)::DOUBLE) FILTER (WHERE success) AS knn_source_rate_success,
            count(knn_adv = knn_tgt) FILTER (WHERE success) AS n_knn_labelled_success,
            any_value(params) AS params
-    FROM match
-    WHERE status = 'ok'
-      AND ($run_id IS NULL OR run_id = $run_id)
-      AND ($model IS NULL OR model = $model)
-      AND ($weights IS NULL OR weights = $weights)
-      AND ($config_hash IS NULL OR config_hash = $config_hash)
+    FROM match_ok($run_id, $model, $weights, $config_hash)
     GROUP BY model, weights, embed, config_hash
 )
 SELECT g.model, g.weights, g.embed, coalesce(s.setting, g.config_hash) AS setting,
