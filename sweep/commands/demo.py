@@ -11,6 +11,9 @@ finds everything done and only prints the summary.
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +71,20 @@ def run(args: argparse.Namespace) -> int:
     outcome = execute(loaded, actors=args.actors, show_progress=False if args.no_progress else None)
     print(outcome.describe())
     print_summary(out)
-    print(f"\nexplore it:  vitsweep dashboard {out}\nquery it:    vitsweep query {out} \"SELECT * FROM match LIMIT 5\"")
+    cli = _command_name()
+    print(
+        f"\nexplore it:  {cli} dashboard {out}"
+        f"\nquery it:    {cli} query {out} --named equivalence"
+        f"\nreport it:   {cli} report {out} --out {out}/report"
+    )
+
+
+def _command_name() -> str:
+    """`vitsweep` when it is on PATH (an activated venv), else the path that reaches it (make demo)."""
+    if shutil.which("vitsweep"):
+        return "vitsweep"
+    beside = Path(sys.executable).parent / "vitsweep"
+    return os.path.relpath(beside) if beside.exists() else "vitsweep"
     return 0 if outcome.units_failed == 0 else 1
 
 
