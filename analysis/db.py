@@ -105,11 +105,11 @@ _ESTIMATE_KEYS = ("run_id, unit_id, pair_id, model, weights, embed, config_hash,
                   "direction")
 _MACRO_SQL = tuple(
     f"CREATE OR REPLACE MACRO {table}_rows({_MACRO_PARAMS}) AS TABLE\n"
-    f"SELECT * FROM {table}\nWHERE {_FILTER_SQL}"
+    f"SELECT * FROM memory.main.{table}\nWHERE {_FILTER_SQL}"  # qualified: a caller's CTE cannot stand in
     for table in RESULT_TABLES
 ) + tuple(
     f"CREATE OR REPLACE MACRO {table}_ok({_MACRO_PARAMS}) AS TABLE\n"
-    f"SELECT * FROM {table}_rows({_MACRO_PARAMS}) WHERE status = '{STATUS_OK}'"
+    f"SELECT * FROM memory.main.{table}_rows({_MACRO_PARAMS}) WHERE status = '{STATUS_OK}'"
     for table in RESULT_TABLES
 ) + (
     f"""CREATE OR REPLACE MACRO lipschitz_estimates({_MACRO_PARAMS}) AS TABLE
@@ -117,7 +117,7 @@ SELECT {_ESTIMATE_KEYS},
        coalesce(max(l_jvp), arg_min(l_fd, h)) AS estimate,
        max(sigma) AS sigma,
        any_value(params) AS params
-FROM lipschitz_ok({_MACRO_PARAMS})
+FROM memory.main.lipschitz_ok({_MACRO_PARAMS})
 GROUP BY {_ESTIMATE_KEYS}""",
 )
 MACROS: tuple[str, ...] = (

@@ -49,33 +49,37 @@ class QueryRefused(Exception):
         super().__init__(" ".join(str(message).split()))
 
 
-def _walk(node: Any) -> Iterator[dict[str, Any]]:
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from _walk(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _walk(item)
-
-
-def _cte_names(tree: dict[str, Any]) -> set[str]:
+def _own_cte_names(node: dict[str, Any]) -> set[str]:
+    """The CTE names a query node defines (visible in that node's subtree only)."""
+    cte_map = node.get("cte_map")
     names: set[str] = set()
-    for node in _walk(tree):
-        cte_map = node.get("cte_map")
-        if isinstance(cte_map, dict):
-            for entry in cte_map.get("map", []):
-                if isinstance(entry, dict) and isinstance(entry.get("key"), str):
-                    names.add(entry["key"].lower())
+    if isinstance(cte_map, dict):
+        for entry in cte_map.get("map", []):
+            if isinstance(entry, dict) and isinstance(entry.get("key"), str):
+                names.add(entry["key"].lower())
     return names
 
 
+def _walk_scoped(node: Any, visible: frozenset[str] = frozenset()) -> Iterator[tuple[dict[str, Any], frozenset[str]]]:
+    """Every dict node with the CTE names in scope there: a CTE defined in a subquery does not
+    cover a table of the same name outside it (which would be a system view, say)."""
+    if isinstance(node, dict):
+        own = _own_cte_names(node)
+        if own:
+            visible = visible | own
+        yield node, visible
+        for value in node.values():
+            yield from _walk_scoped(value, visible)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _walk_scoped(item, visible)
+
+
 def _check_tree(tree: dict[str, Any], allowed: set[str], macros: set[str]) -> None:
-    ctes = _cte_names(tree)
-    odd = sorted(name for name in ctes if not _IDENTIFIER.match(name))
-    if odd:  # a CTE named like a path would shadow it: harmless, but there is no need for it
-        raise QueryRefused(f"CTE names must be plain identifiers, not {odd[0]!r}")
-    for node in _walk(tree):
+    for node, ctes in _walk_scoped(tree):
+        odd = sorted(name for name in _own_cte_names(node) if not _IDENTIFIER.match(name))
+        if odd:  # a CTE named like a path would shadow it: harmless, but there is no need for it
+            raise QueryRefused(f"CTE names must be plain identifiers, not {odd[0]!r}")
         kind = node.get("type")
         if kind == "TABLE_FUNCTION":
             fn = node.get("function")

@@ -36,6 +36,9 @@ ALLOWED = [
 ]
 
 REFUSED = [
+    # a CTE defined inside a subquery must not cover a system view of the same name outside it
+    "SELECT sql FROM (WITH duckdb_views AS (SELECT 1) SELECT 1) t, duckdb_views WHERE NOT internal",
+    "SELECT * FROM (WITH sqlite_master AS (SELECT 1) SELECT 1) t, sqlite_master",
     "SELECT * FROM read_csv('/etc/passwd')",
     "SELECT * FROM read_csv_auto('/etc/passwd')",
     "SELECT * FROM read_text('/etc/passwd')",

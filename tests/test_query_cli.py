@@ -80,6 +80,8 @@ def test_list() -> None:
         (("{run}", "SELEC 1"), "syntax error"),
         (("{run}", "SELECT no_such FROM match"), "no_such"),
         (("{run}", "DROP VIEW match"), "read-only"),
+        (("{run}", "EXPLAIN ANALYZE COPY (SELECT 1 AS x) TO '{run}/results/x.parquet' (FORMAT parquet)"), "EXPLAIN ANALYZE"),
+        (("{run}", "EXPLAIN COPY (SELECT 1 AS x) TO '{run}/results/x.parquet' (FORMAT parquet)"), "only EXPLAIN of a SELECT"),
         (("{run}", "SELECT * FROM read_csv('/etc/passwd')"), "disabled"),
         (("{run}", "--named", "nope"), "unknown named query"),
         (("{run}", "--named", "equivalence", "--param", "colour=red"), "no parameter"),
@@ -96,6 +98,7 @@ def test_errors_are_one_line_exit_2(run: Path, args: tuple[str, ...], message: s
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     assert message.lower() in lines[0].lower()
+    assert not (run / "results" / "x.parquet").exists()
 
 
 def test_bad_query_in_a_subprocess(run: Path) -> None:

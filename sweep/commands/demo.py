@@ -11,6 +11,7 @@ finds everything done and only prints the summary.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -67,6 +68,13 @@ def run(args: argparse.Namespace) -> int:
     if not (shards / "manifest.json").is_file():
         print(f"building {args.pairs} demo pairs in {shards} ...")
         make_demo_shards(shards, pairs=args.pairs, shard_size=SHARD_SIZE)
+    else:
+        existing = json.loads((shards / "manifest.json").read_text()).get("counts", {}).get("pairs_planned")
+        if existing is not None and existing != args.pairs:
+            raise UserError(
+                f"{out} already holds a demo of {existing} pairs; resume it with --pairs {existing}, "
+                f"or choose another --out for {args.pairs}"
+            )
     loaded = parse_spec(data, source=str(DEMO_SPEC))
     outcome = execute(loaded, actors=args.actors, show_progress=False if args.no_progress else None)
     print(outcome.describe())
@@ -77,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         f"\nquery it:    {cli} query {out} --named equivalence"
         f"\nreport it:   {cli} report {out} --out {out}/report"
     )
+    return 0 if outcome.units_failed == 0 else 1
 
 
 def _command_name() -> str:
@@ -85,7 +94,6 @@ def _command_name() -> str:
         return "vitsweep"
     beside = Path(sys.executable).parent / "vitsweep"
     return os.path.relpath(beside) if beside.exists() else "vitsweep"
-    return 0 if outcome.units_failed == 0 else 1
 
 
 def _demo_spec() -> dict[str, Any]:

@@ -13,6 +13,7 @@ is one line on stderr and exit status 2. Never imports torch or Ray.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -48,7 +49,15 @@ def _single_select(con, sql: str) -> str:
     if len(statements) != 1:
         raise UserError(f"give exactly one SQL statement, got {len(statements)}")
     statement = statements[0]
-    if statement.type not in (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN):
+    if statement.type == duckdb.StatementType.EXPLAIN:
+        # EXPLAIN ANALYZE runs its statement: only a plain EXPLAIN of a SELECT is read-only
+        inner = re.sub(r"^\s*EXPLAIN\s+", "", statement.query, count=1, flags=re.IGNORECASE)
+        if re.match(r"\s*ANALY[SZ]E\b", inner, flags=re.IGNORECASE):
+            raise UserError("vitsweep query is read-only: EXPLAIN ANALYZE runs its statement and is refused")
+        inner_statements = con.extract_statements(inner)
+        if len(inner_statements) != 1 or inner_statements[0].type != duckdb.StatementType.SELECT:
+            raise UserError("vitsweep query is read-only: only EXPLAIN of a SELECT is allowed")
+    elif statement.type != duckdb.StatementType.SELECT:
         raise UserError(f"vitsweep query is read-only: {statement.type.name} statements are refused")
     return statement.query
 
