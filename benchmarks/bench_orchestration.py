@@ -41,8 +41,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from sweep.commands.run import execute
-    from sweep.spec import load_spec
-    from sweep.worker import EncoderCache, run_unit
+    from sweep.run.spec import load_spec
+    from sweep.run.worker import EncoderCache, run_unit
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-orch-"))
     cleanup = [str(tmp)]

@@ -61,8 +61,8 @@ def baseline_pairs_per_s(folder: Path, seconds: float = 4.0) -> tuple[float, flo
 
 def write_child(folder: str, out: str, pairs: int) -> None:
     """Runs in a fresh process: write one shard set, print seconds and peak RSS as JSON."""
-    from sweep.shards import make_shards
-    from sweep.sources import list_folder
+    from sweep.data.build import make_shards
+    from sweep.data.sources import list_folder
 
     def peak_mib() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -81,8 +81,8 @@ def run_writer(folder: Path, out: Path, pairs: int) -> dict[str, float]:
 
 
 def read_rate(out: Path, workers: int, limit: int) -> tuple[float, float, float]:
-    from sweep.images import Preprocess
-    from sweep.shards import read_pairs
+    from sweep.data.images import Preprocess
+    from sweep.data.shards import read_pairs
 
     geometry = Preprocess(size=(224, 224), crop_pct=0.875, interpolation="bicubic")
     count, start, first, first_cpu = 0, time.perf_counter(), 0.0, 0.0

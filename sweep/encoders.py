@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from sweep.errors import UserError
-from sweep.images import Preprocess
+from sweep.data.images import Preprocess
 
 # A pretrained download that cannot reach its host must fail quickly, never hang.
 os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from sweep.errors import UserError
-from sweep.pairing import DEFAULT_PAIRS, FeistelPermutation, iter_pairs, plan_pairs
+from sweep.data.pairing import DEFAULT_PAIRS, FeistelPermutation, iter_pairs, plan_pairs
 
 # 9 items: class 0 x4, class 1 x3, class 2 x1, and one unlabelled
 ITEMS = [("a0", 0), ("a1", 0), ("a2", 0), ("a3", 0), ("b0", 1), ("b1", 1), ("b2", 1), ("c0", 2), ("u0", None)]

@@ -10,7 +10,7 @@ from PIL import Image
 from skimage import data
 
 from sweep.encoders import load_encoder
-from sweep.images import preprocess
+from sweep.data.images import preprocess
 from sweep.probes import build_probe
 from sweep.probes.base import PairInput
 
@@ -138,7 +138,7 @@ def test_same_seed_same_results(tiny):
 
 def test_8bit_recheck_uses_the_rounded_image(tiny):
     (result,) = list(build_probe("match", {"max_steps": 50}).run(tiny, _pairs(1)))
-    from sweep.images import quantize_8bit
+    from sweep.data.images import quantize_8bit
 
     x_q = quantize_8bit(result.images["adv"])
     with torch.no_grad():

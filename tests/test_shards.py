@@ -18,16 +18,11 @@ import webdataset as wds
 from conftest_data import BAD, CLASSES, GOOD, image_bytes, make_messy_folder
 from sweep.cli import main as cli_main
 from sweep.errors import UserError
-from sweep.images import Preprocess, decode_image, preprocess
-from sweep.shards import (
-    check_shards,
-    expand_shard_urls,
-    iter_samples,
-    make_demo_shards,
-    make_shards,
-    read_pairs,
-)
-from sweep.sources import list_demo, list_folder, list_wds, make_key
+from sweep.data.images import Preprocess, decode_image, preprocess
+from sweep.data.build import make_demo_shards, make_shards
+from sweep.data.locations import expand_shard_urls
+from sweep.data.shards import check_shards, iter_samples, read_pairs
+from sweep.data.sources import list_demo, list_folder, list_wds, make_key
 
 GEOMETRY = Preprocess(size=(32, 32))
 ROOT = Path(__file__).resolve().parents[1]

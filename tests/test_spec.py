@@ -9,7 +9,7 @@ import yaml
 
 from sweep.cli import main
 from sweep.errors import UserError
-from sweep.spec import load_spec, parse_spec
+from sweep.run.spec import load_spec, parse_spec
 from sweep_helpers import LINEAR, make_shards, write_spec
 
 

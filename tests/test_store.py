@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sweep import store as store_module
+from sweep.run import store as store_module
 from sweep.schema import to_table
-from sweep.store import RunStore
+from sweep.run.store import RunStore
 
 
 def _units(unit_id: str, status: str = "ok") -> pa.Table:
@@ -94,8 +94,8 @@ def test_fsspec_uri(tmp_path: Path) -> None:
 
 def test_rerun_with_another_spec_is_refused_unless_force(tmp_path: Path) -> None:
     from sweep.errors import UserError
-    from sweep.manifest import prepare_run
-    from sweep.spec import load_spec
+    from sweep.run.manifest import prepare_run
+    from sweep.run.spec import load_spec
     from sweep_helpers import make_shards, write_spec
 
     make_shards(tmp_path / "shards", 1, 2)

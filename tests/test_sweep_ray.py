@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sweep.commands.run import execute
-from sweep.spec import load_spec
+from sweep.run.spec import load_spec
 from sweep_helpers import (
     LINEAR,
     PYTHON,
@@ -45,7 +45,7 @@ def local_ray(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     for key in ("RAY_TMPDIR", "RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED"):
         monkeypatch.setenv(key, env[key])
     yield env
-    from sweep import distribute
+    from sweep.run import distribute
 
     distribute.shutdown()
     kill_ray_processes(env["RAY_TMPDIR"])
@@ -94,7 +94,7 @@ def test_sweep_rows_failed_unit_and_resume(tmp_path: Path, local_ray: dict[str, 
 def test_actor_killed_mid_unit(tmp_path: Path, local_ray: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
-    from sweep import distribute
+    from sweep.run import distribute
 
     make_shards(tmp_path / "shards", 4, 4)
     spec = write_spec(tmp_path / "spec.yaml", str(tmp_path / "shards"), tmp_path / "run",

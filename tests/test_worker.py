@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from sweep.probes.base import PairResult
-from sweep.spec import load_spec
-from sweep.store import RunStore
-from sweep.worker import EncoderCache, _knn_labels, _Pair, run_unit
+from sweep.run.spec import load_spec
+from sweep.run.store import RunStore
+from sweep.run.worker import EncoderCache, _knn_labels, _Pair, run_unit
 from sweep_helpers import ROWS_PER_PAIR, make_shards, read_table, write_spec
 
 PAIRS = 5

@@ -55,8 +55,8 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sweep.commands.run import execute
-    from sweep.shards import make_demo_shards
-    from sweep.spec import parse_spec
+    from sweep.data.build import make_demo_shards
+    from sweep.run.spec import parse_spec
 
     if args.pairs < 1:
         raise UserError(f"--pairs must be at least 1, got {args.pairs}")

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     src_img, tgt_img = _read_images(args.src, args.tgt)
 
     from sweep.encoders import load_encoder
-    from sweep.images import amplified_difference, preprocess, to_uint8_image
+    from sweep.data.images import amplified_difference, preprocess, to_uint8_image
     from sweep.probes.base import PairInput
 
     encoder = load_encoder(args.model, args.weights, args.embed, device=_device(args.device))
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _read_images(src: str, tgt: str) -> tuple[Any, Any]:
-    from sweep.images import ImageDecodeError, load_image_file
+    from sweep.data.images import ImageDecodeError, load_image_file
 
     try:
         return load_image_file(src), load_image_file(tgt)

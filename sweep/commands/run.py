@@ -22,11 +22,11 @@ from types import FrameType
 from typing import Any
 
 from sweep.errors import UserError
-from sweep.manifest import finish_run, prepare_run
-from sweep.progress import Progress
+from sweep.run.manifest import finish_run, prepare_run
+from sweep.run.progress import Progress
 from sweep.schema import to_table
-from sweep.spec import LoadedSpec, WorkUnit, load_spec
-from sweep.store import RunStore
+from sweep.run.spec import LoadedSpec, WorkUnit, load_spec
+from sweep.run.store import RunStore
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -140,8 +140,8 @@ def _distribute(
     actors: int | None,
     device: str,
 ) -> dict[str, Any]:
-    from sweep import distribute  # Ray is imported only when there is work to do
-    from sweep.worker import UnitSummary, units_row
+    from sweep.run import distribute  # Ray is imported only when there is work to do
+    from sweep.run.worker import UnitSummary, units_row
 
     local_slots = actors or os.cpu_count() or 1
     cluster = distribute.connect(address, num_cpus=local_slots)

@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from sweep.errors import UserError
-from sweep.pairing import STRATEGIES
+from sweep.data.pairing import STRATEGIES
 
 _SHOWN_ERRORS = 20  # make: skipped files printed before pointing at the manifest
 
@@ -48,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _make(args: argparse.Namespace) -> int:
-    from sweep import sources
-    from sweep.shards import make_shards
+    from sweep.data import sources
+    from sweep.data.build import make_shards
 
     if args.from_folder is not None:
         listing = sources.list_folder(args.from_folder)
@@ -87,7 +87,7 @@ def _make(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from sweep.shards import check_shards
+    from sweep.data.shards import check_shards
 
     with tqdm(desc="checking pairs", unit="pair", leave=False, dynamic_ncols=True, disable=None) as bar:
         report = check_shards(args.location, workers=args.workers, progress=bar.update)

@@ -27,7 +27,7 @@ from sweep.probes import metrics
 from sweep.probes.base import PairInput, PairResult, Probe, ProbeParams
 from sweep.probes.common import Precision, autocast, embed_fp32, floats, head_labels
 from sweep.probes.loop import State, run_continuous
-from sweep.images import quantize_8bit
+from sweep.data.images import quantize_8bit
 
 _PAPER_DEFAULTS = {"lr": 0.08, "tau": 1e-4, "min_cos": 0.97, "max_steps": 12000, "optimizer": "gd"}
 _DEFAULT_DEFAULTS = {"lr": 0.01, "min_cos": 0.99, "max_steps": 1000, "optimizer": "adam"}

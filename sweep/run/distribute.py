@@ -1,7 +1,7 @@
 """Ray orchestration (the only module that imports Ray): one actor per GPU, a pull loop, retries.
 
 Each `UnitActor` owns one GPU (`num_gpus=1`; one CPU slot on a CPU-only cluster), keeps its
-encoders loaded across units, and runs `sweep.worker.run_unit` for whatever unit the driver hands
+encoders loaded across units, and runs `sweep.run.worker.run_unit` for whatever unit the driver hands
 it. The driver keeps exactly one unit in flight per live actor, so a unit's attempt count is
 exact; it never sees rows, only `UnitSummary`s (the actors write the Parquet files themselves).
 
@@ -30,8 +30,8 @@ import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 
 from sweep.errors import RunFailed, UserError
-from sweep.spec import WorkUnit
-from sweep.worker import EncoderCache, UnitSummary, run_unit
+from sweep.run.spec import WorkUnit
+from sweep.run.worker import EncoderCache, UnitSummary, run_unit
 
 log = logging.getLogger(__name__)
 

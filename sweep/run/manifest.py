@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from sweep.errors import UserError
-from sweep.spec import LoadedSpec
-from sweep.store import RunStore
+from sweep.run.spec import LoadedSpec
+from sweep.run.store import RunStore
 
 SPEC_FILE = "spec.yaml"
 MANIFEST_FILE = "manifest.json"

@@ -25,12 +25,12 @@ from typing import Any
 
 import torch
 
-from sweep.images import to_png_bytes
+from sweep.data.images import to_png_bytes
 from sweep.probes.base import PairInput, PairResult
 from sweep.probes.labels import knn_predict
 from sweep.schema import SCHEMAS, STATUS_ERROR, STATUS_OK, to_table
-from sweep.spec import WorkUnit
-from sweep.store import RunStore
+from sweep.run.spec import WorkUnit
+from sweep.run.store import RunStore
 
 KNN_K = 5
 _KNN_COLUMNS = {"knn_src", "knn_tgt", "knn_adv"}
@@ -120,7 +120,7 @@ def run_unit(
     read_workers: decoding processes for the shard (0: decode in this process, right for a CPU
     actor that owns one core; a GPU actor overlaps decoding with the probe by using a few)."""
     from sweep.probes import build_probe
-    from sweep.shards import read_pairs
+    from sweep.data.shards import read_pairs
 
     store = run_root if isinstance(run_root, RunStore) else RunStore(run_root)
     worker = worker or f"{socket.gethostname()}:{os.getpid()}"

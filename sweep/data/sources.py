@@ -14,25 +14,25 @@ number of pairs.
 from __future__ import annotations
 
 import io
-import multiprocessing
 import os
 import re
 import tarfile
-from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import fsspec
 from PIL import Image, UnidentifiedImageError
 from webdataset.tariterators import base_plus_ext
 
 from sweep.errors import UserError
-from sweep.images import ImageDecodeError
+from sweep.data.images import ImageDecodeError
+from sweep.data.locations import expand_shard_urls
+from sweep.data.parallel import parallel_map
 
-Image.MAX_IMAGE_PIXELS = 200_000_000  # same limit as sweep.images
+Image.MAX_IMAGE_PIXELS = 200_000_000  # same limit as sweep.data.images
 
 # Pillow format -> the extension a pair sample stores the original bytes under.
 FORMAT_EXT: dict[str, str] = {
@@ -190,8 +190,6 @@ def list_wds(urls: str | Sequence[str]) -> Listing:
     Only tar headers and the small `cls` members are read here; image bytes are addressed by
     their offset inside the shard, so the shards must be uncompressed tar files.
     """
-    from sweep.shards import expand_shard_urls  # shards imports this module at load time
-
     shard_urls = expand_shard_urls(urls)
     keys = _KeyMaker()
     candidates: list[Candidate] = []
@@ -309,7 +307,7 @@ def probe_image(data: bytes, name: str) -> tuple[str, int, int]:
 
     JPEGs are decoded at reduced scale (libjpeg's DCT scaling): that still reads every byte,
     so truncation and corrupt data are caught, at a fraction of the cost for large photos.
-    Raises ImageDecodeError with the same one-line wording as sweep.images.decode_image.
+    Raises ImageDecodeError with the same one-line wording as sweep.data.images.decode_image.
     """
     if not data:
         raise ImageDecodeError(f"{name}: empty file (0 bytes)")
@@ -355,54 +353,6 @@ def verify_images(
     return images, errors
 
 
-# ----------------------------------------------------------------------------------- parallel
-
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-def default_workers() -> int:
-    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
-
-
-def process_context() -> multiprocessing.context.BaseContext:
-    """forkserver: workers fork from a clean single-threaded server, never from a process that
-    runs threads (a Ray actor, a DataLoader), where a plain fork can deadlock. The server
-    imports the decoding modules once, so each worker starts in milliseconds, not seconds."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["sweep.shards"])
-    return context
-
-
-def _apply_chunk(fn: Callable[[T], R], chunk: list[T]) -> list[R]:
-    return [fn(item) for item in chunk]
-
-
-def parallel_map(
-    fn: Callable[[T], R], items: Iterable[T], workers: int | None = None, chunk: int = 32
-) -> Iterator[R]:
-    """`map(fn, items)` in worker processes, results in input order, at most a few chunks in
-    flight (unlike Pool.imap, which reads the whole input ahead). workers=0 runs inline."""
-    workers = default_workers() if workers is None else workers
-    if workers <= 0 or multiprocessing.current_process().daemon:
-        yield from map(fn, items)
-        return
-    pending: deque[Future[list[R]]] = deque()
-    with ProcessPoolExecutor(workers, mp_context=process_context()) as pool:
-        batch: list[T] = []
-        for item in items:
-            batch.append(item)
-            if len(batch) == chunk:
-                pending.append(pool.submit(_apply_chunk, fn, batch))
-                batch = []
-                if len(pending) >= 2 * workers:
-                    yield from pending.popleft().result()
-        if batch:
-            pending.append(pool.submit(_apply_chunk, fn, batch))
-        while pending:
-            yield from pending.popleft().result()
-
-
 def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
@@ -426,7 +376,6 @@ __all__ = [
     "list_folder",
     "list_wds",
     "make_key",
-    "parallel_map",
     "probe_image",
     "read_ref",
     "verify_images",

@@ -264,7 +264,7 @@ def _annotation_takes_list(annotation: Any) -> bool:
 
 
 def _expand_shards(spec: SweepSpec, source: str) -> list[str]:
-    from sweep.shards import expand_shard_urls
+    from sweep.data.locations import expand_shard_urls
 
     try:
         shards = expand_shard_urls(spec.shards)

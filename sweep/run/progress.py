@@ -18,7 +18,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from sweep.store import RunStore
+from sweep.run.store import RunStore
 
 PROGRESS_FILE = "progress.json"
 

@@ -1,0 +1,4 @@
+"""Data: where images come from (sources), how they are paired (pairing), the pair-shard format
+(shards), building shard sets (build), shard locations (locations), decoding (images), and the
+process pool they share (parallel). `shards` and `sources` never import each other; `build`
+joins them."""
