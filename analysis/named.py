@@ -12,6 +12,13 @@ An aggregate query never pools probe settings: it groups by `model, weights, emb
 analysis.db), `config_hash` and the setting's `params` JSON. Every query takes the `config_hash`
 filter.
 
+A few queries finish in Python (`FINISHERS`: the query's name -> "module:function"): the SQL
+gathers per-pair values and the function turns them into the answer (the `claims` query: a
+bootstrap and verdicts). Such a query may declare options, read by that function and never bound
+into SQL:
+
+    -- option: criteria = NULL | a YAML file with the criteria to change
+
 Parameters are named (`$model`) and bound by DuckDB (never formatted into the SQL). Every value
 arrives as a string (from a command line or a web form); the text `NULL` (any case) or an empty
 string means SQL NULL, which every filter reads as "all". A query casts a parameter it needs as
@@ -23,8 +30,9 @@ a number itself (`CAST($limit AS BIGINT)`).
 
 from __future__ import annotations
 
+import importlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -38,6 +46,10 @@ if TYPE_CHECKING:  # pandas is imported by DuckDB's .df() only when a DataFrame 
 
 QUERY_DIR = Path(__file__).with_name("queries")
 _PARAM = re.compile(r"^--\s*param:\s*(?P<name>[A-Za-z_]\w*)\s*=\s*(?P<default>[^|]*?)\s*(?:\|\s*(?P<help>.*))?$")
+_OPTION = re.compile(r"^--\s*option:\s*(?P<name>[A-Za-z_]\w*)\s*=\s*(?P<default>[^|]*?)\s*(?:\|\s*(?P<help>.*))?$")
+# Named queries whose SQL rows a Python function finishes: name -> "module:function", called as
+# function(rows: pa.Table, options: dict[str, str | None]) -> pa.Table.
+FINISHERS: dict[str, str] = {"claims": "analysis.claims:finish_named"}
 _DESCRIPTION = re.compile(r"^--\s*description:\s*(?P<text>.*)$")
 
 
@@ -64,10 +76,24 @@ class NamedQuery:
     sql: str
     notes: str = ""
     path: Path = field(default=Path(), compare=False)
+    options: tuple[Param, ...] = ()  # read by the query's Python finisher, never bound in SQL
 
     @property
     def param_names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.params)
+
+    @property
+    def option_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.options)
+
+    @property
+    def finisher(self) -> Callable[[pa.Table, Mapping[str, str | None]], pa.Table] | None:
+        """The Python step that finishes this query's rows, or None for a plain SQL query."""
+        target = FINISHERS.get(self.name)
+        if target is None:
+            return None
+        module, _, function = target.partition(":")
+        return getattr(importlib.import_module(module), function)
 
     def defaults(self) -> dict[str, str | None]:
         return {p.name: p.default for p in self.params}
@@ -85,6 +111,7 @@ def parse_query_file(path: Path) -> NamedQuery:
     sql = path.read_text(encoding="utf-8")
     description = ""
     params: list[Param] = []
+    options: list[Param] = []
     notes: list[str] = []
     for line in sql.splitlines():
         line = line.strip()
@@ -94,11 +121,14 @@ def parse_query_file(path: Path) -> NamedQuery:
             description = m["text"].strip()
         elif m := _PARAM.match(line):
             params.append(Param(m["name"], _null_or(m["default"]), (m["help"] or "").strip()))
+        elif m := _OPTION.match(line):
+            options.append(Param(m["name"], _null_or(m["default"]), (m["help"] or "").strip()))
         else:
             notes.append(line.lstrip("-").strip())
     if not description:
         raise ValueError(f"{path.name}: no '-- description:' line in the header")
-    return NamedQuery(path.stem, description, tuple(params), sql, " ".join(notes).strip(), path)
+    return NamedQuery(path.stem, description, tuple(params), sql, " ".join(notes).strip(), path,
+                      tuple(options))
 
 
 @lru_cache(maxsize=1)
@@ -120,16 +150,26 @@ def get_named(name: str) -> NamedQuery:
 
 
 def bind_params(query: NamedQuery, params: Mapping[str, str | None] | None) -> dict[str, str | None]:
-    """The query's defaults overridden by `params`; ValueError for a parameter it does not take."""
-    params = dict(params or {})
+    """The query's defaults overridden by `params`; ValueError for a parameter it does not take.
+    Options (see bind_options) are accepted here and left out of the result."""
+    params = {k: v for k, v in (params or {}).items() if k not in query.option_names}
     unknown = sorted(set(params) - set(query.param_names))
     if unknown:
-        known = ", ".join(query.param_names) or "none"
+        known = ", ".join((*query.param_names, *query.option_names)) or "none"
         raise ValueError(f"named query {query.name!r} has no parameter {', '.join(unknown)}; "
                          f"its parameters: {known}")
     bound = query.defaults()
     for key, value in params.items():
         bound[key] = _null_or(value)
+    return bound
+
+
+def bind_options(query: NamedQuery, params: Mapping[str, str | None] | None) -> dict[str, str | None]:
+    """The query's option defaults overridden by the options among `params`."""
+    bound = {p.name: p.default for p in query.options}
+    for key, value in (params or {}).items():
+        if key in bound:
+            bound[key] = _null_or(value)
     return bound
 
 
@@ -142,9 +182,31 @@ def _relation(cur: duckdb.DuckDBPyConnection, name: str,
     return relation
 
 
+def run_named_stage(con: duckdb.DuckDBPyConnection, name: str,
+                    params: Mapping[str, str | None] | None = None) -> pa.Table:
+    """The rows of the named query's SQL alone, before any Python finisher (Arrow)."""
+    cur = con.cursor()
+    try:
+        return relation_arrow(_relation(cur, name, params))
+    finally:
+        cur.close()
+
+
+def _finished(con: duckdb.DuckDBPyConnection, query: NamedQuery,
+              params: Mapping[str, str | None] | None) -> pa.Table:
+    finisher = query.finisher
+    assert finisher is not None
+    bind_params(query, params)  # an unknown parameter: ValueError before any work
+    options = bind_options(query, params)
+    return finisher(run_named_stage(con, query.name, params), options)
+
+
 def run_named(con: duckdb.DuckDBPyConnection, name: str,
               params: Mapping[str, str | None] | None = None) -> pd.DataFrame:
     """Run the named query with bound parameters on a connection from analysis.db.open_runs."""
+    query = get_named(name)
+    if query.finisher is not None:
+        return _finished(con, query, params).to_pandas()
     cur = con.cursor()
     try:
         return _relation(cur, name, params).df()
@@ -155,11 +217,10 @@ def run_named(con: duckdb.DuckDBPyConnection, name: str,
 def run_named_arrow(con: duckdb.DuckDBPyConnection, name: str,
                     params: Mapping[str, str | None] | None = None) -> pa.Table:
     """As run_named, as an Arrow table (keeps binary and list columns exactly)."""
-    cur = con.cursor()
-    try:
-        return relation_arrow(_relation(cur, name, params))
-    finally:
-        cur.close()
+    query = get_named(name)
+    if query.finisher is not None:
+        return _finished(con, query, params)
+    return run_named_stage(con, name, params)
 
 
 def relation_arrow(relation: duckdb.DuckDBPyRelation) -> pa.Table:
