@@ -1,5 +1,6 @@
 """The findings report: the paper's four claims, per model, weights and embedding point, with
-numbers from the named queries, plots and a gallery of matched triples.
+numbers from the named queries, plots and a gallery of matched triples, and a verdict on every
+claim (analysis/claims.py: supported, not_supported or inconclusive under stated criteria).
 
 A probe run with several settings (several `config_hash` values: e.g. match presets paper and
 default, several lr) is never pooled: each claim is stated once per setting of its probe (its
@@ -10,8 +11,10 @@ block per match setting.
 
 `report.html` is self-contained (images as base64 data URIs, inline CSS, no JavaScript);
 `report.md` references the PNG files written next to it; `report.json` holds the exact query
-rows every stated number comes from (per section, each query's rows: one per setting). A claim
-with no data says so plainly.
+rows every stated number comes from (per section, each query's rows: one per setting), the
+criteria and the `claims` list (the named query `claims`). A claim with no data says so plainly.
+Every sentence about a claim is conditioned on its verdict or only states numbers: nothing says
+the matched images look like their sources unless the invisibility verdict is `supported`.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import figures
+from analysis.claims import NOT_SUPPORTED, SUPPORTED, Criteria, claims_records, load_criteria
 from analysis.db import open_runs, read_manifest, read_progress
 from analysis.gallery import Triple, make_triple
 from analysis.named import run_named
@@ -107,6 +111,16 @@ class Claim:
     empty: str | None = None  # set when there is no data for this claim
     setting: str | None = None  # the probe setting these numbers are for (None: no data)
     config_hash: str | None = None
+    verdicts: list[dict[str, Any]] = field(default_factory=list)  # rows of the claims table
+
+    @property
+    def verdict_table(self) -> Table | None:
+        return _verdict_table(self.verdicts)
+
+    @property
+    def badges(self) -> list[tuple[str, str]]:
+        """(claim, verdict) beside the claim's heading."""
+        return [(v["claim"], v["verdict"]) for v in self.verdicts]
 
 
 @dataclass
@@ -137,6 +151,11 @@ class Section:
     claims: list[Claim]
     gallery: list[GalleryBlock]
     numbers: dict[str, Any]
+    verdicts: list[dict[str, Any]] = field(default_factory=list)  # this section's claims rows
+
+    @property
+    def verdict_table(self) -> Table | None:
+        return _verdict_table(self.verdicts)
 
     @property
     def label(self) -> str:
@@ -153,6 +172,20 @@ class Report:
     failures: Table | None
     n_failures: int
     sections: list[Section]
+    claims: list[dict[str, Any]] = field(default_factory=list)  # the claims table (every section)
+    criteria: dict[str, Any] = field(default_factory=dict)
+    criteria_source: str = ""
+
+    @property
+    def criteria_lines(self) -> list[str]:
+        """The criteria as `claim.key: value` lines."""
+        lines = []
+        for key, value in self.criteria.items():
+            if isinstance(value, dict):
+                lines += [f"{key}.{k}: {v}" for k, v in value.items() if v is not None]
+            else:
+                lines.append(f"{key}: {value}")
+        return lines
 
 
 # ---------------------------------------------------------------- claims
@@ -185,11 +218,81 @@ def _slug_cfg(config_hash: str) -> str:
 _NO_DATA = "for this model, weights and embedding point"
 
 
-def _claim_equivalence(eq: dict | None, inv: dict | None, fig: bytes | None, slug: str) -> Claim:
+# ---------------------------------------------------------------- verdicts (analysis/claims.py)
+
+VerdictRows = dict[tuple[str, str], dict[str, Any]]  # (config_hash, claim) -> claims-table row
+_VERDICT_WORDS = {"supported": "supported", "not_supported": "not supported",
+                  "inconclusive": "inconclusive"}
+
+
+def _claim_verdicts(con: duckdb.DuckDBPyConnection, criteria: Criteria) -> list[dict[str, Any]]:
+    """The claims table under `criteria` (the named query `claims`' rows, checks parsed)."""
+    return claims_records(con, criteria)
+
+
+def _verdict_of(verdicts: VerdictRows, config_hash: str | None, claim: str) -> dict[str, Any] | None:
+    return verdicts.get((config_hash, claim)) if config_hash else None
+
+
+def _interval(v: dict[str, Any], kind: str = "num") -> str:
+    if v.get("ci_low") is None:
+        return "n/a"
+    return f"{fmt(v['ci_low'], kind)}–{fmt(v['ci_high'], kind)}"
+
+
+def _verdict_sentence(label: str, v: dict[str, Any] | None) -> str:
+    """One sentence stating a claim's verdict, its criterion and what decided it."""
+    if v is None:
+        return f"No verdict on {label}: its rows are missing from the claims table."
+    word = _VERDICT_WORDS[v["verdict"]]
+    return f"Verdict on {label}: {word} ({v['reason']}). Criterion: {v['criterion']}."
+
+
+def _failing(v: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for c in v["checks"] if c["verdict"] == NOT_SUPPORTED]
+
+
+def _invisibility_sentence(v: dict[str, Any] | None) -> str:
+    """What the invisibility verdict lets the report say about how the matched images look."""
+    if v is None:
+        return "No invisibility verdict: nothing is said about how the matched images look."
+    if v["verdict"] == SUPPORTED:
+        return ("By the invisibility criterion the matched images pass as their sources "
+                "(every check's interval clears its threshold).")
+    if v["verdict"] == NOT_SUPPORTED:
+        fails = "; ".join(f"{c['criterion']}: estimate {fmt(c['estimate'])}, 95% interval "
+                          f"{fmt(c['ci_low'])}–{fmt(c['ci_high'])}" for c in _failing(v))
+        return f"The matched images fail the invisibility criterion: {fails}."
+    return (f"The invisibility criterion does not decide how the matched images look here "
+            f"({v['reason']}).")
+
+
+def _verdict_table(verdicts: list[dict[str, Any]]) -> Table | None:
+    if not verdicts:
+        return None
+    rows = []
+    for v in verdicts:
+        kind = "pct" if v["statistic"].endswith("_rate") else "num"
+        rows.append([v["claim"], _VERDICT_WORDS[v["verdict"]], v["setting"] or v["config_hash"],
+                     v["criterion"], fmt(v["n"], "int"),
+                     f"{v['statistic']} = {fmt(v['estimate'], kind)}", _interval(v, kind),
+                     v["reason"]])
+    return Table(["claim", "verdict", "setting", "criterion", "n", "estimate", "95% interval",
+                  "decided by"], rows)
+
+
+# ---------------------------------------------------------------- claims
+
+def _claim_equivalence(eq: dict | None, inv: dict | None, fig: bytes | None, slug: str,
+                       verdicts: VerdictRows | None = None) -> Claim:
     claim = Claim("equivalence", "1. Equivalence: a different image, the same embedding")
     if not eq or not eq["n_ok"]:
         claim.empty = f"No match rows (status ok) {_NO_DATA}: claim 1 not measured."
         return claim
+    verdicts = verdicts or {}
+    v_eq = _verdict_of(verdicts, eq["config_hash"], "equivalence")
+    v_inv = _verdict_of(verdicts, eq["config_hash"], "invisibility")
+    claim.verdicts = [v for v in (v_eq, v_inv) if v is not None]
     claim.sentences.append(
         f"{fmt(eq['n_success'], 'int')} of {fmt(eq['n_ok'], 'int')} matches reached the target's "
         f"embedding ({fmt(eq['success_rate'], 'pct')} success rate), in a median of "
@@ -197,9 +300,10 @@ def _claim_equivalence(eq: dict | None, inv: dict | None, fig: bytes | None, slu
         f"{fmt(eq['median_rel_dist'])} (source vs target at the start: "
         f"{fmt(eq['median_rel_dist_start'])}) and the final cosine median {fmt(eq['median_cos'])}."
     )
+    claim.sentences.append(_verdict_sentence("equivalence", v_eq))
     if inv and inv["n_success"]:
         claim.sentences.append(
-            f"The matched images still look like their sources: median PSNR "
+            f"Pixel change of the successful matches against their sources: median PSNR "
             f"{fmt(inv['median_psnr'])} dB (lowest {fmt(inv['min_psnr'])} dB), median SSIM "
             f"{fmt(inv['median_ssim'])}, median largest pixel change "
             f"{fmt(inv['median_pix_linf_255'])}/255. {fmt(inv['quant_success_rate'], 'pct')} of the "
@@ -207,6 +311,7 @@ def _claim_equivalence(eq: dict | None, inv: dict | None, fig: bytes | None, slu
         )
     else:
         claim.sentences.append("No match succeeded, so there are no pixel-change numbers.")
+    claim.sentences.append(_invisibility_sentence(v_inv))
     if eq["n_error"]:
         rows = "row" if eq["n_error"] == 1 else "rows"
         claim.sentences.append(f"{fmt(eq['n_error'], 'int')} match {rows} ended in an error and "
@@ -224,11 +329,14 @@ def _eps_label(norm: str, eps: float) -> str:
     return f"{eps * 255:.3g}/255" if norm == "linf" else fmt(eps)
 
 
-def _claim_normal(rows: list[dict], fig: bytes | None, slug: str) -> Claim:
+def _claim_normal(rows: list[dict], fig: bytes | None, slug: str,
+                  verdicts: VerdictRows | None = None) -> Claim:
     claim = Claim("normal_space", "2. Normal spaces: invisible changes, far-moving embeddings")
     if not rows:
         claim.empty = f"No perturb rows (status ok) {_NO_DATA}: claim 2 not measured."
         return claim
+    v = _verdict_of(verdicts or {}, rows[0]["config_hash"], "normal_space")
+    claim.verdicts = [v] if v is not None else []
     for norm in sorted({r["norm"] for r in rows}):
         top = max((r for r in rows if r["norm"] == norm), key=lambda r: r["eps"])
         claim.sentences.append(
@@ -237,6 +345,7 @@ def _claim_normal(rows: list[dict], fig: bytes | None, slug: str) -> Claim:
             f"change of the same size moves it {fmt(top['median_random_disp_over_pair'])} times "
             f"(median ratio {fmt(top['median_over_random'], 'x')})."
         )
+    claim.sentences.append(_verdict_sentence("normal spaces", v))
     claim.table = Table(
         ["norm", "ε", "pairs", "disp / pair dist (median)", "10–90%", "random δ", "optimised / random",
          "label changed"],
@@ -252,28 +361,39 @@ def _claim_normal(rows: list[dict], fig: bytes | None, slug: str) -> Claim:
     return claim
 
 
+def _top_null_sentence(ratio: float | None) -> str:
+    """The top-versus-null comparison, worded by what the ratio shows."""
+    if ratio is None:
+        return ("No pair has both top singular directions and null-space directions (family "
+                "`null`), so the two are not compared.")
+    if ratio > 1:
+        return (f"Along top singular directions the estimate exceeds the one along null-space "
+                f"directions (family `null`) by a median {fmt(ratio, 'x')} per pair.")
+    return (f"Along top singular directions the estimate does not exceed the one along "
+            f"null-space directions (family `null`): median ratio {fmt(ratio, 'x')} per pair.")
+
+
 def _claim_lipschitz(lip: dict | None, families: list[dict], figs: list[tuple[str, bytes | None]],
-                     slug: str) -> Claim:
+                     slug: str, verdicts: VerdictRows | None = None) -> Claim:
     claim = Claim("lipschitz", "3. Lipschitz evidence: tiny along equivalence, huge along normals")
     if not lip or not lip["n_pairs"]:
         claim.empty = f"No lipschitz rows (status ok) {_NO_DATA}: claim 3 not measured."
         return claim
+    v = _verdict_of(verdicts or {}, lip["config_hash"], "lipschitz")
+    claim.verdicts = [v] if v is not None else []
     claim.sentences.append(
         f"Over {fmt(lip['n_pairs'], 'int')} pairs, σ1 (the largest singular value of the Jacobian) "
         f"is a median {fmt(lip['median_sigma1_over_random'], 'x')} the median estimate along random "
         f"directions (geometric mean {fmt(lip['geomean_sigma1_over_random'], 'x')}, range "
         f"{fmt(lip['min_sigma1_over_random'], 'x')} to {fmt(lip['max_sigma1_over_random'], 'x')})."
     )
-    if lip.get("median_top_over_null") is not None:
-        claim.sentences.append(
-            f"Top singular directions exceed directions with the top subspace projected out (null) "
-            f"by a median {fmt(lip['median_top_over_null'], 'x')}."
-        )
+    claim.sentences.append(_top_null_sentence(lip.get("median_top_over_null")))
     if lip.get("median_match_over_random") is not None:
         claim.sentences.append(
             f"Along the direction found by matching, the estimate is a median "
             f"{fmt(lip['median_match_over_random'], 'x')} the random one."
         )
+    claim.sentences.append(_verdict_sentence("Lipschitz evidence", v))
     claim.table = Table(
         ["family", "directions", "min", "25%", "median", "75%", "max"],
         [[f["family"], fmt(f["n_directions"], "int"), fmt(f["min_estimate"]), fmt(f["p25_estimate"]),
@@ -286,27 +406,30 @@ def _claim_lipschitz(lip: dict | None, families: list[dict], figs: list[tuple[st
     return claim
 
 
-def _claim_overgeneralisation(og: dict | None) -> Claim:
+def _labeller_sentence(og: dict[str, Any], labeller: str, name: str) -> str:
+    labelled, same = og[f"n_{labeller}_labelled_success"], og.get(f"n_{labeller}_same_label_success")
+    left_out = (f" {fmt(same, 'int')} successful {'match' if same == 1 else 'matches'} whose "
+                f"source and target {name} labels alike {'is' if same == 1 else 'are'} left out."
+                if same else "")
+    if not labelled:
+        return f"No {name} labels on successful matches with different source and target labels.{left_out}"
+    return (f"Of the {fmt(labelled, 'int')} successful matches whose source and target {name} "
+            f"labels differently, {fmt(og[f'{labeller}_target_rate_success'], 'pct')} are labelled "
+            f"as the target and {fmt(og[f'{labeller}_source_rate_success'], 'pct')} keep the "
+            f"source's label ({fmt(og[f'{labeller}_target_rate_all'], 'pct')} as the target among "
+            f"all such ok matches).{left_out}")
+
+
+def _claim_overgeneralisation(og: dict | None, verdicts: VerdictRows | None = None) -> Claim:
     claim = Claim("overgeneralisation", "4. Overgeneralisation: labels follow the embedding")
     if not og or not og["n_ok"]:
         claim.empty = f"No match rows (status ok) {_NO_DATA}: claim 4 not measured."
         return claim
-    if og["n_head_labelled_success"]:
-        claim.sentences.append(
-            f"The classifier head labels {fmt(og['head_target_rate_success'], 'pct')} of the "
-            f"successful matches as the target ({fmt(og['head_target_rate_all'], 'pct')} of all "
-            f"matches); {fmt(og['head_source_rate_success'], 'pct')} keep the source's label."
-        )
-    else:
-        claim.sentences.append("No classifier-head labels were recorded for successful matches.")
-    if og["n_knn_labelled_success"]:
-        claim.sentences.append(
-            f"k-NN over clean embeddings labels {fmt(og['knn_target_rate_success'], 'pct')} of the "
-            f"successful matches as the target ({fmt(og['knn_target_rate_all'], 'pct')} of all "
-            f"matches)."
-        )
-    else:
-        claim.sentences.append("No k-NN labels were recorded for successful matches.")
+    v = _verdict_of(verdicts or {}, og["config_hash"], "overgeneralisation")
+    claim.verdicts = [v] if v is not None else []
+    claim.sentences.append(_labeller_sentence(og, "head", "the classifier head"))
+    claim.sentences.append(_labeller_sentence(og, "knn", "k-NN over clean embeddings"))
+    claim.sentences.append(_verdict_sentence("overgeneralisation", v))
     return claim
 
 
@@ -350,10 +473,12 @@ def _gallery(con: duckdb.DuckDBPyConnection, group: Group, slug: str,
 
 
 def _section(con: duckdb.DuckDBPyConnection, group: Group, results: dict[str, list[dict]],
-             gallery_limit: int) -> Section:
+             gallery_limit: int, claim_rows: Sequence[dict[str, Any]] = ()) -> Section:
     model, weights, embed = group
     slug = _slug("-".join(x for x in (model, weights, embed) if x))
     rows = {name: _for(results[name], group) for name in CLAIM_QUERIES}
+    own_verdicts = _for(list(claim_rows), group)
+    verdicts: VerdictRows = {(v["config_hash"], v["claim"]): v for v in own_verdicts}
     base = {"model": model, "weights": weights}
 
     def params(config_hash: str) -> dict[str, str]:
@@ -366,15 +491,15 @@ def _section(con: duckdb.DuckDBPyConnection, group: Group, results: dict[str, li
         fig = figures.match_distributions(run_named(con, "match_pairs", params(cfg))) \
             if eq["n_ok"] else None
         claim = _claim_equivalence(eq, _one(rows["invisibility"], cfg), fig,
-                                   f"{slug}-{_slug_cfg(cfg)}")
+                                   f"{slug}-{_slug_cfg(cfg)}", verdicts)
         claims.append(_with_setting(claim, eq))
     if not rows["equivalence"]:
         claims.append(_claim_equivalence(None, None, None, slug))
     # 2. normal space, one claim per perturb setting
     for cfg, normal in _by_setting(rows["normal_space"]).items():
         fig = figures.eps_curves(run_named(con, "normal_space", params(cfg)))
-        claims.append(_with_setting(_claim_normal(normal, fig, f"{slug}-{_slug_cfg(cfg)}"),
-                                    normal[0]))
+        claims.append(_with_setting(
+            _claim_normal(normal, fig, f"{slug}-{_slug_cfg(cfg)}", verdicts), normal[0]))
     if not rows["normal_space"]:
         claims.append(_claim_normal([], None, slug))
     # 3. Lipschitz, one claim per lipschitz setting
@@ -388,17 +513,17 @@ def _section(con: duckdb.DuckDBPyConnection, group: Group, results: dict[str, li
         ]
         families = [f for f in rows["lipschitz_families"] if f["config_hash"] == cfg]
         claims.append(_with_setting(
-            _claim_lipschitz(lip, families, lip_figs, f"{slug}-{_slug_cfg(cfg)}"), lip))
+            _claim_lipschitz(lip, families, lip_figs, f"{slug}-{_slug_cfg(cfg)}", verdicts), lip))
     if not rows["lipschitz"]:
         claims.append(_claim_lipschitz(None, [], [], slug))
     # 4. overgeneralisation, one claim per match setting
     for og in rows["overgeneralisation"]:
-        claims.append(_with_setting(_claim_overgeneralisation(og), og))
+        claims.append(_with_setting(_claim_overgeneralisation(og, verdicts), og))
     if not rows["overgeneralisation"]:
         claims.append(_claim_overgeneralisation(None))
 
     return Section(model, weights, embed, slug, claims,
-                   _gallery(con, group, slug, gallery_limit), rows)
+                   _gallery(con, group, slug, gallery_limit), rows, own_verdicts)
 
 
 def _group_key(group: Group) -> tuple[str, str, str]:
@@ -430,14 +555,18 @@ def _table(rows: list[dict[str, Any]], columns: Sequence[str]) -> Table | None:
 
 
 def build_report(run_dirs: Sequence[str | Path], *, gallery_limit: int = 6,
-                 max_failures: int = 25) -> Report:
-    """Query the runs and assemble the report (no file written)."""
+                 max_failures: int = 25, criteria: Criteria | None = None,
+                 criteria_source: str | None = None) -> Report:
+    """Query the runs and assemble the report (no file written). `criteria`: the verdicts'
+    criteria (default: analysis/criteria.yaml); `criteria_source` names where they came from."""
+    criteria = criteria or load_criteria()
     con = open_runs(run_dirs)
     try:
         results = {name: _records(run_named(con, name, {})) for name in CLAIM_QUERIES}
+        claim_rows = _claim_verdicts(con, criteria)
         groups = sorted({(r["model"], r["weights"], r.get("embed")) for name in CLAIM_QUERIES
                          for r in results[name] if r["model"] is not None}, key=_group_key)
-        sections = [_section(con, g, results, gallery_limit) for g in groups]
+        sections = [_section(con, g, results, gallery_limit, claim_rows) for g in groups]
         overview = _records(run_named(con, "overview", {}))
         failures = _records(run_named(con, "failures", {}))
     finally:
@@ -454,6 +583,9 @@ def build_report(run_dirs: Sequence[str | Path], *, gallery_limit: int = 6,
                                                   "pair_id", "error"]),
         n_failures=len(failures),
         sections=sections,
+        claims=claim_rows,
+        criteria=criteria.model_dump(),
+        criteria_source=criteria_source or "analysis/criteria.yaml (as shipped)",
     )
 
 
@@ -466,6 +598,7 @@ def _environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
     )
     env.filters["md_cell"] = lambda s: str(s).replace("|", "\\|").replace("\n", " ")
+    env.filters["verdict_word"] = lambda v: _VERDICT_WORDS.get(v, v)
     return env
 
 
@@ -489,14 +622,18 @@ def _numbers_json(report: Report) -> dict[str, Any]:
         return value
 
     return {"runs": report.runs,
+            "criteria": {"source": report.criteria_source, **report.criteria},
+            "claims": plain(report.claims),
             "sections": [{"model": s.model, "weights": s.weights, "embed": s.embed,
                           **plain(s.numbers)} for s in report.sections]}
 
 
 def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, *,
-                 gallery_limit: int = 6) -> dict[str, Path]:
+                 gallery_limit: int = 6, criteria: Criteria | None = None,
+                 criteria_source: str | None = None) -> dict[str, Path]:
     """Write report.html, report.md (+ its PNGs) and report.json into out_dir; their paths."""
-    report = build_report(run_dirs, gallery_limit=gallery_limit)
+    report = build_report(run_dirs, gallery_limit=gallery_limit, criteria=criteria,
+                          criteria_source=criteria_source)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     html, markdown = render(report)
