@@ -1,10 +1,12 @@
 """`vitsweep report`: write the findings report of one or more runs.
 
-    vitsweep report RUN [RUN ...] --out DIR [--gallery N]
+    vitsweep report RUN [RUN ...] --out DIR [--gallery N] [--criteria FILE]
 
 DIR receives report.html (self-contained: open it in a browser, no server), report.md with its
-PNG figures next to it, and report.json (the query rows behind every number). A missing run is
-one line on stderr and exit status 2. Never imports torch or Ray.
+PNG figures next to it, and report.json (the query rows behind every number, the criteria and
+the verdict on every claim). --criteria names a YAML file with the verdict criteria to change
+(analysis/criteria.yaml holds the defaults); it is checked before any run is read. A missing run
+or a bad criteria file is one line on stderr and exit status 2. Never imports torch or Ray.
 """
 
 from __future__ import annotations
@@ -21,11 +23,15 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="folder for report.html, report.md and the figures")
     parser.add_argument("--gallery", type=int, default=6, metavar="N",
                         help="at most N matched triples per model and weights (default 6)")
+    parser.add_argument("--criteria", type=Path, metavar="FILE",
+                        help="YAML file with the verdict criteria to change (defaults: "
+                             "analysis/criteria.yaml)")
 
 
 def run(args: argparse.Namespace) -> int:
     import duckdb
 
+    from analysis.claims import CriteriaError, load_criteria
     from analysis.db import RunNotFound
     from analysis.report import write_report
 
@@ -34,7 +40,12 @@ def run(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out is not a directory: {args.out}")
     try:
-        paths = write_report(args.runs, args.out, gallery_limit=args.gallery)
+        criteria = load_criteria(args.criteria)
+    except CriteriaError as err:
+        raise UserError(str(err)) from None
+    try:
+        paths = write_report(args.runs, args.out, gallery_limit=args.gallery, criteria=criteria,
+                             criteria_source=str(args.criteria) if args.criteria else None)
     except RunNotFound as err:
         raise UserError(str(err)) from None
     except duckdb.Error as err:
