@@ -154,10 +154,6 @@ class Section:
     verdicts: list[dict[str, Any]] = field(default_factory=list)  # this section's claims rows
 
     @property
-    def verdict_table(self) -> Table | None:
-        return _verdict_table(self.verdicts)
-
-    @property
     def label(self) -> str:
         return f"{self.model} ({self.weights}, {self.embed})" if self.embed else \
             f"{self.model} ({self.weights})"
@@ -175,6 +171,11 @@ class Report:
     claims: list[dict[str, Any]] = field(default_factory=list)  # the claims table (every section)
     criteria: dict[str, Any] = field(default_factory=dict)
     criteria_source: str = ""
+
+    @property
+    def verdict_table(self) -> Table | None:
+        """Every verdict of the report at a glance (one row per model, setting and claim)."""
+        return _verdict_table(self.claims, overview=True)
 
     @property
     def criteria_lines(self) -> list[str]:
@@ -267,18 +268,23 @@ def _invisibility_sentence(v: dict[str, Any] | None) -> str:
             f"({v['reason']}).")
 
 
-def _verdict_table(verdicts: list[dict[str, Any]]) -> Table | None:
+def _verdict_table(verdicts: list[dict[str, Any]], overview: bool = False) -> Table | None:
+    """The verdicts with what decided them; `overview`: with model and setting, for the
+    report's summary (a claim's own table has neither: its heading says them)."""
     if not verdicts:
         return None
     rows = []
     for v in verdicts:
         kind = "pct" if v["statistic"].endswith("_rate") else "num"
-        rows.append([v["claim"], _VERDICT_WORDS[v["verdict"]], v["setting"] or v["config_hash"],
-                     v["criterion"], fmt(v["n"], "int"),
+        where = [v["model"], v["weights"], v["embed"] or "", v["setting"] or v["config_hash"]] \
+            if overview else []
+        rows.append([*where, v["claim"], _VERDICT_WORDS[v["verdict"]],
+                     *([] if overview else [v["criterion"]]), fmt(v["n"], "int"),
                      f"{v['statistic']} = {fmt(v['estimate'], kind)}", _interval(v, kind),
                      v["reason"]])
-    return Table(["claim", "verdict", "setting", "criterion", "n", "estimate", "95% interval",
-                  "decided by"], rows)
+    columns = ["claim", "verdict", *([] if overview else ["criterion"]), "n", "estimate",
+               "95% interval", "decided by"]
+    return Table([*(["model", "weights", "embed", "setting"] if overview else []), *columns], rows)
 
 
 # ---------------------------------------------------------------- claims
@@ -428,7 +434,7 @@ def _claim_overgeneralisation(og: dict | None, verdicts: VerdictRows | None = No
     v = _verdict_of(verdicts or {}, og["config_hash"], "overgeneralisation")
     claim.verdicts = [v] if v is not None else []
     claim.sentences.append(_labeller_sentence(og, "head", "the classifier head"))
-    claim.sentences.append(_labeller_sentence(og, "knn", "k-NN over clean embeddings"))
+    claim.sentences.append(_labeller_sentence(og, "knn", "k-NN"))
     claim.sentences.append(_verdict_sentence("overgeneralisation", v))
     return claim
 

@@ -185,6 +185,106 @@ def test_overgeneralisation(con) -> None:
     assert got[("vit_a", "default")]["head_target_rate_success"] == pytest.approx(2 / 3)
     assert got[("vit_a", "paper")]["head_target_rate_success"] == pytest.approx(1.0)
     assert got[("vit_a", "paper")]["knn_target_rate_success"] == pytest.approx(1 / 2)
+    # the fixture's labels always differ at source and target: nothing is left out
+    for row in got.values():
+        assert row["n_head_same_label"] == row["n_knn_same_label"] == 0
+        assert row["n_head_same_label_success"] == row["n_knn_same_label_success"] == 0
+
+
+# Hand-made match rows with labels: (success, pred src/tgt/adv, knn src/tgt/adv); p7 is an error.
+HAND_LABELS = {
+    "p0": (True, (1, 2, 2), (1, 2, 2)),           # both labellers: differ, labelled as target
+    "p1": (True, (1, 2, 1), (1, 1, 1)),           # head: kept the source; knn: same label (out)
+    "p2": (True, (3, 3, 3), (3, 4, 4)),           # head: same label (out); knn: as target
+    "p3": (True, (5, 6, 7), (5, 6, 5)),           # head: neither; knn: kept the source
+    "p4": (False, (1, 2, 2), (1, 1, 1)),          # not a success: only in the "_all" shares
+    "p5": (False, (8, 8, 8), (8, 9, 8)),
+    "p6": (True, (None, None, None), (2, 3, 3)),  # no head labels (a CLIP model)
+}
+
+
+def _hand_labelled_run(root: Path) -> Path:
+    from sweep.run.store import RunStore
+    from sweep.schema import to_table
+
+    rows = []
+    for pair_id, (success, pred, knn) in {**HAND_LABELS, "p7": (None, (None,) * 3, (None,) * 3)}.items():
+        rows.append({
+            "run_id": "hand", "unit_id": "u0", "pair_id": pair_id, "model": "vit_h",
+            "weights": "random:0", "embed": "pre_logits", "probe": "match", "config_hash": "cfg-h",
+            "params": "{}", "status": "error" if pair_id == "p7" else "ok",
+            "error": "boom" if pair_id == "p7" else None, "success": success,
+            "pred_src": pred[0], "pred_tgt": pred[1], "pred_adv": pred[2],
+            "knn_src": knn[0], "knn_tgt": knn[1], "knn_adv": knn[2],
+        })
+    run = root / "hand"
+    RunStore(run).write_unit_tables("match", "vit_h", "u0", {"match": to_table("match", rows)})
+    return run
+
+
+def test_overgeneralisation_leaves_out_same_label_pairs(tmp_path: Path) -> None:
+    """Shares over the pairs each labeller labels differently at source and target, with the
+    counts left out; answers worked out by hand from HAND_LABELS."""
+    con = open_runs([_hand_labelled_run(tmp_path)])
+    row = run_named(con, "overgeneralisation", {}).to_dict("records")[0]
+    assert (row["n_ok"], row["n_success"]) == (7, 5)
+    # head, successes labelled differently: p0 (target), p1 (source), p3 (neither); p2 left out
+    assert row["n_head_labelled_success"] == 3
+    assert row["head_target_rate_success"] == pytest.approx(1 / 3)
+    assert row["head_source_rate_success"] == pytest.approx(1 / 3)
+    assert (row["n_head_same_label_success"], row["n_head_same_label"]) == (1, 2)  # p2; p2, p5
+    assert row["head_target_rate_all"] == pytest.approx(2 / 4)  # p0, p4 of p0, p1, p3, p4
+    # k-NN, successes labelled differently: p0, p2, p6 (target), p3 (source); p1 left out
+    assert row["n_knn_labelled_success"] == 4
+    assert row["knn_target_rate_success"] == pytest.approx(3 / 4)
+    assert row["knn_source_rate_success"] == pytest.approx(1 / 4)
+    assert (row["n_knn_same_label_success"], row["n_knn_same_label"]) == (1, 2)  # p1; p1, p4
+    assert row["knn_target_rate_all"] == pytest.approx(3 / 5)  # p0, p2, p6 of p0, p2, p3, p5, p6
+    # the claims query counts the same pairs
+    claims = run_named(con, "claims", {})
+    og = claims[claims["claim"] == "overgeneralisation"].to_dict("records")[0]
+    checks = {c["statistic"]: c for c in json.loads(og["checks"])}
+    assert (checks["head_target_rate"]["n"], checks["head_target_rate"]["n_left_out"]) == (3, 1)
+    assert checks["head_target_rate"]["estimate"] == pytest.approx(1 / 3)
+    assert (checks["knn_target_rate"]["n"], checks["knn_target_rate"]["n_left_out"]) == (4, 1)
+    assert checks["knn_target_rate"]["estimate"] == pytest.approx(3 / 4)
+    assert og["verdict"] == "inconclusive"  # 3 and 4 pairs: below the minimum n
+
+
+def test_claims(con) -> None:
+    """One verdict row per probe setting and claim, never pooled; n and estimates equal plain
+    Python over the fixture's rows (all inconclusive: a few pairs each)."""
+    df = run_named(con, "claims", {})
+    got = {(r["config_hash"], r["claim"]): r for r in df.to_dict("records")}
+    assert len(got) == len(df) == 3 * 3 + 2 + 2
+    assert set(df["verdict"]) == {"inconclusive"}
+    for model, setting in MATCH_SETTINGS:
+        cfg = config_hash(model, "match", setting)
+        rows = ok_rows("match", model, setting)
+        succ = [r for r in rows if r["success"]]
+        eq = got[(cfg, "equivalence")]
+        assert (eq["n"], eq["estimate"]) == (len(rows), pytest.approx(mean(r["success"] for r in rows)))
+        assert eq["setting"] == MATCH_SETTING_TEXT[setting]
+        inv = {c["statistic"]: c for c in json.loads(got[(cfg, "invisibility")]["checks"])}
+        assert inv["median_psnr"]["estimate"] == pytest.approx(statistics.median(r["psnr"] for r in succ))
+        assert inv["quant_rate"]["estimate"] == pytest.approx(mean(r["quant_success"] for r in succ))
+        og = got[(cfg, "overgeneralisation")]
+        assert og["estimate"] == pytest.approx(mean(r["pred_adv"] == r["pred_tgt"] for r in succ))
+    for m, model in enumerate(MODELS):
+        normal = {(c["statistic"], c["norm"]): c
+                  for c in json.loads(got[(config_hash(model, "perturb"), "normal_space")]["checks"])}
+        rows = ok_rows("perturb", model)
+        for norm in ("linf", "l2"):
+            eps = min(r["eps"] for r in rows if r["norm"] == norm)
+            at = [r for r in rows if r["norm"] == norm and r["eps"] == eps]
+            assert normal[("median_disp_over_pair", norm)]["estimate"] == pytest.approx(
+                statistics.median(r["disp_over_pair"] for r in at))
+            assert normal[("median_over_random", norm)]["estimate"] == pytest.approx(20.0)
+        lip = got[(config_hash(model, "lipschitz"), "lipschitz")]
+        # per pair: median top (50·(i+1)(1+m)) over median null (1·(i+1)) -> 50·(1+m) for both pairs
+        assert (lip["n"], lip["estimate"]) == (2, pytest.approx(50.0 * (1 + m)))
+    assert run_named(con, "claims", {"config_hash": config_hash("vit_a", "match", "paper")})[
+        "claim"].tolist() == ["equivalence", "invisibility", "overgeneralisation"]
 
 
 def test_config_hash_filter(con) -> None:

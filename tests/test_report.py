@@ -189,3 +189,23 @@ def test_cli_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not found" in err[0]
+
+
+def test_verdict_beside_every_claim(run: Path, report: dict[str, Path]) -> None:
+    """Each claim heading carries its verdicts (claim 1: equivalence and invisibility); the
+    verdicts are the named query `claims`' rows; nothing claims the images look unchanged."""
+    html, md = report["html"].read_text(), report["md"].read_text()
+    numbers = json.loads(report["json"].read_text())
+    table = run_named(open_runs([run]), "claims", {}).to_dict("records")
+    assert [(c["config_hash"], c["claim"], c["verdict"], c["n"]) for c in numbers["claims"]] == \
+        [(c["config_hash"], c["claim"], c["verdict"], c["n"]) for c in table]
+    # 3 match settings x (equivalence, invisibility, overgeneralisation) + 2 perturb + 2 lipschitz
+    assert len(numbers["claims"]) == 13 and {c["verdict"] for c in numbers["claims"]} == {"inconclusive"}
+    assert html.count('<span class="verdict v-inconclusive">') == 13
+    assert md.count("**Verdict:**") == 3 + 2 + 2 + 3  # one line per claim block with data
+    assert "equivalence **inconclusive** · invisibility **inconclusive**" in md
+    for text in (html, md):
+        assert "look like their sources" not in text and "pass as their sources" not in text
+        assert "below the minimum of 30" in text
+        assert "exceeds the one along null-space directions" in text  # top/null = 50 and 100
+    assert numbers["criteria"]["invisibility"]["min_median_psnr"] == 30.0
