@@ -291,7 +291,7 @@ def _verdict_table(verdicts: list[dict[str, Any]], overview: bool = False) -> Ta
 
 def _claim_equivalence(eq: dict | None, inv: dict | None, fig: bytes | None, slug: str,
                        verdicts: VerdictRows | None = None) -> Claim:
-    claim = Claim("equivalence", "1. Equivalence: a different image, the same embedding")
+    claim = Claim("equivalence", "1. Equivalence: does a different image reach the same embedding?")
     if not eq or not eq["n_ok"]:
         claim.empty = f"No match rows (status ok) {_NO_DATA}: claim 1 not measured."
         return claim
@@ -337,7 +337,7 @@ def _eps_label(norm: str, eps: float) -> str:
 
 def _claim_normal(rows: list[dict], fig: bytes | None, slug: str,
                   verdicts: VerdictRows | None = None) -> Claim:
-    claim = Claim("normal_space", "2. Normal spaces: invisible changes, far-moving embeddings")
+    claim = Claim("normal_space", "2. Normal spaces: do invisible changes move the embedding far?")
     if not rows:
         claim.empty = f"No perturb rows (status ok) {_NO_DATA}: claim 2 not measured."
         return claim
@@ -381,7 +381,7 @@ def _top_null_sentence(ratio: float | None) -> str:
 
 def _claim_lipschitz(lip: dict | None, families: list[dict], figs: list[tuple[str, bytes | None]],
                      slug: str, verdicts: VerdictRows | None = None) -> Claim:
-    claim = Claim("lipschitz", "3. Lipschitz evidence: tiny along equivalence, huge along normals")
+    claim = Claim("lipschitz", "3. Lipschitz evidence: flat along the null space, steep along top directions?")
     if not lip or not lip["n_pairs"]:
         claim.empty = f"No lipschitz rows (status ok) {_NO_DATA}: claim 3 not measured."
         return claim
@@ -427,7 +427,7 @@ def _labeller_sentence(og: dict[str, Any], labeller: str, name: str) -> str:
 
 
 def _claim_overgeneralisation(og: dict | None, verdicts: VerdictRows | None = None) -> Claim:
-    claim = Claim("overgeneralisation", "4. Overgeneralisation: labels follow the embedding")
+    claim = Claim("overgeneralisation", "4. Overgeneralisation: do labels follow the embedding?")
     if not og or not og["n_ok"]:
         claim.empty = f"No match rows (status ok) {_NO_DATA}: claim 4 not measured."
         return claim
