@@ -221,30 +221,37 @@ def _eps_text(norm: str | None, eps: float | None) -> str:
 
 # statistic -> (kind, criterion text with {thr} (and {norm}, {eps}), what an empty check lacks)
 _STATISTICS: dict[str, tuple[str, str, str]] = {
-    "success_rate": ("rate", "share of ok matches that reach the target's embedding ≥ {thr}",
-                     "no ok match rows"),
-    "median_psnr": ("median", "median PSNR of successful matches ≥ {thr} dB",
-                    "no successful match with a PSNR"),
-    "median_ssim": ("median", "median SSIM of successful matches ≥ {thr}",
-                    "no successful match with an SSIM"),
-    "quant_rate": ("rate", "share of successful matches still matching after 8-bit rounding "
-                           "≥ {thr}", "no successful match with an 8-bit re-check"),
-    "median_disp_over_pair": ("median", "median displacement over the pair distance at the "
-                                        "smallest {norm} ε ({eps}) ≥ {thr}",
-                              "no perturb rows"),
-    "median_over_random": ("median", "median optimised over random-direction displacement at "
-                                     "the smallest {norm} ε ({eps}) ≥ {thr}",
-                           "no perturb rows with a random baseline"),
-    "median_top_over_null": ("median", "median over pairs of (top over null-space Lipschitz "
-                                       "estimate) ≥ {thr}",
-                             "no pair with both `top` and `null` directions"),
-    "head_target_rate": ("rate", "share of successful matches the classifier head labels as the "
-                                 "target, over pairs it labels differently at source and target, "
-                                 "≥ {thr}", "no classifier-head labels on pairs with different "
-                                            "source and target labels"),
-    "knn_target_rate": ("rate", "share of successful matches k-NN labels as the target, over "
-                                "pairs it labels differently at source and target, ≥ {thr}",
-                        "no k-NN labels on pairs with different source and target labels"),
+    "success_rate": (
+        "rate", "share of ok matches that reach the target's embedding ≥ {thr}",
+        "no ok match rows"),
+    "median_psnr": (
+        "median", "median PSNR of successful matches ≥ {thr} dB",
+        "no successful match with a PSNR"),
+    "median_ssim": (
+        "median", "median SSIM of successful matches ≥ {thr}",
+        "no successful match with an SSIM"),
+    "quant_rate": (
+        "rate", "share of successful matches still matching after 8-bit rounding ≥ {thr}",
+        "no successful match with an 8-bit re-check"),
+    "median_disp_over_pair": (
+        "median", ("median displacement over the pair distance at the smallest {norm} ε ({eps}) "
+                   "≥ {thr}"),
+        "no perturb rows"),
+    "median_over_random": (
+        "median", ("median optimised over random-direction displacement at the smallest {norm} "
+                   "ε ({eps}) ≥ {thr}"),
+        "no perturb rows with a random baseline"),
+    "median_top_over_null": (
+        "median", "median over pairs of (top over null-space Lipschitz estimate) ≥ {thr}",
+        "no pair with both `top` and `null` directions"),
+    "head_target_rate": (
+        "rate", ("share of successful matches the classifier head labels as the target, over "
+                 "pairs it labels differently at source and target, ≥ {thr}"),
+        "no classifier-head labels on pairs with different source and target labels"),
+    "knn_target_rate": (
+        "rate", ("share of successful matches k-NN labels as the target, over pairs it labels "
+                 "differently at source and target, ≥ {thr}"),
+        "no k-NN labels on pairs with different source and target labels"),
 }
 _NORM_NAMES = {"linf": "L∞", "l2": "L2"}
 

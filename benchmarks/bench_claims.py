@@ -20,7 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.claims import bootstrap_median, check_rng, load_criteria, percentile_interval
+from analysis.claims import (
+    bootstrap_median,
+    check_rng,
+    load_criteria,
+    percentile_interval,
+)
 from analysis.db import open_runs
 from analysis.named import run_named
 from sweep.run.store import RunStore

@@ -132,7 +132,7 @@ def _lipschitz_rows(mode: str, n: int, run_id: str, null: bool) -> list[dict[str
 
 
 def _unit_row(probe: str, unit_id: str, n_pairs: int, run_id: str) -> dict[str, Any]:
-    start = dt.datetime(2024, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
+    start = dt.datetime(2024, 1, 1, 12, 0, tzinfo=dt.UTC)
     return {"run_id": run_id, "unit_id": unit_id, "model": MODEL, "weights": WEIGHTS,
             "embed": EMBED, "probe": probe, "config_hash": config_hash(probe),
             "params": json.dumps(PARAMS[probe], sort_keys=True), "shard": "shard-000000.tar",
