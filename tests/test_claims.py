@@ -225,6 +225,25 @@ def test_small_n_is_inconclusive(runs) -> None:
         assert row["n"] < 30
 
 
+def test_missing_and_nan_values_are_left_out(tmp_path: Path) -> None:
+    """Successful matches without a PSNR (NULL or NaN) count for the success rate, not for the
+    PSNR median; a perturb row without a random baseline is out of the ratio check only."""
+    from sweep.run.store import RunStore
+    from sweep.schema import to_table
+
+    run, rows = make_claims_run(tmp_path, "satisfy")
+    extra = [dict(r, unit_id="vit_v-match-1", pair_id=f"x{i}", psnr=[None, math.nan][i % 2],
+                  ssim=0.97) for i, r in enumerate(rows["match"][:6])]
+    RunStore(run).write_unit_tables("match", "vit_v", "vit_v-match-1",
+                                    {"match": to_table("match", extra)})
+    got = _claims(run)
+    inv = {c["statistic"]: c for c in json.loads(got["invisibility"]["checks"])}
+    assert (inv["median_psnr"]["n"], inv["median_ssim"]["n"], got["equivalence"]["n"]) == (40, 46, 46)
+    assert inv["median_psnr"]["estimate"] == pytest.approx(
+        statistics.median(r["psnr"] for r in rows["match"]))
+    assert got["invisibility"]["verdict"] == "supported"
+
+
 def test_lipschitz_without_null_directions_is_inconclusive(runs) -> None:
     got = _claims(runs["no_null"][0])
     assert got["lipschitz"]["verdict"] == "inconclusive" and got["lipschitz"]["n"] == 0

@@ -6,8 +6,8 @@
 -- option: criteria = NULL | a YAML file with the criteria to change (NULL: analysis/criteria.yaml as shipped)
 -- This SQL gathers every check's per-pair values (one row per setting and check, values sorted,
 -- plus one marker row per setting); analysis/claims.py turns them into one row per setting and
--- claim (verdict, criterion, n, estimate, ci_low, ci_high, checks). Change the criteria with
--- --param criteria=FILE.
+-- claim (verdict, criterion, n, estimate, ci_low, ci_high, checks). Missing and NaN values are
+-- left out of a check's n. Change the criteria with --param criteria=FILE.
 WITH m AS (
     SELECT * FROM match_ok($run_id, $model, $weights, $config_hash)
 ),
@@ -49,13 +49,13 @@ checks AS (
     FROM m GROUP BY model, weights, embed, config_hash
     UNION ALL BY NAME
     SELECT model, weights, embed, 'match' AS probe, config_hash, 'invisibility' AS claim,
-           'median_psnr' AS statistic, count(psnr) AS n,
-           list(psnr ORDER BY psnr) FILTER (WHERE psnr IS NOT NULL) AS sample
+           'median_psnr' AS statistic, count(*) FILTER (WHERE NOT isnan(psnr)) AS n,
+           list(psnr ORDER BY psnr) FILTER (WHERE NOT isnan(psnr)) AS sample
     FROM msucc GROUP BY model, weights, embed, config_hash
     UNION ALL BY NAME
     SELECT model, weights, embed, 'match' AS probe, config_hash, 'invisibility' AS claim,
-           'median_ssim' AS statistic, count(ssim) AS n,
-           list(ssim ORDER BY ssim) FILTER (WHERE ssim IS NOT NULL) AS sample
+           'median_ssim' AS statistic, count(*) FILTER (WHERE NOT isnan(ssim)) AS n,
+           list(ssim ORDER BY ssim) FILTER (WHERE NOT isnan(ssim)) AS sample
     FROM msucc GROUP BY model, weights, embed, config_hash
     UNION ALL BY NAME
     SELECT model, weights, embed, 'match' AS probe, config_hash, 'invisibility' AS claim,
@@ -79,20 +79,20 @@ checks AS (
     UNION ALL BY NAME
     SELECT model, weights, embed, 'perturb' AS probe, config_hash, 'normal_space' AS claim,
            'median_disp_over_pair' AS statistic, norm, any_value(eps) AS eps,
-           count(disp_over_pair) AS n,
-           list(disp_over_pair ORDER BY disp_over_pair) FILTER (WHERE disp_over_pair IS NOT NULL) AS sample
+           count(*) FILTER (WHERE NOT isnan(disp_over_pair)) AS n,
+           list(disp_over_pair ORDER BY disp_over_pair) FILTER (WHERE NOT isnan(disp_over_pair)) AS sample
     FROM pmin GROUP BY model, weights, embed, config_hash, norm
     UNION ALL BY NAME
     SELECT model, weights, embed, 'perturb' AS probe, config_hash, 'normal_space' AS claim,
            'median_over_random' AS statistic, norm, any_value(eps) AS eps,
-           count(over_random) AS n,
-           list(over_random ORDER BY over_random) FILTER (WHERE over_random IS NOT NULL) AS sample
+           count(*) FILTER (WHERE NOT isnan(over_random)) AS n,
+           list(over_random ORDER BY over_random) FILTER (WHERE NOT isnan(over_random)) AS sample
     FROM pmin GROUP BY model, weights, embed, config_hash, norm
     UNION ALL BY NAME
     SELECT model, weights, embed, 'lipschitz' AS probe, config_hash, 'lipschitz' AS claim,
-           'median_top_over_null' AS statistic, count(ratio) AS n,
-           count(*) FILTER (WHERE ratio IS NULL) AS n_left_out,
-           list(ratio ORDER BY ratio) FILTER (WHERE ratio IS NOT NULL) AS sample
+           'median_top_over_null' AS statistic, count(*) FILTER (WHERE NOT isnan(ratio)) AS n,
+           count(*) FILTER (WHERE ratio IS NULL OR isnan(ratio)) AS n_left_out,
+           list(ratio ORDER BY ratio) FILTER (WHERE NOT isnan(ratio)) AS sample
     FROM lratio GROUP BY model, weights, embed, config_hash
 ),
 everything AS (
