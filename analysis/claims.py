@@ -382,7 +382,9 @@ def judge(rows: pa.Table, criteria: Criteria) -> pa.Table:
             out.append({
                 "model": s["model"], "weights": s["weights"], "embed": s["embed"],
                 "setting": s["setting"], "claim": claim, "verdict": verdict,
-                "criterion": "; ".join(c.criterion for c in checks),
+                "criterion": "; ".join(c.criterion for c in checks)
+                             + f" (each {100 * criteria.confidence:g}% bootstrap interval at "
+                               f"or above its threshold, n ≥ {criteria.min_n_for(claim)})",
                 "statistic": decisive.statistic, "n": decisive.n, "estimate": decisive.estimate,
                 "ci_low": decisive.ci_low, "ci_high": decisive.ci_high,
                 "threshold": decisive.threshold,
