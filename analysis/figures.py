@@ -1,8 +1,9 @@
 """The report's plots, drawn with matplotlib's Agg backend into PNG bytes (no display, no files).
 
-Each function takes the DataFrame of one named query for one model, weights, embedding point and
-probe setting (the report filters by config_hash) and returns PNG bytes, or None when there is
-nothing to draw.
+Each function takes what it draws for one model, weights, embedding point and probe setting, already
+aggregated in DuckDB by analysis/report.py (histogram bins, quantiles, a bounded sample of points,
+or the rows of an aggregate named query), and returns PNG bytes, or None when there is nothing to
+draw: a figure costs the same on 80 pairs as on 75,000.
 """
 
 from __future__ import annotations
@@ -39,24 +40,24 @@ def _finite(values: pd.Series) -> np.ndarray:
     return array[np.isfinite(array)]
 
 
-def match_distributions(pairs: pd.DataFrame) -> bytes | None:
-    """Histograms of the final rel_dist (success and not) and of the PSNR of successful matches."""
-    if pairs.empty:
+def match_distributions(hists: dict[str, tuple[np.ndarray, np.ndarray]]) -> bytes | None:
+    """Histograms of the final rel_dist (success and not, on shared bins) and of the PSNR of
+    successful matches, from pre-computed (edges, counts) per part: "success", "no success",
+    "psnr" (analysis.report bins them in DuckDB)."""
+    if not any(part in hists for part in ("success", "no success")):
         return None
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
-    success = pairs["success"].fillna(False).astype(bool)
-    every = _finite(pairs["rel_dist"])
-    bins = np.histogram_bin_edges(every, bins=min(30, max(5, every.size))) if every.size else 10
-    for mask, label, colour in ((success, "success", "#1f77b4"), (~success, "no success", "#ff7f0e")):
-        values = _finite(pairs.loc[mask, "rel_dist"])
-        if values.size:
-            ax1.hist(values, bins=bins, alpha=0.7, label=f"{label} (n={values.size})", color=colour)
+    for label, colour in (("success", "#1f77b4"), ("no success", "#ff7f0e")):
+        if label in hists:
+            edges, counts = hists[label]
+            ax1.stairs(counts, edges, fill=True, alpha=0.7, color=colour,
+                       label=f"{label} (n={int(counts.sum())})")
     ax1.set_xlabel("final rel_dist = ||f(x) - f(t)|| / ||f(t)||")
     ax1.set_ylabel("pairs")
     ax1.legend(fontsize=8)
-    psnr = _finite(pairs.loc[success, "psnr"])
-    if psnr.size:
-        ax2.hist(psnr, bins=min(30, max(5, psnr.size)), color="#2ca02c")
+    if "psnr" in hists:
+        edges, counts = hists["psnr"]
+        ax2.stairs(counts, edges, fill=True, color="#2ca02c")
         ax2.set_xlabel("PSNR of successful matches (dB)")
     else:
         ax2.text(0.5, 0.5, "no successful match", ha="center", va="center", transform=ax2.transAxes)
@@ -86,19 +87,24 @@ def eps_curves(normal: pd.DataFrame) -> bytes | None:
     return _png(fig)
 
 
-def lipschitz_families(directions: pd.DataFrame) -> bytes | None:
-    """Per-direction Lipschitz estimates by family (top, random, match, null) on a log axis."""
-    values = directions[directions["estimate"] > 0] if not directions.empty else directions
-    if values.empty:
+def lipschitz_families(boxes: pd.DataFrame, points: pd.DataFrame) -> bytes | None:
+    """Per-direction Lipschitz estimates by family (top, random, match, null, …) on a log axis:
+    a box per family from pre-computed quantiles (`boxes`: family, p05, q1, median, q3, p95, n;
+    whiskers at the 5th and 95th percentile) and a sample of the estimates as dots (`points`:
+    family, estimate)."""
+    if boxes.empty:
         return None
-    families = [f for f in _FAMILY_ORDER if f in set(values["family"])]
-    families += sorted(set(values["family"]) - set(families))
+    present = set(boxes["family"])
+    families = [f for f in _FAMILY_ORDER if f in present] + sorted(present - set(_FAMILY_ORDER))
+    by_family = boxes.set_index("family")
+    stats = [{"label": f, "whislo": by_family.at[f, "p05"], "q1": by_family.at[f, "q1"],
+              "med": by_family.at[f, "median"], "q3": by_family.at[f, "q3"],
+              "whishi": by_family.at[f, "p95"], "fliers": []} for f in families]
     fig, ax = plt.subplots(figsize=(6, 3.4))
-    data = [_finite(values.loc[values["family"] == f, "estimate"]) for f in families]
-    ax.boxplot(data, showfliers=False)
-    ax.set_xticks(range(1, len(families) + 1), families)
+    ax.bxp(stats, showfliers=False)
     rng = np.random.default_rng(0)
-    for i, (family, ys) in enumerate(zip(families, data), start=1):
+    for i, family in enumerate(families, start=1):
+        ys = _finite(points.loc[points["family"] == family, "estimate"]) if not points.empty else np.array([])
         xs = i + rng.uniform(-0.15, 0.15, size=ys.size)
         ax.scatter(xs, ys, s=8, alpha=0.6, color=_FAMILY_COLOURS.get(family, "#9467bd"))
     ax.set_yscale("log")

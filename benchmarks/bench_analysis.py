@@ -1,0 +1,252 @@
+"""Analysis at scale: named queries, `vitsweep report` and every dashboard page on a large run.
+
+Builds (once; cached under .bench-cache/ in the repository, which git ignores) a synthetic run the
+size of one ImageNet-val sweep with the engine's own writer and schemas (tests/runfixture.py,
+`make_scale_run`: 3 models x match, perturb and lipschitz, two settings per probe, errors, failed
+units, galleries), then measures, in this one process:
+
+    baseline    a plain DuckDB `SELECT count(*) FROM read_parquet([...every file...])`, in process
+    named       every named query through `vitsweep query RUN --named NAME` (a fresh process each:
+                wall time and the process's peak RSS, from os.wait4)
+    report      `vitsweep report RUN --out DIR` (wall time, peak RSS)
+    dashboard   `vitsweep dashboard RUN`, each page visited twice in headless Chromium (Playwright
+                driving /usr/bin/chromium): first visit (cold caches) and second visit (a new
+                browser context: Streamlit's caches are warm), until the page has rendered
+
+and prints each figure with its ratio to the baseline.
+
+    .venv/bin/python benchmarks/bench_analysis.py                  # the issue's size: 75,000 pairs
+    .venv/bin/python benchmarks/bench_analysis.py --quick          # 3,000 pairs, for trying
+    .venv/bin/python benchmarks/bench_analysis.py --pairs 20000 --skip-dashboard
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+CACHE = REPO / ".bench-cache"
+CHROMIUM = Path(os.environ.get("VITSWEEP_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+PAGES = (("", "Runs"), ("pairs", "Pairs"), ("distributions", "Distributions"), ("models", "Models"),
+         ("sql", "SQL"))
+FIXTURE_VERSION = 1  # bump when make_scale_run changes, so a stale cached run is rebuilt
+
+
+def build_run(pairs: int, pairs_per_unit: int) -> Path:
+    """The cached scale run for this size (built now when missing)."""
+    from runfixture import SCALE_RUN_ID, make_scale_run
+
+    folder = CACHE / f"v{FIXTURE_VERSION}-pairs-{pairs}-unit-{pairs_per_unit}"
+    run = folder / SCALE_RUN_ID
+    marker = folder / "complete"
+    if marker.exists():
+        return run
+    shutil.rmtree(folder, ignore_errors=True)
+    start = time.perf_counter()
+    print(f"building the scale run ({pairs:,} pairs per probe) under {folder} ...", flush=True)
+    make_scale_run(folder, pairs=pairs, pairs_per_unit=pairs_per_unit)
+    marker.write_text("ok\n")
+    print(f"  built in {time.perf_counter() - start:.0f} s", flush=True)
+    return run
+
+
+def describe(run: Path) -> dict[str, float]:
+    import duckdb
+
+    files = sorted(str(p) for p in (run / "results").rglob("*.parquet"))
+    size = sum(Path(f).stat().st_size for f in files)
+    con = duckdb.connect()
+    counts = {}
+    for table in ("match", "perturb", "lipschitz", "pairs", "units", "images"):
+        glob = str(run / "results" / table / "*" / "*" / "*.parquet")
+        counts[table] = con.execute(f"SELECT count(*) FROM read_parquet('{glob}')").fetchone()[0]
+    con.close()
+    return {"files": len(files), "mb": size / 1e6, **counts}
+
+
+def baseline_s(run: Path, repeats: int = 3) -> float:
+    """A plain DuckDB count over every Parquet file of the run (best of `repeats`)."""
+    import duckdb
+
+    files = sorted(str(p) for p in (run / "results").rglob("*.parquet"))
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        con = duckdb.connect()
+        con.execute("SELECT count(*) FROM read_parquet($1, union_by_name = true)", [files]).fetchone()
+        con.close()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _vitsweep() -> list[str]:
+    return [sys.executable, "-m", "sweep.cli"]
+
+
+def timed_process(args: list[str]) -> tuple[float, float, int, str]:
+    """(wall seconds, peak RSS in MiB, exit status, stderr tail) of one child process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return wall, usage.ru_maxrss / 1024, proc.returncode, err.strip()[-300:]
+
+
+def bench_named(run: Path, tmp: Path) -> list[tuple[str, float, float, int, str]]:
+    from analysis.named import list_named
+
+    out = []
+    for query in list_named():
+        target = tmp / f"{query.name}.csv"
+        wall, rss, rc, err = timed_process([*_vitsweep(), "query", str(run), "--named", query.name,
+                                            "--format", "csv", "--output", str(target)])
+        out.append((query.name, wall, rss, rc, err))
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_rendered(page: object, heading: str, timeout_ms: int) -> None:
+    page.get_by_role("heading", name=heading, level=1).wait_for(  # type: ignore[attr-defined]
+        state="visible", timeout=timeout_ms)
+    page.wait_for_function(  # type: ignore[attr-defined]
+        """() => {
+            const app = document.querySelector('[data-testid="stApp"]');
+            if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
+            if (document.querySelector('[data-testid="stSkeleton"]')) return false;
+            for (const c of document.querySelectorAll('.vega-embed'))
+                if (!c.querySelector('canvas, svg')) return false;
+            return Array.from(document.images).every(img => img.complete);
+        }""",
+        timeout=timeout_ms, polling=50,
+    )
+
+
+def bench_dashboard(run: Path, timeout_s: float) -> list[tuple[str, float, float, int]]:
+    """(page, first visit s, second visit s, error boxes) for every page."""
+    from playwright.sync_api import sync_playwright
+
+    port = _free_port()
+    proc = subprocess.Popen([*_vitsweep(), "dashboard", str(run), "--port", str(port)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    out = []
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the dashboard did not start") from None
+                time.sleep(0.3)
+        with sync_playwright() as pw:
+            chrome = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+            try:
+                # warm the browser itself (first context start-up is not the app's time)
+                ctx = chrome.new_context()
+                ctx.new_page().goto("about:blank")
+                ctx.close()
+                for path, heading in PAGES:
+                    times = []
+                    errors = 0
+                    for _ in range(2):
+                        ctx = chrome.new_context(viewport={"width": 1440, "height": 1000})
+                        page = ctx.new_page()
+                        start = time.perf_counter()
+                        page.goto(f"{url}/{path}", wait_until="domcontentloaded")
+                        _wait_rendered(page, heading, int(timeout_s * 1000))
+                        times.append(time.perf_counter() - start)
+                        errors = page.locator('[data-testid="stException"], '
+                                              '[data-testid="stAlertContentError"]').count()
+                        ctx.close()
+                    out.append((heading, times[0], times[1], errors))
+                    print(f"  {heading:<14} first {times[0]:6.2f} s   second {times[1]:6.2f} s"
+                          f"{'   ERROR BOX' if errors else ''}", flush=True)
+            finally:
+                chrome.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=75_000, help="pairs per probe (default 75,000)")
+    parser.add_argument("--pairs-per-unit", type=int, default=500, help="pairs per work unit")
+    parser.add_argument("--quick", action="store_true", help="3,000 pairs, 100 per unit")
+    parser.add_argument("--skip-dashboard", action="store_true")
+    parser.add_argument("--skip-report", action="store_true")
+    parser.add_argument("--skip-named", action="store_true")
+    parser.add_argument("--page-timeout", type=float, default=180.0, help="seconds per page visit")
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    args = parser.parse_args()
+    if args.quick:
+        args.pairs, args.pairs_per_unit = 3_000, 100
+
+    run = build_run(args.pairs, args.pairs_per_unit)
+    info = describe(run)
+    base = baseline_s(run)
+    print(f"run: {run}\n  {info['files']:,} Parquet files, {info['mb']:.0f} MB; rows: "
+          + ", ".join(f"{t} {int(info[t]):,}" for t in ("match", "perturb", "lipschitz", "pairs",
+                                                       "units", "images")))
+    print(f"baseline: plain DuckDB read_parquet count of every file: {base:.3f} s\n", flush=True)
+    figures: dict[str, object] = {"run": info, "baseline_s": base}
+    with tempfile.TemporaryDirectory(prefix="bench-analysis-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        if not args.skip_named:
+            print("named queries (`vitsweep query RUN --named NAME --format csv -o FILE`):")
+            named = bench_named(run, tmp)
+            for name, wall, rss, rc, err in named:
+                status = "" if rc == 0 else f"   EXIT {rc}: {err}"
+                print(f"  {name:<24} {wall:6.2f} s  ({wall / base:6.1f}x baseline)  "
+                      f"peak RSS {rss:7.0f} MiB{status}", flush=True)
+            figures["named"] = [{"name": n, "s": w, "rss_mib": r, "rc": c} for n, w, r, c, _ in named]
+        if not args.skip_report:
+            wall, rss, rc, err = timed_process([*_vitsweep(), "report", str(run), "--out",
+                                                str(tmp / "report")])
+            print(f"\nvitsweep report: {wall:.2f} s ({wall / base:.1f}x baseline), peak RSS "
+                  f"{rss:.0f} MiB" + ("" if rc == 0 else f"  EXIT {rc}: {err}"), flush=True)
+            figures["report"] = {"s": wall, "rss_mib": rss, "rc": rc}
+    if not args.skip_dashboard:
+        print("\ndashboard pages (headless Chromium; second visit = new browser session):")
+        pages = bench_dashboard(run, args.page_timeout)
+        figures["pages"] = [{"page": p, "first_s": a, "second_s": b, "error_boxes": e}
+                            for p, a, b, e in pages]
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
