@@ -230,11 +230,15 @@ def _create_view(con: duckdb.DuckDBPyConnection, table: str, reads: list[str]) -
 
 
 def open_runs(run_dirs: Sequence[str | Path], *, sandbox: bool = True,
-              limits: Limits | None = None) -> duckdb.DuckDBPyConnection:
+              limits: Limits | None = None, snapshot: bool = False) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with views `match`, `perturb`, `lipschitz`, `units`,
     `pairs`, `images` over the union of the given runs, the derived view `settings` and the
     table macros `MACROS`, under `limits` (memory, threads; default `Limits()`).
-    RunNotFound for a bad path."""
+
+    snapshot: compute `settings` once now (a scan of every table) instead of at every query
+    that joins it; for a caller that asks many questions of the files as they are now and opens
+    a new connection when they change (the report; the dashboard, whose connection is keyed on
+    the file listing). The result views stay live either way. RunNotFound for a bad path."""
     runs = check_runs(run_dirs)
     limits = limits or Limits()
     con = duckdb.connect(":memory:")
@@ -245,6 +249,9 @@ def open_runs(run_dirs: Sequence[str | Path], *, sandbox: bool = True,
     for table in VIEWS:
         _create_view(con, table, [r for r in (_read_sql(run, table) for run in runs) if r])
     con.execute(_SETTINGS_SQL)
+    if snapshot:
+        con.execute("CREATE TABLE _settings_snapshot AS SELECT * FROM settings")
+        con.execute("CREATE OR REPLACE VIEW settings AS SELECT * FROM _settings_snapshot")
     for macro in _MACRO_SQL:
         con.execute(macro)
     if sandbox:

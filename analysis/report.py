@@ -533,7 +533,7 @@ def build_report(run_dirs: Sequence[str | Path], *, gallery_limit: int = 6,
     """Query the runs and assemble the report (no file written). `report.read` says how many
     units, files and rows the runs hold and how long reading them for the report took."""
     start = time.perf_counter()
-    con = open_runs(run_dirs)
+    con = open_runs(run_dirs, snapshot=True)  # many questions of the files as they are now
     try:
         data = _read_data(con, gallery_limit)
         results = data.results

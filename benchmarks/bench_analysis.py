@@ -44,7 +44,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 PAGES = (("", "Runs"), ("pairs", "Pairs"), ("distributions", "Distributions"), ("models", "Models"),
          ("sql", "SQL"))
-FIXTURE_VERSION = 1  # bump when make_scale_run changes, so a stale cached run is rebuilt
+FIXTURE_VERSION = 2  # bump when make_scale_run changes, so a stale cached run is rebuilt
 
 
 def build_run(pairs: int, pairs_per_unit: int) -> Path:

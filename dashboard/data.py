@@ -92,7 +92,7 @@ class _Conn:
 
 @st.cache_resource(ttl=CACHE_TTL_S, max_entries=8, show_spinner=False)
 def _open(runs: Runs, key: str) -> _Conn:
-    return _Conn(db.open_runs(list(runs)))
+    return _Conn(db.open_runs(list(runs), snapshot=True))  # re-opened when the listing changes
 
 
 def _connection(runs: Runs) -> _Conn:
@@ -329,44 +329,46 @@ def _metric(column: str) -> str:
     return column
 
 
+def _match_long() -> str:
+    """Ok match rows in long form (series keys, metric, x), finite values only."""
+    metrics = ", ".join(map(_metric, MATCH_METRICS))
+    return (f"SELECT {_SERIES_KEYS}, metric, x FROM (SELECT {_SERIES}, {', '.join(f't.{m}' for m in MATCH_METRICS)} "
+            f"FROM {_with_settings('match')} WHERE t.status = 'ok') "
+            f"UNPIVOT (x FOR metric IN ({metrics})) WHERE isfinite(x)")
+
+
 @keyed
 def match_histograms(runs: Runs, key: str, bins: int = HIST_BINS) -> pd.DataFrame:
     """Histogram bins of rel_dist, PSNR and SSIM of ok match rows, per series: columns series,
     model, weights, embed, setting, config_hash, metric, bin_start, bin_end, count. The bins of a
-    metric are shared by its series (equal width between its finite minimum and maximum)."""
-    parts = []
-    for column in map(_metric, MATCH_METRICS):
-        parts.append(f"""
-        SELECT {_SERIES_KEYS}, '{column}' AS metric, lo + b * width AS bin_start,
-               lo + (b + 1) * width AS bin_end, count(*) AS count
-        FROM (
-            SELECT v.*, r.lo, r.width,
-                   least(CAST(floor((v.x - r.lo) / r.width) AS INTEGER), $bins - 1) AS b
-            FROM (SELECT {_SERIES}, t.{column} AS x FROM {_with_settings('match')}
-                  WHERE t.status = 'ok' AND isfinite(t.{column})) AS v,
-                 (SELECT min(x) AS lo,
-                         CASE WHEN max(x) > min(x) THEN (max(x) - min(x)) / $bins ELSE 1 END AS width
-                  FROM (SELECT {column} AS x FROM match WHERE status = 'ok' AND isfinite({column}))) AS r
-        )
-        GROUP BY ALL""")
-    sql = " UNION ALL ".join(parts) + f" ORDER BY metric, {_SERIES_KEYS}, bin_start"
+    metric are shared by its series (equal width between its finite minimum and maximum).
+    One scan of the match rows."""
+    sql = f"""
+    WITH long AS MATERIALIZED ({_match_long()}),
+    ranges AS (
+        SELECT metric, min(x) AS lo,
+               CASE WHEN max(x) > min(x) THEN (max(x) - min(x)) / $bins ELSE 1 END AS width
+        FROM long GROUP BY metric
+    )
+    SELECT {_SERIES_KEYS}, metric, lo + b * width AS bin_start, lo + (b + 1) * width AS bin_end,
+           count(*) AS count
+    FROM (SELECT l.*, r.lo, r.width,
+                 least(CAST(floor((l.x - r.lo) / r.width) AS INTEGER), $bins - 1) AS b
+          FROM long AS l JOIN ranges AS r USING (metric))
+    GROUP BY ALL ORDER BY metric, {_SERIES_KEYS}, bin_start"""
     return _with_series(_connection(runs).df(sql, {"bins": int(bins)}))
 
 
 @keyed
 def match_ecdf(runs: Runs, key: str, points: int = ECDF_POINTS) -> pd.DataFrame:
     """ECDF points of rel_dist, PSNR and SSIM per series (the quantiles at `points` evenly
-    spaced fractions): columns series, …, metric, value, fraction."""
+    spaced fractions): columns series, …, metric, value, fraction. One scan of the match rows."""
     fractions = [i / (points - 1) for i in range(points)]
-    parts = []
-    for column in map(_metric, MATCH_METRICS):
-        parts.append(f"""
-        SELECT {_SERIES_KEYS}, '{column}' AS metric,
-               unnest(quantile_cont(x, $fractions)) AS value, unnest($fractions) AS fraction
-        FROM (SELECT {_SERIES}, t.{column} AS x FROM {_with_settings('match')}
-              WHERE t.status = 'ok' AND isfinite(t.{column}))
-        GROUP BY {_SERIES_KEYS}""")
-    sql = " UNION ALL ".join(parts) + f" ORDER BY metric, {_SERIES_KEYS}, fraction"
+    sql = f"""
+    SELECT {_SERIES_KEYS}, metric, unnest(quantile_cont(x, $fractions)) AS value,
+           unnest($fractions) AS fraction
+    FROM ({_match_long()})
+    GROUP BY {_SERIES_KEYS}, metric ORDER BY metric, {_SERIES_KEYS}, fraction"""
     return _with_series(_connection(runs).df(sql, {"fractions": fractions}))
 
 
@@ -396,29 +398,27 @@ def displacement_curve(runs: Runs, key: str) -> pd.DataFrame:
 def lipschitz_boxes(runs: Runs, key: str, value: str = "l_jvp", h: float | None = None) -> pd.DataFrame:
     """Box-plot summary of a Lipschitz estimate (l_jvp, or l_fd at step size `h`) per series and
     direction family, over ok rows with a positive value (the axis is logarithmic): columns
-    series, …, family, n, min, q1, median, q3, max."""
+    series, …, family, n, min, q1, median, q3, max; and median_l_jvp, the median l_jvp of every
+    ok row of that series, family and h (for the medians table). One scan of the rows at h."""
     if value not in ("l_jvp", "l_fd"):
         raise ValueError(f"unknown Lipschitz estimate {value!r}")
+    positive = f"FILTER (WHERE t.{value} > 0)"
     return _with_series(_connection(runs).df(
-        f"SELECT {_SERIES}, t.family, count(*) AS n, min(t.{value}) AS min, "
-        f"quantile_cont(t.{value}, 0.25) AS q1, quantile_cont(t.{value}, 0.5) AS median, "
-        f"quantile_cont(t.{value}, 0.75) AS q3, max(t.{value}) AS max "
-        f"FROM {_with_settings('lipschitz')} WHERE t.status = 'ok' AND t.{value} > 0 "
-        "AND ($h IS NULL OR t.h = $h) "
-        f"GROUP BY ALL ORDER BY {_SERIES_KEYS}, family",
-        {"h": h},
-    ))
-
-
-@keyed
-def lipschitz_medians(runs: Runs, key: str, h: float | None = None) -> pd.DataFrame:
-    """Median l_jvp per series and family (rows at step size `h`; all when None)."""
-    return _with_series(_connection(runs).df(
-        f"SELECT {_SERIES}, t.family, median(t.l_jvp) AS median_l_jvp "
+        f"SELECT {_SERIES}, t.family, count(*) {positive} AS n, min(t.{value}) {positive} AS min, "
+        f"quantile_cont(t.{value}, 0.25) {positive} AS q1, "
+        f"quantile_cont(t.{value}, 0.5) {positive} AS median, "
+        f"quantile_cont(t.{value}, 0.75) {positive} AS q3, max(t.{value}) {positive} AS max, "
+        "median(t.l_jvp) AS median_l_jvp "
         f"FROM {_with_settings('lipschitz')} WHERE t.status = 'ok' AND ($h IS NULL OR t.h = $h) "
         f"GROUP BY ALL ORDER BY {_SERIES_KEYS}, family",
         {"h": h},
     ))
+
+
+def lipschitz_medians(runs: Runs, h: float | None = None) -> pd.DataFrame:
+    """Median l_jvp per series and family (rows at step size `h`; all when None)."""
+    boxes = lipschitz_boxes(runs, "l_jvp", h)
+    return boxes[["series", "model", "weights", "embed", "setting", "config_hash", "family", "median_l_jvp"]]
 
 
 @keyed

@@ -531,9 +531,10 @@ def _masked(values: np.ndarray, ok: np.ndarray) -> list[Any]:
 
 
 def _scale_ident(unit: dict[str, Any], pair_idx: np.ndarray, rng: np.random.Generator,
-                 error_rate: float) -> tuple[dict[str, Any], np.ndarray]:
-    n = len(pair_idx)
-    ok = rng.random(n) >= error_rate
+                 error_rate: float, rows_per_pair: int = 1) -> tuple[dict[str, Any], np.ndarray]:
+    """Identity columns of rows `pair_idx` (each pair repeated rows_per_pair times in a row);
+    a pair fails whole (every row of it in error), as the engine's pairs do."""
+    ok = np.repeat(rng.random(len(pair_idx) // rows_per_pair) >= error_rate, rows_per_pair)
     errors = [None if k else SCALE_ERRORS[int(i) % len(SCALE_ERRORS)] for k, i in zip(ok, pair_idx)]
     cols = {
         "run_id": unit["run_id"], "unit_id": unit["unit_id"],
@@ -594,7 +595,7 @@ def _scale_perturb(unit: dict[str, Any], pairs: np.ndarray, rng: np.random.Gener
                    m: int) -> dict[str, Any]:
     rep = np.repeat(pairs, len(SCALE_EPS))
     n = len(rep)
-    cols, ok = _scale_ident(unit, rep, rng, 0.01)
+    cols, ok = _scale_ident(unit, rep, rng, 0.01, len(SCALE_EPS))
     eps = np.tile(np.array(SCALE_EPS), len(pairs))
     dop = eps * 255 * 0.15 * (1 + 0.3 * m) * rng.lognormal(0, 0.35, n)
     pred_src = (rep % 1000).astype(np.int64)
@@ -616,7 +617,7 @@ def _scale_lipschitz(unit: dict[str, Any], pairs: np.ndarray, rng: np.random.Gen
     per_pair = len(SCALE_DIRECTIONS) * len(SCALE_HS)
     rep = np.repeat(pairs, per_pair)
     n = len(rep)
-    cols, ok = _scale_ident(unit, rep, rng, 0.01)
+    cols, ok = _scale_ident(unit, rep, rng, 0.01, per_pair)
     family = [f for f, _ in SCALE_DIRECTIONS for _ in SCALE_HS] * len(pairs)
     direction = np.tile(np.array([d for _, d in SCALE_DIRECTIONS for _ in SCALE_HS]), len(pairs))
     h = np.tile(np.array(SCALE_HS * len(SCALE_DIRECTIONS)), len(pairs))

@@ -46,14 +46,10 @@ if not steps:
 else:
     options = ["l_jvp (exact)"] + [f"l_fd at h = {h:g}" for h in steps]
     pick = st.selectbox("Estimate", range(len(options)), format_func=options.__getitem__, key="lip_estimate")
-    if pick == 0:
-        boxes = data.lipschitz_boxes(runs, "l_jvp", steps[0])
-        st.altair_chart(charts.lipschitz_by_family(boxes, "l_jvp"), width="stretch")
-    else:
-        boxes = data.lipschitz_boxes(runs, "l_fd", steps[pick - 1])
-        st.altair_chart(charts.lipschitz_by_family(boxes, "l_fd"), width="stretch")
-    medians = data.lipschitz_medians(runs, steps[0]).pivot(index="series", columns="family",
-                                                           values="median_l_jvp")
+    value, h = ("l_jvp", steps[0]) if pick == 0 else ("l_fd", steps[pick - 1])
+    boxes = data.lipschitz_boxes(runs, value, h)
+    st.altair_chart(charts.lipschitz_by_family(boxes[boxes["n"] > 0], value), width="stretch")
+    medians = boxes.pivot(index="series", columns="family", values="median_l_jvp")
     medians.columns.name = None
-    st.markdown("**Median l_jvp by family**")
+    st.markdown(f"**Median l_jvp by family** (h = {h:g})")
     st.dataframe(medians, width="stretch")

@@ -3,6 +3,7 @@ of pairs at a time); one pair's images, metrics, loss, labels."""
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from dashboard import charts, common, data, images, pairview
@@ -94,8 +95,8 @@ if len(rows) == 1:
         for name, same in pairview.follows_target(row).items():
             verdict = "**is the target’s**" if same else "is not the target’s"
             st.markdown(f"{name} label of the probed image {verdict}")
-        losses = row.get("loss_trajectory")
-        if losses is not None and len(losses):
+        losses = row.get("loss_trajectory")  # None or pd.NA for a pair in error
+        if losses is not None and not isinstance(losses, type(pd.NA)) and len(losses):
             st.markdown("**Loss trajectory**")
             st.line_chart(charts.loss_trajectory(list(losses), row.get("log_every")), x_label="step", y_label="loss")
 else:
