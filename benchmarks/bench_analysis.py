@@ -18,6 +18,7 @@ and prints each figure with its ratio to the baseline.
     .venv/bin/python benchmarks/bench_analysis.py                  # the issue's size: 75,000 pairs
     .venv/bin/python benchmarks/bench_analysis.py --quick          # 3,000 pairs, for trying
     .venv/bin/python benchmarks/bench_analysis.py --pairs 20000 --skip-dashboard
+    .venv/bin/python benchmarks/bench_analysis.py --three-runs       # also 3 runs at once
 """
 
 from __future__ import annotations
@@ -47,19 +48,21 @@ PAGES = (("", "Runs"), ("pairs", "Pairs"), ("distributions", "Distributions"), (
 FIXTURE_VERSION = 2  # bump when make_scale_run changes, so a stale cached run is rebuilt
 
 
-def build_run(pairs: int, pairs_per_unit: int) -> Path:
-    """The cached scale run for this size (built now when missing)."""
+def build_run(pairs: int, pairs_per_unit: int, copy: int = 0) -> Path:
+    """The cached scale run for this size (built now when missing); copy 1, 2, … are further
+    runs of the same size with their own run_id and seed (for the several-runs figures)."""
     from runfixture import SCALE_RUN_ID, make_scale_run
 
-    folder = CACHE / f"v{FIXTURE_VERSION}-pairs-{pairs}-unit-{pairs_per_unit}"
-    run = folder / SCALE_RUN_ID
+    folder = CACHE / f"v{FIXTURE_VERSION}-pairs-{pairs}-unit-{pairs_per_unit}" / f"copy-{copy}"
+    run_id = SCALE_RUN_ID if copy == 0 else f"{SCALE_RUN_ID}-{copy + 1}"
+    run = folder / run_id
     marker = folder / "complete"
     if marker.exists():
         return run
     shutil.rmtree(folder, ignore_errors=True)
     start = time.perf_counter()
     print(f"building the scale run ({pairs:,} pairs per probe) under {folder} ...", flush=True)
-    make_scale_run(folder, pairs=pairs, pairs_per_unit=pairs_per_unit)
+    make_scale_run(folder, pairs=pairs, pairs_per_unit=pairs_per_unit, run_id=run_id, seed=copy)
     marker.write_text("ok\n")
     print(f"  built in {time.perf_counter() - start:.0f} s", flush=True)
     return run
@@ -111,14 +114,14 @@ def timed_process(args: list[str]) -> tuple[float, float, int, str]:
     return wall, usage.ru_maxrss / 1024, proc.returncode, err.strip()[-300:]
 
 
-def bench_named(run: Path, tmp: Path) -> list[tuple[str, float, float, int, str]]:
+def bench_named(runs: list[Path], tmp: Path) -> list[tuple[str, float, float, int, str]]:
     from analysis.named import list_named
 
     out = []
     for query in list_named():
         target = tmp / f"{query.name}.csv"
-        wall, rss, rc, err = timed_process([*_vitsweep(), "query", str(run), "--named", query.name,
-                                            "--format", "csv", "--output", str(target)])
+        wall, rss, rc, err = timed_process([*_vitsweep(), "query", *map(str, runs), "--named",
+                                            query.name, "--format", "csv", "--output", str(target)])
         out.append((query.name, wall, rss, rc, err))
     return out
 
@@ -210,6 +213,8 @@ def main() -> int:
     parser.add_argument("--skip-named", action="store_true")
     parser.add_argument("--page-timeout", type=float, default=180.0, help="seconds per page visit")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    parser.add_argument("--three-runs", action="store_true",
+                        help="also time the named queries and the report over three runs at once")
     args = parser.parse_args()
     if args.quick:
         args.pairs, args.pairs_per_unit = 3_000, 100
@@ -226,7 +231,7 @@ def main() -> int:
         tmp = Path(tmp_dir)
         if not args.skip_named:
             print("named queries (`vitsweep query RUN --named NAME --format csv -o FILE`):")
-            named = bench_named(run, tmp)
+            named = bench_named([run], tmp)
             for name, wall, rss, rc, err in named:
                 status = "" if rc == 0 else f"   EXIT {rc}: {err}"
                 print(f"  {name:<24} {wall:6.2f} s  ({wall / base:6.1f}x baseline)  "
@@ -238,6 +243,21 @@ def main() -> int:
             print(f"\nvitsweep report: {wall:.2f} s ({wall / base:.1f}x baseline), peak RSS "
                   f"{rss:.0f} MiB" + ("" if rc == 0 else f"  EXIT {rc}: {err}"), flush=True)
             figures["report"] = {"s": wall, "rss_mib": rss, "rc": rc}
+        if args.three_runs:
+            runs = [run] + [build_run(args.pairs, args.pairs_per_unit, copy) for copy in (1, 2)]
+            print("\nthree runs at once (3x the rows; time per run in brackets):")
+            three = bench_named(runs, tmp)
+            for name, wall, rss, rc, err in three:
+                status = "" if rc == 0 else f"   EXIT {rc}: {err}"
+                print(f"  {name:<24} {wall:6.2f} s  ({wall / 3:5.2f} s per run)  peak RSS {rss:7.0f} MiB"
+                      f"{status}", flush=True)
+            wall, rss, rc, err = timed_process([*_vitsweep(), "report", *map(str, runs), "--out",
+                                                str(tmp / "report3")])
+            print(f"  vitsweep report (3 runs): {wall:.2f} s ({wall / 3:.2f} s per run), peak RSS "
+                  f"{rss:.0f} MiB" + ("" if rc == 0 else f"  EXIT {rc}: {err}"), flush=True)
+            figures["three_runs"] = {"named": [{"name": n, "s": w, "rss_mib": r, "rc": c}
+                                               for n, w, r, c, _ in three],
+                                     "report": {"s": wall, "rss_mib": rss, "rc": rc}}
     if not args.skip_dashboard:
         print("\ndashboard pages (headless Chromium; second visit = new browser session):")
         pages = bench_dashboard(run, args.page_timeout)
