@@ -16,8 +16,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # before pyplot: never a display
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib import ticker  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 
 if TYPE_CHECKING:
     import pandas as pd

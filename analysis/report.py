@@ -479,8 +479,8 @@ def _section(data: _Data, group: Group) -> Section:
         lip = part[0]
         empty = pd.DataFrame()
         lip_figs = [
-            ("Directional Lipschitz estimates by direction family (log axis; box: quartiles, "
-             "whiskers: 5th to 95th percentile, dots: up to 200 directions per family)",
+            (("Directional Lipschitz estimates by direction family (log axis; box: quartiles, "
+              "whiskers: 5th to 95th percentile, dots: up to 200 directions per family)"),
              figures.lipschitz_families(data.lipschitz_boxes.get(cfg, empty),
                                         data.lipschitz_points.get(cfg, empty))),
             ("Nonlinearity against the step size h",

@@ -13,7 +13,9 @@ units, galleries), then measures, in this one process:
                 driving /usr/bin/chromium): first visit (cold caches) and second visit (a new
                 browser context: Streamlit's caches are warm), until the page has rendered
 
-and prints each figure with its ratio to the baseline.
+and prints each figure with its ratio to the baseline, and CPU seconds (of the query or report
+process, of the dashboard server during a visit): on a shared machine wall time follows the others'
+load, CPU time much less.
 
     .venv/bin/python benchmarks/bench_analysis.py                  # the issue's size: 75,000 pairs
     .venv/bin/python benchmarks/bench_analysis.py --quick          # 3,000 pairs, for trying
@@ -82,27 +84,31 @@ def describe(run: Path) -> dict[str, float]:
     return {"files": len(files), "mb": size / 1e6, **counts}
 
 
-def baseline_s(run: Path, repeats: int = 3) -> float:
-    """A plain DuckDB count over every Parquet file of the run (best of `repeats`)."""
+def baseline_s(run: Path, repeats: int = 3) -> tuple[float, float]:
+    """(wall s, CPU s) of a plain DuckDB count over every Parquet file of the run (best of
+    `repeats`; CPU time counts every thread of this process)."""
     import duckdb
 
     files = sorted(str(p) for p in (run / "results").rglob("*.parquet"))
-    best = float("inf")
+    best, best_cpu = float("inf"), float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         con = duckdb.connect()
         con.execute("SELECT count(*) FROM read_parquet($1, union_by_name = true)", [files]).fetchone()
         con.close()
         best = min(best, time.perf_counter() - start)
-    return best
+        best_cpu = min(best_cpu, time.process_time() - cpu)
+    return best, best_cpu
 
 
 def _vitsweep() -> list[str]:
     return [sys.executable, "-m", "sweep.cli"]
 
 
-def timed_process(args: list[str]) -> tuple[float, float, int, str]:
-    """(wall seconds, peak RSS in MiB, exit status, stderr tail) of one child process."""
+def timed_process(args: list[str]) -> tuple[float, float, int, str, float]:
+    """(wall seconds, peak RSS in MiB, exit status, stderr tail, CPU seconds) of one child
+    process. CPU seconds (user + system, every thread) hardly change with the load others put
+    on a shared machine; wall seconds do."""
     start = time.perf_counter()
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
@@ -111,18 +117,19 @@ def timed_process(args: list[str]) -> tuple[float, float, int, str]:
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return wall, usage.ru_maxrss / 1024, proc.returncode, err.strip()[-300:]
+    return (wall, usage.ru_maxrss / 1024, proc.returncode, err.strip()[-300:],
+            usage.ru_utime + usage.ru_stime)
 
 
-def bench_named(runs: list[Path], tmp: Path) -> list[tuple[str, float, float, int, str]]:
+def bench_named(runs: list[Path], tmp: Path) -> list[tuple[str, float, float, int, str, float]]:
     from analysis.named import list_named
 
     out = []
     for query in list_named():
         target = tmp / f"{query.name}.csv"
-        wall, rss, rc, err = timed_process([*_vitsweep(), "query", *map(str, runs), "--named",
-                                            query.name, "--format", "csv", "--output", str(target)])
-        out.append((query.name, wall, rss, rc, err))
+        wall, rss, rc, err, cpu = timed_process([*_vitsweep(), "query", *map(str, runs), "--named",
+                                                 query.name, "--format", "csv", "--output", str(target)])
+        out.append((query.name, wall, rss, rc, err, cpu))
     return out
 
 
@@ -148,8 +155,36 @@ def _wait_rendered(page: object, heading: str, timeout_ms: int) -> None:
     )
 
 
-def bench_dashboard(run: Path, timeout_s: float) -> list[tuple[str, float, float, int]]:
-    """(page, first visit s, second visit s, error boxes) for every page."""
+def _server_cpu(pid: int) -> float:
+    """CPU seconds (user + system) the dashboard process and its descendants (the Streamlit
+    server) have used, from /proc (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent pid, cpu seconds)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            text = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) "
+        stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    family, total = {pid}, 0.0
+    changed = True
+    while changed:
+        changed = False
+        for child, (parent, _) in stats.items():
+            if parent in family and child not in family:
+                family.add(child)
+                changed = True
+    for member in family:
+        total += stats.get(member, (0, 0.0))[1]
+    return total
+
+
+def bench_dashboard(run: Path, timeout_s: float) -> list[tuple[str, float, float, int, float, float]]:
+    """(page, first visit s, second visit s, error boxes, server CPU s of the first visit, of
+    the second) for every page."""
     from playwright.sync_api import sync_playwright
 
     port = _free_port()
@@ -176,20 +211,22 @@ def bench_dashboard(run: Path, timeout_s: float) -> list[tuple[str, float, float
                 ctx.new_page().goto("about:blank")
                 ctx.close()
                 for path, heading in PAGES:
-                    times = []
+                    times, cpus = [], []
                     errors = 0
                     for _ in range(2):
                         ctx = chrome.new_context(viewport={"width": 1440, "height": 1000})
                         page = ctx.new_page()
-                        start = time.perf_counter()
+                        start, cpu = time.perf_counter(), _server_cpu(proc.pid)
                         page.goto(f"{url}/{path}", wait_until="domcontentloaded")
                         _wait_rendered(page, heading, int(timeout_s * 1000))
                         times.append(time.perf_counter() - start)
+                        cpus.append(_server_cpu(proc.pid) - cpu)
                         errors = page.locator('[data-testid="stException"], '
                                               '[data-testid="stAlertContentError"]').count()
                         ctx.close()
-                    out.append((heading, times[0], times[1], errors))
-                    print(f"  {heading:<14} first {times[0]:6.2f} s   second {times[1]:6.2f} s"
+                    out.append((heading, times[0], times[1], errors, cpus[0], cpus[1]))
+                    print(f"  {heading:<14} first {times[0]:6.2f} s (server CPU {cpus[0]:5.2f} s)   "
+                          f"second {times[1]:6.2f} s (server CPU {cpus[1]:5.2f} s)"
                           f"{'   ERROR BOX' if errors else ''}", flush=True)
             finally:
                 chrome.close()
@@ -221,48 +258,54 @@ def main() -> int:
 
     run = build_run(args.pairs, args.pairs_per_unit)
     info = describe(run)
-    base = baseline_s(run)
+    base, base_cpu = baseline_s(run)
     print(f"run: {run}\n  {info['files']:,} Parquet files, {info['mb']:.0f} MB; rows: "
           + ", ".join(f"{t} {int(info[t]):,}" for t in ("match", "perturb", "lipschitz", "pairs",
                                                        "units", "images")))
-    print(f"baseline: plain DuckDB read_parquet count of every file: {base:.3f} s\n", flush=True)
-    figures: dict[str, object] = {"run": info, "baseline_s": base}
+    print(f"baseline: plain DuckDB read_parquet count of every file: {base:.3f} s "
+          f"(CPU {base_cpu:.3f} s)\n", flush=True)
+    print(f"load average before: {os.getloadavg()[0]:.1f}", flush=True)
+    figures: dict[str, object] = {"run": info, "baseline_s": base, "baseline_cpu_s": base_cpu,
+                                  "load_before": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory(prefix="bench-analysis-") as tmp_dir:
         tmp = Path(tmp_dir)
         if not args.skip_named:
             print("named queries (`vitsweep query RUN --named NAME --format csv -o FILE`):")
             named = bench_named([run], tmp)
-            for name, wall, rss, rc, err in named:
+            for name, wall, rss, rc, err, cpu in named:
                 status = "" if rc == 0 else f"   EXIT {rc}: {err}"
-                print(f"  {name:<24} {wall:6.2f} s  ({wall / base:6.1f}x baseline)  "
+                print(f"  {name:<24} {wall:6.2f} s  ({wall / base:6.1f}x baseline)  CPU {cpu:6.2f} s  "
                       f"peak RSS {rss:7.0f} MiB{status}", flush=True)
-            figures["named"] = [{"name": n, "s": w, "rss_mib": r, "rc": c} for n, w, r, c, _ in named]
+            figures["named"] = [{"name": n, "s": w, "rss_mib": r, "rc": c, "cpu_s": u}
+                                for n, w, r, c, _, u in named]
         if not args.skip_report:
-            wall, rss, rc, err = timed_process([*_vitsweep(), "report", str(run), "--out",
-                                                str(tmp / "report")])
-            print(f"\nvitsweep report: {wall:.2f} s ({wall / base:.1f}x baseline), peak RSS "
-                  f"{rss:.0f} MiB" + ("" if rc == 0 else f"  EXIT {rc}: {err}"), flush=True)
-            figures["report"] = {"s": wall, "rss_mib": rss, "rc": rc}
+            wall, rss, rc, err, cpu = timed_process([*_vitsweep(), "report", str(run), "--out",
+                                                     str(tmp / "report")])
+            print(f"\nvitsweep report: {wall:.2f} s ({wall / base:.1f}x baseline), CPU {cpu:.2f} s, "
+                  f"peak RSS {rss:.0f} MiB" + ("" if rc == 0 else f"  EXIT {rc}: {err}"), flush=True)
+            figures["report"] = {"s": wall, "rss_mib": rss, "rc": rc, "cpu_s": cpu}
         if args.three_runs:
             runs = [run] + [build_run(args.pairs, args.pairs_per_unit, copy) for copy in (1, 2)]
             print("\nthree runs at once (3x the rows; time per run in brackets):")
             three = bench_named(runs, tmp)
-            for name, wall, rss, rc, err in three:
+            for name, wall, rss, rc, err, _ in three:
                 status = "" if rc == 0 else f"   EXIT {rc}: {err}"
                 print(f"  {name:<24} {wall:6.2f} s  ({wall / 3:5.2f} s per run)  peak RSS {rss:7.0f} MiB"
                       f"{status}", flush=True)
-            wall, rss, rc, err = timed_process([*_vitsweep(), "report", *map(str, runs), "--out",
-                                                str(tmp / "report3")])
+            wall, rss, rc, err, _ = timed_process([*_vitsweep(), "report", *map(str, runs), "--out",
+                                                   str(tmp / "report3")])
             print(f"  vitsweep report (3 runs): {wall:.2f} s ({wall / 3:.2f} s per run), peak RSS "
                   f"{rss:.0f} MiB" + ("" if rc == 0 else f"  EXIT {rc}: {err}"), flush=True)
             figures["three_runs"] = {"named": [{"name": n, "s": w, "rss_mib": r, "rc": c}
-                                               for n, w, r, c, _ in three],
+                                               for n, w, r, c, _, _ in three],
                                      "report": {"s": wall, "rss_mib": rss, "rc": rc}}
     if not args.skip_dashboard:
         print("\ndashboard pages (headless Chromium; second visit = new browser session):")
         pages = bench_dashboard(run, args.page_timeout)
-        figures["pages"] = [{"page": p, "first_s": a, "second_s": b, "error_boxes": e}
-                            for p, a, b, e in pages]
+        figures["pages"] = [{"page": p, "first_s": a, "second_s": b, "error_boxes": e,
+                             "first_cpu_s": c1, "second_cpu_s": c2} for p, a, b, e, c1, c2 in pages]
+    figures["load_after"] = os.getloadavg()[0]
+    print(f"\nload average after: {os.getloadavg()[0]:.1f}")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))
     return 0

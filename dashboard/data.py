@@ -269,12 +269,6 @@ def pairs_page(runs: Runs, key: str, probe: str, models: tuple[str, ...], outcom
     return rows, total
 
 
-def pairs(runs: Runs, probe: str, models: tuple[str, ...], outcome: str = "all",
-          limit: int = PAGE_SIZE) -> pd.DataFrame:
-    """The first `limit` pairs of pairs_page (model, run, unit, pair order)."""
-    return pairs_page(runs, probe, models, outcome, page_size=limit)[0]
-
-
 @keyed
 def pair_rows(runs: Runs, key: str, probe: str, run_id: str, unit_id: str, pair_id: str) -> pd.DataFrame:
     """Every row (every column) of one pair in `probe`'s table."""

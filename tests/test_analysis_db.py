@@ -148,9 +148,8 @@ def test_time_limit_stops_a_runaway_query(run: Path) -> None:
     from analysis.db import QueryStopped, time_limit
 
     con = open_runs([run])
-    with pytest.raises(QueryStopped, match=r"^Query stopped after 0\.5 s"):
-        with time_limit(con, 0.5) as cur:
-            cur.sql(CROSS_JOIN).fetchall()
+    with pytest.raises(QueryStopped, match=r"^Query stopped after 0\.5 s"), time_limit(con, 0.5) as cur:
+        cur.sql(CROSS_JOIN).fetchall()
     with time_limit(con, 30) as cur:
         assert cur.sql("SELECT count(*) FROM match").fetchall() == [(len(fixture_rows()["match"]),)]
 
