@@ -288,17 +288,17 @@ def main() -> int:
             runs = [run] + [build_run(args.pairs, args.pairs_per_unit, copy) for copy in (1, 2)]
             print("\nthree runs at once (3x the rows; time per run in brackets):")
             three = bench_named(runs, tmp)
-            for name, wall, rss, rc, err, _ in three:
+            for name, wall, rss, rc, err, cpu in three:
                 status = "" if rc == 0 else f"   EXIT {rc}: {err}"
-                print(f"  {name:<24} {wall:6.2f} s  ({wall / 3:5.2f} s per run)  peak RSS {rss:7.0f} MiB"
-                      f"{status}", flush=True)
-            wall, rss, rc, err, _ = timed_process([*_vitsweep(), "report", *map(str, runs), "--out",
-                                                   str(tmp / "report3")])
-            print(f"  vitsweep report (3 runs): {wall:.2f} s ({wall / 3:.2f} s per run), peak RSS "
-                  f"{rss:.0f} MiB" + ("" if rc == 0 else f"  EXIT {rc}: {err}"), flush=True)
-            figures["three_runs"] = {"named": [{"name": n, "s": w, "rss_mib": r, "rc": c}
-                                               for n, w, r, c, _, _ in three],
-                                     "report": {"s": wall, "rss_mib": rss, "rc": rc}}
+                print(f"  {name:<24} {wall:6.2f} s  ({wall / 3:5.2f} s per run)  CPU {cpu:6.2f} s  "
+                      f"peak RSS {rss:7.0f} MiB{status}", flush=True)
+            wall, rss, rc, err, cpu = timed_process([*_vitsweep(), "report", *map(str, runs), "--out",
+                                                     str(tmp / "report3")])
+            print(f"  vitsweep report (3 runs): {wall:.2f} s ({wall / 3:.2f} s per run), CPU {cpu:.2f} s, "
+                  f"peak RSS {rss:.0f} MiB" + ("" if rc == 0 else f"  EXIT {rc}: {err}"), flush=True)
+            figures["three_runs"] = {"named": [{"name": n, "s": w, "rss_mib": r, "rc": c, "cpu_s": u}
+                                               for n, w, r, c, _, u in three],
+                                     "report": {"s": wall, "rss_mib": rss, "rc": rc, "cpu_s": cpu}}
     if not args.skip_dashboard:
         print("\ndashboard pages (headless Chromium; second visit = new browser session):")
         pages = bench_dashboard(run, args.page_timeout)

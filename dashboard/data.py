@@ -48,6 +48,7 @@ LISTING_TTL_S = 1.0
 QUERY_TIMEOUT_S = 60.0
 SQL_TIMEOUT_S = float(os.environ.get("VITSWEEP_SQL_TIMEOUT", "10"))
 PAGE_SIZE = 100
+MAX_LISTED = 1000  # rows of a listing the Runs page shows (failed units, error messages)
 Runs = tuple[str, ...]
 T = TypeVar("T")
 _cached = st.cache_data(ttl=CACHE_TTL_S, max_entries=CACHE_ENTRIES, show_spinner=False)
@@ -165,21 +166,23 @@ def read_stats(runs: Runs, key: str) -> db.ReadStats:
 
 @keyed
 def failed_units(runs: Runs, key: str) -> pd.DataFrame:
-    """Units that failed after their retries, with their errors."""
+    """Units that failed after their retries, with their errors (the first MAX_LISTED)."""
     return _connection(runs).df(
         "SELECT run_id, unit_id, model, probe, attempts, error FROM units "
-        "WHERE status = 'error' ORDER BY run_id, unit_id"
+        f"WHERE status = 'error' ORDER BY run_id, unit_id LIMIT {MAX_LISTED}"
     )
 
 
 @keyed
 def pair_errors(runs: Runs, key: str) -> pd.DataFrame:
-    """Pairs whose probe or decoding failed, counted by table, model and error message."""
+    """Pairs whose probe or decoding failed, counted by table, model and error message (the
+    MAX_LISTED most frequent)."""
     parts = " UNION ALL ".join(
         f"SELECT '{t}' AS probe, model, error FROM {_view(t)} WHERE status = 'error'" for t in RESULT_TABLES
     )
     return _connection(runs).df(
-        f"SELECT probe, model, error, count(*) AS rows FROM ({parts}) GROUP BY ALL ORDER BY rows DESC, probe, model"
+        f"SELECT probe, model, error, count(*) AS rows FROM ({parts}) GROUP BY ALL "
+        f"ORDER BY rows DESC, probe, model LIMIT {MAX_LISTED}"
     )
 
 
