@@ -36,7 +36,11 @@ Resources: every connection gets the same `Limits` (DuckDB `memory_limit`, `thre
 Parquet footer cache. `time_limit(con, seconds)` gives a cursor whose query DuckDB interrupts
 after `seconds` (QueryStopped: "Query stopped after N s"). `file_listing(runs)` (names, sizes,
 mtimes of the Parquet files) is the key callers cache results on; `read_stats` counts the units,
-files and rows the runs hold.
+files and rows the runs hold. `open_runs(…, snapshot=True)` computes `settings` once (for callers
+that ask many questions and re-open when the listing changes: the report, the dashboard).
+
+To add a table: give it a schema in sweep/schema.py's ALL_TABLES and it gets a view like the
+others (`_create_view`); a derived view goes next to `settings` (`DERIVED_VIEWS`).
 
 The connection is sandboxed (unless `sandbox=False`): only the run directories can be read
 (`allowed_directories`), no other file, extension or network access (`enable_external_access =
