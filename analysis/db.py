@@ -4,8 +4,10 @@
                                               # (+ settings: one row per probe setting)
     con.sql("SELECT model, avg(success::INT) FROM match WHERE status = 'ok' GROUP BY model")
 
-Each view reads `RUN/results/<table>/*/*/*.parquet` (hive partition folders `probe=…/model=…`,
-`union_by_name`, so runs written by different versions union cleanly) and is unioned by name
+Each view reads `RUN/results/<table>/*/*/*.parquet` (hive partition folders `probe=…/model=…`;
+one read per run, unioned by name, so runs written by different versions union cleanly; inside
+one run `union_by_name` is used only when the run's first and newest file differ in columns:
+unifying 1,600 footers costs seconds per query) and is unioned by name
 with an empty table of the table's schema from sweep/schema.py: every view always has every
 schema column with its schema type, even while a run is still being written and a table has no
 file yet (the view is then empty). Globs are evaluated at query time, so new files of a table that
@@ -30,6 +32,16 @@ filters `(run_id, model, weights, config_hash)`, positionally, where NULL means 
 
 They only read the views, so the SQL console (analysis.guard) may call them too.
 
+Resources: every connection gets the same `Limits` (DuckDB `memory_limit`, `threads`) and a
+Parquet footer cache. `time_limit(con, seconds)` gives a cursor whose query DuckDB interrupts
+after `seconds` (QueryStopped: "Query stopped after N s"). `file_listing(runs)` (names, sizes,
+mtimes of the Parquet files) is the key callers cache results on; `read_stats` counts the units,
+files and rows the runs hold. `open_runs(…, snapshot=True)` computes `settings` once (for callers
+that ask many questions and re-open when the listing changes: the report, the dashboard).
+
+To add a table: give it a schema in sweep/schema.py's ALL_TABLES and it gets a view like the
+others (`_create_view`); a derived view goes next to `settings` (`DERIVED_VIEWS`).
+
 The connection is sandboxed (unless `sandbox=False`): only the run directories can be read
 (`allowed_directories`), no other file, extension or network access (`enable_external_access =
 false`), and the configuration is locked. Never imports torch or Ray.
@@ -38,14 +50,39 @@ false`), and the configuration is locked. Never imports torch or Ray.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from sweep.schema import ALL_TABLES, RESULT_TABLES, SCHEMAS, STATUS_OK
+
+MEMORY_LIMIT_ENV = "VITSWEEP_MEMORY_LIMIT"
+THREADS_ENV = "VITSWEEP_THREADS"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The DuckDB resource settings of every analysis connection (`vitsweep query`, `vitsweep
+    report`, the dashboard): one place, so a named query costs the same everywhere.
+
+    memory_limit: DuckDB's `memory_limit` (its buffer manager; a query that needs more fails
+    with an out-of-memory error instead of taking the machine). threads: DuckDB's `threads`
+    (None: one per core). The environment variables VITSWEEP_MEMORY_LIMIT and VITSWEEP_THREADS
+    change the defaults."""
+
+    memory_limit: str = field(default_factory=lambda: os.environ.get(MEMORY_LIMIT_ENV, "1GB"))
+    threads: int | None = field(
+        default_factory=lambda: int(os.environ[THREADS_ENV]) if os.environ.get(THREADS_ENV) else None)
+
 
 VIEWS: tuple[str, ...] = ALL_TABLES  # match, perturb, lipschitz, pairs, units, images
 DERIVED_VIEWS: tuple[str, ...] = ("settings",)  # views over VIEWS (no files of their own)
@@ -148,39 +185,89 @@ def _check_run_dir(path: str | Path) -> Path:
     return run.resolve()
 
 
-def _table_glob(run: Path, table: str) -> str | None:
-    """The Parquet glob of one table in one run, or None while the table has no file yet."""
+def _table_files(run: Path, table: str) -> list[Path]:
+    """The finished Parquet files of one table in one run (temporary files do not end in
+    .parquet), sorted by name."""
     folder = run / "results" / table
-    if not folder.is_dir() or next(folder.glob("*/*/*.parquet"), None) is None:
-        return None
-    return (folder / "*" / "*" / "*.parquet").as_posix()
+    if not folder.is_dir():
+        return []
+    return sorted(folder.glob("*/*/*.parquet"))
+
+
+def _same_schema(files: Sequence[Path]) -> bool:
+    """Whether a table's files all look written by one version: the first and the newest file
+    have the same columns. (vitsweep writes every file with the table's whole schema, so files
+    differ only between versions, and a run resumed by another version has a newest file of the
+    other kind.) Reading two footers is cheap; unifying every footer (union_by_name) is not."""
+    try:
+        newest = max(files, key=lambda f: f.stat().st_mtime_ns)
+        return pq.read_schema(files[0]).names == pq.read_schema(newest).names
+    except (OSError, pa.ArrowInvalid):
+        return False  # a file vanished or is odd: let DuckDB's union_by_name sort it out
 
 
 def _sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _create_view(con: duckdb.DuckDBPyConnection, table: str, globs: list[str]) -> None:
+def _read_sql(run: Path, table: str) -> str | None:
+    """A SELECT over one run's files of one table, or None while it has none. The glob is
+    evaluated at query time, so files written later are read too."""
+    files = _table_files(run, table)
+    if not files:
+        return None
+    glob = _sql_string((run / "results" / table / "*" / "*" / "*.parquet").as_posix())
+    by_name = "false" if _same_schema(files) else "true"
+    return (f"SELECT * FROM read_parquet({glob}, hive_partitioning = true, "
+            f"union_by_name = {by_name})")
+
+
+def _create_view(con: duckdb.DuckDBPyConnection, table: str, reads: list[str]) -> None:
+    """View `table`: the empty table of its schema unioned by name with every run's files."""
     empty_name = f"_empty_{table}"
     empty = pa.Table.from_batches([], schema=SCHEMAS[table])
     con.register("_arrow_empty", empty)
     con.execute(f"CREATE OR REPLACE TABLE {empty_name} AS SELECT * FROM _arrow_empty")
     con.unregister("_arrow_empty")
-    if not globs:
-        con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {empty_name}")
-        return
-    files = "[" + ", ".join(_sql_string(g) for g in globs) + "]"
-    con.execute(
-        f"CREATE OR REPLACE VIEW {table} AS "
-        f"SELECT * FROM {empty_name} UNION ALL BY NAME "
-        f"SELECT * FROM read_parquet({files}, hive_partitioning = true, union_by_name = true)"
-    )
+    parts = [f"SELECT * FROM {empty_name}", *reads]
+    con.execute(f"CREATE OR REPLACE VIEW {table} AS " + " UNION ALL BY NAME ".join(parts))
 
 
-def open_runs(run_dirs: Sequence[str | Path], *, sandbox: bool = True) -> duckdb.DuckDBPyConnection:
+def open_runs(run_dirs: Sequence[str | Path], *, sandbox: bool = True,
+              limits: Limits | None = None, snapshot: bool = False) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with views `match`, `perturb`, `lipschitz`, `units`,
     `pairs`, `images` over the union of the given runs, the derived view `settings` and the
-    table macros `MACROS`. RunNotFound for a bad path."""
+    table macros `MACROS`, under `limits` (memory, threads; default `Limits()`).
+
+    snapshot: compute `settings` once now (a scan of every table) instead of at every query
+    that joins it; for a caller that asks many questions of the files as they are now and opens
+    a new connection when they change (the report; the dashboard, whose connection is keyed on
+    the file listing). The result views stay live either way. RunNotFound for a bad path."""
+    runs = check_runs(run_dirs)
+    limits = limits or Limits()
+    con = duckdb.connect(":memory:")
+    con.execute(f"SET memory_limit = {_sql_string(limits.memory_limit)}")
+    if limits.threads:
+        con.execute(f"SET threads = {int(limits.threads)}")
+    con.execute("SET parquet_metadata_cache = true")  # footers read once per connection
+    for table in VIEWS:
+        _create_view(con, table, [r for r in (_read_sql(run, table) for run in runs) if r])
+    con.execute(_SETTINGS_SQL)
+    if snapshot:
+        con.execute("CREATE TABLE _settings_snapshot AS SELECT * FROM settings")
+        con.execute("CREATE OR REPLACE VIEW settings AS SELECT * FROM _settings_snapshot")
+    for macro in _MACRO_SQL:
+        con.execute(macro)
+    if sandbox:
+        allowed = "[" + ", ".join(_sql_string(run.as_posix() + "/") for run in runs) + "]"
+        con.execute(f"SET allowed_directories = {allowed}")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+    return con
+
+
+def check_runs(run_dirs: Sequence[str | Path] | str | Path) -> list[Path]:
+    """The run directories, resolved and without duplicates; RunNotFound for a bad path."""
     if isinstance(run_dirs, (str, Path)):
         run_dirs = [run_dirs]
     if not run_dirs:
@@ -190,19 +277,110 @@ def open_runs(run_dirs: Sequence[str | Path], *, sandbox: bool = True) -> duckdb
         run = _check_run_dir(path)
         if run not in runs:
             runs.append(run)
-    con = duckdb.connect(":memory:")
-    for table in VIEWS:
-        globs = [g for g in (_table_glob(run, table) for run in runs) if g is not None]
-        _create_view(con, table, globs)
-    con.execute(_SETTINGS_SQL)
-    for macro in _MACRO_SQL:
-        con.execute(macro)
-    if sandbox:
-        allowed = "[" + ", ".join(_sql_string(run.as_posix() + "/") for run in runs) + "]"
-        con.execute(f"SET allowed_directories = {allowed}")
-        con.execute("SET enable_external_access = false")
-        con.execute("SET lock_configuration = true")
-    return con
+    return runs
+
+
+# ---------------------------------------------------------------- time limits
+
+
+class QueryStopped(Exception):
+    """A query ran past its time limit and DuckDB interrupted it (one-line message)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        super().__init__(f"Query stopped after {seconds:g} s (time limit)")
+
+
+@contextmanager
+def time_limit(con: duckdb.DuckDBPyConnection, seconds: float | None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A fresh cursor of `con` whose queries DuckDB interrupts after `seconds` (None or 0: no
+    limit); an interrupted query raises QueryStopped. The cursor is closed on exit.
+
+        with time_limit(con, 10) as cur:
+            df = cur.sql(sql).df()
+
+    A timer thread calls the cursor's `interrupt()` (DuckDB's own cancellation: the query
+    stops at its next check, memory is released) and repeats it every half second until the
+    block ends, so a query that had not started yet when the limit passed is stopped too."""
+    cur = con.cursor()
+    done = threading.Event()
+    fired = threading.Event()
+
+    def watchdog() -> None:
+        if done.wait(seconds):
+            return
+        fired.set()
+        while not done.is_set():
+            cur.interrupt()
+            done.wait(0.5)
+
+    thread = None
+    if seconds and seconds > 0:
+        thread = threading.Thread(target=watchdog, name="duckdb-time-limit", daemon=True)
+        thread.start()
+    try:
+        yield cur
+    except duckdb.InterruptException:
+        if fired.is_set():
+            raise QueryStopped(float(seconds or 0)) from None
+        raise
+    finally:
+        done.set()
+        if thread is not None:
+            thread.join()
+        cur.close()
+
+
+# ---------------------------------------------------------------- what a run holds
+
+
+def file_listing(run_dirs: Sequence[str | Path]) -> tuple[tuple[str, int, int], ...]:
+    """(path, size, mtime in ns) of every finished Parquet file of the runs, sorted: the key of
+    every cached result (a finished run is read once; a new or rewritten file changes it).
+    Missing runs list nothing."""
+    out: list[tuple[str, int, int]] = []
+    for run in run_dirs:
+        results = Path(run) / "results"
+        for folder, _, names in os.walk(results):
+            for name in names:
+                if name.endswith(".parquet"):
+                    path = os.path.join(folder, name)
+                    try:
+                        st = os.stat(path)
+                    except FileNotFoundError:  # replaced between the listing and the stat
+                        continue
+                    out.append((path, st.st_size, st.st_mtime_ns))
+    return tuple(sorted(out))
+
+
+@dataclass(frozen=True)
+class ReadStats:
+    """How much the analysis read: units (rows of `units`), Parquet files, rows of every
+    table, and the seconds it took to count them (or to build a report)."""
+
+    units: int
+    files: int
+    rows: int
+    seconds: float
+    rows_by_table: dict[str, int] = field(default_factory=dict)
+
+    def text(self) -> str:
+        return (f"read {self.units:,} units, {self.files:,} Parquet files and {self.rows:,} rows "
+                f"in {self.seconds:.1f} s")
+
+
+def read_stats(con: duckdb.DuckDBPyConnection, run_dirs: Sequence[str | Path]) -> ReadStats:
+    """Count what the runs hold (row counts come from the Parquet footers: cheap)."""
+    start = time.perf_counter()
+    files = len(file_listing(check_runs(run_dirs)))
+    cur = con.cursor()
+    try:
+        sql = " UNION ALL ".join(f"SELECT '{t}', count(*) FROM {t}" for t in VIEWS)
+        counts = {name: int(n) for name, n in cur.execute(sql).fetchall()}
+    finally:
+        cur.close()
+    return ReadStats(counts.get("units", 0), files, sum(counts.values()),
+                     time.perf_counter() - start, counts)
 
 
 def _read_text(path: Path) -> str | None:

@@ -43,9 +43,26 @@ def _plain(value: Any, *, binary: str) -> Any:
     return value
 
 
+def _plain_column(column: pa.ChunkedArray, *, binary: str) -> list[Any]:
+    """One column's JSON-able values; strings, integers and booleans need no conversion, so a
+    large result is converted column by column rather than cell by cell."""
+    values = column.to_pylist()
+    kind = column.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind) \
+            or pa.types.is_boolean(kind) or pa.types.is_null(kind):
+        return values
+    return [_plain(v, binary=binary) for v in values]
+
+
+def _rows(table: pa.Table, *, binary: str) -> list[tuple[Any, ...]]:
+    columns = [_plain_column(table.column(i), binary=binary) for i in range(table.num_columns)]
+    return list(zip(*columns)) if columns else [() for _ in range(table.num_rows)]
+
+
 def to_records(table: pa.Table, *, binary: str = "base64") -> list[dict[str, Any]]:
     """Rows as dicts of JSON-able values."""
-    return [{k: _plain(v, binary=binary) for k, v in row.items()} for row in table.to_pylist()]
+    names = table.column_names
+    return [dict(zip(names, row)) for row in _rows(table, binary=binary)]
 
 
 def _cell(value: Any) -> str:
@@ -79,9 +96,9 @@ def format_csv(table: pa.Table) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(table.column_names)
-    for rec in to_records(table):
+    for row in _rows(table, binary="base64"):
         writer.writerow([json.dumps(v) if isinstance(v, (list, dict)) else ("" if v is None else v)
-                         for v in rec.values()])
+                         for v in row])
     return buf.getvalue()
 
 

@@ -24,6 +24,7 @@ import datetime as dt
 import json
 import math
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,9 +37,9 @@ import pandas as pd
 
 from analysis import figures
 from analysis.claims import NOT_SUPPORTED, SUPPORTED, Criteria, claims_records, load_criteria
-from analysis.db import open_runs, read_manifest, read_progress
+from analysis.db import ReadStats, open_runs, read_manifest, read_progress, read_stats
 from analysis.gallery import Triple, make_triple
-from analysis.named import run_named
+from analysis.named import run_named, run_named_arrow
 
 TEMPLATES = Path(__file__).with_name("templates")
 CLAIM_QUERIES = ("equivalence", "invisibility", "normal_space", "lipschitz", "lipschitz_families",
@@ -187,6 +188,11 @@ class Report:
             else:
                 lines.append(f"{key}: {value}")
         return lines
+    read: ReadStats | None = None  # what the report read, and how long building it took
+
+    @property
+    def read_text(self) -> str:
+        return self.read.text() if self.read else ""
 
 
 # ---------------------------------------------------------------- claims
@@ -448,11 +454,10 @@ def _with_setting(claim: Claim, row: dict[str, Any] | None) -> Claim:
     return claim
 
 
-def _gallery(con: duckdb.DuckDBPyConnection, group: Group, slug: str,
-             limit: int) -> list[GalleryBlock]:
-    model, weights, _ = group
-    rows = _for(_records(run_named(con, "gallery", {"model": model, "weights": weights,
-                                                    "limit": str(limit)})), group)
+def _gallery(gallery_rows: list[dict[str, Any]], group: Group, slug: str) -> list[GalleryBlock]:
+    """The gallery blocks of one group, from the rows of one `gallery` query over every group
+    (its limit applies per model, weights, embedding point and setting)."""
+    rows = _for(gallery_rows, group)
     blocks = []
     for config_hash, part in _by_setting(rows).items():
         out = []
@@ -478,24 +483,115 @@ def _gallery(con: duckdb.DuckDBPyConnection, group: Group, slug: str,
     return blocks
 
 
-def _section(con: duckdb.DuckDBPyConnection, group: Group, results: dict[str, list[dict]],
-             gallery_limit: int, claim_rows: Sequence[dict[str, Any]] = ()) -> Section:
+@dataclass
+class _Data:
+    """Everything the sections draw, each read once for every group (one scan per question,
+    not one per model and setting): query rows, and figure inputs aggregated in DuckDB."""
+
+    results: dict[str, list[dict[str, Any]]]
+    match_hists: dict[str, dict[str, Any]]
+    lipschitz_boxes: dict[str, pd.DataFrame]
+    lipschitz_points: dict[str, pd.DataFrame]
+    nonlinearity: pd.DataFrame
+    gallery: list[dict[str, Any]]
+
+
+# Histogram bins as numpy's histogram_bin_edges draws them: `bins` equal widths between the
+# finite minimum and maximum of each setting (a range of 1 around a single value).
+_HIST_SQL = """
+WITH v AS ({source}),
+r AS (
+    SELECT config_hash, count(*) AS n, min(x) AS lo, max(x) AS hi,
+           least(30, greatest(5, count(*)))::INTEGER AS bins
+    FROM v GROUP BY config_hash
+),
+e AS (
+    SELECT config_hash, n, bins,
+           CASE WHEN hi > lo THEN lo ELSE lo - 0.5 END AS lo,
+           CASE WHEN hi > lo THEN (hi - lo) / bins ELSE 1.0 / bins END AS width
+    FROM r
+)
+SELECT v.config_hash, v.part, e.lo, e.width, e.bins,
+       least(CAST(floor((v.x - e.lo) / e.width) AS INTEGER), e.bins - 1) AS b, count(*) AS n
+FROM v JOIN e USING (config_hash)
+GROUP BY ALL ORDER BY v.config_hash, v.part, b
+"""
+_MATCH_REL = ("SELECT config_hash, CASE WHEN coalesce(success, false) THEN 'success' "
+              "ELSE 'no success' END AS part, rel_dist AS x "
+              "FROM match_ok(NULL, NULL, NULL, NULL) WHERE isfinite(rel_dist)")
+_MATCH_PSNR = ("SELECT config_hash, 'psnr' AS part, psnr AS x FROM match_ok(NULL, NULL, NULL, NULL) "
+               "WHERE success AND isfinite(psnr)")
+# Box-plot summary and a deterministic sample of at most 200 directions per family and setting.
+_LIP_BOXES_SQL = """
+SELECT config_hash, family, count(*) AS n,
+       quantile_cont(estimate, 0.05) AS p05, quantile_cont(estimate, 0.25) AS q1,
+       quantile_cont(estimate, 0.5) AS median, quantile_cont(estimate, 0.75) AS q3,
+       quantile_cont(estimate, 0.95) AS p95
+FROM lipschitz_estimates(NULL, NULL, NULL, NULL)
+WHERE estimate > 0 AND isfinite(estimate)
+GROUP BY config_hash, family ORDER BY config_hash, family
+"""
+_LIP_POINTS_SQL = """
+SELECT config_hash, family, estimate FROM (
+    SELECT config_hash, family, estimate,
+           row_number() OVER (PARTITION BY config_hash, family
+                              ORDER BY hash(run_id, unit_id, pair_id, direction)) AS k
+    FROM lipschitz_estimates(NULL, NULL, NULL, NULL)
+    WHERE estimate > 0 AND isfinite(estimate)
+) WHERE k <= 200 ORDER BY config_hash, family, k
+"""
+
+
+def _df(con: duckdb.DuckDBPyConnection, sql: str) -> pd.DataFrame:
+    cur = con.cursor()
+    try:
+        return cur.sql(sql).df()
+    finally:
+        cur.close()
+
+
+def _histograms(con: duckdb.DuckDBPyConnection, source: str) -> dict[str, dict[str, Any]]:
+    """{config_hash: {part: (edges, counts)}} of one histogram SQL source."""
+    df = _df(con, _HIST_SQL.format(source=source))
+    out: dict[str, dict[str, Any]] = {}
+    for (cfg, part), rows in df.groupby(["config_hash", "part"], sort=False):
+        lo, width, bins = float(rows["lo"].iloc[0]), float(rows["width"].iloc[0]), int(rows["bins"].iloc[0])
+        counts = np.zeros(bins, dtype=np.int64)
+        counts[rows["b"].to_numpy(dtype=int)] = rows["n"].to_numpy()
+        out.setdefault(cfg, {})[part] = (lo + width * np.arange(bins + 1), counts)
+    return out
+
+
+def _read_data(con: duckdb.DuckDBPyConnection, gallery_limit: int) -> _Data:
+    results = {name: _records(run_named(con, name, {})) for name in CLAIM_QUERIES}
+    rel, psnr = _histograms(con, _MATCH_REL), _histograms(con, _MATCH_PSNR)
+    hists: dict[str, dict[str, Any]] = {}
+    for cfg in set(rel) | set(psnr):
+        rel_parts = rel.get(cfg, {})
+        # both success groups share the edges of all rows (one query computed them per setting)
+        hists[cfg] = {**rel_parts, **psnr.get(cfg, {})}
+    boxes = _df(con, _LIP_BOXES_SQL)
+    points = _df(con, _LIP_POINTS_SQL)
+    gallery = _records(run_named(con, "gallery", {"limit": str(gallery_limit)})) if gallery_limit else []
+    return _Data(results, hists,
+                 {cfg: part for cfg, part in boxes.groupby("config_hash")},
+                 {cfg: part for cfg, part in points.groupby("config_hash")},
+                 run_named(con, "nonlinearity", {}), gallery)
+
+
+def _section(data: _Data, group: Group, claim_rows: Sequence[dict[str, Any]] = ()) -> Section:
     model, weights, embed = group
     slug = _slug("-".join(x for x in (model, weights, embed) if x))
+    results = data.results
     rows = {name: _for(results[name], group) for name in CLAIM_QUERIES}
     own_verdicts = _for(list(claim_rows), group)
     verdicts: VerdictRows = {(v["config_hash"], v["claim"]): v for v in own_verdicts}
-    base = {"model": model, "weights": weights}
-
-    def params(config_hash: str) -> dict[str, str]:
-        return {**base, "config_hash": config_hash}
 
     claims: list[Claim] = []
     # 1. equivalence, one claim per match setting
     for cfg, part in _by_setting(rows["equivalence"]).items():
         eq = part[0]
-        fig = figures.match_distributions(run_named(con, "match_pairs", params(cfg))) \
-            if eq["n_ok"] else None
+        fig = figures.match_distributions(data.match_hists.get(cfg, {})) if eq["n_ok"] else None
         claim = _claim_equivalence(eq, _one(rows["invisibility"], cfg), fig,
                                    f"{slug}-{_slug_cfg(cfg)}", verdicts)
         claims.append(_with_setting(claim, eq))
@@ -503,19 +599,23 @@ def _section(con: duckdb.DuckDBPyConnection, group: Group, results: dict[str, li
         claims.append(_claim_equivalence(None, None, None, slug))
     # 2. normal space, one claim per perturb setting
     for cfg, normal in _by_setting(rows["normal_space"]).items():
-        fig = figures.eps_curves(run_named(con, "normal_space", params(cfg)))
+        fig = figures.eps_curves(pd.DataFrame(normal))
         claims.append(_with_setting(
             _claim_normal(normal, fig, f"{slug}-{_slug_cfg(cfg)}", verdicts), normal[0]))
     if not rows["normal_space"]:
         claims.append(_claim_normal([], None, slug))
     # 3. Lipschitz, one claim per lipschitz setting
+    nonlin = data.nonlinearity
     for cfg, part in _by_setting(rows["lipschitz"]).items():
         lip = part[0]
+        empty = pd.DataFrame()
         lip_figs = [
-            ("Directional Lipschitz estimates by direction family (log axis)",
-             figures.lipschitz_families(run_named(con, "lipschitz_directions", params(cfg)))),
+            (("Directional Lipschitz estimates by direction family (log axis; box: quartiles, "
+              "whiskers: 5th to 95th percentile, dots: up to 200 directions per family)"),
+             figures.lipschitz_families(data.lipschitz_boxes.get(cfg, empty),
+                                        data.lipschitz_points.get(cfg, empty))),
             ("Nonlinearity against the step size h",
-             figures.nonlinearity_curves(run_named(con, "nonlinearity", params(cfg)))),
+             figures.nonlinearity_curves(nonlin[nonlin["config_hash"] == cfg] if len(nonlin) else nonlin)),
         ]
         families = [f for f in rows["lipschitz_families"] if f["config_hash"] == cfg]
         claims.append(_with_setting(
@@ -528,8 +628,8 @@ def _section(con: duckdb.DuckDBPyConnection, group: Group, results: dict[str, li
     if not rows["overgeneralisation"]:
         claims.append(_claim_overgeneralisation(None))
 
-    return Section(model, weights, embed, slug, claims,
-                   _gallery(con, group, slug, gallery_limit), rows, own_verdicts)
+    return Section(model, weights, embed, slug, claims, _gallery(data.gallery, group, slug), rows,
+                   own_verdicts)
 
 
 def _group_key(group: Group) -> tuple[str, str, str]:
@@ -564,19 +664,28 @@ def build_report(run_dirs: Sequence[str | Path], *, gallery_limit: int = 6,
                  max_failures: int = 25, criteria: Criteria | None = None,
                  criteria_source: str | None = None) -> Report:
     """Query the runs and assemble the report (no file written). `criteria`: the verdicts'
-    criteria (default: analysis/criteria.yaml); `criteria_source` names where they came from."""
+    criteria (default: analysis/criteria.yaml); `criteria_source` names where they came from.
+    `report.read` says how many units, files and rows the runs hold and how long reading them
+    for the report took."""
     criteria = criteria or load_criteria()
-    con = open_runs(run_dirs)
+    start = time.perf_counter()
+    con = open_runs(run_dirs, snapshot=True)  # many questions of the files as they are now
     try:
-        results = {name: _records(run_named(con, name, {})) for name in CLAIM_QUERIES}
+        data = _read_data(con, gallery_limit)
+        results = data.results
         claim_rows = _claim_verdicts(con, criteria)
         groups = sorted({(r["model"], r["weights"], r.get("embed")) for name in CLAIM_QUERIES
                          for r in results[name] if r["model"] is not None}, key=_group_key)
-        sections = [_section(con, g, results, gallery_limit, claim_rows) for g in groups]
+        sections = [_section(data, g, claim_rows) for g in groups]
         overview = _records(run_named(con, "overview", {}))
-        failures = _records(run_named(con, "failures", {}))
+        failures_table = run_named_arrow(con, "failures", {})
+        failures = _records(failures_table.slice(0, max_failures).to_pandas())
+        n_failures = failures_table.num_rows
+        stats = read_stats(con, run_dirs)
     finally:
         con.close()
+    read = ReadStats(stats.units, stats.files, stats.rows, time.perf_counter() - start,
+                     stats.rows_by_table)
     runs = [_run_info(Path(d)) for d in run_dirs]
     return Report(
         title="vitsweep findings: " + ", ".join(r["run_id"] for r in runs),
@@ -585,13 +694,14 @@ def build_report(run_dirs: Sequence[str | Path], *, gallery_limit: int = 6,
         overview=_table(overview, ["model", "weights", "embed", "probe", "setting", "units",
                                    "units_ok", "units_error", "units_in_progress", "pairs_ok",
                                    "pairs_error"]),
-        failures=_table(failures[:max_failures], ["kind", "model", "probe", "setting", "unit_id",
-                                                  "pair_id", "error"]),
-        n_failures=len(failures),
+        failures=_table(failures, ["kind", "model", "probe", "setting", "unit_id",
+                                   "pair_id", "error"]),
+        n_failures=n_failures,
         sections=sections,
         claims=claim_rows,
         criteria=criteria.model_dump(),
         criteria_source=criteria_source or "analysis/criteria.yaml (as shipped)",
+        read=read,
     )
 
 

@@ -1,4 +1,7 @@
-"""Altair chart builders for the dashboard pages (DataFrames in, charts out; no data access)."""
+"""Altair chart builders for the dashboard pages (DataFrames in, charts out; no data access).
+
+The frames are already aggregated (bins, quantiles, box-plot summaries computed in DuckDB by
+dashboard/data.py): a chart embeds only the points it draws, whatever the size of the run."""
 
 from __future__ import annotations
 
@@ -6,57 +9,41 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-MAX_POINTS = 20_000  # altair embeds the data in the page: keep the payload small
 # Series labels carry the probe setting where a run has several ("vit_b · lr=0.08, preset=paper"):
 # a legend below the chart, one label a line, wide enough to tell the settings apart.
 _LEGEND = alt.Legend(orient="bottom", direction="vertical", labelLimit=420)
 
 
-def _thin(df: pd.DataFrame) -> pd.DataFrame:
-    return df.sample(MAX_POINTS, random_state=0) if len(df) > MAX_POINTS else df
-
-
-def histogram(
-    df: pd.DataFrame, column: str, *, by: str = "model", bins: int | None = None, title: str = ""
-) -> alt.Chart:
-    """Overlaid histograms of `column`, one colour per value of `by` (bins: about 2·√n, 10 to 40)."""
-    data = _thin(df[[column, by]].dropna())
-    bins = bins or int(np.clip(2 * np.sqrt(len(data)), 10, 40))
+def histogram(bins: pd.DataFrame, metric: str, *, by: str = "series", title: str = "") -> alt.Chart:
+    """Overlaid histograms from pre-computed bins (columns `by`, metric, bin_start, bin_end,
+    count; dashboard.data.match_histograms), one colour per value of `by`."""
+    data = bins.loc[bins["metric"] == metric, [by, "bin_start", "bin_end", "count"]]
     return (
-        alt.Chart(data, title=title or column)
+        alt.Chart(data, title=title or metric)
         .mark_bar(opacity=0.55, binSpacing=0)
         .encode(
-            x=alt.X(f"{column}:Q", bin=alt.Bin(maxbins=bins), title=column),
-            y=alt.Y("count():Q", stack=None, title="pairs"),
+            x=alt.X("bin_start:Q", title=metric, bin="binned"),
+            x2="bin_end:Q",
+            y=alt.Y("count:Q", stack=None, title="pairs"),
             color=alt.Color(f"{by}:N", legend=_LEGEND),
-            tooltip=[f"{by}:N", "count():Q"],
+            tooltip=[f"{by}:N", alt.Tooltip("bin_start:Q", format=".4g"),
+                     alt.Tooltip("bin_end:Q", format=".4g"), "count:Q"],
         )
     )
 
 
-def ecdf_frame(df: pd.DataFrame, column: str, *, by: str = "model") -> pd.DataFrame:
-    """Empirical CDF of `column` per group: columns `by`, `column`, `fraction`."""
-    parts = []
-    for key, group in df[[column, by]].dropna().groupby(by, sort=True):
-        values = np.sort(group[column].to_numpy(dtype=float))
-        if len(values) > 2000:  # a quantile grid draws the same curve with far fewer points
-            values = np.quantile(values, np.linspace(0, 1, 2000))
-        fraction = np.linspace(1 / len(values), 1.0, len(values))
-        parts.append(pd.DataFrame({by: key, column: values, "fraction": fraction}))
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[by, column, "fraction"])
-
-
-def ecdf(df: pd.DataFrame, column: str, *, by: str = "model", title: str = "") -> alt.Chart:
-    """Empirical CDF of `column`, one line per value of `by`."""
-    data = ecdf_frame(df, column, by=by)
+def ecdf(points: pd.DataFrame, metric: str, *, by: str = "series", title: str = "") -> alt.Chart:
+    """Empirical CDF from pre-computed quantiles (columns `by`, metric, value, fraction;
+    dashboard.data.match_ecdf), one line per value of `by`."""
+    data = points.loc[points["metric"] == metric, [by, "value", "fraction"]]
     return (
-        alt.Chart(data, title=title or f"ECDF of {column}")
+        alt.Chart(data, title=title or f"ECDF of {metric}")
         .mark_line(interpolate="step-after")
         .encode(
-            x=alt.X(f"{column}:Q", title=column),
+            x=alt.X("value:Q", title=metric),
             y=alt.Y("fraction:Q", title="fraction of pairs", scale=alt.Scale(domain=[0, 1])),
             color=alt.Color(f"{by}:N", legend=_LEGEND),
-            tooltip=[f"{by}:N", f"{column}:Q", "fraction:Q"],
+            tooltip=[f"{by}:N", alt.Tooltip("value:Q", format=".4g"), "fraction:Q"],
         )
     )
 
@@ -81,21 +68,24 @@ def displacement_vs_eps(df: pd.DataFrame, norm: str) -> alt.Chart:
     )
 
 
-def lipschitz_by_family(df: pd.DataFrame, value: str = "l_jvp") -> alt.Chart:
-    """Box plots of a Lipschitz estimate per direction family, log y axis, one colour per series
-    (model and setting label, column `series`)."""
-    data = _thin(df[["series", "family", value]].dropna())
-    data = data[data[value] > 0]  # a log axis cannot show 0
-    return (
-        alt.Chart(data, title=f"Local Lipschitz estimates ({value}) by direction family")
-        .mark_boxplot(extent="min-max")
-        .encode(
-            x=alt.X("family:N", title="direction family", sort=["top", "match", "random", "null"]),
-            xOffset=alt.XOffset("series:N"),
-            y=alt.Y(f"{value}:Q", title=f"{value} (log scale)", scale=alt.Scale(type="log")),
-            color=alt.Color("series:N", legend=_LEGEND),
-        )
+def lipschitz_by_family(boxes: pd.DataFrame, value: str = "l_jvp") -> alt.Chart:
+    """Box plots of a Lipschitz estimate per direction family from pre-computed summaries
+    (columns series, family, min, q1, median, q3, max; dashboard.data.lipschitz_boxes): whiskers
+    from min to max, a box from q1 to q3, a tick at the median; log y axis, one colour per series."""
+    order = ["top", "match", "grad", "random", "null", "off_top"]
+    base = alt.Chart(boxes, title=f"Local Lipschitz estimates ({value}) by direction family").encode(
+        x=alt.X("family:N", title="direction family", sort=order),
+        xOffset=alt.XOffset("series:N"),
+        color=alt.Color("series:N", legend=_LEGEND),
+        tooltip=["series:N", "family:N", "n:Q", alt.Tooltip("min:Q", format=".4g"),
+                 alt.Tooltip("q1:Q", format=".4g"), alt.Tooltip("median:Q", format=".4g"),
+                 alt.Tooltip("q3:Q", format=".4g"), alt.Tooltip("max:Q", format=".4g")],
     )
+    y = alt.Y("min:Q", title=f"{value} (log scale)", scale=alt.Scale(type="log"))
+    whiskers = base.mark_rule().encode(y=y, y2="max:Q")
+    box = base.mark_bar(size=12).encode(y=alt.Y("q1:Q", scale=alt.Scale(type="log")), y2="q3:Q")
+    median = base.mark_tick(color="black", size=12).encode(y=alt.Y("median:Q", scale=alt.Scale(type="log")))
+    return alt.layer(whiskers, box, median)
 
 
 def loss_trajectory(losses: list[float], log_every: int | None) -> pd.DataFrame:

@@ -1,13 +1,19 @@
 """Every read the dashboard makes: cached functions over analysis/ (pages never touch SQL).
 
-Runs are passed as a tuple of path strings (hashable, so Streamlit can key its caches on them).
-Caches are short-lived (`TTL_S`) so a run that is still being written refreshes on its own; the
-DuckDB connection is re-opened every `CONNECTION_TTL_S`, which picks up tables that had no file
-when it was first opened. Queries run on a fresh cursor under a lock: Streamlit serves sessions
-from several threads, and one DuckDB connection object must not be used by two at once.
+Runs are passed as a tuple of path strings. Every cached result is keyed on the runs' file
+listing (`analysis.db.file_listing`: names, sizes and mtimes of the Parquet files, hashed to a
+short `key`): a finished run is read once and then served from the cache, while a running
+sweep's new files change the key, so they show up on the next refresh. The listing itself is
+taken at most once a second. The DuckDB connection (with the `analysis.db.Limits` every analysis
+connection uses) is cached on the same key. Queries run on a fresh cursor under a lock:
+Streamlit serves sessions from several threads, and one DuckDB connection object must not be used
+by two at once; every query has a time limit (`QUERY_TIMEOUT_S`; the SQL console's is
+`SQL_TIMEOUT_S`), so no query holds the lock for long.
 
-Functions here bind parameters (never f-strings of user values); the only formatted names are
-view names checked against `sweep.schema.RESULT_TABLES`.
+Pages get only what they draw: histograms, ECDF points, box-plot summaries and medians are
+computed in DuckDB (`histogram`-style binning, `quantile_cont`), tables of pairs are sorted and
+paged in SQL. Functions here bind parameters (never f-strings of user values); the only
+formatted names are view and column names checked against fixed lists.
 
 A probe run with several settings (config_hash) is never pooled: per-series reads group by
 model, weights, embedding point and config_hash, and carry the setting's text (the `settings`
@@ -16,11 +22,15 @@ view of analysis.db).
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import os
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import pandas as pd
@@ -31,9 +41,42 @@ from dashboard.formatting import series_labels
 from dashboard.runs import RunStatus, run_status
 from sweep.schema import RESULT_TABLES
 
-TTL_S = 5
-CONNECTION_TTL_S = 15
+TTL_S = 5  # run files that are not Parquet (progress.json, spec, manifest)
+CACHE_TTL_S = 3600  # results: keyed on the file listing, so only memory bounds them
+CACHE_ENTRIES = 64
+LISTING_TTL_S = 1.0
+QUERY_TIMEOUT_S = 60.0
+SQL_TIMEOUT_S = float(os.environ.get("VITSWEEP_SQL_TIMEOUT", "10"))
+PAGE_SIZE = 100
+MAX_LISTED = 1000  # rows of a listing the Runs page shows (failed units, error messages)
 Runs = tuple[str, ...]
+T = TypeVar("T")
+_cached = st.cache_data(ttl=CACHE_TTL_S, max_entries=CACHE_ENTRIES, show_spinner=False)
+
+
+# ---------------------------------------------------------------- the cache key
+
+_listings: dict[Runs, tuple[float, str, int]] = {}
+_listings_lock = threading.Lock()
+
+
+def _listing(runs: Runs) -> tuple[str, int]:
+    """(key, number of files) of the runs' Parquet file listing, taken at most once a second."""
+    now = time.monotonic()
+    with _listings_lock:
+        hit = _listings.get(runs)
+        if hit and now - hit[0] < LISTING_TTL_S:
+            return hit[1], hit[2]
+    listing = db.file_listing(runs)
+    key = hashlib.sha1(repr(listing).encode()).hexdigest()[:16]
+    with _listings_lock:
+        _listings[runs] = (now, key, len(listing))
+    return key, len(listing)
+
+
+def cache_key(runs: Runs) -> str:
+    """A short hash of the runs' file listing (names, sizes, mtimes)."""
+    return _listing(runs)[0]
 
 
 @dataclass
@@ -41,19 +84,20 @@ class _Conn:
     con: duckdb.DuckDBPyConnection
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def df(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pd.DataFrame:
+    def df(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None,
+           timeout_s: float = QUERY_TIMEOUT_S) -> pd.DataFrame:
         """Run one internal query with bound parameters (positional `?` or named `$name`)."""
-        with self.lock:
-            cur = self.con.cursor()
-            try:
-                return cur.execute(sql, params if isinstance(params, Mapping) else list(params or [])).df()
-            finally:
-                cur.close()
+        with self.lock, db.time_limit(self.con, timeout_s) as cur:
+            return cur.execute(sql, params if isinstance(params, Mapping) else list(params or [])).df()
 
 
-@st.cache_resource(ttl=CONNECTION_TTL_S, show_spinner=False)
+@st.cache_resource(ttl=CACHE_TTL_S, max_entries=8, show_spinner=False)
+def _open(runs: Runs, key: str) -> _Conn:
+    return _Conn(db.open_runs(list(runs), snapshot=True))  # re-opened when the listing changes
+
+
 def _connection(runs: Runs) -> _Conn:
-    return _Conn(db.open_runs(list(runs)))
+    return _open(runs, cache_key(runs))
 
 
 def _view(table: str) -> str:
@@ -63,6 +107,8 @@ def _view(table: str) -> str:
 
 
 _SETTING = "coalesce(s.setting, t.config_hash)"
+_SERIES = "t.model, t.weights, t.embed, coalesce(s.setting, t.config_hash) AS setting, t.config_hash"
+_SERIES_KEYS = "model, weights, embed, setting, config_hash"
 
 
 def _with_settings(table: str) -> str:
@@ -95,31 +141,53 @@ def manifest(run: str) -> dict[str, Any] | None:
     return db.read_manifest(run)
 
 
+def keyed(fn: Callable[..., T]) -> Callable[..., T]:
+    """Cache `fn(runs, key, ...)` on the runs' file listing; callers write `fn(runs, ...)`."""
+    cached = _cached(fn)
+
+    @functools.wraps(fn)
+    def call(runs: Runs, *args: Any, **kwargs: Any) -> T:
+        return cached(runs, cache_key(runs), *args, **kwargs)
+
+    return call
+
+
 # ---------------------------------------------------------------- Runs page
 
 
-@st.cache_data(ttl=TTL_S, show_spinner=False)
-def failed_units(runs: Runs) -> pd.DataFrame:
-    """Units that failed after their retries, with their errors."""
+@keyed
+def read_stats(runs: Runs, key: str) -> db.ReadStats:
+    """Units, files and rows the runs hold, and how long counting them took (once per change
+    of the file listing: the first count after a change reads every new file's footer)."""
+    conn = _connection(runs)
+    with conn.lock:
+        return db.read_stats(conn.con, list(runs))
+
+
+@keyed
+def failed_units(runs: Runs, key: str) -> pd.DataFrame:
+    """Units that failed after their retries, with their errors (the first MAX_LISTED)."""
     return _connection(runs).df(
         "SELECT run_id, unit_id, model, probe, attempts, error FROM units "
-        "WHERE status = 'error' ORDER BY run_id, unit_id"
+        f"WHERE status = 'error' ORDER BY run_id, unit_id LIMIT {MAX_LISTED}"
     )
 
 
-@st.cache_data(ttl=TTL_S, show_spinner=False)
-def pair_errors(runs: Runs) -> pd.DataFrame:
-    """Pairs whose probe or decoding failed, counted by table, model and error message."""
+@keyed
+def pair_errors(runs: Runs, key: str) -> pd.DataFrame:
+    """Pairs whose probe or decoding failed, counted by table, model and error message (the
+    MAX_LISTED most frequent)."""
     parts = " UNION ALL ".join(
         f"SELECT '{t}' AS probe, model, error FROM {_view(t)} WHERE status = 'error'" for t in RESULT_TABLES
     )
     return _connection(runs).df(
-        f"SELECT probe, model, error, count(*) AS rows FROM ({parts}) GROUP BY ALL ORDER BY rows DESC, probe, model"
+        f"SELECT probe, model, error, count(*) AS rows FROM ({parts}) GROUP BY ALL "
+        f"ORDER BY rows DESC, probe, model LIMIT {MAX_LISTED}"
     )
 
 
-@st.cache_data(ttl=TTL_S, show_spinner=False)
-def row_counts(runs: Runs) -> pd.DataFrame:
+@keyed
+def row_counts(runs: Runs, key: str) -> pd.DataFrame:
     """Rows per result table and status."""
     parts = " UNION ALL ".join(
         f"SELECT '{t}' AS table_name, status, count(*) AS rows FROM {_view(t)} GROUP BY status"
@@ -128,8 +196,8 @@ def row_counts(runs: Runs) -> pd.DataFrame:
     return _connection(runs).df(f"{parts} ORDER BY table_name, status")
 
 
-@st.cache_data(ttl=TTL_S, show_spinner=False)
-def run_ids(runs: Runs) -> list[str]:
+@keyed
+def run_ids(runs: Runs, key: str) -> list[str]:
     """The run_id values in the results (a run's id, not its folder name)."""
     parts = " UNION ".join(f"SELECT DISTINCT run_id FROM {_view(t)}" for t in (*RESULT_TABLES, "units"))
     return _connection(runs).df(f"SELECT run_id FROM ({parts}) ORDER BY run_id")["run_id"].tolist()
@@ -138,15 +206,13 @@ def run_ids(runs: Runs) -> list[str]:
 # ---------------------------------------------------------------- Pairs page
 
 
-@st.cache_data(ttl=TTL_S, show_spinner=False)
-def probes_and_models(runs: Runs) -> dict[str, list[str]]:
+@keyed
+def probes_and_models(runs: Runs, key: str) -> dict[str, list[str]]:
     """{probe: [models with rows]} over the result tables that have rows."""
-    out: dict[str, list[str]] = {}
-    for table in RESULT_TABLES:
-        models = _connection(runs).df(f"SELECT DISTINCT model FROM {_view(table)} ORDER BY model")["model"]
-        if len(models):
-            out[table] = models.tolist()
-    return out
+    parts = " UNION ".join(f"SELECT DISTINCT '{t}' AS probe, model FROM {_view(t)}" for t in RESULT_TABLES)
+    df = _connection(runs).df(f"SELECT probe, model FROM ({parts}) ORDER BY probe, model")
+    return {t: df.loc[df["probe"] == t, "model"].tolist() for t in RESULT_TABLES
+            if (df["probe"] == t).any()}
 
 
 _PAIR_COLUMNS = {
@@ -155,16 +221,20 @@ _PAIR_COLUMNS = {
     "max(random_disp_over_pair) AS max_random_disp_over_pair",
     "lipschitz": "count(*) AS n_estimates, max(l_jvp) AS max_l_jvp, min(l_jvp) AS min_l_jvp",
 }
+PAIR_KEYS = ("model", "run_id", "unit_id", "pair_id")
+SORTABLE = {  # columns the Pairs table can be sorted by (besides its keys)
+    "match": ("rel_dist", "psnr", "ssim", "steps", "cos"),
+    "perturb": ("max_disp_over_pair", "n_eps"),
+    "lipschitz": ("max_l_jvp", "min_l_jvp", "n_estimates"),
+}
 
 
-@st.cache_data(ttl=TTL_S, show_spinner=False)
-def pairs(runs: Runs, probe: str, models: tuple[str, ...], outcome: str = "all", limit: int = 5000) -> pd.DataFrame:
-    """One row per (run, unit, pair) of `probe` for the chosen models.
-
-    outcome: "all" | "success" | "failure" (ok rows that did not match; match only) | "error".
-    """
+def _pairs_sql(probe: str, outcome: str) -> str:
+    """One row per (run, unit, pair) of `probe` for the models in $models, pairs whose pair or
+    unit id contains $search (case-insensitive; NULL: all)."""
     view = _view(probe)
-    where = ["list_contains($models, model)"]
+    where = ["list_contains($models, model)",
+             "($search IS NULL OR contains(lower(pair_id), $search) OR contains(lower(unit_id), $search))"]
     if outcome == "error":
         where.append("status = 'error'")
     elif outcome in ("success", "failure"):
@@ -174,18 +244,36 @@ def pairs(runs: Runs, probe: str, models: tuple[str, ...], outcome: str = "all",
     keys = f"run_id, unit_id, pair_id, model, weights, {_SETTING} AS setting, status"
     source = _with_settings(view)
     if probe == "match":
-        sql = f"SELECT {keys}, {_PAIR_COLUMNS[probe]}, error FROM {source} WHERE {' AND '.join(where)}"
-    else:
-        sql = (
-            f"SELECT {keys}, {_PAIR_COLUMNS[probe]}, any_value(error) AS error FROM {source} "
-            f"WHERE {' AND '.join(where)} GROUP BY ALL"
-        )
-    sql += " ORDER BY model, run_id, unit_id, pair_id LIMIT $limit"
-    return _connection(runs).df(sql, {"models": list(models), "limit": int(limit)})
+        return f"SELECT {keys}, {_PAIR_COLUMNS[probe]}, error FROM {source} WHERE {' AND '.join(where)}"
+    return (f"SELECT {keys}, {_PAIR_COLUMNS[probe]}, any_value(error) AS error FROM {source} "
+            f"WHERE {' AND '.join(where)} GROUP BY ALL")
 
 
-@st.cache_data(ttl=TTL_S, show_spinner=False)
-def pair_rows(runs: Runs, probe: str, run_id: str, unit_id: str, pair_id: str) -> pd.DataFrame:
+@keyed
+def pairs_page(runs: Runs, key: str, probe: str, models: tuple[str, ...], outcome: str = "all",
+               search: str = "", sort: str = "", descending: bool = False, page: int = 0,
+               page_size: int = PAGE_SIZE) -> tuple[pd.DataFrame, int]:
+    """(one page of pairs, how many pairs match) of `probe` for the chosen models: sorted by
+    `sort` (a column of SORTABLE[probe]; default model, run, unit, pair) and paged in SQL.
+
+    outcome: "all" | "success" | "failure" (ok rows that did not match; match only) | "error".
+    """
+    order = ", ".join(PAIR_KEYS)
+    if sort:
+        if sort not in SORTABLE.get(probe, ()):
+            raise ValueError(f"cannot sort {probe} pairs by {sort!r}")
+        order = f"{sort} {'DESC' if descending else 'ASC'} NULLS LAST, {order}"
+    params = {"models": list(models), "search": search.strip().lower() or None}
+    inner = _pairs_sql(probe, outcome)
+    conn = _connection(runs)
+    total = int(conn.df(f"SELECT count(*) AS n FROM ({inner})", params)["n"].iloc[0])
+    rows = conn.df(f"SELECT * FROM ({inner}) ORDER BY {order} LIMIT $limit OFFSET $offset",
+                   {**params, "limit": int(page_size), "offset": int(page) * int(page_size)})
+    return rows, total
+
+
+@keyed
+def pair_rows(runs: Runs, key: str, probe: str, run_id: str, unit_id: str, pair_id: str) -> pd.DataFrame:
     """Every row (every column) of one pair in `probe`'s table."""
     order = {"perturb": " ORDER BY norm, eps", "lipschitz": " ORDER BY family, direction, h"}.get(probe, "")
     return _connection(runs).df(
@@ -194,8 +282,8 @@ def pair_rows(runs: Runs, probe: str, run_id: str, unit_id: str, pair_id: str) -
     )
 
 
-@st.cache_data(ttl=TTL_S, show_spinner=False)
-def pair_images(runs: Runs, probe: str, run_id: str, unit_id: str, pair_id: str) -> pd.DataFrame:
+@keyed
+def pair_images(runs: Runs, key: str, probe: str, run_id: str, unit_id: str, pair_id: str) -> pd.DataFrame:
     """The gallery PNGs of one pair (variant, src_png, adv_png, tgt_png as bytes); empty if none."""
     df = _connection(runs).df(
         "SELECT coalesce(variant, '') AS variant, src_png, adv_png, tgt_png FROM images "
@@ -207,9 +295,9 @@ def pair_images(runs: Runs, probe: str, run_id: str, unit_id: str, pair_id: str)
     return df
 
 
-@st.cache_data(ttl=TTL_S, show_spinner=False)
-def pairs_with_images(runs: Runs, probe: str) -> pd.DataFrame:
-    """(run_id, unit_id, pair_id, model) of pairs that have gallery images."""
+@keyed
+def pairs_with_images(runs: Runs, key: str, probe: str) -> pd.DataFrame:
+    """(run_id, unit_id, pair_id, model) of pairs that have gallery images (a few per unit)."""
     return _connection(runs).df(
         "SELECT DISTINCT run_id, unit_id, pair_id, model FROM images WHERE probe = ?", [probe]
     )
@@ -219,7 +307,12 @@ def pairs_with_images(runs: Runs, probe: str) -> pd.DataFrame:
 #
 # One series per (model, weights, embed, config_hash): a probe run with several settings is
 # never pooled. `series` is the legend label (dashboard.formatting.series_labels: the model,
-# and weights, embedding point and setting where they differ between the series).
+# and weights, embedding point and setting where they differ between the series). Every
+# function returns what its chart draws, computed in DuckDB.
+
+MATCH_METRICS = ("rel_dist", "psnr", "ssim")
+HIST_BINS = 30
+ECDF_POINTS = 101
 
 
 def _with_series(df: pd.DataFrame) -> pd.DataFrame:
@@ -227,22 +320,70 @@ def _with_series(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-@st.cache_data(ttl=TTL_S, show_spinner=False)
-def match_metrics(runs: Runs) -> pd.DataFrame:
-    """rel_dist, PSNR, SSIM (and success) of every ok match row, with a `series` label."""
+def _metric(column: str) -> str:
+    if column not in MATCH_METRICS:
+        raise ValueError(f"unknown match metric {column!r}")
+    return column
+
+
+def _match_long() -> str:
+    """Ok match rows in long form (series keys, metric, x), finite values only."""
+    metrics = ", ".join(map(_metric, MATCH_METRICS))
+    return (f"SELECT {_SERIES_KEYS}, metric, x FROM (SELECT {_SERIES}, {', '.join(f't.{m}' for m in MATCH_METRICS)} "
+            f"FROM {_with_settings('match')} WHERE t.status = 'ok') "
+            f"UNPIVOT (x FOR metric IN ({metrics})) WHERE isfinite(x)")
+
+
+@keyed
+def match_histograms(runs: Runs, key: str, bins: int = HIST_BINS) -> pd.DataFrame:
+    """Histogram bins of rel_dist, PSNR and SSIM of ok match rows, per series: columns series,
+    model, weights, embed, setting, config_hash, metric, bin_start, bin_end, count. The bins of a
+    metric are shared by its series (equal width between its finite minimum and maximum).
+    One scan of the match rows."""
+    sql = f"""
+    WITH long AS MATERIALIZED ({_match_long()}),
+    ranges AS (
+        SELECT metric, min(x) AS lo,
+               CASE WHEN max(x) > min(x) THEN (max(x) - min(x)) / $bins ELSE 1 END AS width
+        FROM long GROUP BY metric
+    )
+    SELECT {_SERIES_KEYS}, metric, lo + b * width AS bin_start, lo + (b + 1) * width AS bin_end,
+           count(*) AS count
+    FROM (SELECT l.*, r.lo, r.width,
+                 least(CAST(floor((l.x - r.lo) / r.width) AS INTEGER), $bins - 1) AS b
+          FROM long AS l JOIN ranges AS r USING (metric))
+    GROUP BY ALL ORDER BY metric, {_SERIES_KEYS}, bin_start"""
+    return _with_series(_connection(runs).df(sql, {"bins": int(bins)}))
+
+
+@keyed
+def match_ecdf(runs: Runs, key: str, points: int = ECDF_POINTS) -> pd.DataFrame:
+    """ECDF points of rel_dist, PSNR and SSIM per series (the quantiles at `points` evenly
+    spaced fractions): columns series, …, metric, value, fraction. One scan of the match rows."""
+    fractions = [i / (points - 1) for i in range(points)]
+    sql = f"""
+    SELECT {_SERIES_KEYS}, metric, unnest(quantile_cont(x, $fractions)) AS value,
+           unnest($fractions) AS fraction
+    FROM ({_match_long()})
+    GROUP BY {_SERIES_KEYS}, metric ORDER BY metric, {_SERIES_KEYS}, fraction"""
+    return _with_series(_connection(runs).df(sql, {"fractions": fractions}))
+
+
+@keyed
+def success_rates(runs: Runs, key: str) -> pd.DataFrame:
+    """Success rate of ok match rows per series: columns series, …, n_ok, success_rate."""
     return _with_series(_connection(runs).df(
-        f"SELECT model, weights, embed, {_SETTING} AS setting, config_hash, "
-        f"success, rel_dist, psnr, ssim FROM {_with_settings('match')} WHERE status = 'ok' "
-        "ORDER BY model, weights, embed, setting, config_hash"
+        f"SELECT {_SERIES}, count(*) AS n_ok, avg(t.success::INT) AS success_rate "
+        f"FROM {_with_settings('match')} WHERE t.status = 'ok' GROUP BY ALL ORDER BY {_SERIES_KEYS}"
     ))
 
 
-@st.cache_data(ttl=TTL_S, show_spinner=False)
-def displacement_curve(runs: Runs) -> pd.DataFrame:
+@keyed
+def displacement_curve(runs: Runs, key: str) -> pd.DataFrame:
     """Median disp_over_pair per (series, norm, ε), adversarial and random, in long format."""
     return _with_series(_connection(runs).df(
         "SELECT model, weights, embed, setting, config_hash, norm, eps, kind, value FROM ("
-        f"  SELECT model, weights, embed, {_SETTING} AS setting, config_hash, norm, eps,"
+        f"  SELECT {_SERIES}, norm, eps,"
         "         median(disp_over_pair) AS adversarial, median(random_disp_over_pair) AS random"
         f"  FROM {_with_settings('perturb')} WHERE status = 'ok' GROUP BY ALL"
         ") UNPIVOT (value FOR kind IN (adversarial, random)) "
@@ -250,21 +391,36 @@ def displacement_curve(runs: Runs) -> pd.DataFrame:
     ))
 
 
-@st.cache_data(ttl=TTL_S, show_spinner=False)
-def lipschitz_estimates(runs: Runs, h: float | None = None) -> pd.DataFrame:
-    """Lipschitz estimates of ok rows: l_jvp, and l_fd at step size `h` (all h when None)."""
+@keyed
+def lipschitz_boxes(runs: Runs, key: str, value: str = "l_jvp", h: float | None = None) -> pd.DataFrame:
+    """Box-plot summary of a Lipschitz estimate (l_jvp, or l_fd at step size `h`) per series and
+    direction family, over ok rows with a positive value (the axis is logarithmic): columns
+    series, …, family, n, min, q1, median, q3, max; and median_l_jvp, the median l_jvp of every
+    ok row of that series, family and h (for the medians table). One scan of the rows at h."""
+    if value not in ("l_jvp", "l_fd"):
+        raise ValueError(f"unknown Lipschitz estimate {value!r}")
+    positive = f"FILTER (WHERE t.{value} > 0)"
     return _with_series(_connection(runs).df(
-        f"SELECT model, weights, embed, {_SETTING} AS setting, config_hash, "
-        f"family, direction, h, l_fd, l_jvp FROM {_with_settings('lipschitz')} "
-        "WHERE status = 'ok' AND ($h IS NULL OR h = $h) "
-        "ORDER BY model, weights, embed, setting, config_hash, family, direction",
+        f"SELECT {_SERIES}, t.family, count(*) {positive} AS n, min(t.{value}) {positive} AS min, "
+        f"quantile_cont(t.{value}, 0.25) {positive} AS q1, "
+        f"quantile_cont(t.{value}, 0.5) {positive} AS median, "
+        f"quantile_cont(t.{value}, 0.75) {positive} AS q3, max(t.{value}) {positive} AS max, "
+        "median(t.l_jvp) AS median_l_jvp "
+        f"FROM {_with_settings('lipschitz')} WHERE t.status = 'ok' AND ($h IS NULL OR t.h = $h) "
+        f"GROUP BY ALL ORDER BY {_SERIES_KEYS}, family",
         {"h": h},
     ))
 
 
-@st.cache_data(ttl=TTL_S, show_spinner=False)
-def lipschitz_steps(runs: Runs) -> list[float]:
-    return _connection(runs).df("SELECT DISTINCT h FROM lipschitz ORDER BY h")["h"].tolist()
+def lipschitz_medians(runs: Runs, h: float | None = None) -> pd.DataFrame:
+    """Median l_jvp per series and family (rows at step size `h`; all when None)."""
+    boxes = lipschitz_boxes(runs, "l_jvp", h)
+    return boxes[["series", "model", "weights", "embed", "setting", "config_hash", "family", "median_l_jvp"]]
+
+
+@keyed
+def lipschitz_steps(runs: Runs, key: str) -> list[float]:
+    return _connection(runs).df("SELECT DISTINCT h FROM lipschitz WHERE h IS NOT NULL ORDER BY h")["h"].tolist()
 
 
 # ---------------------------------------------------------------- Models page (named queries)
@@ -291,14 +447,22 @@ def named_queries() -> list[NamedInfo]:
     ]
 
 
-@st.cache_data(ttl=TTL_S, show_spinner=False)
-def named_query(runs: Runs, name: str, params: tuple[tuple[str, str | None], ...] = ()) -> pd.DataFrame:
-    """Run a named query (parameters as text, as analysis.named binds them)."""
+@keyed
+def named_query(runs: Runs, key: str, name: str,
+                params: tuple[tuple[str, str | None], ...] = ()) -> pd.DataFrame:
+    """Run a named query (parameters as text, as analysis.named binds them), on the same
+    connection settings and time limit as every other read."""
     from analysis import named
 
+    query = named.get_named(name)
+    bound = named.bind_params(query, dict(params))
     conn = _connection(runs)
-    with conn.lock:
-        return named.run_named(conn.con, name, dict(params))
+    with conn.lock, db.time_limit(conn.con, QUERY_TIMEOUT_S) as cur:
+        if query.finisher is None:
+            return cur.sql(query.sql, params=bound or None).df()
+        stage = named.relation_arrow(cur.sql(query.sql, params=bound or None))
+    # a query finished in Python (claims: bootstrap and verdicts), outside the lock
+    return query.finisher(stage, named.bind_options(query, dict(params))).to_pandas()
 
 
 # ---------------------------------------------------------------- SQL page
@@ -314,18 +478,28 @@ EXAMPLE_SQL = (  # the SQL console's first query: one row per probe setting, nev
 )
 
 
+QueryStopped = db.QueryStopped
+
+
 class QueryFailed(Exception):
     """An allowed console query that DuckDB could not run (one-line message)."""
 
 
-def run_sql(runs: Runs, sql: str, limit: int = 10_000) -> pd.DataFrame:
-    """Run one console query through analysis.guard: QueryRefused for anything not a read-only
-    SELECT over the views, QueryFailed when DuckDB rejects it (bad column, type error, ...)."""
+def run_sql(runs: Runs, sql: str, limit: int = 10_000, timeout_s: float = SQL_TIMEOUT_S) -> pd.DataFrame:
+    """Run one console query checked by analysis.guard, stopped by DuckDB after `timeout_s`:
+    QueryRefused for anything not a read-only SELECT over the views, QueryStopped when it ran
+    out of time, QueryFailed when DuckDB rejects it (bad column, type error, ...)."""
     conn = _connection(runs)
     with conn.lock:
         try:
-            return guard.run_readonly(conn.con, sql, limit=limit)
-        except QueryRefused:
+            guard.check_query(conn.con, sql)
+            statement = conn.con.extract_statements(sql)[0].query
+            with db.time_limit(conn.con, timeout_s) as cur:
+                relation = cur.sql(statement)
+                if limit is not None:
+                    relation = relation.limit(int(limit))
+                return relation.df()
+        except (QueryRefused, QueryStopped):
             raise
         except Exception as err:  # noqa: BLE001 - the console boundary: any failure is a message
             raise QueryFailed(" ".join(str(err).split()) or type(err).__name__) from None
@@ -341,8 +515,8 @@ def displayable(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-@st.cache_data(ttl=CONNECTION_TTL_S, show_spinner=False)
-def view_columns(runs: Runs) -> pd.DataFrame:
+@keyed
+def view_columns(runs: Runs, key: str) -> pd.DataFrame:
     """Columns of each view, for the SQL console's help."""
     return _connection(runs).df(
         "SELECT table_name AS view, string_agg(column_name || ' ' || data_type, ', ' ORDER BY ordinal_position) "

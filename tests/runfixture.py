@@ -464,3 +464,274 @@ def make_fixture_run(root: Path, *, models: Sequence[str] = ("vit_a", "vit_b"),
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f".{_slug(models[0])}-match-1.x.tmp").write_bytes(b"PAR1 half-written")
     return run_dir
+
+
+# ---------------------------------------------------------------- the scale fixture
+#
+# A large run shaped like one ImageNet-val sweep, written with the engine's own writer
+# (sweep.run.store.RunStore) and schemas. `make_scale_run(root)` with the defaults is the
+# benchmark's run (75,000 pairs per probe, 3 models, 450 units, 1,650 Parquet files); the test
+# suite writes a small one of the same shape (`make_scale_run(root, pairs=120,
+# pairs_per_unit=10)`: a few thousand rows). Values are random but seeded, with realistic
+# shapes: successes and failures, errors, two settings per probe, galleries.
+
+SCALE_RUN_ID = "scale-run"
+SCALE_MODELS = ("vit_small_patch16_224", "vit_base_patch16_224", "deit_base_patch16_224")
+SCALE_MATCH_PARAMS = (
+    {"lr": 0.01, "max_steps": 1000, "optimizer": "adam", "preset": "default", "tau": None},
+    {"lr": 0.08, "max_steps": 12000, "optimizer": "gd", "preset": "paper", "tau": 0.0001},
+)
+SCALE_PERTURB_PARAMS = ({"norm": "linf", "steps": 10}, {"norm": "linf", "steps": 40})
+SCALE_LIPSCHITZ_PARAMS = ({"h": [0.01, 0.1], "seed": 0, "top_k": 2},
+                          {"h": [0.01, 0.1], "seed": 1, "top_k": 2})
+SCALE_EPS = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
+SCALE_HS = (0.01, 0.1)
+# (family, direction) of every Lipschitz direction: 6 directions x 2 step sizes = 12 rows a pair
+SCALE_DIRECTIONS = (("top", 0), ("top", 1), ("random", 0), ("random", 1), ("null", 0), ("match", 0))
+SCALE_ERRORS = ("ImageDecodeError: cannot identify image file",
+                "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB",
+                "FloatingPointError: non-finite loss at step 37")
+SCALE_IMAGES_PER_UNIT = 4
+SCALE_IMG = 64
+
+
+def _scale_hash(probe: str, params: dict[str, Any], model: str) -> str:
+    import hashlib
+
+    text = json.dumps({"probe": probe, "params": params, "model": model, "weights": "timm"},
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _arrow(table: str, columns: dict[str, Any], n: int) -> Any:
+    """An Arrow table of `table`'s schema from column arrays; columns not given are null."""
+    import pyarrow as pa
+
+    from sweep.schema import SCHEMAS
+
+    schema = SCHEMAS[table]
+    arrays = []
+    for field in schema:
+        value = columns.get(field.name)
+        if value is None:
+            arrays.append(pa.nulls(n, field.type))
+        elif isinstance(value, (pa.Array, pa.ChunkedArray)):
+            arrays.append(value.cast(field.type))
+        elif isinstance(value, (str, int, float)):
+            arrays.append(pa.array([value] * n, type=field.type))
+        else:
+            arrays.append(pa.array(value, type=field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _masked(values: np.ndarray, ok: np.ndarray) -> list[Any]:
+    """values where ok, None elsewhere (error rows carry no metric)."""
+    out = values.tolist()
+    return [v if k else None for v, k in zip(out, ok)]
+
+
+def _scale_ident(unit: dict[str, Any], pair_idx: np.ndarray, rng: np.random.Generator,
+                 error_rate: float, rows_per_pair: int = 1) -> tuple[dict[str, Any], np.ndarray]:
+    """Identity columns of rows `pair_idx` (each pair repeated rows_per_pair times in a row);
+    a pair fails whole (every row of it in error), as the engine's pairs do."""
+    ok = np.repeat(rng.random(len(pair_idx) // rows_per_pair) >= error_rate, rows_per_pair)
+    errors = [None if k else SCALE_ERRORS[int(i) % len(SCALE_ERRORS)] for k, i in zip(ok, pair_idx)]
+    cols = {
+        "run_id": unit["run_id"], "unit_id": unit["unit_id"],
+        "pair_id": [f"p{int(i):06d}" for i in pair_idx],
+        "src_key": [f"val/{int(i):08d}" for i in pair_idx],
+        "tgt_key": [f"val/{int(i) * 7919 % 50000:08d}" for i in pair_idx],
+        "src_label": (pair_idx % 1000).astype(np.int64), "tgt_label": (pair_idx * 7 % 1000).astype(np.int64),
+        "model": unit["model"], "weights": "timm", "embed": "pre_logits", "probe": unit["probe"],
+        "config_hash": unit["config_hash"], "params": unit["params"],
+        "status": ["ok" if k else "error" for k in ok], "error": errors,
+    }
+    return cols, ok
+
+
+def _scale_match(unit: dict[str, Any], pairs: np.ndarray, rng: np.random.Generator, m: int,
+                 paper: bool) -> dict[str, Any]:
+    import pyarrow as pa
+
+    n = len(pairs)
+    cols, ok = _scale_ident(unit, pairs, rng, 0.02)
+    max_steps = 12000 if paper else 1000
+    success = rng.random(n) < (0.55 if paper else 0.8) - 0.1 * m
+    steps = np.where(success, np.minimum(rng.lognormal(np.log(max_steps / 4), 0.6, n), max_steps),
+                     max_steps).astype(np.int64)
+    rel = np.where(success, rng.lognormal(np.log(0.03), 0.4, n), rng.lognormal(np.log(0.3), 0.5, n))
+    psnr = rng.normal(38 - 2 * m - (4 if paper else 0), 4, n)
+    log_every = 500 if paper else 50
+    lengths = steps // log_every + 1
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    k = np.concatenate([np.arange(length) for length in lengths]) if n else np.zeros(0)
+    losses = (10.0 / (k + 1)).astype(np.float32)
+    pred_src, pred_tgt = (pairs % 1000).astype(np.int64), (pairs * 7 % 1000).astype(np.int64)
+    follows = success & (rng.random(n) < 0.85)
+    cols.update({
+        "success": _masked(success, ok), "steps": _masked(steps, ok),
+        "sq_l2": _masked((rel * 12) ** 2, ok), "cos": _masked(1 - rel ** 2 / 2, ok),
+        "rel_dist": _masked(rel, ok), "rel_dist_start": _masked(rng.normal(1.1, 0.15, n), ok),
+        "cos_start": _masked(rng.normal(0.2, 0.1, n), ok),
+        "pix_l2": _masked(rng.lognormal(0, 0.3, n), ok),
+        "pix_linf": _masked(rng.integers(2, 12, n) / 255, ok), "psnr": _masked(psnr, ok),
+        "ssim": _masked(np.clip(rng.normal(0.95, 0.03, n), 0, 1), ok),
+        "quant_success": _masked(success & (rng.random(n) < 0.7), ok),
+        "quant_cos": _masked(1 - rel ** 2, ok), "quant_rel_dist": _masked(rel * 1.3, ok),
+        "pred_src": _masked(pred_src, ok), "pred_tgt": _masked(pred_tgt, ok),
+        "pred_adv": _masked(np.where(follows, pred_tgt, pred_src), ok),
+        "prob_src": _masked(rng.random(n), ok), "prob_tgt": _masked(rng.random(n), ok),
+        "prob_adv": _masked(rng.random(n), ok),
+        "knn_src": _masked(pred_src, ok), "knn_tgt": _masked(pred_tgt, ok),
+        "knn_adv": _masked(np.where(follows & (rng.random(n) < 0.9), pred_tgt, pred_src), ok),
+        "log_every": _masked(np.full(n, log_every), ok),
+        "loss_trajectory": pa.ListArray.from_arrays(pa.array(offsets), pa.array(losses),
+                                                    mask=pa.array(~ok)),
+    })
+    return cols
+
+
+def _scale_perturb(unit: dict[str, Any], pairs: np.ndarray, rng: np.random.Generator,
+                   m: int) -> dict[str, Any]:
+    rep = np.repeat(pairs, len(SCALE_EPS))
+    n = len(rep)
+    cols, ok = _scale_ident(unit, rep, rng, 0.01, len(SCALE_EPS))
+    eps = np.tile(np.array(SCALE_EPS), len(pairs))
+    dop = eps * 255 * 0.15 * (1 + 0.3 * m) * rng.lognormal(0, 0.35, n)
+    pred_src = (rep % 1000).astype(np.int64)
+    cols.update({
+        "norm": "linf", "eps": _masked(eps, np.ones(n, bool)), "steps": _masked(np.full(n, 10), ok),
+        "emb_disp": _masked(dop * 30, ok), "rel_disp": _masked(dop * 0.5, ok),
+        "disp_over_pair": _masked(dop, ok), "random_disp": _masked(dop * 1.5, ok),
+        "random_rel_disp": _masked(dop / 40, ok),
+        "random_disp_over_pair": _masked(dop / 20 * rng.lognormal(0, 0.2, n), ok),
+        "cos_after": _masked(1 - dop / 10, ok), "pix_linf": _masked(eps, ok),
+        "pred_src": _masked(pred_src, ok),
+        "pred_adv": _masked(np.where(rng.random(n) < eps * 40, pred_src + 1, pred_src), ok),
+    })
+    return cols
+
+
+def _scale_lipschitz(unit: dict[str, Any], pairs: np.ndarray, rng: np.random.Generator,
+                     m: int) -> dict[str, Any]:
+    per_pair = len(SCALE_DIRECTIONS) * len(SCALE_HS)
+    rep = np.repeat(pairs, per_pair)
+    n = len(rep)
+    cols, ok = _scale_ident(unit, rep, rng, 0.01, per_pair)
+    family = [f for f, _ in SCALE_DIRECTIONS for _ in SCALE_HS] * len(pairs)
+    direction = np.tile(np.array([d for _, d in SCALE_DIRECTIONS for _ in SCALE_HS]), len(pairs))
+    h = np.tile(np.array(SCALE_HS * len(SCALE_DIRECTIONS)), len(pairs))
+    base = {"top": 400.0 * (1 + m), "random": 8.0, "null": 0.5, "match": 0.3}
+    l_jvp = np.array([base[f] for f in family]) * rng.lognormal(0, 0.5, n) / np.where(direction > 0, 2, 1)
+    nonlin = 0.05 * h * rng.lognormal(0, 0.3, n)
+    cols.update({
+        "family": family, "direction": _masked(direction, np.ones(n, bool)), "h": _masked(h, np.ones(n, bool)),
+        "l_fd": _masked(l_jvp * (1 + nonlin), ok), "l_jvp": _masked(l_jvp, ok),
+        "sigma": _masked(l_jvp, ok & (np.array(family) == "top")), "nonlinearity": _masked(nonlin, ok),
+    })
+    return cols
+
+
+def _scale_png(seed: int, shift: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
+    img = np.asarray(Image.fromarray(coarse).resize((SCALE_IMG, SCALE_IMG), Image.BILINEAR))
+    return _png(np.clip(img.astype(np.int16) + shift, 0, 255))
+
+
+def make_scale_run(root: Path, *, pairs: int = 75_000, pairs_per_unit: int = 500,
+                   models: Sequence[str] = SCALE_MODELS, run_id: str = SCALE_RUN_ID,
+                   seed: int = 0) -> Path:
+    """Write the scale fixture under `root/<run_id>` with sweep.run.store.RunStore and return
+    its path. `pairs` per probe, split evenly across `models`; each model's units alternate
+    between the probe's two settings; one unit per probe of the last model failed (a units row
+    with status error and no results); match and perturb units keep a gallery of 4 pairs."""
+    from sweep.run.store import RunStore
+
+    run_dir = Path(root) / run_id
+    store = RunStore(run_dir)
+    rng = np.random.default_rng(seed)
+    per_model = max(1, pairs // len(models))
+    n_units = max(1, -(-per_model // pairs_per_unit))
+    settings = {"match": SCALE_MATCH_PARAMS, "perturb": SCALE_PERTURB_PARAMS,
+                "lipschitz": SCALE_LIPSCHITZ_PARAMS}
+    import datetime as dt
+
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    done = failed = pairs_ok = pairs_error = 0
+    for m, model in enumerate(models):
+        for probe, options in settings.items():
+            for u in range(n_units):
+                k = u % len(options)
+                params = options[k]
+                unit_id = f"{_slug(model)}-{probe}-s{k}-{u:04d}"
+                unit = {"run_id": run_id, "unit_id": unit_id, "model": model, "probe": probe,
+                        "config_hash": _scale_hash(probe, params, model),
+                        "params": json.dumps(params, sort_keys=True)}
+                lo = u * pairs_per_unit
+                idx = np.arange(lo, min(lo + pairs_per_unit, per_model), dtype=np.int64)
+                unit_row = {"run_id": run_id, "unit_id": unit_id, "model": model, "weights": "timm",
+                            "embed": "pre_logits", "probe": probe,
+                            "config_hash": unit["config_hash"], "params": unit["params"],
+                            "shard": f"imagenet-val-{u:06d}.tar", "attempts": 1,
+                            "started_at": [start + dt.timedelta(seconds=30 * u)],
+                            "finished_at": [start + dt.timedelta(seconds=30 * u + 28)],
+                            "seconds": 28.0, "worker": f"worker-{u % 8}", "host": "node-0",
+                            "device": "cuda:0"}
+                if m == len(models) - 1 and u == n_units - 1:  # failed after its retries
+                    unit_row.update(status="error", attempts=3, n_pairs=0, n_ok=0, n_error=0,
+                                    error="WorkerCrashed: worker died 3 times (exit code 137)")
+                    store.write_parquet(store.unit_file("units", probe, model, unit_id),
+                                        _arrow("units", unit_row, 1))
+                    failed += 1
+                    continue
+                if probe == "match":
+                    cols = _scale_match(unit, idx, rng, m, paper=k == 1)
+                elif probe == "perturb":
+                    cols = _scale_perturb(unit, idx, rng, m)
+                else:
+                    cols = _scale_lipschitz(unit, idx, rng, m)
+                result = _arrow(probe, cols, len(cols["status"]))
+                status = np.asarray(cols["status"]).reshape(len(idx), -1)
+                pair_ok = (status == "ok").all(axis=1)
+                decode = ~pair_ok
+                pair_cols, _ = _scale_ident(unit, idx, rng, 0.0)
+                pair_cols.update(status=["ok" if k_ else "error" for k_ in pair_ok],
+                                 error=[None if k_ else SCALE_ERRORS[0] for k_ in pair_ok],
+                                 shard=unit_row["shard"])
+                pair_cols.pop("params")
+                tables = {probe: result, "pairs": _arrow("pairs", pair_cols, len(idx))}
+                if probe in ("match", "perturb"):
+                    kept = idx[:SCALE_IMAGES_PER_UNIT]
+                    shift = 3 if probe == "match" else 2
+                    tables["images"] = _arrow("images", {
+                        "run_id": run_id, "unit_id": unit_id,
+                        "pair_id": [f"p{int(i):06d}" for i in kept], "model": model, "probe": probe,
+                        "variant": "" if probe == "match" else "eps=0.0157",
+                        "src_png": [_scale_png(int(i)) for i in kept],
+                        "adv_png": [_scale_png(int(i), shift) for i in kept],
+                        "tgt_png": [_scale_png(int(i) + 100_000) for i in kept],
+                    }, len(kept))
+                unit_row.update(status="ok", n_pairs=len(idx), n_ok=int(pair_ok.sum()),
+                                n_error=int(decode.sum()))
+                tables["units"] = _arrow("units", unit_row, 1)
+                store.write_unit_tables(probe, model, unit_id, tables)
+                done += 1
+                pairs_ok += int(pair_ok.sum())
+                pairs_error += int(decode.sum())
+    spec = (f"name: {run_id}\nmodels:\n" + "".join(f"  - name: {m}\n    weights: timm\n" for m in models)
+            + "probes:\n  match: {preset: [default, paper]}\n  perturb: {norm: linf, steps: [10, 40]}\n"
+            "  lipschitz: {top_k: 2, seed: [0, 1]}\nshards: imagenet-val/shard-{000000..000149}.tar\n")
+    store.write_text("spec.yaml", spec)
+    store.write_json("manifest.json", {
+        "run_id": run_id, "spec_hash": "5ca1ab1e5ca1ab1e", "git_commit": "deadbeef",
+        "versions": {"python": "3.11.0", "torch": "2.4.0", "timm": "1.0.15", "vitsweep": "0.1.0"},
+        "devices": ["cuda:0"], "hostname": "node-0",
+        "started_at": "2026-01-01T00:00:00+00:00", "finished_at": "2026-01-01T02:00:00+00:00"})
+    store.write_json("progress.json", {
+        "run_id": run_id, "state": "finished", "units_total": done + failed, "units_done": done,
+        "units_failed": failed, "units_skipped": 0, "pairs_done": pairs_ok,
+        "pairs_error": pairs_error, "pairs_per_s": 10.4, "elapsed_s": 7200.0, "eta_s": None,
+        "started_at": "2026-01-01T00:00:00+00:00", "updated_at": "2026-01-01T02:00:00+00:00",
+        "failures": []})
+    return run_dir

@@ -208,3 +208,69 @@ def test_sql_console_in_browser(server: str, browser: object) -> None:
         assert page.get_by_text("Query refused").count() == 0
     finally:
         context.close()
+
+
+# ------------------------------------------------------------------ the multi-model scale fixture
+
+CROSS_JOIN = ("SELECT count(*) FROM lipschitz a, lipschitz b, lipschitz c, lipschitz d, "
+              "lipschitz e, lipschitz f")
+
+
+@pytest.fixture(scope="module")
+def scale_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    from runfixture import make_scale_run
+
+    run = make_scale_run(tmp_path_factory.mktemp("scale"), pairs=240, pairs_per_unit=20)
+    port = _free_port()
+    proc = subprocess.Popen(
+        [*_vitsweep(), "dashboard", str(run), "--port", str(port)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_healthy(url, proc)
+        yield url, run
+    finally:
+        stop_server(proc)
+
+
+def test_scale_fixture_every_page_and_a_stopped_query(scale_server: tuple[str, Path], browser: object) -> None:
+    """Every page of a multi-model, multi-setting run renders with no error box; the Runs page
+    says what it read; a runaway cross join in the SQL console is stopped with a one-line
+    warning and the server keeps serving (the next query and the next page work)."""
+    import pyarrow.parquet as pq
+
+    url, run = scale_server
+    files = list((run / "results").rglob("*.parquet"))
+    n_rows = sum(pq.read_metadata(f).num_rows for f in files)
+    n_match = sum(pq.read_metadata(f).num_rows for f in (run / "results" / "match").rglob("*.parquet"))
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})  # type: ignore[attr-defined]
+    page = context.new_page()
+    try:
+        for path, heading in PAGES:
+            page.goto(f"{url}/{path}", wait_until="domcontentloaded", timeout=RENDER_TIMEOUT_MS)
+            wait_rendered(page, heading)
+            assert_no_error_box(page, f"scale {heading}")
+            if heading == "Runs":
+                body = page.inner_text("body")
+                assert f"{len(files):,} Parquet files" in body and f"{n_rows:,} rows" in body, body[-2000:]
+            if heading == "Distributions":
+                assert page.locator(".vega-embed").count() >= 5
+        page.get_by_role("spinbutton", name="Time limit (s)").fill("1")
+        page.get_by_label("Query").fill(CROSS_JOIN)
+        page.get_by_role("button", name="Run query").click()
+        page.get_by_text("Query stopped after 1 s").wait_for(state="visible", timeout=RENDER_TIMEOUT_MS)
+        wait_rendered(page, "SQL")
+        assert_no_error_box(page, "SQL stopped")
+        screenshot(page, "SQL", SHOTS / "sql-stopped.png")
+        page.get_by_label("Query").fill("SELECT count(*) AS n_rows FROM match")
+        page.get_by_role("button", name="Run query").click()
+        page.get_by_text("1 rows").wait_for(state="visible", timeout=RENDER_TIMEOUT_MS)
+        assert page.get_by_text("Query stopped").count() == 0
+        other = context.new_page()  # another session is served too
+        other.goto(f"{url}/pairs", wait_until="domcontentloaded", timeout=RENDER_TIMEOUT_MS)
+        wait_rendered(other, "Pairs")
+        assert_no_error_box(other, "Pairs after the stopped query")
+        assert f"{n_match:,} pairs" in other.inner_text("body")
+    finally:
+        context.close()

@@ -121,3 +121,46 @@ def test_query_does_not_import_torch(run: Path) -> None:
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert "IMPORTED []" in out.stderr
+
+
+CROSS_JOIN = ("SELECT count(*) FROM lipschitz a, lipschitz b, lipschitz c, lipschitz d, "
+              "lipschitz e, lipschitz f")
+
+
+def test_timeout_stops_a_runaway_query(run: Path) -> None:
+    """A 6-way cross join is stopped by DuckDB's interrupt: one line, exit status 2, no output."""
+    out = vitsweep(run, CROSS_JOIN, "--timeout", "1")
+    assert out.returncode == 2, out.stderr
+    assert out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Query stopped after 1 s" in lines[0], out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_timeout_applies_to_named_queries(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--timeout 0 means no limit; a generous limit leaves a named query's answer unchanged."""
+    assert main(["query", str(run), "--named", "equivalence", "--format", "json", "--timeout", "0"]) == 0
+    unlimited = json.loads(capsys.readouterr().out)
+    assert main(["query", str(run), "--named", "equivalence", "--format", "json", "--timeout", "120",
+                 "--memory-limit", "256MB"]) == 0
+    assert json.loads(capsys.readouterr().out) == unlimited
+    assert [r["success_rate"] for r in unlimited] == pytest.approx([0.75, 0.5, 0.75])
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--timeout", "-1"), "--timeout"),
+    (("--memory-limit", "lots"), "--memory-limit"),
+])
+def test_bad_limits_are_one_line(run: Path, args: tuple[str, ...], message: str,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["query", str(run), "SELECT 1", *args]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+
+
+def test_memory_limit_caps_duckdb(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The limit reaches DuckDB (the same setting named queries and the dashboard use)."""
+    assert main(["query", str(run), "SELECT current_setting('memory_limit') AS m", "--format", "csv",
+                 "--memory-limit", "300MB"]) == 0
+    value = capsys.readouterr().out.splitlines()[1].replace(" ", "")
+    assert value in ("286.1MiB", "300.0MB"), value

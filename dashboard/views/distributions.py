@@ -1,4 +1,7 @@
-"""Distributions page: rel_dist, PSNR, SSIM of matches; displacement vs ε; Lipschitz estimates."""
+"""Distributions page: rel_dist, PSNR, SSIM of matches; displacement vs ε; Lipschitz estimates.
+
+Every chart gets pre-aggregated points from dashboard/data.py (bins, quantiles, box-plot
+summaries computed in DuckDB), so the page costs the same on 80 pairs as on 75,000."""
 
 from __future__ import annotations
 
@@ -13,18 +16,18 @@ runs = common.page(
 )
 
 st.header("Embedding matching", divider="gray")
-metrics = data.match_metrics(runs)
-if metrics.empty:
+rates = data.success_rates(runs)
+if rates.empty:
     st.info("No successful match rows yet.")
 else:
     kind = st.radio("Show as", ["histogram", "ECDF"], horizontal=True, key="dist_kind")
-    cols = st.columns(3)
-    for col, name in zip(cols, ("rel_dist", "psnr", "ssim"), strict=True):
-        draw = charts.histogram if kind == "histogram" else charts.ecdf
-        chart = draw(metrics, name, by="series")
-        col.altair_chart(chart, width="stretch")
-    rate = metrics.groupby("series")["success"].mean().rename("success rate").to_frame()
-    st.dataframe(rate, width="content")
+    points = data.match_histograms(runs) if kind == "histogram" else data.match_ecdf(runs)
+    draw = charts.histogram if kind == "histogram" else charts.ecdf
+    for col, name in zip(st.columns(3), data.MATCH_METRICS, strict=True):
+        col.altair_chart(draw(points, name, by="series"), width="stretch")
+    table = rates.set_index("series")[["success_rate", "n_ok"]].rename(
+        columns={"success_rate": "success rate", "n_ok": "ok rows"})
+    st.dataframe(table, width="content")
 
 st.header("Normal space: invisible perturbations", divider="gray")
 curve = data.displacement_curve(runs)
@@ -43,12 +46,10 @@ if not steps:
 else:
     options = ["l_jvp (exact)"] + [f"l_fd at h = {h:g}" for h in steps]
     pick = st.selectbox("Estimate", range(len(options)), format_func=options.__getitem__, key="lip_estimate")
-    if pick == 0:
-        est = data.lipschitz_estimates(runs, steps[0])
-        st.altair_chart(charts.lipschitz_by_family(est, "l_jvp"), width="stretch")
-    else:
-        est = data.lipschitz_estimates(runs, steps[pick - 1])
-        st.altair_chart(charts.lipschitz_by_family(est, "l_fd"), width="stretch")
-    medians = est.groupby(["series", "family"])["l_jvp"].median().unstack("family")
-    st.markdown("**Median l_jvp by family**")
+    value, h = ("l_jvp", steps[0]) if pick == 0 else ("l_fd", steps[pick - 1])
+    boxes = data.lipschitz_boxes(runs, value, h)
+    st.altair_chart(charts.lipschitz_by_family(boxes[boxes["n"] > 0], value), width="stretch")
+    medians = boxes.pivot(index="series", columns="family", values="median_l_jvp")
+    medians.columns.name = None
+    st.markdown(f"**Median l_jvp by family** (h = {h:g})")
     st.dataframe(medians, width="stretch")

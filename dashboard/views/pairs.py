@@ -1,7 +1,9 @@
-"""Pairs page: filter pairs by model, probe and outcome; one pair's images, metrics, loss, labels."""
+"""Pairs page: filter, search, sort and page pairs by model, probe and outcome (in SQL: one page
+of pairs at a time); one pair's images, metrics, loss, labels."""
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from dashboard import charts, common, data, images, pairview
@@ -18,8 +20,24 @@ models = mid.multiselect("Models", available[probe], default=available[probe], k
 outcomes = ["all", "success", "failure", "error"] if probe == "match" else ["all", "error"]
 outcome = right.radio("Outcome", outcomes, horizontal=True, key=f"pairs_outcome_{probe}")
 
-table = data.pairs(runs, probe, tuple(models), outcome)
-st.caption(f"{len(table)} pairs")
+# Sorted and paged in SQL: a page of PAGE_SIZE pairs is all the page ever holds.
+search_col, sort_col, order_col, page_col = st.columns([2, 2, 1, 1])
+search = search_col.text_input("Find pair or unit id", key=f"pairs_search_{probe}",
+                               placeholder="e.g. p000123 or match-s1")
+sort = sort_col.selectbox("Sort by", ["", *data.SORTABLE[probe]], key=f"pairs_sort_{probe}",
+                          format_func=lambda c: c or "model, run, unit, pair")
+descending = order_col.toggle("Descending", key=f"pairs_desc_{probe}")
+page_key = f"pairs_page_{probe}"
+wanted = int(st.session_state.get(page_key, 1))
+table, total = data.pairs_page(runs, probe, tuple(models), outcome, search, sort, descending, wanted - 1)
+n_pages = max(1, -(-total // data.PAGE_SIZE))
+if wanted > n_pages:  # the filters shrank the result: show its last page
+    st.session_state[page_key] = wanted = n_pages
+    table, total = data.pairs_page(runs, probe, tuple(models), outcome, search, sort, descending, wanted - 1)
+page = page_col.number_input("Page", min_value=1, max_value=n_pages, step=1, key=page_key)
+first = (int(page) - 1) * data.PAGE_SIZE
+st.caption(f"{total:,} pairs" + (f" · page {int(page)} of {n_pages} (pairs {first + 1:,}–{first + len(table):,})"
+                                  if n_pages > 1 else ""))
 st.dataframe(table, hide_index=True, width="stretch", height=240)
 if table.empty:
     st.info("No pair matches these filters.")
@@ -30,7 +48,7 @@ with_images = data.pairs_with_images(runs, probe)
 has_img = {tuple(r) for r in with_images[["run_id", "unit_id", "pair_id"]].itertuples(index=False)}
 default = next((i for i, r in enumerate(records) if (r["run_id"], r["unit_id"], r["pair_id"]) in has_img), 0)
 multi_run = len({r["run_id"] for r in records}) > 1
-choice = st.selectbox(
+choice = st.selectbox(  # this page's pairs only: bounded, and searchable by typing
     "Pair",
     range(len(records)),
     index=default,
@@ -77,8 +95,8 @@ if len(rows) == 1:
         for name, same in pairview.follows_target(row).items():
             verdict = "**is the target’s**" if same else "is not the target’s"
             st.markdown(f"{name} label of the probed image {verdict}")
-        losses = row.get("loss_trajectory")
-        if losses is not None and len(losses):
+        losses = row.get("loss_trajectory")  # None or pd.NA for a pair in error
+        if losses is not None and not isinstance(losses, type(pd.NA)) and len(losses):
             st.markdown("**Loss trajectory**")
             st.line_chart(charts.loss_trajectory(list(losses), row.get("log_every")), x_label="step", y_label="loss")
 else:

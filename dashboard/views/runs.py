@@ -1,4 +1,5 @@
-"""Runs page: progress of each run (live while it runs), failures with their errors, spec, manifest."""
+"""Runs page: progress of each run (live while it runs), what was read (units, files, rows, time),
+failures with their errors, spec, manifest."""
 
 from __future__ import annotations
 
@@ -61,6 +62,16 @@ for run, status in statuses.items():
             st.info("No manifest.json in this run (yet).")
 
 if runs:
+    stats = data.read_stats(runs)
+    st.header("Results", divider="gray")
+    cols = st.columns(4)
+    cols[0].metric("Units read", f"{stats.units:,}")
+    cols[1].metric("Parquet files", f"{stats.files:,}")
+    cols[2].metric("Rows", f"{stats.rows:,}")
+    cols[3].metric("Read in", f"{stats.seconds:.1f} s")
+    st.caption(f"The dashboard {stats.text()} (" + ", ".join(
+        f"{table} {n:,}" for table, n in stats.rows_by_table.items()) + "); results are cached "
+        "until a file is added or rewritten.")
     st.header("Errors in the results", divider="gray")
     failed = data.failed_units(runs)
     if len(failed):

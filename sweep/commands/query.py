@@ -4,10 +4,14 @@
     vitsweep query RUN --named equivalence [--param model=vit_b ...]
     vitsweep query --list
     ... --format table|csv|json|parquet [--output FILE]
+    ... --timeout 60 --memory-limit 1GB
 
 The runs are opened with analysis.db.open_runs (views match, perturb, lipschitz, units, pairs,
 images; sandboxed to the run directories). A bad query, a missing run or an unknown named query
-is one line on stderr and exit status 2. Never imports torch or Ray.
+is one line on stderr and exit status 2. A query still running after `--timeout` seconds is
+interrupted by DuckDB ("Query stopped after N s", exit status 2); DuckDB's memory is capped at
+`--memory-limit` (analysis.db.Limits, the settings every analysis connection uses). Never
+imports torch or Ray.
 """
 
 from __future__ import annotations
@@ -32,6 +36,11 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", "-o", type=Path, metavar="FILE",
                         help="write the result to FILE instead of stdout")
     parser.add_argument("--limit", type=int, metavar="N", help="at most N rows")
+    parser.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                        help="stop the query after S seconds (default 60; 0: no limit)")
+    parser.add_argument("--memory-limit", metavar="SIZE",
+                        help="DuckDB memory limit, e.g. 512MB or 2GB (default 1GB, or "
+                             "$VITSWEEP_MEMORY_LIMIT)")
 
 
 def _one_line(err: BaseException) -> str:
@@ -104,8 +113,8 @@ def run(args: argparse.Namespace) -> int:
 
     import duckdb
 
-    from analysis.db import RunNotFound, open_runs
-    from analysis.named import UnknownQuery, relation_arrow, run_named_arrow
+    from analysis.db import Limits, QueryStopped, RunNotFound, open_runs, time_limit
+    from analysis.named import UnknownQuery, bind_options, bind_params, get_named, relation_arrow
     from analysis.output import write_result
 
     positional: list[str] = list(args.args)
@@ -122,15 +131,28 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "parquet" and args.output is None:
         raise UserError("--format parquet needs --output FILE")
 
+    if args.timeout < 0:
+        raise UserError("--timeout must be 0 (no limit) or more seconds")
+    limits = Limits() if args.memory_limit is None else Limits(memory_limit=args.memory_limit)
     try:
-        con = open_runs(runs)
+        con = open_runs(runs, limits=limits)
     except RunNotFound as err:
         raise UserError(str(err)) from None
+    except duckdb.Error as err:  # a memory limit DuckDB cannot read
+        raise UserError(f"--memory-limit: {_one_line(err)}") from None
     try:
-        if args.named:
-            table = run_named_arrow(con, args.named, _parse_params(args.param))
-        else:
-            table = relation_arrow(con.sql(_single_select(con, sql)))
+        with time_limit(con, args.timeout) as cur:
+            if args.named:
+                query = get_named(args.named)
+                params = _parse_params(args.param)
+                bound = bind_params(query, params)
+                table = relation_arrow(cur.sql(query.sql, params=bound or None))
+                if query.finisher is not None:  # e.g. claims: bootstrap and verdicts in Python
+                    table = query.finisher(table, bind_options(query, params))
+            else:
+                table = relation_arrow(cur.sql(_single_select(con, sql)))
+    except QueryStopped as err:
+        raise UserError(str(err)) from None
     except (UnknownQuery, ValueError) as err:
         raise UserError(str(err)) from None
     except duckdb.Error as err:
