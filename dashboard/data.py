@@ -16,6 +16,7 @@ view of analysis.db).
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -93,6 +94,16 @@ def spec_text(run: str) -> str | None:
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def manifest(run: str) -> dict[str, Any] | None:
     return db.read_manifest(run)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def plan(run: str) -> dict[str, Any] | None:
+    """RUN/plan.json (written by `vitsweep run` at its start), or None."""
+    try:
+        data = json.loads((Path(run) / "plan.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 # ---------------------------------------------------------------- Runs page

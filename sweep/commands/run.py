@@ -96,6 +96,11 @@ def execute(
     manifest = prepare_run(store, loaded, force=force)
     run_id = manifest["run_id"]
     store.clean_tmp()
+    from sweep.run.plan import record_plan  # plan.json: what the Runs page shows beside the progress
+
+    plan = record_plan(loaded, store)
+    if plan is not None:
+        print(plan.summary(with_wall=False), flush=True)
     status = store.unit_status()
     todo = [u for u in loaded.units if status.get(u.unit_id) != "ok"]
     progress = Progress(
