@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -30,19 +31,22 @@ def calibrate(loaded: LoadedSpec, device: str | None = None, reps: int = 1) -> d
             continue
         weights = model.weights if ":" in model.name else "random:0"
         enc = load_encoder(model.name, weights, model.embed, device=dev)
-        x = torch.rand(batch, *enc.input_size, device=dev)  # (B, 3, H, W) pixels
-        fwd = _rate(lambda: _forward(enc, x), batch, reps, dev)
-        step32 = _rate(lambda: _step(enc, x, None), batch, reps, dev)
-        step16 = _rate(lambda: _step(enc, x, torch.bfloat16), batch, reps, dev) if dev.type == "cuda" else step32
-        jvp = _rate(lambda: _jvp(enc, x), batch, reps, dev)
-        name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-        rates[model.name] = Rates(
-            step_bf16=step16, step_fp32=step32, forward=fwd, jvp=jvp, cuda=dev.type == "cuda",
-            source=f"measured now on {name}, batch {batch}, {model.name} (eager; step fp32 {step32:.3g}, "
-            f"bf16 {step16:.3g}, forward {fwd:.3g}, jvp {jvp:.3g} image-passes/s)",
-        )
-        del enc
+        rates[model.name] = _measure(enc, model.name, batch, reps, dev)
     return rates
+
+
+def _measure(enc: Any, model: str, batch: int, reps: int, dev: torch.device) -> Rates:
+    x = torch.rand(batch, *enc.input_size, device=dev)  # (B, 3, H, W) pixels
+    fwd = _rate(lambda: _forward(enc, x), batch, reps, dev)
+    step32 = _rate(lambda: _step(enc, x, None), batch, reps, dev)
+    step16 = _rate(lambda: _step(enc, x, torch.bfloat16), batch, reps, dev) if dev.type == "cuda" else step32
+    jvp = _rate(lambda: _jvp(enc, x), batch, reps, dev)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    return Rates(
+        step_bf16=step16, step_fp32=step32, forward=fwd, jvp=jvp, cuda=dev.type == "cuda",
+        source=f"measured now on {name}, batch {batch}, {model} (eager; step fp32 {step32:.3g}, "
+        f"bf16 {step16:.3g}, forward {fwd:.3g}, jvp {jvp:.3g} image-passes/s)",
+    )
 
 
 def _forward(enc: object, x: torch.Tensor) -> None:

@@ -245,9 +245,9 @@ def make_plan(
 ) -> Plan:
     """Count `loaded`'s work; `rates` by model (else the rate table), `pairs_per_shard` instead of
     reading manifests, `previous`: look for earlier results in the output folder."""
-    counts, uncounted = {}, []
+    counts, uncounted, manifests = {}, [], {}
     for shard in loaded.shards:
-        n = pairs_per_shard if pairs_per_shard is not None else count_pairs(shard)
+        n = pairs_per_shard if pairs_per_shard is not None else count_pairs(shard, manifests)
         counts[shard] = n
         if n is None:
             uncounted.append(shard)
@@ -313,10 +313,11 @@ def _setting(params: dict[str, Any]) -> str:
 
 # ----------------------------------------------------------------------------------- counting pairs
 
-def count_pairs(url: str) -> int | None:
+def count_pairs(url: str, manifests: dict[str, dict[str, int] | None] | None = None) -> int | None:
     """Pairs in one shard: from its shard set's manifest, else (a local tar) by reading the tar's
-    headers (samples grouped by key, as the reader groups them); None when neither is possible."""
-    from_manifest = _manifest_count(url)
+    headers (samples grouped by key, as the reader groups them); None when neither is possible.
+    `manifests` caches the manifests read so far, by folder."""
+    from_manifest = _manifest_count(url, {} if manifests is None else manifests)
     if from_manifest is not None:
         return from_manifest
     if "://" not in url and os.path.isfile(url):
@@ -324,14 +325,11 @@ def count_pairs(url: str) -> int | None:
     return None
 
 
-_MANIFESTS: dict[str, dict[str, int] | None] = {}
-
-
-def _manifest_count(url: str) -> int | None:
+def _manifest_count(url: str, manifests: dict[str, dict[str, int] | None]) -> int | None:
     folder, name = url.rsplit("/", 1) if "/" in url else (".", url)
-    if folder not in _MANIFESTS:
-        _MANIFESTS[folder] = _read_manifest(folder)
-    table = _MANIFESTS[folder]
+    if folder not in manifests:
+        manifests[folder] = _read_manifest(folder)
+    table = manifests[folder]
     return None if table is None else table.get(name)
 
 
