@@ -191,7 +191,7 @@ class Plan:
                 text += f" (~{_big(self.image_passes_expected)} expected)"
         if self.seconds is not None:
             where = "measured now" if self.calibrated else "H100 rate table"
-            text += f", ≤ {self.gpu_hours:.3g} GPU-h ({where})"
+            text += f", ≤ {_secs(self.gpu_hours or 0)} GPU-h ({where})"
             if with_wall:
                 text += f": ≤ {_duration(self.wall_seconds(self.seconds))} on {self.gpus} GPU{'s' if self.gpus > 1 else ''}"
         return text
@@ -209,7 +209,7 @@ class Plan:
                 "?" if n is None else _big(r.per_pair.total * n),
                 "?" if n is None else _big(r.per_pair_expected.total * n) + (f" ({r.expected_from} pairs seen)" if r.expected_from else ""),
                 "?" if n is None or r.seconds_per_pair is None else _secs(r.seconds_per_pair * n),
-                "?" if n is None or r.seconds_per_pair is None else f"{r.seconds_per_pair * n / 3600:.3g}",
+                "?" if n is None or r.seconds_per_pair is None else _secs(r.seconds_per_pair * n / 3600),
             ])
         widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
         out = [f"plan for {self.spec}: {self.units} units ({self.units_done} already done), {self.shards} shards, "
@@ -220,8 +220,8 @@ class Plan:
             out.append(f"pairs unknown for {len(self.shards_uncounted)} shard(s) (no readable manifest), e.g. "
                        f"{self.shards_uncounted[0]}: pass --pairs-per-shard N")
         if self.seconds is not None:
-            out.append(f"total: ≤ {_secs(self.seconds)} device-seconds = {self.gpu_hours:.3g} GPU-hours"
-                       + (f" (~{self.seconds_expected / 3600:.3g} expected)" if self.seconds_expected and
+            out.append(f"total: ≤ {_secs(self.seconds)} device-seconds = {_secs(self.gpu_hours or 0)} GPU-hours"
+                       + (f" (~{_secs(self.seconds_expected / 3600)} expected)" if self.seconds_expected and
                           self.seconds_expected < self.seconds else "")
                        + f"; on {self.gpus} GPU(s): ≤ {_duration(self.wall_seconds(self.seconds))} wall")
         elif self.pairs is None:
