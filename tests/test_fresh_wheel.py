@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,9 +22,13 @@ BUILD_NOISE = re.compile(r"deprecat|BuildBackendWarning|SetuptoolsWarning|^\s*wa
 def wheel_install(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
     """(site folder with the wheel installed into it, the verbose build log)."""
     tmp = tmp_path_factory.mktemp("wheel")
+    # Build from a clean copy: an in-tree build would leave build/ in the checkout (and reuse a stale one).
+    source = tmp / "src"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "*.egg-info", "artifacts", "demo-run*", "__pycache__", ".pytest_cache"))
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE")}
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "-w", str(tmp / "dist"), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "-w", str(tmp / "dist"), str(source)],
         cwd=tmp, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     log = build.stdout + build.stderr

@@ -1,6 +1,6 @@
 """`vitsweep run SPEC`: run a sweep spec on Ray and leave its results in a run directory.
 
-    vitsweep run configs/demo.yaml --out runs/demo            # local Ray: one actor per CPU/GPU
+    vitsweep run demo.yaml --out runs/demo                    # local Ray (demo.yaml: `vitsweep init`)
     vitsweep run spec.yaml --address 10.0.0.1:6379            # join a running cluster
     ray job submit -- vitsweep run spec.yaml                  # inside a job: joins via RAY_ADDRESS
 
