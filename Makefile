@@ -1,12 +1,15 @@
 # vitsweep: `make demo` runs the main job on a laptop, `make test` runs the test suite.
-# Both create .venv when it is missing and install the project into it first.
+# Both create .venv when it is missing and install the project into it first; `make test` also
+# makes sure Debian's chromium is there for the dashboard's browser tests (.ci/ensure-chromium:
+# apt-get when run as root, else one line naming the command). VITSWEEP_CHROMIUM names another browser.
 
 PYTHON ?= python3
+export VITSWEEP_CHROMIUM ?= /usr/bin/chromium
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test test-fast bench clean
+.PHONY: demo test test-fast browser bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,8 +20,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/vitsweep demo
 
-test: $(STAMP)
+test: browser $(STAMP)
 	$(PY) -m pytest -q
+
+browser:
+	@.ci/ensure-chromium
 
 # Everything but the multi-process Ray and browser tests.
 test-fast: $(STAMP)

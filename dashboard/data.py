@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import threading
 import time
@@ -150,6 +151,16 @@ def keyed(fn: Callable[..., T]) -> Callable[..., T]:
         return cached(runs, cache_key(runs), *args, **kwargs)
 
     return call
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def plan(run: str) -> dict[str, Any] | None:
+    """RUN/plan.json (written by `vitsweep run` at its start), or None."""
+    try:
+        data = json.loads((Path(run) / "plan.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 # ---------------------------------------------------------------- Runs page

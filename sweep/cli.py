@@ -15,7 +15,9 @@ from sweep.errors import UserError
 
 COMMANDS: dict[str, str] = {
     "demo": "Build the demo shards, run a small sweep of all three probes, summarise it.",
+    "init": "Write the example sweep specs (demo, imagenet-val) into a folder for you to edit.",
     "shards": "Make and check WebDataset shards of image pairs.",
+    "plan": "Count a sweep spec's work (units, pairs, passes) and estimate its time and GPU-hours.",
     "run": "Run a sweep spec on a local or remote Ray cluster.",
     "probe": "Run one probe on one image pair.",
     "query": "Query a run's results with SQL or a named query.",

@@ -31,10 +31,34 @@ def progress_panel(run: str) -> None:
         f"elapsed {formatting.duration(prog.get('elapsed_s'))} · started {prog.get('started_at', '—')} · "
         f"updated {prog.get('updated_at', '—')}"
     )
+    plan_panel(run, prog)
     failures = prog.get("failures") or []
     if failures:
         st.subheader("Failed units")
         st.dataframe(pd.DataFrame(failures), hide_index=True, width="stretch")
+
+
+def plan_panel(run: str, prog: dict) -> None:
+    """The plan `vitsweep run` made at its start (plan.json): the work and cost it predicted."""
+    plan = data.plan(run)
+    if plan is None:
+        return
+    cols = st.columns(5)
+    cols[0].metric("Planned units", int(plan.get("units") or 0), help=f"already done at the start: {plan.get('units_done', 0)}")
+    cols[1].metric("Planned pairs", formatting.number(plan.get("unit_pairs")), help="pairs summed over units")
+    cols[2].metric("Image passes ≤", formatting.number(plan.get("image_passes")),
+                   help=f"expected: {formatting.number(plan.get('image_passes_expected'))}")
+    cols[3].metric("GPU-hours ≤", formatting.number(plan.get("gpu_hours"), 3))
+    cols[4].metric("Planned time ≤", formatting.duration(plan.get("seconds")), help="on one device")
+    sources = "; ".join(plan.get("rate_sources") or []) or "no rate known for these models"
+    st.caption(f"Plan made {plan.get('created_at', '—')} ({sources}). Pairs done so far: "
+               f"{int(prog.get('pairs_done') or 0)} of {formatting.number(plan.get('unit_pairs'))} planned.")
+    rows = plan.get("rows") or []
+    if rows:
+        with st.expander("Plan per model and probe setting"):
+            st.dataframe(pd.DataFrame([{k: r.get(k) for k in ("model", "weights", "probe", "setting", "units", "pairs",
+                                                             "image_passes", "image_passes_expected")} for r in rows]),
+                         hide_index=True, width="stretch")
 
 
 for run, status in statuses.items():

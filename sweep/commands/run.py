@@ -1,6 +1,6 @@
 """`vitsweep run SPEC`: run a sweep spec on Ray and leave its results in a run directory.
 
-    vitsweep run configs/demo.yaml --out runs/demo            # local Ray: one actor per CPU/GPU
+    vitsweep run demo.yaml --out runs/demo                    # local Ray (demo.yaml: `vitsweep init`)
     vitsweep run spec.yaml --address 10.0.0.1:6379            # join a running cluster
     ray job submit -- vitsweep run spec.yaml                  # inside a job: joins via RAY_ADDRESS
 
@@ -96,6 +96,11 @@ def execute(
     manifest = prepare_run(store, loaded, force=force)
     run_id = manifest["run_id"]
     store.clean_tmp()
+    from sweep.run.plan import record_plan  # plan.json: what the Runs page shows beside the progress
+
+    plan = record_plan(loaded, store)
+    if plan is not None:
+        print(plan.summary(with_wall=False), flush=True)
     status = store.unit_status()
     todo = [u for u in loaded.units if status.get(u.unit_id) != "ok"]
     progress = Progress(

@@ -1,0 +1,85 @@
+"""`vitsweep plan --calibrate`: time a few encoder passes of each model of a spec on this device.
+
+For every model the spec names, at the spec's batch size: a no-grad forward, a forward +
+backward to the input (fp32, and bf16 autocast on CUDA) and a forward-mode JVP, each warmed up
+once and then timed over `reps` calls (one by default: a handful of passes per model, so that
+it takes seconds; the figures are rough, as a plan is). Weights do not change the speed, so a timm model is built
+with a seeded random initialisation (no download); a factory encoder is built as the spec says.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from sweep.run.rates import Rates
+from sweep.run.spec import LoadedSpec
+
+
+def calibrate(loaded: LoadedSpec, device: str | None = None, reps: int = 1) -> dict[str, Rates]:
+    """Measured rates (image-passes per second) by model name."""
+    from sweep.encoders import default_device, load_encoder
+
+    dev = torch.device(device) if device else default_device()
+    batch = loaded.spec.batch_size
+    rates: dict[str, Rates] = {}
+    for model in loaded.spec.models:
+        if model.name in rates:
+            continue
+        weights = model.weights if ":" in model.name else "random:0"
+        enc = load_encoder(model.name, weights, model.embed, device=dev)
+        rates[model.name] = _measure(enc, model.name, batch, reps, dev)
+    return rates
+
+
+def _measure(enc: Any, model: str, batch: int, reps: int, dev: torch.device) -> Rates:
+    x = torch.rand(batch, *enc.input_size, device=dev)  # (B, 3, H, W) pixels
+    fwd = _rate(lambda: _forward(enc, x), batch, reps, dev)
+    step32 = _rate(lambda: _step(enc, x, None), batch, reps, dev)
+    step16 = _rate(lambda: _step(enc, x, torch.bfloat16), batch, reps, dev) if dev.type == "cuda" else step32
+    jvp = _rate(lambda: _jvp(enc, x), batch, reps, dev)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    return Rates(
+        step_bf16=step16, step_fp32=step32, forward=fwd, jvp=jvp, cuda=dev.type == "cuda",
+        source=f"measured now on {name}, batch {batch}, {model} (eager; step fp32 {step32:.3g}, "
+        f"bf16 {step16:.3g}, forward {fwd:.3g}, jvp {jvp:.3g} image-passes/s)",
+    )
+
+
+def _forward(enc: object, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        enc.embed(x)  # type: ignore[attr-defined]
+
+
+def _step(enc: object, x: torch.Tensor, dtype: torch.dtype | None) -> None:
+    xg = x.detach().requires_grad_(True)
+    if dtype is None:
+        e = enc.loop_embed(xg)  # type: ignore[attr-defined]
+    else:
+        with torch.autocast("cuda", dtype=dtype):
+            e = enc.loop_embed(xg)  # type: ignore[attr-defined]
+    torch.autograd.grad(e.float().pow(2).sum(), xg)
+
+
+def _jvp(enc: object, x: torch.Tensor) -> None:
+    v = torch.randn_like(x)
+    with enc.forward_ad_friendly():  # type: ignore[attr-defined]
+        torch.func.jvp(enc.embed, (x,), (v,))  # type: ignore[attr-defined]
+
+
+def _rate(fn: Callable[[], None], batch: int, reps: int, device: torch.device) -> float:
+    fn()  # warm-up (allocations, kernel selection)
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    _sync(device)
+    return batch * reps / max(time.perf_counter() - start, 1e-9)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

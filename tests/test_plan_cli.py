@@ -1,0 +1,71 @@
+"""`vitsweep plan` from the command line: the full ImageNet spec's counts worked out by hand,
+`--calibrate` on the CPU for ViT-Tiny, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sweep_helpers import make_shards, write_spec  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def vitsweep(cwd: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "sweep.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+
+def test_imagenet_val_plan_by_hand(tmp_path: Path) -> None:
+    assert vitsweep(tmp_path, "init").returncode == 0
+    proc = vitsweep(tmp_path, "plan", "imagenet-val.yaml", "--pairs-per-shard", "1000", "--gpus", "8", "--json")
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert plan["units"] == 3 * (2 + 2 + 1) * 50 and plan["pairs"] == 50_000 and plan["unit_pairs"] == 750 * 1000
+    # Image passes per pair, worked out from what each probe does (a step counts a forward and a backward):
+    match = 4 + 2 * 12_000  # target + 3 re-check forwards; 12,000 steps
+    perturb = (2 + 4 * (1 + 8)) + 2 * (4 * 50)  # clean pair, per eps (4 in each default grid): result + 8 draws; 50 steps
+    width = 8 + 4  # top_k + oversample
+    lipschitz = (
+        (2 + 4 * (4 + 8 + 1 + 4) + 1)  # plain: f(x0), f(t); finite differences at 4 h for 4+8+1+4 directions; loss
+        + 2 * (30 * width + 1)  # backward: subspace iteration, the matching gradient
+        + 2 * (31 * width + 4 + 8 + 1 + 4)  # jvp: subspace iteration + Rayleigh-Ritz, ||J v|| per direction
+    )
+    per_model = 2 * match + 2 * perturb + lipschitz
+    assert plan["image_passes"] == 3 * 50_000 * per_model
+    assert plan["image_passes_expected"] == plan["image_passes"]  # no earlier run to learn from
+    assert plan["gpu_hours"] == pytest.approx(plan["seconds"] / 3600, rel=1e-3)
+    assert plan["wall_seconds"] == pytest.approx(plan["seconds"] / 8, rel=1e-3)
+    assert plan["gpus"] == 8 and all("H100" in s for s in plan["rate_sources"])
+    text = vitsweep(tmp_path, "plan", "imagenet-val.yaml", "--pairs-per-shard", "1000", "--gpus", "8")
+    assert text.returncode == 0 and "GPU-hours" in text.stdout and "vit_huge_patch14_clip_224.laion2b" in text.stdout
+
+
+def test_calibrate_on_cpu_for_vit_tiny(tmp_path: Path) -> None:
+    make_shards(tmp_path / "shards", 2, 3)
+    spec = write_spec(tmp_path / "spec.yaml", str(tmp_path / "shards"), tmp_path / "run",
+                      models=[{"name": "vit_tiny_patch16_224", "weights": "random:0"}], batch_size=2)  # fmt: skip
+    proc = vitsweep(tmp_path, "plan", str(spec), "--calibrate", "--device", "cpu", "--json")
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert plan["calibrated"] is True and plan["units"] == 3 * 2 and plan["pairs"] == 6
+    assert plan["seconds"] > 0 and plan["gpu_hours"] > 0
+    assert len(plan["rate_sources"]) == 1 and plan["rate_sources"][0].startswith("measured now on CPU")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["missing.yaml"], "no such spec file"),
+    (["spec.yaml", "--gpus", "0"], "--gpus must be at least 1"),
+])  # fmt: skip
+def test_bad_input_is_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    make_shards(tmp_path / "shards", 1, 2)
+    write_spec(tmp_path / "spec.yaml", str(tmp_path / "shards"), tmp_path / "run")
+    proc = vitsweep(tmp_path, "plan", *args)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and message in proc.stderr
