@@ -4,13 +4,16 @@
     vitsweep run spec.yaml --address 10.0.0.1:6379            # join a running cluster
     ray job submit -- vitsweep run spec.yaml                  # inside a job: joins via RAY_ADDRESS
 
-A rerun into the same directory skips finished units (and retries failed ones). Exit status:
-0 when every unit finished, 1 when some unit failed for good (its error is in the `units`
-table and progress.json), 2 for a bad spec or command line, 130 when interrupted.
+A rerun into the same directory skips finished units (and retries failed ones). One driver at a
+time: the run directory's lease (sweep/run/lease.py) refuses a second driver while the first is
+alive, and is taken over once it is dead. Exit status: 0 when every unit finished, 1 when some
+unit failed for good (its error is in the `units` table and progress.json), 2 for a bad spec or
+command line or a run directory another driver holds, 130 when interrupted.
 """
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import os
 import signal
@@ -22,7 +25,8 @@ from types import FrameType
 from typing import Any
 
 from sweep.errors import UserError
-from sweep.run.manifest import finish_run, prepare_run
+from sweep.run.lease import Lease
+from sweep.run.manifest import MANIFEST_FILE, finish_run, prepare_run
 from sweep.run.progress import Progress
 from sweep.schema import to_table
 from sweep.run.spec import LoadedSpec, WorkUnit, load_spec
@@ -93,8 +97,55 @@ def execute(
     if actors is not None and actors < 1:
         raise UserError(f"--actors must be at least 1, got {actors}")
     store = RunStore(loaded.spec.output)
+    lease = _take_lease(store)  # before anything is written: a second driver stops here
+    try:
+        return _execute_leased(loaded, store, lease, address=address, actors=actors, device=device, force=force,
+                               show_progress=show_progress)
+    finally:
+        lease.release()
+
+
+def _take_lease(store: RunStore) -> Lease:
+    """The run directory's lease (LeaseHeld, exit 2, names a live holder); a dead holder's lease
+    is taken over and said so on stderr. Losing the lease later stops this driver."""
+    old = store.read_json(MANIFEST_FILE) if store.exists(MANIFEST_FILE) else None
+    lease = Lease.acquire(store, run_id=(old or {}).get("run_id"))
+    if lease.took_over:
+        dead = lease.took_over
+        print(
+            f"vitsweep run: took over the lease of a dead driver ({dead.get('host')} pid {dead.get('pid')}, "
+            f"last heartbeat {dead.get('age_s')} s ago)",
+            file=sys.stderr,
+        )
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+
+    def lost(message: str) -> None:
+        print(f"vitsweep run: {message}; stopping this driver", file=sys.stderr)
+        if in_main_thread:  # Ctrl-C's path: finished units stay, the manifest says "interrupted"
+            _thread.interrupt_main()
+
+    lease.start_heartbeat(on_lost=lost)
+    return lease
+
+
+def _execute_leased(
+    loaded: LoadedSpec,
+    store: RunStore,
+    lease: Lease,
+    *,
+    address: str | None,
+    actors: int | None,
+    device: str,
+    force: bool,
+    show_progress: bool | None,
+) -> Outcome:
     manifest = prepare_run(store, loaded, force=force)
     run_id = manifest["run_id"]
+    lease.set_run_id(run_id)
+    if lease.took_over:
+        manifest["lease_takeover"] = lease.took_over
+        store.write_json(MANIFEST_FILE, manifest)
     store.clean_tmp()
     status = store.unit_status()
     todo = [u for u in loaded.units if status.get(u.unit_id) != "ok"]
