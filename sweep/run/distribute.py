@@ -113,7 +113,7 @@ class UnitActor:
         read_workers = 2 if self.device == "cuda" else 0  # a CPU actor owns one core: decode in-process
         return run_unit(
             unit, self.cache, self.run_root, run_id=self.run_id, attempt=attempt, worker=self.worker,
-            read_workers=read_workers,
+            read_workers=read_workers, commit=False,  # the driver commits the current attempt only
         )
 
     def ping(self) -> dict[str, Any]:
@@ -175,6 +175,7 @@ class Sweep:
         self.poll_s = poll_s
         self.slots: list[_Slot] = []
         self.replacements = 0
+        self.current: dict[str, int] = {}  # unit_id -> the attempt whose files may be committed
 
     # ---- actors ------------------------------------------------------------------------------
     def _new_actor(self) -> Any:
@@ -224,6 +225,7 @@ class Sweep:
         for slot in self.slots:
             if slot.alive and slot.busy is None and self.queue:
                 unit, attempt = self.queue.popleft()
+                self.current[unit.unit_id] = attempt
                 slot.busy = (slot.handle.run.remote(unit, attempt), unit, attempt)
 
     def _on_ping(self, slot: _Slot, ref: Any) -> None:
@@ -256,6 +258,19 @@ class Sweep:
             slot.ping = slot.handle.ping.remote()  # answers once Ray has restarted it
             self._retry_or_fail(unit, attempt, f"actor died: {_one_line(err)}", retry=True)
             return
+        self._commit(unit, attempt, summary)
+
+    def _commit(self, unit: WorkUnit, attempt: int, summary: UnitSummary) -> None:
+        """Fencing: only the current attempt's staged files go into place (see sweep/run/store.py)."""
+        from sweep.run.store import RunStore
+
+        store = RunStore(self.run_root)
+        if self.current.get(unit.unit_id) != attempt or summary.attempts != attempt:
+            log.warning("discarding the files of unit %s attempt %d (no longer current)", unit.unit_id, attempt)
+            store.discard_staged(summary.staged)
+            return
+        store.commit_staged(summary.staged)
+        self.current.pop(unit.unit_id, None)
         self.on_done(summary)
 
     def _retry_or_fail(self, unit: WorkUnit, attempt: int, message: str, *, retry: bool) -> None:
