@@ -30,6 +30,11 @@ filters `(run_id, model, weights, config_hash)`, positionally, where NULL means 
 
 They only read the views, so the SQL console (analysis.guard) may call them too.
 
+A run may also be an object-store URI (`s3://bucket/prefix`): its files are listed and read
+through fsspec (s3fs; endpoint and credentials from the usual AWS variables, AWS_ENDPOINT_URL
+included), registered into DuckDB as a filesystem. DuckDB's own httpfs extension is not used:
+it has to be downloaded, which an offline machine cannot do.
+
 The connection is sandboxed (unless `sandbox=False`): only the run directories can be read
 (`allowed_directories`), no other file, extension or network access (`enable_external_access =
 false`), and the configuration is locked. Never imports torch or Ray.
@@ -135,7 +140,35 @@ class RunNotFound(Exception):
         super().__init__(" ".join(str(message).split()))
 
 
+def _is_url(path: str | Path) -> bool:
+    return "://" in str(path) and not str(path).startswith("file://")
+
+
+class _Remote(str):
+    """A run given as a URI (s3://bucket/prefix), without a trailing slash."""
+
+
+def _remote_fs(url: str) -> Any:
+    import fsspec
+
+    return fsspec.core.url_to_fs(url)[0]
+
+
+def _check_remote_run(path: str) -> _Remote:
+    url = _Remote(str(path).rstrip("/"))
+    fs = _remote_fs(url)
+    try:
+        found = any(fs.exists(f"{url}/{marker}") for marker in _RUN_MARKERS)
+    except (OSError, ValueError) as err:  # no bucket, bad credentials, endpoint unreachable
+        raise RunNotFound(f"cannot read {path}: {err}") from None
+    if not found:
+        raise RunNotFound(f"not a vitsweep run (no spec.yaml, manifest.json, progress.json or results/): {path}")
+    return url
+
+
 def _check_run_dir(path: str | Path) -> Path:
+    if _is_url(path):
+        return _check_remote_run(str(path))  # type: ignore[return-value]
     run = Path(path).expanduser()
     if not run.exists():
         raise RunNotFound(f"run directory not found: {path}")
@@ -150,6 +183,9 @@ def _check_run_dir(path: str | Path) -> Path:
 
 def _table_glob(run: Path, table: str) -> str | None:
     """The Parquet glob of one table in one run, or None while the table has no file yet."""
+    if isinstance(run, _Remote):
+        pattern = f"{run}/results/{table}/*/*/*.parquet"
+        return pattern if _remote_fs(run).glob(pattern) else None
     folder = run / "results" / table
     if not folder.is_dir() or next(folder.glob("*/*/*.parquet"), None) is None:
         return None
@@ -191,6 +227,8 @@ def open_runs(run_dirs: Sequence[str | Path], *, sandbox: bool = True) -> duckdb
         if run not in runs:
             runs.append(run)
     con = duckdb.connect(":memory:")
+    for protocol in sorted({str(run).split("://", 1)[0] for run in runs if isinstance(run, _Remote)}):
+        con.register_filesystem(_remote_fs(f"{protocol}://"))
     for table in VIEWS:
         globs = [g for g in (_table_glob(run, table) for run in runs) if g is not None]
         _create_view(con, table, globs)
@@ -198,21 +236,31 @@ def open_runs(run_dirs: Sequence[str | Path], *, sandbox: bool = True) -> duckdb
     for macro in _MACRO_SQL:
         con.execute(macro)
     if sandbox:
-        allowed = "[" + ", ".join(_sql_string(run.as_posix() + "/") for run in runs) + "]"
+        allowed = "[" + ", ".join(_sql_string((run if isinstance(run, _Remote) else run.as_posix()) + "/") for run in runs) + "]"
         con.execute(f"SET allowed_directories = {allowed}")
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
     return con
 
 
-def _read_text(path: Path) -> str | None:
+def _read_text(path: Path | str) -> str | None:
+    if isinstance(path, str):  # a URI
+        try:
+            with _remote_fs(path).open(path, "r", encoding="utf-8") as handle:
+                return handle.read()
+        except (FileNotFoundError, IsADirectoryError):
+            return None
     try:
         return path.read_text(encoding="utf-8")
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return None
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def _in_run(run_dir: str | Path, name: str) -> Path | str:
+    return f"{str(run_dir).rstrip('/')}/{name}" if _is_url(run_dir) else Path(run_dir) / name
+
+
+def _read_json(path: Path | str) -> dict[str, Any] | None:
     text = _read_text(path)
     if text is None:
         return None
@@ -225,14 +273,14 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def read_progress(run_dir: str | Path) -> dict[str, Any] | None:
     """RUN/progress.json as a dict, or None when it is missing or unreadable."""
-    return _read_json(Path(run_dir) / "progress.json")
+    return _read_json(_in_run(run_dir, "progress.json"))
 
 
 def read_manifest(run_dir: str | Path) -> dict[str, Any] | None:
     """RUN/manifest.json as a dict, or None when it is missing or unreadable."""
-    return _read_json(Path(run_dir) / "manifest.json")
+    return _read_json(_in_run(run_dir, "manifest.json"))
 
 
 def read_spec_text(run_dir: str | Path) -> str | None:
     """RUN/spec.yaml as text, or None when it is missing."""
-    return _read_text(Path(run_dir) / "spec.yaml")
+    return _read_text(_in_run(run_dir, "spec.yaml"))

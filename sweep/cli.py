@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "shards": "Make and check WebDataset shards of image pairs.",
     "run": "Run a sweep spec on a local or remote Ray cluster.",
     "probe": "Run one probe on one image pair.",
+    "replay": "Re-run one pair of a run and compare it with the stored rows.",
     "query": "Query a run's results with SQL or a named query.",
     "report": "Write the findings report (HTML and Markdown) of one or more runs.",
     "dashboard": "Browse a run in the Streamlit dashboard.",

@@ -70,4 +70,14 @@ class GatedLinearEncoder(LinearEncoder):
 
 
 def gated_linear_encoder() -> nn.Module:
-    return GatedLinearEncoder()
+    """Gated as above; also sleeps $VITSWEEP_TEST_SLEEP_S seconds per forward (default 0)."""
+    import os
+
+    return GatedLinearEncoder(sleep_s=float(os.environ.get("VITSWEEP_TEST_SLEEP_S", "0")))
+
+
+def env_slow_linear_encoder() -> nn.Module:
+    """The linear encoder sleeping $VITSWEEP_TEST_SLEEP_S seconds per forward (default 0.02)."""
+    import os
+
+    return LinearEncoder(sleep_s=float(os.environ.get("VITSWEEP_TEST_SLEEP_S", "0.02")))

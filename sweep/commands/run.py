@@ -108,8 +108,7 @@ def execute(
 def _take_lease(store: RunStore) -> Lease:
     """The run directory's lease (LeaseHeld, exit 2, names a live holder); a dead holder's lease
     is taken over and said so on stderr. Losing the lease later stops this driver."""
-    old = store.read_json(MANIFEST_FILE) if store.exists(MANIFEST_FILE) else None
-    lease = Lease.acquire(store, run_id=(old or {}).get("run_id"))
+    lease = Lease.acquire(store)  # the run id is added once prepare_run has it
     if lease.took_over:
         dead = lease.took_over
         print(

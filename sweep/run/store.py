@@ -30,6 +30,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from sweep.errors import UserError
 from sweep.schema import ALL_TABLES, STATUS_OK, partition_dir
 
 TMP_SUFFIX = ".tmp"
@@ -184,6 +185,8 @@ def _open_filesystem(root: str) -> tuple[pafs.FileSystem, str]:
         return pafs.LocalFileSystem(), str(local)
     try:
         fs, path = pafs.FileSystem.from_uri(root)
+    except OSError as err:  # e.g. an S3 endpoint that does not answer
+        raise UserError(f"cannot open {root}: {' '.join(str(err).split())}") from None
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         import fsspec  # schemes pyarrow lacks (memory://, gcsfs extras, …)
 

@@ -206,6 +206,7 @@ def units_row(
         "worker": summary.worker,
         "host": summary.worker.split(":")[0] if summary.worker else None,
         "device": summary.device,
+        "batch_size": unit.batch_size,
     }
 
 
