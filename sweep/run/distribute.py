@@ -13,6 +13,10 @@ Failures:
   its unit goes back to the queue; the driver gives the actor no work until it answers a ping
   again (a restart can wait for a free GPU forever when its node is gone, so the sweep never
   waits on it while other actors are alive); an actor out of restarts is replaced.
+
+Fencing: an actor only stages a unit attempt's files; the driver commits them when the result of
+the attempt it holds as current comes back. An attempt given up on (its actor declared dead) can
+finish late, but its files are never committed (see sweep/run/store.py).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError,
 
 from sweep.errors import RunFailed, UserError
 from sweep.run.spec import WorkUnit
+from sweep.run.store import RunStore
 from sweep.run.worker import EncoderCache, UnitSummary, run_unit
 
 log = logging.getLogger(__name__)
@@ -176,6 +181,7 @@ class Sweep:
         self.slots: list[_Slot] = []
         self.replacements = 0
         self.current: dict[str, int] = {}  # unit_id -> the attempt whose files may be committed
+        self._store: RunStore | None = None
 
     # ---- actors ------------------------------------------------------------------------------
     def _new_actor(self) -> Any:
@@ -262,14 +268,17 @@ class Sweep:
 
     def _commit(self, unit: WorkUnit, attempt: int, summary: UnitSummary) -> None:
         """Fencing: only the current attempt's staged files go into place (see sweep/run/store.py)."""
-        from sweep.run.store import RunStore
-
-        store = RunStore(self.run_root)
+        if self._store is None:
+            self._store = RunStore(self.run_root)
         if self.current.get(unit.unit_id) != attempt or summary.attempts != attempt:
             log.warning("discarding the files of unit %s attempt %d (no longer current)", unit.unit_id, attempt)
-            store.discard_staged(summary.staged)
+            self._store.discard_staged(summary.staged)
             return
-        store.commit_staged(summary.staged)
+        try:
+            self._store.commit_staged(summary.staged)
+        except OSError as err:  # e.g. the object store refused a copy: the unit is tried again
+            self._retry_or_fail(unit, attempt, f"could not commit its files: {_one_line(err)}", retry=True)
+            return
         self.current.pop(unit.unit_id, None)
         self.on_done(summary)
 

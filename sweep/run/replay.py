@@ -275,7 +275,7 @@ def compare_values(stored: Any, replayed: Any, rtol: float, atol: float) -> tupl
 
 # ---- reading ------------------------------------------------------------------------------------
 def _read(store: RunStore, table: str, where: Any, columns: list[str] | None = None) -> list[dict[str, Any]]:
-    files = [f.path for f in store._files(f"results/{table}") if f.path.endswith(".parquet")]
+    files = store.parquet_files(f"results/{table}")
     if not files:
         return []
     dataset = ds.dataset(files, filesystem=store.fs, format="parquet")

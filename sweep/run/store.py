@@ -143,6 +143,10 @@ class RunStore:
             self.fs.delete_file(path)
         return len(stale)
 
+    def parquet_files(self, relative: str) -> list[str]:
+        """Paths (for `self.fs`) of the finished Parquet files under `relative`."""
+        return [f.path for f in self._files(relative) if f.path.endswith(".parquet")]
+
     def _files(self, relative: str) -> list[pafs.FileInfo]:
         selector = pafs.FileSelector(self.path(relative), recursive=True, allow_not_found=True)
         return [f for f in self.fs.get_file_info(selector) if f.type == pafs.FileType.File]
