@@ -133,3 +133,21 @@ def test_concurrent_acquire_has_one_winner(tmp_path: Path, stale: bool) -> None:
     for p in procs:
         p.join(timeout=60)
     assert sorted(o for o, _ in outcomes) == ["refused"] * 5 + ["won"]
+
+
+def test_cli_refuses_a_held_run_before_writing_anything(tmp_path: Path) -> None:
+    """`vitsweep run` on a directory whose lease a live process holds (this test): one line naming
+    it, exit 2, the directory untouched (no spec.yaml, manifest.json or progress.json)."""
+    from sweep_helpers import LINEAR, PYTHON, REPO, make_shards, ray_env, write_spec
+
+    make_shards(tmp_path / "shards", 1, 2)
+    run = tmp_path / "run"
+    spec = write_spec(tmp_path / "spec.yaml", str(tmp_path / "shards"), run, models=[{"name": LINEAR, "weights": "factory"}])
+    _write_lease(run, run_id="held-run")
+    before = (run / LEASE_FILE).read_text()
+    for extra in ((), ("--force",)):
+        proc = subprocess.run([PYTHON, "-m", "sweep.cli", "run", str(spec), *extra], cwd=REPO, env=ray_env(),
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.count("\n") == 1 and f"pid {os.getpid()}" in proc.stderr and "held-run" in proc.stderr
+    assert sorted(p.name for p in run.iterdir()) == [LEASE_FILE] and (run / LEASE_FILE).read_text() == before

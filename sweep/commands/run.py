@@ -48,6 +48,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    _refuse_if_held(args.spec, args.out)  # in seconds: before the probes (and torch) are imported
     loaded = load_spec(args.spec, output=args.out)
     outcome = execute(
         loaded,
@@ -59,6 +60,23 @@ def run(args: argparse.Namespace) -> int:
     )
     print(outcome.describe())
     return 0 if outcome.units_failed == 0 else 1
+
+
+def _refuse_if_held(spec_path: str, out: str | None) -> None:
+    """Stop a second driver before the slow part of start-up. Problems with the spec itself are
+    left to load_spec, which reports them properly."""
+    import yaml
+
+    from sweep.run.lease import check_free
+
+    if out is None:
+        try:
+            data = yaml.safe_load(open(spec_path))
+        except (OSError, yaml.YAMLError, UnicodeDecodeError):
+            return
+        out = data.get("output") if isinstance(data, dict) else None
+    if isinstance(out, str) and out:
+        check_free(RunStore(out))
 
 
 @dataclass

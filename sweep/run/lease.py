@@ -150,12 +150,7 @@ class Lease:
                     return cls(backend, mine, _must_read(backend), where)
                 continue
             current = Holder.from_text(seen.text)
-            if current is not None and _alive(current, seen.age_s):
-                raise LeaseHeld(
-                    f"{store.root} is being driven by {current.describe()}, last heartbeat "
-                    f"{seen.age_s:.0f} s ago; wait for it to finish or stop it (a dead driver's lease is "
-                    f"taken over: same host when its pid is gone, else after {current.timeout_s:.0f} s without heartbeat)"
-                )
+            _refuse_live(store.root, current, seen)
             mine.took_over = {
                 **(asdict(current) if current is not None else {"unreadable": seen.text[:200]}),
                 "age_s": round(seen.age_s, 1), "taken_over_at": _now(),
@@ -215,6 +210,24 @@ class Lease:
             except Exception as err:  # the next driver will find the pid gone or the heartbeat stale
                 log.warning("could not delete the lease %s: %s", self.where, err)
             self.lost = "released"
+
+
+def check_free(store: Any, backend: Backend | None = None) -> None:
+    """Raise LeaseHeld if a live driver holds `store`'s lease (a cheap early check: `acquire`
+    decides for real)."""
+    backend = backend or backend_for(store)
+    seen = backend.read()
+    if seen is not None:
+        _refuse_live(store.root, Holder.from_text(seen.text), seen)
+
+
+def _refuse_live(root: str, current: Holder | None, seen: Seen) -> None:
+    if current is not None and _alive(current, seen.age_s):
+        raise LeaseHeld(
+            f"{root} is being driven by {current.describe()}, last heartbeat "
+            f"{seen.age_s:.0f} s ago; wait for it to finish or stop it (a dead driver's lease is "
+            f"taken over: same host when its pid is gone, else after {current.timeout_s:.0f} s without heartbeat)"
+        )
 
 
 def _must_read(backend: Backend) -> Seen:
