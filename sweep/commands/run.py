@@ -182,8 +182,11 @@ def _execute_leased(
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous_sigterm)
-        progress.finish(state)
-        finish_run(store, manifest, state, **extra)
+        if lease.lost:  # another driver holds the run now: its progress.json and manifest stay
+            progress.bar.close()
+        else:
+            progress.finish(state)
+            finish_run(store, manifest, state, **extra)
     return Outcome(
         run_dir=store.root,
         run_id=run_id,
