@@ -95,3 +95,39 @@ def test_second_driver_refused_then_takeover_after_sigkill(tmp_path: Path) -> No
             os.kill(first.pid, signal.SIGKILL)
         kill_ray_processes(env["RAY_TMPDIR"])
         shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
+
+
+def test_driver_that_loses_its_lease_stops_without_touching_the_run(tmp_path: Path) -> None:
+    """Someone else's lease replaces ours mid-sweep (as a takeover by a driver that judged us dead
+    would): the driver notices at its next heartbeat, stops (exit 130) and leaves the new
+    holder's lease and the run's manifest and progress alone."""
+    env = ray_env()
+    make_shards(tmp_path / "shards", 2, 3)
+    run = tmp_path / "run"
+    gate = tmp_path / "gate"
+    env.update(VITSWEEP_TEST_GATE=str(gate), VITSWEEP_LEASE_TIMEOUT_S="2")  # heartbeat every 0.5 s
+    spec = write_spec(tmp_path / "spec.yaml", str(tmp_path / "shards"), run,
+                      models=[{"name": GATED, "weights": "factory"}], probes=SLOW_MATCH, batch_size=3)
+    driver = _driver(spec, env)
+    try:
+        deadline = time.monotonic() + 180
+        while not Path(f"{gate}.started").exists():
+            assert driver.poll() is None, driver.communicate()
+            assert time.monotonic() < deadline, "no unit started in time"
+            time.sleep(0.2)
+        ours = json.loads((run / LEASE_FILE).read_text())
+        thief = {**ours, "host": "thief.example", "pid": 4242, "token": "thief", "took_over": None}
+        (run / LEASE_FILE).write_text(json.dumps(thief))
+        manifest, progress = (run / "manifest.json").read_text(), (run / "progress.json").read_text()
+        out, err = driver.communicate(timeout=180)
+        assert driver.returncode == 130, (out, err)
+        assert "thief.example pid 4242" in err and "stopping this driver" in err
+        assert json.loads((run / LEASE_FILE).read_text())["token"] == "thief"
+        assert (run / "manifest.json").read_text() == manifest and (run / "progress.json").read_text() == progress
+        assert not list((run / "results").rglob("*.parquet")) if (run / "results").exists() else True
+    finally:
+        gate.touch()
+        if driver.poll() is None:
+            os.kill(driver.pid, signal.SIGKILL)
+        kill_ray_processes(env["RAY_TMPDIR"])
+        shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)

@@ -98,8 +98,8 @@ class Seen:
 
 class Backend(Protocol):
     def read(self) -> Seen | None: ...
-    def create(self, text: str) -> bool: ...  # False: it exists
-    def replace(self, text: str, expected: Seen) -> bool: ...  # False: it changed since `expected`
+    def create(self, text: str) -> Seen | None: ...  # the written version; None: it exists
+    def replace(self, text: str, expected: Seen) -> Seen | None: ...  # None: it changed since `expected`
     def delete(self, expected: Seen) -> bool: ...
 
 
@@ -132,8 +132,11 @@ class Lease:
         backend: Backend | None = None,
     ) -> "Lease":
         """Take the lease of `store`'s run directory, or raise LeaseHeld naming the live holder."""
-        timeout_s = float(timeout_s if timeout_s is not None else os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S))
-        if timeout_s <= 0:
+        try:
+            timeout_s = float(timeout_s if timeout_s is not None else os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S))
+        except ValueError:
+            raise UserError(f"{TIMEOUT_ENV} must be a number of seconds, got {os.environ.get(TIMEOUT_ENV)!r}") from None
+        if not timeout_s > 0:
             raise UserError(f"{TIMEOUT_ENV} must be positive, got {timeout_s}")
         heartbeat_s = heartbeat_s if heartbeat_s is not None else max(0.2, timeout_s / 4)
         backend = backend or backend_for(store)
@@ -146,8 +149,9 @@ class Lease:
         for _ in range(5):  # a few rounds: another driver may be taking over at the same moment
             seen = backend.read()
             if seen is None:
-                if backend.create(mine.to_text()):
-                    return cls(backend, mine, _must_read(backend), where)
+                written = backend.create(mine.to_text())
+                if written is not None:
+                    return cls(backend, mine, written, where)
                 continue
             current = Holder.from_text(seen.text)
             _refuse_live(store.root, current, seen)
@@ -155,9 +159,10 @@ class Lease:
                 **(asdict(current) if current is not None else {"unreadable": seen.text[:200]}),
                 "age_s": round(seen.age_s, 1), "taken_over_at": _now(),
             }
-            if backend.replace(mine.to_text(), seen):
+            written = backend.replace(mine.to_text(), seen)
+            if written is not None:
                 log.warning("took over the lease of a dead driver: %s", current.describe() if current else "unreadable")
-                return cls(backend, mine, _must_read(backend), where)
+                return cls(backend, mine, written, where)
         raise LeaseHeld(f"{store.root}: could not take the run directory's lease (another driver keeps changing it)")
 
     def set_run_id(self, run_id: str) -> None:
@@ -174,12 +179,13 @@ class Lease:
     def _write(self) -> None:
         if self.lost:
             raise LeaseLost(self.lost)
-        if not self.backend.replace(self.holder.to_text(), self._seen):
+        written = self.backend.replace(self.holder.to_text(), self._seen)
+        if written is None:
             seen = self.backend.read()
             other = Holder.from_text(seen.text) if seen else None
             self.lost = f"the lease of {self.where} was taken by {other.describe()}" if other else f"{self.where} was deleted"
             raise LeaseLost(self.lost)
-        self._seen = _must_read(self.backend)
+        self._seen = written
 
     def start_heartbeat(self, on_lost: Callable[[str], None]) -> None:
         """Beat every `heartbeat_s` in a daemon thread; call `on_lost(message)` once if the lease is lost."""
@@ -228,13 +234,6 @@ def _refuse_live(root: str, current: Holder | None, seen: Seen) -> None:
             f"{seen.age_s:.0f} s ago; wait for it to finish or stop it (a dead driver's lease is "
             f"taken over: same host when its pid is gone, else after {current.timeout_s:.0f} s without heartbeat)"
         )
-
-
-def _must_read(backend: Backend) -> Seen:
-    seen = backend.read()
-    if seen is None:
-        raise LeaseLost("the lease vanished right after it was written")
-    return seen
 
 
 def _alive(holder: Holder, age_s: float) -> bool:
@@ -317,27 +316,27 @@ class LocalBackend:
             os.fsync(handle.fileno())
         return tmp
 
-    def create(self, text: str) -> bool:
+    def create(self, text: str) -> Seen | None:
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self._write_tmp(text)
         try:
             with self._locked():
                 os.link(tmp, self.path)  # atomic: fails when the lease exists
-            return True
+            return Seen(text, text, 0.0)
         except FileExistsError:
-            return False
+            return None
         finally:
             tmp.unlink(missing_ok=True)
 
-    def replace(self, text: str, expected: Seen) -> bool:
+    def replace(self, text: str, expected: Seen) -> Seen | None:
         tmp = self._write_tmp(text)
         try:
             with self._locked():
                 current = self.read()
                 if current is None or current.version != expected.version:
-                    return False
+                    return None
                 os.replace(tmp, self.path)
-                return True
+                return Seen(text, text, 0.0)
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -368,18 +367,18 @@ class S3Backend:
         age = (server_now - response["LastModified"]).total_seconds()
         return Seen(text, response["ETag"], max(0.0, age))
 
-    def _put(self, text: str, **condition: str) -> bool:
+    def _put(self, text: str, **condition: str) -> Seen | None:
         try:
             with s3_errors(f"s3://{self.bucket}/{self.key}", conflict_ok=True):
-                self.client.put_object(Bucket=self.bucket, Key=self.key, Body=text.encode(), **condition)
-            return True
+                response = self.client.put_object(Bucket=self.bucket, Key=self.key, Body=text.encode(), **condition)
+            return Seen(text, response["ETag"], 0.0)
         except _Conflict:
-            return False
+            return None
 
-    def create(self, text: str) -> bool:
+    def create(self, text: str) -> Seen | None:
         return self._put(text, IfNoneMatch="*")
 
-    def replace(self, text: str, expected: Seen) -> bool:
+    def replace(self, text: str, expected: Seen) -> Seen | None:
         return self._put(text, IfMatch=expected.version)
 
     def delete(self, expected: Seen) -> bool:
@@ -446,18 +445,18 @@ class StoreBackend:
             age = (datetime.now(timezone.utc) - datetime.fromisoformat(holder.heartbeat_at)).total_seconds()
         return Seen(text, text, max(0.0, age))
 
-    def create(self, text: str) -> bool:
+    def create(self, text: str) -> Seen | None:
         if self.read() is not None:
-            return False
+            return None
         self.store.write_text(LEASE_FILE, text)
-        return True
+        return Seen(text, text, 0.0)
 
-    def replace(self, text: str, expected: Seen) -> bool:
+    def replace(self, text: str, expected: Seen) -> Seen | None:
         current = self.read()
         if current is None or current.version != expected.version:
-            return False
+            return None
         self.store.write_text(LEASE_FILE, text)
-        return True
+        return Seen(text, text, 0.0)
 
     def delete(self, expected: Seen) -> bool:
         current = self.read()
