@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from datetime import datetime, timezone
 from types import FrameType
 from typing import Any
@@ -71,7 +72,7 @@ def _refuse_if_held(spec_path: str, out: str | None) -> None:
 
     if out is None:
         try:
-            data = yaml.safe_load(open(spec_path))
+            data = yaml.safe_load(Path(spec_path).read_text())
         except (OSError, yaml.YAMLError, UnicodeDecodeError):
             return
         out = data.get("output") if isinstance(data, dict) else None
