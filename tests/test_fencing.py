@@ -98,3 +98,28 @@ def test_commit_moves_staged_files_in_order(tmp_path: Path) -> None:
     assert store.done_unit_ids() == {unit.unit_id}
     assert pq.read_table(run / summary.staged[0][1]).num_rows == 2
     assert not list(run.rglob("*.tmp"))
+
+
+def test_driver_commits_only_the_current_attempt(tmp_path: Path) -> None:
+    """The driver's rule (Sweep._commit): a result of an attempt that is no longer current is
+    discarded (its staged files deleted, nothing committed, not counted as done); the current
+    attempt's result is committed and counted."""
+    from sweep.run.distribute import Sweep
+
+    make_shards(tmp_path / "shards", 1, 2)
+    run = tmp_path / "run"
+    spec = write_spec(tmp_path / "spec.yaml", str(tmp_path / "shards"), run, probes=PROBES)
+    (unit,) = load_spec(spec).units
+    store = RunStore(run)
+    done: list[str] = []
+    sweep = Sweep([unit], run_root=str(run), run_id="run-1", actors=1, use_gpu=False,
+                  on_done=lambda s: done.append(s.worker))
+    late = run_unit(unit, EncoderCache("cpu"), store, run_id="run-1", attempt=1, worker="attempt-1", commit=False)
+    current = run_unit(unit, EncoderCache("cpu"), store, run_id="run-1", attempt=2, worker="attempt-2", commit=False)
+    sweep.current[unit.unit_id] = 2  # attempt 1 was given up on and the unit re-queued
+    sweep._commit(unit, 1, late)
+    assert done == [] and not list(run.rglob("*.parquet"))
+    assert not any((run / tmp).exists() for tmp, _ in late.staged)
+    sweep._commit(unit, 2, current)
+    assert done == ["attempt-2"] and _units_row(run)["attempts"] == 2
+    assert not list(run.rglob("*.tmp"))
