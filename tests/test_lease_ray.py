@@ -81,7 +81,7 @@ def test_second_driver_refused_then_takeover_after_sigkill(tmp_path: Path) -> No
         third = _driver(spec, env)
         out, err = third.communicate(timeout=300)
         assert third.returncode == 0, (out, err)
-        assert f"took over the lease of a dead driver" in err and f"pid {first.pid}" in err
+        assert "took over the lease of a dead driver" in err and f"pid {first.pid}" in err
         manifest = json.loads((run / "manifest.json").read_text())
         assert manifest["lease_takeover"]["pid"] == first.pid and manifest["state"] == "finished"
         after = units_mtimes(run)

@@ -116,7 +116,7 @@ def test_sweep_on_s3_with_kill_and_resume(s3_env: dict[str, str], tmp_path: Path
                 f"s3://{BUCKET}/shards", "--pairs", "12", "--shard-size", "3", "--workers", "1")
     assert made.returncode == 0, made.stderr
     shard_keys = sorted(k for k in _objects(env, "shards/") if k.endswith(".tar"))
-    assert len(shard_keys) == 4 and f"shards/manifest.json" in _objects(env, "shards/")
+    assert len(shard_keys) == 4 and "shards/manifest.json" in _objects(env, "shards/")
 
     run = f"s3://{BUCKET}/runs/r1"
     spec = write_spec(tmp_path / "spec.yaml", f"s3://{BUCKET}/shards", None, batch_size=3,
