@@ -42,6 +42,11 @@ that ask many questions and re-open when the listing changes: the report, the da
 To add a table: give it a schema in sweep/schema.py's ALL_TABLES and it gets a view like the
 others (`_create_view`); a derived view goes next to `settings` (`DERIVED_VIEWS`).
 
+A run may also be an object-store URI (`s3://bucket/prefix`): its files are listed and read
+through fsspec (s3fs; endpoint and credentials from the usual AWS variables, AWS_ENDPOINT_URL
+included), registered into DuckDB as a filesystem. DuckDB's own httpfs extension is not used:
+it has to be downloaded, which an offline machine cannot do.
+
 The connection is sandboxed (unless `sandbox=False`): only the run directories can be read
 (`allowed_directories`), no other file, extension or network access (`enable_external_access =
 false`), and the configuration is locked. Never imports torch or Ray.
@@ -172,7 +177,35 @@ class RunNotFound(Exception):
         super().__init__(" ".join(str(message).split()))
 
 
+def _is_url(path: str | Path) -> bool:
+    return "://" in str(path) and not str(path).startswith("file://")
+
+
+class _Remote(str):
+    """A run given as a URI (s3://bucket/prefix), without a trailing slash."""
+
+
+def _remote_fs(url: str) -> Any:
+    import fsspec
+
+    return fsspec.core.url_to_fs(url)[0]
+
+
+def _check_remote_run(path: str) -> _Remote:
+    url = _Remote(str(path).rstrip("/"))
+    fs = _remote_fs(url)
+    try:
+        found = any(fs.exists(f"{url}/{marker}") for marker in _RUN_MARKERS)
+    except (OSError, ValueError) as err:  # no bucket, bad credentials, endpoint unreachable
+        raise RunNotFound(f"cannot read {path}: {err}") from None
+    if not found:
+        raise RunNotFound(f"not a vitsweep run (no spec.yaml, manifest.json, progress.json or results/): {path}")
+    return url
+
+
 def _check_run_dir(path: str | Path) -> Path:
+    if _is_url(path):
+        return _check_remote_run(str(path))  # type: ignore[return-value]
     run = Path(path).expanduser()
     if not run.exists():
         raise RunNotFound(f"run directory not found: {path}")
@@ -185,9 +218,11 @@ def _check_run_dir(path: str | Path) -> Path:
     return run.resolve()
 
 
-def _table_files(run: Path, table: str) -> list[Path]:
+def _table_files(run: Path, table: str) -> list[Path] | list[str]:
     """The finished Parquet files of one table in one run (temporary files do not end in
-    .parquet), sorted by name."""
+    .parquet), sorted by name; URIs for a run in object storage."""
+    if isinstance(run, _Remote):
+        return sorted(_remote_fs(run).glob(f"{run}/results/{table}/*/*/*.parquet"))
     folder = run / "results" / table
     if not folder.is_dir():
         return []
@@ -199,6 +234,8 @@ def _same_schema(files: Sequence[Path]) -> bool:
     have the same columns. (vitsweep writes every file with the table's whole schema, so files
     differ only between versions, and a run resumed by another version has a newest file of the
     other kind.) Reading two footers is cheap; unifying every footer (union_by_name) is not."""
+    if any(isinstance(f, str) for f in files):
+        return False  # object storage: let DuckDB's union_by_name unify the footers
     try:
         newest = max(files, key=lambda f: f.stat().st_mtime_ns)
         return pq.read_schema(files[0]).names == pq.read_schema(newest).names
@@ -216,7 +253,8 @@ def _read_sql(run: Path, table: str) -> str | None:
     files = _table_files(run, table)
     if not files:
         return None
-    glob = _sql_string((run / "results" / table / "*" / "*" / "*.parquet").as_posix())
+    glob = _sql_string(f"{run}/results/{table}/*/*/*.parquet" if isinstance(run, _Remote)
+                       else (run / "results" / table / "*" / "*" / "*.parquet").as_posix())
     by_name = "false" if _same_schema(files) else "true"
     return (f"SELECT * FROM read_parquet({glob}, hive_partitioning = true, "
             f"union_by_name = {by_name})")
@@ -250,6 +288,8 @@ def open_runs(run_dirs: Sequence[str | Path], *, sandbox: bool = True,
     if limits.threads:
         con.execute(f"SET threads = {int(limits.threads)}")
     con.execute("SET parquet_metadata_cache = true")  # footers read once per connection
+    for protocol in sorted({str(run).split("://", 1)[0] for run in runs if isinstance(run, _Remote)}):
+        con.register_filesystem(_remote_fs(f"{protocol}://"))
     for table in VIEWS:
         _create_view(con, table, [r for r in (_read_sql(run, table) for run in runs) if r])
     con.execute(_SETTINGS_SQL)
@@ -259,7 +299,8 @@ def open_runs(run_dirs: Sequence[str | Path], *, sandbox: bool = True,
     for macro in _MACRO_SQL:
         con.execute(macro)
     if sandbox:
-        allowed = "[" + ", ".join(_sql_string(run.as_posix() + "/") for run in runs) + "]"
+        allowed = "[" + ", ".join(_sql_string((run if isinstance(run, _Remote) else run.as_posix()) + "/")
+                                  for run in runs) + "]"
         con.execute(f"SET allowed_directories = {allowed}")
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
@@ -340,6 +381,9 @@ def file_listing(run_dirs: Sequence[str | Path]) -> tuple[tuple[str, int, int], 
     Missing runs list nothing."""
     out: list[tuple[str, int, int]] = []
     for run in run_dirs:
+        if _is_url(run):
+            out.extend(_remote_listing(str(run).rstrip("/")))
+            continue
         results = Path(run) / "results"
         for folder, _, names in os.walk(results):
             for name in names:
@@ -351,6 +395,22 @@ def file_listing(run_dirs: Sequence[str | Path]) -> tuple[tuple[str, int, int], 
                         continue
                     out.append((path, st.st_size, st.st_mtime_ns))
     return tuple(sorted(out))
+
+
+def _remote_listing(run: str) -> list[tuple[str, int, int]]:
+    """file_listing's entries for a run in object storage (mtime from the store, in ns)."""
+    fs = _remote_fs(run)
+    try:
+        found = fs.find(f"{run}/results", detail=True)
+    except FileNotFoundError:
+        return []
+    out = []
+    for path, info in found.items():
+        if path.endswith(".parquet"):
+            modified = info.get("LastModified") or info.get("mtime") or 0
+            stamp = int(modified.timestamp() * 1e9) if hasattr(modified, "timestamp") else int(modified)
+            out.append((fs.unstrip_protocol(path), int(info.get("size") or 0), stamp))
+    return out
 
 
 @dataclass(frozen=True)
@@ -383,14 +443,24 @@ def read_stats(con: duckdb.DuckDBPyConnection, run_dirs: Sequence[str | Path]) -
                      time.perf_counter() - start, counts)
 
 
-def _read_text(path: Path) -> str | None:
+def _read_text(path: Path | str) -> str | None:
+    if isinstance(path, str):  # a URI
+        try:
+            with _remote_fs(path).open(path, "r", encoding="utf-8") as handle:
+                return handle.read()
+        except (FileNotFoundError, IsADirectoryError):
+            return None
     try:
         return path.read_text(encoding="utf-8")
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return None
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def _in_run(run_dir: str | Path, name: str) -> Path | str:
+    return f"{str(run_dir).rstrip('/')}/{name}" if _is_url(run_dir) else Path(run_dir) / name
+
+
+def _read_json(path: Path | str) -> dict[str, Any] | None:
     text = _read_text(path)
     if text is None:
         return None
@@ -403,14 +473,14 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def read_progress(run_dir: str | Path) -> dict[str, Any] | None:
     """RUN/progress.json as a dict, or None when it is missing or unreadable."""
-    return _read_json(Path(run_dir) / "progress.json")
+    return _read_json(_in_run(run_dir, "progress.json"))
 
 
 def read_manifest(run_dir: str | Path) -> dict[str, Any] | None:
     """RUN/manifest.json as a dict, or None when it is missing or unreadable."""
-    return _read_json(Path(run_dir) / "manifest.json")
+    return _read_json(_in_run(run_dir, "manifest.json"))
 
 
 def read_spec_text(run_dir: str | Path) -> str | None:
     """RUN/spec.yaml as text, or None when it is missing."""
-    return _read_text(Path(run_dir) / "spec.yaml")
+    return _read_text(_in_run(run_dir, "spec.yaml"))

@@ -636,12 +636,12 @@ def _group_key(group: Group) -> tuple[str, str, str]:
     return group[0], group[1], group[2] or ""
 
 
-def _run_info(run_dir: Path) -> dict[str, Any]:
+def _run_info(run_dir: Path | str) -> dict[str, Any]:
     progress = read_progress(run_dir) or {}
     manifest = read_manifest(run_dir) or {}
     return {
         "path": str(run_dir),
-        "run_id": manifest.get("run_id") or progress.get("run_id") or run_dir.name,
+        "run_id": manifest.get("run_id") or progress.get("run_id") or str(run_dir).rstrip("/").rsplit("/", 1)[-1],
         "state": progress.get("state", "unknown"),
         "units": f"{progress.get('units_done', '?')} of {progress.get('units_total', '?')} done, "
                  f"{progress.get('units_failed', 0)} failed" if progress else "no progress.json",
@@ -686,7 +686,7 @@ def build_report(run_dirs: Sequence[str | Path], *, gallery_limit: int = 6,
         con.close()
     read = ReadStats(stats.units, stats.files, stats.rows, time.perf_counter() - start,
                      stats.rows_by_table)
-    runs = [_run_info(Path(d)) for d in run_dirs]
+    runs = [_run_info(d if "://" in str(d) else Path(d)) for d in run_dirs]  # keep s3://… URIs whole
     return Report(
         title="vitsweep findings: " + ", ".join(r["run_id"] for r in runs),
         generated_at=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -60,3 +64,22 @@ def _plain(value: Any) -> Any:
     except (TypeError, ValueError):  # arrays and lists
         return value
     return value.item() if hasattr(value, "item") else value
+
+
+def replay_command(runs: Sequence[str], run_id: str, pair_id: str, probe: str, config_hash: str | None) -> str:
+    """The `vitsweep replay` command line that re-runs this pair and checks its stored rows.
+
+    The run directory is the one whose manifest.json names `run_id` (the only one if a single
+    run is shown; a placeholder if none matches)."""
+    run_dir = next((r for r in runs if _manifest_run_id(r) == run_id), runs[0] if len(runs) == 1 else "RUN_DIR")
+    parts = ["vitsweep", "replay", run_dir, "--pair", pair_id, "--probe", probe]
+    if config_hash:
+        parts += ["--config", config_hash]
+    return shlex.join(parts)
+
+
+def _manifest_run_id(run_dir: str) -> str | None:
+    try:
+        return json.loads((Path(run_dir) / "manifest.json").read_text()).get("run_id")
+    except (OSError, ValueError, AttributeError):
+        return None

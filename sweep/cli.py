@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "plan": "Count a sweep spec's work (units, pairs, passes) and estimate its time and GPU-hours.",
     "run": "Run a sweep spec on a local or remote Ray cluster.",
     "probe": "Run one probe on one image pair.",
+    "replay": "Re-run one pair of a run and compare it with the stored rows.",
     "query": "Query a run's results with SQL or a named query.",
     "report": "Write the findings report (HTML and Markdown) of one or more runs.",
     "dashboard": "Browse a run in the Streamlit dashboard.",

@@ -159,6 +159,7 @@ UNITS = pa.schema(
         pa.field("worker", pa.string()),
         pa.field("host", pa.string()),
         pa.field("device", pa.string()),
+        pa.field("batch_size", pa.int32()),  # pairs per probe batch (what a bitwise replay needs)
     ]
 )
 

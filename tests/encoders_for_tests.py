@@ -48,3 +48,36 @@ def failing_encoder() -> nn.Module:
 def broken_factory() -> nn.Module:
     """Fails while the encoder is built: every unit using it fails, on every attempt."""
     raise RuntimeError("broken encoder factory (test)")
+
+
+class GatedLinearEncoder(LinearEncoder):
+    """The linear encoder that, when $VITSWEEP_TEST_GATE names a path, writes `<path>.started` at
+    its first forward and then waits (up to 5 min) until `<path>` exists: a unit attempt held back
+    until a test lets it finish, for reproducing races deterministically."""
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        import os
+        from pathlib import Path
+
+        gate = os.environ.get("VITSWEEP_TEST_GATE")
+        if gate and not getattr(self, "_passed", False):
+            Path(gate + ".started").touch()
+            deadline = time.monotonic() + 300
+            while not Path(gate).exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self._passed = True
+        return super().forward(pixels)
+
+
+def gated_linear_encoder() -> nn.Module:
+    """Gated as above; also sleeps $VITSWEEP_TEST_SLEEP_S seconds per forward (default 0)."""
+    import os
+
+    return GatedLinearEncoder(sleep_s=float(os.environ.get("VITSWEEP_TEST_SLEEP_S", "0")))
+
+
+def env_slow_linear_encoder() -> nn.Module:
+    """The linear encoder sleeping $VITSWEEP_TEST_SLEEP_S seconds per forward (default 0.02)."""
+    import os
+
+    return LinearEncoder(sleep_s=float(os.environ.get("VITSWEEP_TEST_SLEEP_S", "0.02")))

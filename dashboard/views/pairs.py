@@ -62,6 +62,9 @@ rows = data.pair_rows(runs, probe, *key)
 st.subheader(f"{rec['model']} · {rec['pair_id']}")
 if rec["status"] == "error":
     st.warning(f"This pair failed: {rec.get('error') or 'no message'}")
+config_hash = rows["config_hash"].iloc[0] if "config_hash" in rows and len(rows) else rec.get("config_hash")
+st.caption("Reproduce this pair: re-runs it with the unit's seed, model and parameters and compares every stored number")
+st.code(pairview.replay_command(runs, rec["run_id"], rec["pair_id"], probe, config_hash), language="bash")
 
 gallery = data.pair_images(runs, probe, *key)
 if gallery.empty:

@@ -4,25 +4,30 @@
     vitsweep run spec.yaml --address 10.0.0.1:6379            # join a running cluster
     ray job submit -- vitsweep run spec.yaml                  # inside a job: joins via RAY_ADDRESS
 
-A rerun into the same directory skips finished units (and retries failed ones). Exit status:
-0 when every unit finished, 1 when some unit failed for good (its error is in the `units`
-table and progress.json), 2 for a bad spec or command line, 130 when interrupted.
+A rerun into the same directory skips finished units (and retries failed ones). One driver at a
+time: the run directory's lease (sweep/run/lease.py) refuses a second driver while the first is
+alive, and is taken over once it is dead. Exit status: 0 when every unit finished, 1 when some
+unit failed for good (its error is in the `units` table and progress.json), 2 for a bad spec or
+command line or a run directory another driver holds, 130 when interrupted.
 """
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import os
 import signal
 import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from datetime import datetime, timezone
 from types import FrameType
 from typing import Any
 
 from sweep.errors import UserError
-from sweep.run.manifest import finish_run, prepare_run
+from sweep.run.lease import Lease
+from sweep.run.manifest import MANIFEST_FILE, finish_run, prepare_run
 from sweep.run.progress import Progress
 from sweep.schema import to_table
 from sweep.run.spec import LoadedSpec, WorkUnit, load_spec
@@ -44,6 +49,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    _refuse_if_held(args.spec, args.out)  # in seconds: before the probes (and torch) are imported
     loaded = load_spec(args.spec, output=args.out)
     outcome = execute(
         loaded,
@@ -55,6 +61,23 @@ def run(args: argparse.Namespace) -> int:
     )
     print(outcome.describe())
     return 0 if outcome.units_failed == 0 else 1
+
+
+def _refuse_if_held(spec_path: str, out: str | None) -> None:
+    """Stop a second driver before the slow part of start-up. Problems with the spec itself are
+    left to load_spec, which reports them properly."""
+    import yaml
+
+    from sweep.run.lease import check_free
+
+    if out is None:
+        try:
+            data = yaml.safe_load(Path(spec_path).read_text())
+        except (OSError, yaml.YAMLError, UnicodeDecodeError):
+            return
+        out = data.get("output") if isinstance(data, dict) else None
+    if isinstance(out, str) and out:
+        check_free(RunStore(out))
 
 
 @dataclass
@@ -93,8 +116,54 @@ def execute(
     if actors is not None and actors < 1:
         raise UserError(f"--actors must be at least 1, got {actors}")
     store = RunStore(loaded.spec.output)
+    lease = _take_lease(store)  # before anything is written: a second driver stops here
+    try:
+        return _execute_leased(loaded, store, lease, address=address, actors=actors, device=device, force=force,
+                               show_progress=show_progress)
+    finally:
+        lease.release()
+
+
+def _take_lease(store: RunStore) -> Lease:
+    """The run directory's lease (LeaseHeld, exit 2, names a live holder); a dead holder's lease
+    is taken over and said so on stderr. Losing the lease later stops this driver."""
+    lease = Lease.acquire(store)  # the run id is added once prepare_run has it
+    if lease.took_over:
+        dead = lease.took_over
+        print(
+            f"vitsweep run: took over the lease of a dead driver ({dead.get('host')} pid {dead.get('pid')}, "
+            f"last heartbeat {dead.get('age_s')} s ago)",
+            file=sys.stderr,
+        )
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+
+    def lost(message: str) -> None:
+        print(f"vitsweep run: {message}; stopping this driver", file=sys.stderr)
+        if in_main_thread:  # Ctrl-C's path: finished units stay, the manifest says "interrupted"
+            _thread.interrupt_main()
+
+    lease.start_heartbeat(on_lost=lost)
+    return lease
+
+
+def _execute_leased(
+    loaded: LoadedSpec,
+    store: RunStore,
+    lease: Lease,
+    *,
+    address: str | None,
+    actors: int | None,
+    device: str,
+    force: bool,
+    show_progress: bool | None,
+) -> Outcome:
     manifest = prepare_run(store, loaded, force=force)
     run_id = manifest["run_id"]
+    lease.set_run_id(run_id)
+    if lease.took_over:
+        manifest["lease_takeover"] = lease.took_over
+        store.write_json(MANIFEST_FILE, manifest)
     store.clean_tmp()
     from sweep.run.plan import record_plan  # plan.json: what the Runs page shows beside the progress
 
@@ -119,8 +188,11 @@ def execute(
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous_sigterm)
-        progress.finish(state)
-        finish_run(store, manifest, state, **extra)
+        if lease.lost:  # another driver holds the run now: its progress.json and manifest stay
+            progress.bar.close()
+        else:
+            progress.finish(state)
+            finish_run(store, manifest, state, **extra)
     return Outcome(
         run_dir=store.root,
         run_id=run_id,

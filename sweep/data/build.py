@@ -149,8 +149,14 @@ def make_shards(
     """Verify a source's images, pair them, write the shards and the manifest; returns the manifest.
 
     Bad images are listed in the manifest's `errors` and never paired. Streams: only the image
-    list is held; each pair's two files are read when that pair is written.
+    list is held; each pair's two files are read when that pair is written. `out_dir` may be an
+    fsspec URL (s3://bucket/prefix): the set is built in a local temporary folder, then uploaded,
+    the manifest last.
     """
+    if "://" in str(out_dir):
+        return _make_remote(str(out_dir), force, lambda local: make_shards(
+            listing, local, pairing=pairing, pairs=pairs, seed=seed, shard_size=shard_size, resize=resize,
+            target=target, workers=workers, force=True, progress=progress))
     if shard_size < 1:
         raise UserError(f"--shard-size must be at least 1 (got {shard_size})")
     if resize is not None and resize < 1:
@@ -187,6 +193,33 @@ def make_shards(
     timing = {"verify_s": round(verified - started, 3), "write_s": round(time.time() - verified, 3)}
     manifest = _manifest(listing, images, errors, plan, written, shards, seed, resize, timing)
     _write_json_atomic(out / MANIFEST, manifest)
+    return manifest
+
+
+def _make_remote(url: str, force: bool, build: Any) -> dict[str, Any]:
+    """Build a shard set locally with `build(folder)` and upload it to `url` (shards, then manifest)."""
+    import tempfile
+
+    import fsspec
+
+    url = url.rstrip("/")
+    try:
+        fs, base = fsspec.core.url_to_fs(url)
+        old = [p for p in fs.glob(f"{base}/pairs-*.tar")] + ([f"{base}/{MANIFEST}"] if fs.exists(f"{base}/{MANIFEST}") else [])
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read {url}: {' '.join(str(err).split())}") from None
+    if old and not force:
+        raise UserError(f"{url} already holds a shard set ({old[0].rsplit('/', 1)[-1]}); choose another --out or pass --force")
+    with tempfile.TemporaryDirectory(prefix="vitsweep-shards-") as local:
+        manifest = build(local)
+        try:
+            for path in old:
+                fs.rm_file(path)
+            names = [s["name"] for s in manifest["shards"]] + [MANIFEST]
+            for name in names:
+                fs.put_file(str(Path(local) / name), f"{base}/{name}")
+        except (OSError, ValueError) as err:
+            raise UserError(f"cannot write to {url}: {' '.join(str(err).split())}") from None
     return manifest
 
 

@@ -13,6 +13,10 @@ Failures:
   its unit goes back to the queue; the driver gives the actor no work until it answers a ping
   again (a restart can wait for a free GPU forever when its node is gone, so the sweep never
   waits on it while other actors are alive); an actor out of restarts is replaced.
+
+Fencing: an actor only stages a unit attempt's files; the driver commits them when the result of
+the attempt it holds as current comes back. An attempt given up on (its actor declared dead) can
+finish late, but its files are never committed (see sweep/run/store.py).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError,
 
 from sweep.errors import RunFailed, UserError
 from sweep.run.spec import WorkUnit
+from sweep.run.store import RunStore
 from sweep.run.worker import EncoderCache, UnitSummary, run_unit
 
 log = logging.getLogger(__name__)
@@ -113,7 +118,7 @@ class UnitActor:
         read_workers = 2 if self.device == "cuda" else 0  # a CPU actor owns one core: decode in-process
         return run_unit(
             unit, self.cache, self.run_root, run_id=self.run_id, attempt=attempt, worker=self.worker,
-            read_workers=read_workers,
+            read_workers=read_workers, commit=False,  # the driver commits the current attempt only
         )
 
     def ping(self) -> dict[str, Any]:
@@ -175,6 +180,8 @@ class Sweep:
         self.poll_s = poll_s
         self.slots: list[_Slot] = []
         self.replacements = 0
+        self.current: dict[str, int] = {}  # unit_id -> the attempt whose files may be committed
+        self._store: RunStore | None = None
 
     # ---- actors ------------------------------------------------------------------------------
     def _new_actor(self) -> Any:
@@ -224,6 +231,7 @@ class Sweep:
         for slot in self.slots:
             if slot.alive and slot.busy is None and self.queue:
                 unit, attempt = self.queue.popleft()
+                self.current[unit.unit_id] = attempt
                 slot.busy = (slot.handle.run.remote(unit, attempt), unit, attempt)
 
     def _on_ping(self, slot: _Slot, ref: Any) -> None:
@@ -256,6 +264,22 @@ class Sweep:
             slot.ping = slot.handle.ping.remote()  # answers once Ray has restarted it
             self._retry_or_fail(unit, attempt, f"actor died: {_one_line(err)}", retry=True)
             return
+        self._commit(unit, attempt, summary)
+
+    def _commit(self, unit: WorkUnit, attempt: int, summary: UnitSummary) -> None:
+        """Fencing: only the current attempt's staged files go into place (see sweep/run/store.py)."""
+        if self._store is None:
+            self._store = RunStore(self.run_root)
+        if self.current.get(unit.unit_id) != attempt or summary.attempts != attempt:
+            log.warning("discarding the files of unit %s attempt %d (no longer current)", unit.unit_id, attempt)
+            self._store.discard_staged(summary.staged)
+            return
+        try:
+            self._store.commit_staged(summary.staged)
+        except OSError as err:  # e.g. the object store refused a copy: the unit is tried again
+            self._retry_or_fail(unit, attempt, f"could not commit its files: {_one_line(err)}", retry=True)
+            return
+        self.current.pop(unit.unit_id, None)
         self.on_done(summary)
 
     def _retry_or_fail(self, unit: WorkUnit, attempt: int, message: str, *, retry: bool) -> None:

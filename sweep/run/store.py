@@ -8,6 +8,12 @@ so files are written under their final name directly.
 
 A unit's tables are written one file each, the `units` row last: that file is the unit's
 done-marker. A retried unit writes the same names again, so a retry replaces rather than adds.
+
+Fencing (no late writes): inside a sweep, a unit attempt only *stages* its files, under names of
+its own (`.<unit_id>.a<attempt>.<uuid>.tmp`, on every filesystem), and returns their names; the
+driver commits (renames into place) only the attempt it holds as current. An attempt the driver
+gave up on (its actor declared dead, the unit re-queued) can therefore never replace the files of
+a later attempt: its staged files are never committed and the next run's `clean_tmp` removes them.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from sweep.errors import UserError
 from sweep.schema import ALL_TABLES, STATUS_OK, partition_dir
 
 TMP_SUFFIX = ".tmp"
@@ -65,13 +72,44 @@ class RunStore:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def write_unit_tables(self, probe: str, model: str, unit_id: str, tables: Mapping[str, pa.Table]) -> None:
-        """Write a unit's tables, `units` last (the done-marker)."""
-        for name, table in tables.items():
-            if name != "units":
-                self.write_parquet(self.unit_file(name, probe, model, unit_id), table)
-        if "units" in tables:
-            self.write_parquet(self.unit_file("units", probe, model, unit_id), tables["units"])
+    def write_unit_tables(
+        self, probe: str, model: str, unit_id: str, tables: Mapping[str, pa.Table], *, stage: int | None = None
+    ) -> list[tuple[str, str]]:
+        """Write a unit's tables, `units` last (the done-marker).
+
+        stage: an attempt number: write each file under a temporary name of that attempt instead
+        and return the (staged, final) relative paths for `commit_staged`, in commit order."""
+        names = [n for n in tables if n != "units"] + (["units"] if "units" in tables else [])
+        staged: list[tuple[str, str]] = []
+        for name in names:
+            final = self.unit_file(name, probe, model, unit_id)
+            if stage is None:
+                self.write_parquet(final, tables[name])
+            else:
+                staged.append((self.stage_parquet(final, tables[name], stage), final))
+        return staged
+
+    def stage_parquet(self, relative: str, table: pa.Table, attempt: int) -> str:
+        """Write `table` beside `relative` under a temporary name of this attempt; returns that name."""
+        folder, _, name = relative.rpartition("/")
+        staged = f"{folder}/.{name.removesuffix('.parquet')}.a{attempt}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}"
+        self.fs.create_dir(self.path(folder), recursive=True)
+        pq.write_table(table, self.path(staged), filesystem=self.fs)
+        return staged
+
+    def commit_staged(self, staged: Iterable[tuple[str, str]]) -> None:
+        """Move staged files into place, in the order given (the `units` done-marker last)."""
+        for tmp, final in staged:
+            if self.is_local:
+                os.replace(self.path(tmp), self.path(final))
+            else:  # object stores: a copy (the object appears whole) and a delete
+                self.fs.move(self.path(tmp), self.path(final))
+
+    def discard_staged(self, staged: Iterable[tuple[str, str]]) -> None:
+        for tmp, _ in staged:
+            path = self.path(tmp)
+            if self.fs.get_file_info(path).type == pafs.FileType.File:
+                self.fs.delete_file(path)
 
     def remove_unit(self, probe: str, model: str, unit_id: str, tables: Iterable[str] = ALL_TABLES) -> None:
         """Delete whatever files a unit left (before recording it as failed)."""
@@ -104,6 +142,10 @@ class RunStore:
         for path in stale:
             self.fs.delete_file(path)
         return len(stale)
+
+    def parquet_files(self, relative: str) -> list[str]:
+        """Paths (for `self.fs`) of the finished Parquet files under `relative`."""
+        return [f.path for f in self._files(relative) if f.path.endswith(".parquet")]
 
     def _files(self, relative: str) -> list[pafs.FileInfo]:
         selector = pafs.FileSelector(self.path(relative), recursive=True, allow_not_found=True)
@@ -147,6 +189,8 @@ def _open_filesystem(root: str) -> tuple[pafs.FileSystem, str]:
         return pafs.LocalFileSystem(), str(local)
     try:
         fs, path = pafs.FileSystem.from_uri(root)
+    except OSError as err:  # e.g. an S3 endpoint that does not answer
+        raise UserError(f"cannot open {root}: {' '.join(str(err).split())}") from None
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         import fsspec  # schemes pyarrow lacks (memory://, gcsfs extras, …)
 

@@ -50,6 +50,7 @@ class UnitSummary:
     attempts: int = 1
     worker: str = ""
     device: str = ""
+    staged: list[tuple[str, str]] = field(default_factory=list)  # (staged, final) files, commit=False
 
 
 class EncoderCache:
@@ -114,8 +115,12 @@ def run_unit(
     attempt: int = 1,
     worker: str = "",
     read_workers: int = 0,
+    commit: bool = True,
 ) -> UnitSummary:
     """Run `unit` end to end and write its files; raises on a unit-level failure (the caller retries).
+
+    commit=False (inside a sweep): stage the files under this attempt's temporary names and list
+    them in `summary.staged`; the driver commits them if this attempt is still the current one.
 
     read_workers: decoding processes for the shard (0: decode in this process, right for a CPU
     actor that owns one core; a GPU actor overlaps decoding with the probe by using a few)."""
@@ -155,7 +160,8 @@ def run_unit(
     images = _image_rows(unit, run_id, state)
     if images:  # a probe without images (lipschitz) or gallery 0: no file
         out["images"] = to_table("images", images)
-    store.write_unit_tables(unit.probe, unit.model, unit.unit_id, out)
+    stage = None if commit else attempt
+    staged = store.write_unit_tables(unit.probe, unit.model, unit.unit_id, out, stage=stage)
     summary = UnitSummary(
         unit_id=unit.unit_id,
         status=STATUS_OK,
@@ -169,7 +175,8 @@ def run_unit(
     )
     finished_at = datetime.now(timezone.utc)
     units = to_table("units", [units_row(unit, run_id, summary, started_at, finished_at)])
-    store.write_unit_tables(unit.probe, unit.model, unit.unit_id, {"units": units})  # the done-marker, last
+    staged += store.write_unit_tables(unit.probe, unit.model, unit.unit_id, {"units": units}, stage=stage)  # done-marker, last
+    summary.staged = staged
     return summary
 
 
@@ -199,6 +206,7 @@ def units_row(
         "worker": summary.worker,
         "host": summary.worker.split(":")[0] if summary.worker else None,
         "device": summary.device,
+        "batch_size": unit.batch_size,
     }
 
 
