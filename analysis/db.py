@@ -45,9 +45,9 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from sweep.schema import ALL_TABLES, RESULT_TABLES, SCHEMAS, STATUS_OK
+from sweep.schema import KNN_COLUMNS, LABEL_TABLES, RESULT_TABLES, SCHEMAS, STATUS_OK, UNIT_TABLES
 
-VIEWS: tuple[str, ...] = ALL_TABLES  # match, perturb, lipschitz, pairs, units, images
+VIEWS: tuple[str, ...] = UNIT_TABLES  # match, perturb, lipschitz, pairs, units, images
 DERIVED_VIEWS: tuple[str, ...] = ("settings",)  # views over VIEWS (no files of their own)
 
 # One row per config_hash. Every CTE keeps `probe` as a group key, so a query that asks for one
@@ -125,6 +125,26 @@ MACROS: tuple[str, ...] = (
     *(f"{table}_ok" for table in RESULT_TABLES),
     "lipschitz_estimates",
 )
+# k-NN label columns the match and perturb views take from the labels pass's `labels` table.
+KNN_EXTRA_COLUMNS = ("knn_src_name", "knn_tgt_name", "knn_adv_name", "knn_k", "knn_bank", "knn_bank_size")
+
+
+def _knn_view_sql(table: str) -> str:
+    """The `table` view: its files' rows, with knn_* taken from the labels table where the labels
+    pass labelled the row (else what the file holds: runs written before the pass), plus the
+    label names, k, bank and bank size."""
+    replaced = ", ".join(
+        f"CASE WHEN l.unit_id IS NULL THEN r.{c} ELSE l.{c} END AS {c}" for c in KNN_COLUMNS
+    )
+    extra = ", ".join(f"l.{c}" for c in KNN_EXTRA_COLUMNS)
+    eps = " AND l.eps IS NOT DISTINCT FROM r.eps" if "eps" in SCHEMAS[table].names else ""
+    return (
+        f"CREATE OR REPLACE VIEW {table} AS SELECT r.* REPLACE ({replaced}), {extra} "
+        f"FROM _files_{table} AS r LEFT JOIN (SELECT * FROM labels WHERE probe = '{table}') AS l "
+        f"ON l.run_id = r.run_id AND l.unit_id = r.unit_id AND l.pair_id = r.pair_id{eps}"
+    )
+
+
 _RUN_MARKERS = ("spec.yaml", "manifest.json", "progress.json", "results")
 
 
@@ -160,18 +180,20 @@ def _sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _create_view(con: duckdb.DuckDBPyConnection, table: str, globs: list[str]) -> None:
+def _create_view(con: duckdb.DuckDBPyConnection, table: str, globs: list[str], name: str | None = None) -> None:
+    """View `name` (default: the table's name) over the table's files, with every schema column."""
+    name = name or table
     empty_name = f"_empty_{table}"
     empty = pa.Table.from_batches([], schema=SCHEMAS[table])
     con.register("_arrow_empty", empty)
     con.execute(f"CREATE OR REPLACE TABLE {empty_name} AS SELECT * FROM _arrow_empty")
     con.unregister("_arrow_empty")
     if not globs:
-        con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {empty_name}")
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {empty_name}")
         return
     files = "[" + ", ".join(_sql_string(g) for g in globs) + "]"
     con.execute(
-        f"CREATE OR REPLACE VIEW {table} AS "
+        f"CREATE OR REPLACE VIEW {name} AS "
         f"SELECT * FROM {empty_name} UNION ALL BY NAME "
         f"SELECT * FROM read_parquet({files}, hive_partitioning = true, union_by_name = true)"
     )
@@ -191,9 +213,11 @@ def open_runs(run_dirs: Sequence[str | Path], *, sandbox: bool = True) -> duckdb
         if run not in runs:
             runs.append(run)
     con = duckdb.connect(":memory:")
-    for table in VIEWS:
+    for table in (*VIEWS, "labels"):
         globs = [g for g in (_table_glob(run, table) for run in runs) if g is not None]
-        _create_view(con, table, globs)
+        _create_view(con, table, globs, name=f"_files_{table}" if table in LABEL_TABLES else None)
+    for table in LABEL_TABLES:
+        con.execute(_knn_view_sql(table))
     con.execute(_SETTINGS_SQL)
     for macro in _MACRO_SQL:
         con.execute(macro)

@@ -7,6 +7,15 @@ as a timm model `name[.tag]` (weights `pretrained`, `random:<seed>` or `file:<pa
 frozen, so no weight gradient is ever computed.
 
 Embedding points for timm ViTs: `pre_logits` (default), `cls:<block>`, `mean_patch:<block>`.
+
+Heads: an encoder has a head for labels only when it is a classifier over a known label set.
+For a timm model that is ImageNet-1k / -12k / -21k / -22k, read from timm's metadata (the
+pretrained config's `label_names`, else the class count as `timm.data.infer_imagenet_subset`
+maps it); a CLIP / SigLIP image tower that was not fine-tuned on a label set has a "head" that is
+the image-text projection (512-way for `vit_base_patch16_clip_224.openai`), which is not a
+classifier: such encoders get no head, and `head_note` says why. A factory encoder's head is its
+module's `classifier` attribute, over the class names in its `label_names` attribute when it has
+one. The names of a head's classes (`class_names`) come from timm's offline ImageNet metadata.
 """
 
 from __future__ import annotations
@@ -53,6 +62,9 @@ class Encoder:
     embed_fn: Any = None  # callable(module, x_normalised) -> (B, D)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     loop_fn: Any = None  # the probes' hot-loop variant of embed_fn (torch.compile'd when asked)
+    label_set: str | None = None  # what the head classifies over ("imagenet-1k", ...); None without a head
+    label_names: list[str] | None = None  # class index -> name, where the label set has names
+    head_note: str = ""  # why there is no head (empty when there is one)
 
     @property
     def input_size(self) -> tuple[int, int, int]:
@@ -61,6 +73,11 @@ class Encoder:
     @property
     def has_head(self) -> bool:
         return self.head is not None
+
+    def class_names(self, classes: list[int | None]) -> list[str | None]:
+        """Class indices of the head -> their names (None where unknown or out of range)."""
+        names = self.label_names or []
+        return [names[c] if c is not None and 0 <= c < len(names) else None for c in classes]
 
     def to(self, device: torch.device | str) -> "Encoder":
         self.device = torch.device(device)
@@ -128,6 +145,8 @@ class Encoder:
             "embed": self.embed_point,
             "input_size": list(self.input_size),
             "has_head": self.has_head,
+            "label_set": self.label_set,
+            "head_note": self.head_note,
         }
 
 
@@ -156,6 +175,26 @@ def load_encoder(
     return encoder.to(device)
 
 
+def describe_head(model: str, weights: str = "random:0", embed: str = "pre_logits") -> dict[str, Any]:
+    """{"label_set", "note"} of an encoder's head labels without loading weights: a timm model is
+    built on the meta device (no memory, no download), a factory is built as `load_encoder` would."""
+    if ":" in model:
+        encoder = load_encoder(model, weights, embed, device="cpu")
+        label_set, note = encoder.label_set, encoder.head_note
+    else:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            import timm
+        if not timm.is_model(model.split(".", 1)[0]):
+            raise UserError(f"unknown timm model {model!r}")
+        with torch.device("meta"):
+            module = timm.create_model(model, pretrained=False)
+        label_set, _, note = timm_label_set(timm, model, module)
+    if label_set is not None and embed != "pre_logits":
+        label_set, note = None, f"the head reads the pre_logits embedding, not {embed}; head labels (pred_*) are left empty"
+    return {"label_set": label_set, "note": note}
+
+
 def default_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
@@ -175,6 +214,8 @@ def _load_factory(spec: str, weights: str, embed: str) -> Encoder:
     if not isinstance(module, nn.Module):
         raise UserError(f"encoder factory {spec!r} returned {type(module).__name__}, not a torch.nn.Module")
     _, height, width = getattr(module, "input_size", (3, 224, 224))
+    head = getattr(module, "classifier", None)
+    names = getattr(module, "label_names", None)
     return Encoder(
         name=spec,
         weights=weights,
@@ -183,8 +224,11 @@ def _load_factory(spec: str, weights: str, embed: str) -> Encoder:
         mean=torch.zeros(3),  # the factory normalises inside: identity here
         std=torch.ones(3),
         preprocess=Preprocess(size=(height, width), crop_pct=1.0, interpolation="bicubic"),
-        head=getattr(module, "classifier", None),
+        head=head,
         embed_fn=lambda m, x: m(x),
+        label_set=None if head is None else "factory",
+        label_names=[str(n) for n in names] if names is not None and head is not None else None,
+        head_note="" if head is not None else "the factory's module has no `classifier`",
     )
 
 
@@ -201,7 +245,8 @@ def _load_timm(name: str, weights: str, embed: str) -> Encoder:
     model = _create_timm(timm, name, weights)
     data_cfg = timm.data.resolve_data_config({}, model=model)
     _, height, width = data_cfg["input_size"]
-    has_classifier = getattr(model, "num_classes", 0) > 0 and hasattr(model, "get_classifier")
+    label_set, label_names, head_note = timm_label_set(timm, name, model)
+    has_classifier = label_set is not None and hasattr(model, "get_classifier")
     return Encoder(
         name=name,
         weights=weights,
@@ -216,7 +261,45 @@ def _load_timm(name: str, weights: str, embed: str) -> Encoder:
         ),
         head=model.get_classifier() if has_classifier else None,
         embed_fn=_timm_embed_fn(model, embed),
+        label_set=label_set if has_classifier else None,
+        label_names=label_names if has_classifier else None,
+        head_note=head_note,
     )
+
+
+# Contrastive image towers: their timm "head" is the projection into the joint image-text space.
+_PROJECTION_ARCH = re.compile(r"(^|_)(clip|siglip\d*)(_|$)")
+_FINE_TUNED_TAG = re.compile(r"(^|_)ft(_|$)")  # e.g. laion2b_ft_in12k_in1k: a classifier again
+
+
+def timm_label_set(timm: Any, name: str, model: nn.Module) -> tuple[str | None, list[str] | None, str]:
+    """(label set, class names, note) of a timm model's head: a label set only for a classifier
+    over a known one; otherwise None and a one-line reason."""
+    n_classes = int(getattr(model, "num_classes", 0) or 0)
+    arch, _, tag = name.partition(".")
+    cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
+    tag = tag or str(cfg.get("tag") or "")
+    if n_classes <= 0:
+        return None, None, f"{name} has no classifier head"
+    if _PROJECTION_ARCH.search(arch) and not _FINE_TUNED_TAG.search(tag):
+        return None, None, (
+            f"{name}: its {n_classes}-way head is the image-text projection of a contrastive (CLIP-style) "
+            "model, not a classifier; head labels (pred_*) are left empty, use the k-NN labels"
+        )
+    names = cfg.get("label_names")
+    if isinstance(names, (list, tuple)) and len(names) == n_classes:
+        descriptions = cfg.get("label_descriptions")
+        if isinstance(descriptions, dict):
+            names = [str(descriptions.get(n, n)) for n in names]
+        return str(cfg.get("label_set") or "pretrained_cfg"), [str(n) for n in names], ""
+    subset = timm.data.infer_imagenet_subset(model)
+    if subset is None:
+        return None, None, (
+            f"{name}: its {n_classes}-way head is over no label set timm knows (ImageNet-1k/-12k/-21k/-22k); "
+            "head labels (pred_*) are left empty"
+        )
+    info = timm.data.ImageNetInfo(subset)
+    return subset, [info.index_to_description(i) for i in range(info.num_classes())], ""
 
 
 def _create_timm(timm: Any, name: str, weights: str) -> nn.Module:

@@ -16,6 +16,9 @@
     gallery: 4                      # images stored per unit
     max_attempts: 3                 # tries per unit before it is recorded as failed
     compile: false                  # torch.compile the probes' hot loop (worth it on GPUs)
+    knn_k: 5                        # voters of the k-NN labels (labels pass, after the units)
+    knn_bank: null                  # k-NN bank: null = every clean image of the run; or a
+                                    # reference shard set (folder, glob, ...) used instead
 
 Grids: a list value expands into one setting per element (Cartesian product over all such
 keys) when the probe's parameter does not itself take a list; for a parameter that does (e.g.
@@ -25,7 +28,8 @@ Unit ids hash everything that changes a unit's rows: model, weights, embedding p
 its validated parameters, shard URL and seed. `batch_size` is deliberately left out: rows never
 influence each other inside a batch and every random draw is seeded per item, so a rerun with
 another batch size (say, on a GPU with less memory) resumes instead of starting over.
-`gallery`, `max_attempts` and `compile` are left out as well (they do not change the measured rows).
+`gallery`, `max_attempts` and `compile` are left out as well (they do not change the measured rows),
+and so are `knn_k` and `knn_bank`: k-NN labels are computed after the units, by the labels pass.
 """
 
 from __future__ import annotations
@@ -100,6 +104,8 @@ class SweepSpec(BaseModel):
     gallery: int = Field(default=4, ge=0, le=1000)
     max_attempts: int = Field(default=3, ge=1, le=100)
     compile: bool = False
+    knn_k: int = Field(default=5, ge=1, le=1000)
+    knn_bank: str | list[str] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -178,6 +184,13 @@ def parse_spec(data: dict[str, Any], source: str = "<spec>") -> LoadedSpec:
         raise UserError(f"{source}: {_describe(err)}") from None
     settings = _expand_probes(spec, source)
     shards = _expand_shards(spec, source)
+    if spec.knn_bank is not None:  # the labels pass reads it after the units: check it before
+        from sweep.data.locations import expand_shard_urls
+
+        try:
+            expand_shard_urls(spec.knn_bank)
+        except UserError as err:
+            raise UserError(f"{source}: knn_bank: {err}") from None
     units: dict[str, WorkUnit] = {}  # by id: a model listed twice is one set of units
     for model in spec.models:
         for probe, params in settings:
