@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "demo": "Build the demo shards, run a small sweep of all three probes, summarise it.",
     "shards": "Make and check WebDataset shards of image pairs.",
     "run": "Run a sweep spec on a local or remote Ray cluster.",
+    "labels": "Recompute a run's k-NN labels against the whole run's images (or a reference set).",
     "probe": "Run one probe on one image pair.",
     "query": "Query a run's results with SQL or a named query.",
     "report": "Write the findings report (HTML and Markdown) of one or more runs.",

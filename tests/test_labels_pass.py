@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -25,7 +27,7 @@ from sweep.errors import UserError
 from sweep.run.labels import label_run
 from sweep.run.spec import load_spec
 from sweep.run.worker import EncoderCache, run_unit
-from sweep_helpers import LINEAR, read_table, write_spec
+from sweep_helpers import REPO, read_table, write_spec
 from tests.encoders_for_tests import LinearEncoder
 
 K = 4
@@ -239,6 +241,27 @@ def test_labels_of_a_run_without_finished_units_is_a_user_error(tmp_path: Path) 
     (tmp_path / "results").mkdir()
     with pytest.raises(UserError, match="no finished units"):
         label_run(tmp_path)
+
+
+def test_labels_command_redoes_the_pass_and_refuses_bad_input(run: dict[str, Any], tmp_path: Path) -> None:
+    def vitsweep(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "sweep.cli", "labels", *args], cwd=REPO, capture_output=True,
+                              text=True, timeout=300)
+
+    before = sorted(p.relative_to(run["dir"]) for p in (run["dir"] / "results" / "labels").rglob("*.parquet"))
+    done = vitsweep(str(run["dir"]), "--k", "3")
+    assert done.returncode == 0, done.stderr
+    assert "24 rows labelled by 3-NN over" in done.stdout
+    assert {r["knn_k"] for r in read_table(run["dir"], "labels").to_pylist()} == {3}
+    assert sorted(p.relative_to(run["dir"]) for p in (run["dir"] / "results" / "labels").rglob("*.parquet")) == before
+    for args, message in (([str(tmp_path / "nope")], "run directory not found"),
+                          ([str(run["dir"]), "--bank", str(tmp_path / "nope")], "knn_bank: no such shard"),
+                          ([str(run["dir"]), "--k", "0"], "--k must be at least 1"),
+                          ([str(run["dir"]), "--device", "cuda:7"], "no such CUDA device")):
+        bad = vitsweep(*args)
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
+    label_run(run["dir"])  # back to the spec's k
 
 
 def test_the_worker_no_longer_labels_rows_itself(run: dict[str, Any]) -> None:

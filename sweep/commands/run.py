@@ -4,6 +4,8 @@
     vitsweep run spec.yaml --address 10.0.0.1:6379            # join a running cluster
     ray job submit -- vitsweep run spec.yaml                  # inside a job: joins via RAY_ADDRESS
 
+When the units have finished, the labels pass (`sweep.run.labels`) computes the k-NN labels of
+every match and perturb row against all the run's clean images (`vitsweep labels RUN` redoes it).
 A rerun into the same directory skips finished units (and retries failed ones). Exit status:
 0 when every unit finished, 1 when some unit failed for good (its error is in the `units`
 table and progress.json), 2 for a bad spec or command line, 130 when interrupted.
@@ -68,14 +70,16 @@ class Outcome:
     pairs_done: int
     pairs_error: int
     seconds: float
+    labels: str = ""  # what the labels pass did (one line per model setting)
 
     def describe(self) -> str:
         failed = f", {self.units_failed} failed" if self.units_failed else ""
-        return (
+        text = (
             f"run {self.run_id}: {self.units_done}/{self.units_total} units done "
             f"({self.units_skipped} already done{failed}), {self.pairs_done} pairs ok, "
             f"{self.pairs_error} pairs with errors, {self.seconds:.1f} s -> {self.run_dir}"
         )
+        return f"{text}\nlabels: {self.labels}" if self.labels else text
 
 
 def execute(
@@ -101,12 +105,14 @@ def execute(
     progress = Progress(
         store, run_id, units_total=len(loaded.units), units_skipped=len(loaded.units) - len(todo), show=show_progress
     )
-    state, extra = "failed", {}
+    state, extra, labels = "failed", {}, ""
     main_thread = threading.current_thread() is threading.main_thread()
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None  # `ray job stop`
     try:
         if todo:
             extra = _distribute(loaded, todo, store, run_id, progress, address=address, actors=actors, device=device)
+        if todo or not store.exists("labels.json"):
+            labels = _label(store)
         state = "finished"
     except KeyboardInterrupt:
         state = "interrupted"
@@ -126,7 +132,20 @@ def execute(
         pairs_done=progress.pairs_done,
         pairs_error=progress.pairs_error,
         seconds=progress.elapsed_s,
+        labels=labels,
     )
+
+
+def _label(store: RunStore) -> str:
+    """The labels pass over every finished unit (in this process, after Ray has shut down)."""
+    from sweep.run.labels import label_run
+
+    if not store.unit_status():
+        return ""
+    try:
+        return label_run(store).describe().replace("\n", "\n  ")
+    except UserError as err:  # e.g. no unit finished: the units' own outcome still stands
+        return f"not computed ({err}); run `vitsweep labels {store.root}` to retry"
 
 
 def _distribute(
