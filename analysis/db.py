@@ -12,6 +12,12 @@ file yet (the view is then empty). Globs are evaluated at query time, so new fil
 already had one are picked up at once; a table that had no file at all when the run was opened
 appears after the next `open_runs` (it is cheap: no data is read until a query runs).
 
+The `match` and `perturb` views carry the k-NN labels of the labels pass: their `knn_src`,
+`knn_tgt`, `knn_adv` come from the run's `labels` table (joined on run_id, unit_id, pair_id and,
+for perturb, eps) wherever the pass labelled the row, else from the file (runs written before the
+pass), and they gain `knn_src_name`, `knn_tgt_name`, `knn_adv_name`, `knn_k`, `knn_bank` and
+`knn_bank_size` after the schema columns.
+
 A derived view `settings` has one row per probe setting (`config_hash`, which the engine derives
 from probe, parameters, model, weights and embedding point): `probe, model, weights, embed,
 params` and `setting`, a short readable text of the parameters. `setting` names only the
