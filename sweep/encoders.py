@@ -16,6 +16,9 @@ the image-text projection (512-way for `vit_base_patch16_clip_224.openai`), whic
 classifier: such encoders get no head, and `head_note` says why. A factory encoder's head is its
 module's `classifier` attribute, over the class names in its `label_names` attribute when it has
 one. The names of a head's classes (`class_names`) come from timm's offline ImageNet metadata.
+The user can override the choice (`head=` of `load_encoder`, `head:` of a spec's model): `none`
+switches head labels off; a label set timm knows (`imagenet-1k`, `imagenet-21k`, ...) or
+`file:<path>` (one class name per line) names the classes of a head whose size matches.
 """
 
 from __future__ import annotations
@@ -155,8 +158,10 @@ def load_encoder(
     weights: str = "random:0",
     embed: str = "pre_logits",
     device: str | torch.device | None = None,
+    head: str = "auto",
 ) -> Encoder:
-    """Build an encoder from a timm name[.tag] or a `package.module:callable` factory."""
+    """Build an encoder from a timm name[.tag] or a `package.module:callable` factory.
+    head: `auto` (see the module docstring), `none`, a label set timm knows, or `file:<path>`."""
     device = torch.device(device) if device is not None else default_device()
     if device.type == "cuda":
         # fp32 must mean fp32 in the reported re-checks: cuDNN convolutions default to TF32.
@@ -169,30 +174,62 @@ def load_encoder(
         encoder = _load_factory(model, weights, embed)
     else:
         encoder = _load_timm(model, weights, embed)
+    if head != "auto":
+        _name_head(encoder, head)
     encoder.module.eval().requires_grad_(False)
     if encoder.head is not None:
         encoder.head.eval().requires_grad_(False)
     return encoder.to(device)
 
 
-def describe_head(model: str, weights: str = "random:0", embed: str = "pre_logits") -> dict[str, Any]:
+def describe_head(model: str, weights: str = "random:0", embed: str = "pre_logits", head: str = "auto") -> dict[str, Any]:
     """{"label_set", "note"} of an encoder's head labels without loading weights: a timm model is
     built on the meta device (no memory, no download), a factory is built as `load_encoder` would."""
     if ":" in model:
-        encoder = load_encoder(model, weights, embed, device="cpu")
-        label_set, note = encoder.label_set, encoder.head_note
+        encoder = load_encoder(model, weights, embed, device="cpu", head=head)
+    else:
+        encoder = _load_timm(model, weights, embed, meta=True)
+        if head != "auto":
+            _name_head(encoder, head)
+    label_set, note = encoder.label_set, encoder.head_note
+    if label_set is not None and embed != "pre_logits":
+        label_set, note = None, f"the head reads the pre_logits embedding, not {embed}; head labels (pred_*) are left empty"
+    return {"label_set": label_set, "note": note}
+
+
+def _name_head(encoder: Encoder, head: str) -> None:
+    """Apply the user's choice of head label set to a freshly built encoder (UserError on a mismatch)."""
+    if head == "none":
+        encoder.head, encoder.label_set, encoder.label_names = None, None, None
+        encoder.head_note = "head labels switched off (head: none)"
+        return
+    module = encoder.module
+    classifier = encoder.head
+    if classifier is None and hasattr(module, "get_classifier") and int(getattr(module, "num_classes", 0) or 0) > 0:
+        classifier = module.get_classifier()  # e.g. a projection that the user says is a classifier
+    if classifier is None:
+        raise UserError(f"head {head!r}: {encoder.name} has no classifier to name")
+    n_classes = int(getattr(classifier, "out_features", 0) or getattr(module, "num_classes", 0) or 0)
+    if head.startswith("file:"):
+        path = Path(head[5:])
+        if not path.is_file():
+            raise UserError(f"head {head!r}: no such class-name file")
+        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        label_set = f"file:{path.name}"
     else:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=FutureWarning)
             import timm
-        if not timm.is_model(model.split(".", 1)[0]):
-            raise UserError(f"unknown timm model {model!r}")
-        with torch.device("meta"):
-            module = timm.create_model(model, pretrained=False)
-        label_set, _, note = timm_label_set(timm, model, module)
-    if label_set is not None and embed != "pre_logits":
-        label_set, note = None, f"the head reads the pre_logits embedding, not {embed}; head labels (pred_*) are left empty"
-    return {"label_set": label_set, "note": note}
+        try:
+            info = timm.data.ImageNetInfo(head)
+        except (ValueError, AssertionError, KeyError):
+            raise UserError(f"unknown head label set {head!r} (use auto, none, imagenet-1k, imagenet-21k, "
+                            "imagenet-12k, imagenet-22k or file:<path>)") from None
+        names = [info.index_to_description(i) for i in range(info.num_classes())]
+        label_set = head
+    if n_classes and len(names) != n_classes:
+        raise UserError(f"head {head!r} names {len(names)} classes; the head of {encoder.name} has {n_classes}")
+    encoder.head, encoder.label_set, encoder.label_names, encoder.head_note = classifier, label_set, names, ""
 
 
 def default_device() -> torch.device:
@@ -232,7 +269,8 @@ def _load_factory(spec: str, weights: str, embed: str) -> Encoder:
     )
 
 
-def _load_timm(name: str, weights: str, embed: str) -> Encoder:
+def _load_timm(name: str, weights: str, embed: str, meta: bool = False) -> Encoder:
+    """meta: build on the meta device (structure and metadata only, no weights)."""
     with warnings.catch_warnings():  # timm's import-time torch.jit deprecation noise
         warnings.filterwarnings("ignore", category=FutureWarning)
         import timm  # the only timm import in the project
@@ -242,7 +280,11 @@ def _load_timm(name: str, weights: str, embed: str) -> Encoder:
         close = timm.list_models(f"*{base.split('_')[0]}*")[:5]
         hint = f" (similar: {', '.join(close)})" if close else ""
         raise UserError(f"unknown timm model {name!r}{hint}")
-    model = _create_timm(timm, name, weights)
+    if meta:
+        with torch.device("meta"):
+            model = timm.create_model(name, pretrained=False)
+    else:
+        model = _create_timm(timm, name, weights)
     data_cfg = timm.data.resolve_data_config({}, model=model)
     _, height, width = data_cfg["input_size"]
     label_set, label_names, head_note = timm_label_set(timm, name, model)

@@ -110,9 +110,11 @@ def label_run(
     names = _LabelNames()
     written: list[str] = []
     summaries: list[SettingSummary] = []
+    heads = _spec_heads(spec)
     for setting, setting_units in _by_setting(units).items():
         summary, files = _label_setting(
-            store, setting, setting_units, k=k, bank_urls=bank_urls, bank_text=bank_text, device=device, names=names
+            store, setting, setting_units, k=k, bank_urls=bank_urls, bank_text=bank_text, device=device, names=names,
+            head=heads.get(setting, "auto"),
         )
         summaries.append(summary)
         written += files
@@ -150,12 +152,10 @@ def _label_setting(
     bank_text: str,
     device: torch.device,
     names: "_LabelNames",
+    head: str = "auto",
 ) -> tuple[SettingSummary, list[str]]:
-    from sweep.encoders import describe_head
-
     model, weights, embed = setting
-    head = _head_or_note(describe_head, setting)
-    summary = SettingSummary(model, weights, embed, bank_text, 0, 0, 0, head)
+    summary = SettingSummary(model, weights, embed, bank_text, 0, 0, 0, _head_or_note(setting, head))
     tables = {u["unit_id"]: t for u in units if (t := _read_unit_embeddings(store, u)) is not None}
     if not tables:
         summary.skipped = "its units stored no embeddings (written by an older vitsweep): rerun them to get k-NN labels"
@@ -386,9 +386,21 @@ def _expand_bank(bank: str | Sequence[str]) -> list[str]:
         raise UserError(f"knn_bank: {err}") from None
 
 
-def _head_or_note(describe: Any, setting: Setting) -> dict[str, Any]:
+def _spec_heads(spec: dict[str, Any]) -> dict[Setting, str]:
+    """(model, weights, embed) -> the head label set the spec names for it."""
+    heads: dict[Setting, str] = {}
+    for model in spec.get("models") or []:
+        if isinstance(model, dict) and model.get("name"):
+            key = (model["name"], model.get("weights", "random:0"), model.get("embed", "pre_logits"))
+            heads.setdefault(key, str(model.get("head", "auto")))
+    return heads
+
+
+def _head_or_note(setting: Setting, head: str) -> dict[str, Any]:
+    from sweep.encoders import describe_head
+
     try:
-        return describe(*setting)
+        return describe_head(*setting, head=head)
     except Exception as err:  # the note is informative only: never fail the labels for it
         return {"label_set": None, "note": f"head not described ({' '.join(str(err).split())[:200]})"}
 

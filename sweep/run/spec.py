@@ -4,6 +4,8 @@
     models:
       - {name: vit_tiny_patch16_224, weights: "random:0", embed: pre_logits}
       - vit_small_patch16_224       # shorthand: weights random:0, embed pre_logits
+      - {name: my_vit, head: imagenet-1k}   # head labels: auto (default) | none | a label set
+                                            # timm knows | file:<class names, one a line>
     probes:
       - name: match
         params: {max_steps: [100, 1000], lr: 0.01}     # a list of a grid-able key = a grid
@@ -59,6 +61,7 @@ class ModelSpec(BaseModel):
     name: str = Field(min_length=1)
     weights: str = "random:0"
     embed: str = "pre_logits"
+    head: str = Field(default="auto", min_length=1)
 
     @field_validator("weights")
     @classmethod
@@ -133,6 +136,7 @@ class WorkUnit:
     batch_size: int
     gallery: int
     compile: bool = False
+    head: str = "auto"  # the head's label set: auto | none | a timm label set | file:<path>
 
 
 @dataclass(frozen=True)
@@ -183,6 +187,7 @@ def parse_spec(data: dict[str, Any], source: str = "<spec>") -> LoadedSpec:
     except ValidationError as err:
         raise UserError(f"{source}: {_describe(err)}") from None
     settings = _expand_probes(spec, source)
+    _check_heads(spec, source)
     shards = _expand_shards(spec, source)
     if spec.knn_bank is not None:  # the labels pass reads it after the units: check it before
         from sweep.data.locations import expand_shard_urls
@@ -201,7 +206,20 @@ def parse_spec(data: dict[str, Any], source: str = "<spec>") -> LoadedSpec:
 
 
 def unit_id_of(model: ModelSpec, probe: str, params_json: str, shard: str, seed: int) -> str:
-    return _hash([model.name, model.weights, model.embed, probe, params_json, shard, seed])[:20]
+    head = [] if model.head == "auto" else [f"head={model.head}"]  # the default keeps earlier ids
+    return _hash([model.name, model.weights, model.embed, probe, params_json, shard, seed, *head])[:20]
+
+
+def _check_heads(spec: SweepSpec, source: str) -> None:
+    """A head label set the user named must fit its model: checked before any unit runs."""
+    from sweep.encoders import describe_head
+
+    for index, model in enumerate(spec.models):
+        if model.head != "auto":
+            try:
+                describe_head(model.name, model.weights, model.embed, model.head)
+            except UserError as err:
+                raise UserError(f"{source}: models.{index}.head: {err}") from None
 
 
 def _make_unit(spec: SweepSpec, model: ModelSpec, probe: Any, params: dict[str, Any], shard: str) -> WorkUnit:
@@ -214,12 +232,14 @@ def _make_unit(spec: SweepSpec, model: ModelSpec, probe: Any, params: dict[str, 
         probe=probe.name,
         params=params,
         params_json=params_json,
-        config_hash=probe.config_hash(model.name, model.weights, model.embed),
+        config_hash=probe.config_hash(model.name, model.weights, model.embed,
+                                      *([] if model.head == "auto" else [f"head={model.head}"])),
         shard=shard,
         seed=spec.seed,
         batch_size=spec.batch_size,
         gallery=spec.gallery,
         compile=spec.compile,
+        head=model.head,
     )
 
 

@@ -62,12 +62,12 @@ class EncoderCache:
 
         self.device = torch.device(device) if device is not None else default_device()
         self.size = size
-        self._cache: OrderedDict[tuple[str, str, str, bool], Any] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str, str, bool, str], Any] = OrderedDict()
 
-    def get(self, model: str, weights: str, embed: str, compile: bool = False) -> Any:
+    def get(self, model: str, weights: str, embed: str, compile: bool = False, head: str = "auto") -> Any:
         from sweep.encoders import load_encoder
 
-        key = (model, weights, embed, compile)
+        key = (model, weights, embed, compile, head)
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
@@ -75,7 +75,7 @@ class EncoderCache:
             self._cache.popitem(last=False)
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
-        encoder = load_encoder(model, weights=weights, embed=embed, device=self.device)
+        encoder = load_encoder(model, weights=weights, embed=embed, device=self.device, head=head)
         if compile:
             encoder.compile()
         self._cache[key] = encoder
@@ -127,7 +127,7 @@ def run_unit(
     store = run_root if isinstance(run_root, RunStore) else RunStore(run_root)
     worker = worker or f"{socket.gethostname()}:{os.getpid()}"
     started_at, t0 = datetime.now(timezone.utc), time.perf_counter()
-    encoder = encoder_cache.get(unit.model, unit.weights, unit.embed, unit.compile)
+    encoder = encoder_cache.get(unit.model, unit.weights, unit.embed, unit.compile, unit.head)
     probe = build_probe(unit.probe, unit.params)
     state = _Unit()
 
