@@ -37,8 +37,10 @@ class KnnVotes:
 def cosine_matrix(queries: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
     """(Q, D), (N, D) -> (Q, N) cosine similarities in float64 (a zero vector gives 0)."""
     q, b = queries.double(), bank.double()
-    norms = q.norm(dim=1, keepdim=True) * b.norm(dim=1).unsqueeze(0)
-    return (q @ b.T) / norms.clamp_min(torch.finfo(torch.float64).tiny)
+    tiny = torch.finfo(torch.float64).tiny
+    sim = q @ b.T  # exact for fp16-valued inputs of moderate range: order-independent sums
+    sim.div_(q.norm(dim=1, keepdim=True).clamp_min(tiny)).div_(b.norm(dim=1).clamp_min(tiny).unsqueeze(0))
+    return sim
 
 
 def knn_vote(
@@ -66,14 +68,18 @@ def knn_vote(
     bank_sizes = (~invalid).sum(dim=1).tolist()
     if n_bank == 0 or k < 1:
         return KnnVotes([None] * n_queries, bank_sizes)
-    sim = cosine_matrix(queries, bank).masked_fill(invalid, float("-inf"))  # (Q, N)
+    sim = cosine_matrix(queries, bank).masked_fill_(invalid, float("-inf"))  # (Q, N)
     k_eff = min(k, n_bank)
-    kth = sim.topk(k_eff, dim=1).values[:, -1:]  # (Q, 1): the k-th largest similarity
-    above = sim > kth
-    level = sim == kth
-    need = k_eff - above.sum(dim=1, keepdim=True)  # how many of the entries at the k-th level to take
-    chosen = above | (level & (level.cumsum(dim=1) <= need))  # exactly k_eff per row, lowest positions first
-    index = chosen.nonzero()[:, 1].view(n_queries, k_eff)  # (Q, k) bank positions, ascending
+    index = sim.topk(k_eff, dim=1).indices  # (Q, k); which of equal values topk keeps is unspecified
+    kth = sim.gather(1, index[:, -1:])  # (Q, 1): the k-th largest similarity
+    crowded = ((sim >= kth).sum(dim=1) > k_eff).nonzero().squeeze(1)  # rows with a tie across the k-th place
+    if len(crowded):
+        part = sim[crowded]
+        above, level = part > kth[crowded], part == kth[crowded]
+        need = k_eff - above.sum(dim=1, keepdim=True)  # entries to take from the k-th level
+        chosen = above | (level & (level.cumsum(dim=1) <= need))  # the lowest positions of that level
+        index[crowded] = chosen.nonzero()[:, 1].view(len(crowded), k_eff)
+    index = index.sort(dim=1).values  # by bank position, then (stable) nearest first
     order = sim.gather(1, index).sort(dim=1, descending=True, stable=True).indices
     index = index.gather(1, order)  # nearest first; equal similarity: lower bank position first
     voted = sim.gather(1, index) > float("-inf")

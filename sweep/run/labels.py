@@ -196,7 +196,7 @@ def _label_unit(
     names: "_LabelNames",
 ) -> list[dict[str, Any]]:
     """The labels rows of one unit: one per probed embedding (pair, eps)."""
-    cols = table.to_pydict() if table.num_rows else {}
+    cols = table.drop_columns(["embedding"]).to_pydict() if table.num_rows else {}
     vectors = _matrix(table)  # (M, D)
     clean: dict[tuple[str, str], int] = {}  # (pair_id, role) -> row in `table`
     keys: dict[str, list[str]] = {}  # pair_id -> its own src and tgt keys

@@ -20,7 +20,7 @@ import os
 import socket
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -243,7 +243,11 @@ def _wants_knn(table: str) -> bool:
 
 
 def _probe_rows(
-    unit: WorkUnit, run_id: str, pairs: list[_Pair], table: str, class_names: Any = None
+    unit: WorkUnit,
+    run_id: str,
+    pairs: list[_Pair],
+    table: str,
+    class_names: Callable[[list[int | None]], list[str | None]] | None = None,
 ) -> list[dict[str, Any]]:
     """Rows of one probe table in read order: the probe's rows with identity columns, an error
     row for a pair that failed, and the names of the head's classes beside their indices."""
@@ -266,7 +270,7 @@ def _probe_rows(
     return rows
 
 
-def image_key(unit: WorkUnit, pair: _Pair, role: str) -> str:
+def _image_key(unit: WorkUnit, pair: _Pair, role: str) -> str:
     """The bank key of a pair's clean image: its dataset key, else one made from shard and pair."""
     key = pair.src_key if role == "src" else pair.tgt_key
     return key if key else f"{unit.shard}#{pair.pair_id}.{role}"
@@ -283,7 +287,7 @@ def _embeddings_table(unit: WorkUnit, run_id: str, pairs: list[_Pair], *, wants_
         result = pair.result
         for role, label in (("src", pair.src_label), ("tgt", pair.tgt_label)):
             if role in result.embeddings:
-                meta.append({"pair_id": pair.pair_id, "role": role, "key": image_key(unit, pair, role), "label": label})
+                meta.append({"pair_id": pair.pair_id, "role": role, "key": _image_key(unit, pair, role), "label": label})
                 vectors.append(result.embeddings[role])
         if wants_probed:
             for row, emb in zip(result.rows, result.row_embeddings):
