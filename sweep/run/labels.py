@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -123,8 +123,9 @@ def label_run(
         "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "knn": {"k": k, "bank": bank_text,
                 "rule": "majority of the k nearest labelled bank images by cosine similarity, the pair's own "
-                        "source and target left out; a tied vote goes to the nearest voter"},
-        "settings": [s.__dict__ for s in summaries],
+                        "source and target left out; equal similarities ordered by image key; a tied vote goes "
+                        "to the nearest voter"},
+        "settings": [asdict(s) for s in summaries],
     })
     return LabelsSummary(k=k, bank=bank_text, settings=summaries, files=written)
 
