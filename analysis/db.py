@@ -14,6 +14,12 @@ file yet (the view is then empty). Globs are evaluated at query time, so new fil
 already had one are picked up at once; a table that had no file at all when the run was opened
 appears after the next `open_runs` (it is cheap: no data is read until a query runs).
 
+The `match` and `perturb` views carry the k-NN labels of the labels pass: their `knn_src`,
+`knn_tgt`, `knn_adv` come from the run's `labels` table (joined on run_id, unit_id, pair_id and,
+for perturb, eps) wherever the pass labelled the row, else from the file (runs written before the
+pass), and they gain `knn_src_name`, `knn_tgt_name`, `knn_adv_name`, `knn_k`, `knn_bank` and
+`knn_bank_size` after the schema columns.
+
 A derived view `settings` has one row per probe setting (`config_hash`, which the engine derives
 from probe, parameters, model, weights and embedding point): `probe, model, weights, embed,
 params` and `setting`, a short readable text of the parameters. `setting` names only the
@@ -39,7 +45,7 @@ mtimes of the Parquet files) is the key callers cache results on; `read_stats` c
 files and rows the runs hold. `open_runs(…, snapshot=True)` computes `settings` once (for callers
 that ask many questions and re-open when the listing changes: the report, the dashboard).
 
-To add a table: give it a schema in sweep/schema.py's ALL_TABLES and it gets a view like the
+To add a table: give it a schema in sweep/schema.py's UNIT_TABLES and it gets a view like the
 others (`_create_view`); a derived view goes next to `settings` (`DERIVED_VIEWS`).
 
 A run may also be an object-store URI (`s3://bucket/prefix`): its files are listed and read
@@ -68,7 +74,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sweep.schema import ALL_TABLES, RESULT_TABLES, SCHEMAS, STATUS_OK
+from sweep.schema import KNN_COLUMNS, LABEL_TABLES, RESULT_TABLES, SCHEMAS, STATUS_OK, UNIT_TABLES
 
 MEMORY_LIMIT_ENV = "VITSWEEP_MEMORY_LIMIT"
 THREADS_ENV = "VITSWEEP_THREADS"
@@ -89,7 +95,7 @@ class Limits:
         default_factory=lambda: int(os.environ[THREADS_ENV]) if os.environ.get(THREADS_ENV) else None)
 
 
-VIEWS: tuple[str, ...] = ALL_TABLES  # match, perturb, lipschitz, pairs, units, images
+VIEWS: tuple[str, ...] = UNIT_TABLES  # match, perturb, lipschitz, pairs, units, images
 DERIVED_VIEWS: tuple[str, ...] = ("settings",)  # views over VIEWS (no files of their own)
 
 # One row per config_hash. Every CTE keeps `probe` as a group key, so a query that asks for one
@@ -167,6 +173,26 @@ MACROS: tuple[str, ...] = (
     *(f"{table}_ok" for table in RESULT_TABLES),
     "lipschitz_estimates",
 )
+# k-NN label columns the match and perturb views take from the labels pass's `labels` table.
+KNN_EXTRA_COLUMNS = ("knn_src_name", "knn_tgt_name", "knn_adv_name", "knn_k", "knn_bank", "knn_bank_size")
+
+
+def _knn_view_sql(table: str) -> str:
+    """The `table` view: its files' rows, with knn_* taken from the labels table where the labels
+    pass labelled the row (else what the file holds: runs written before the pass), plus the
+    label names, k, bank and bank size."""
+    replaced = ", ".join(
+        f"CASE WHEN l.unit_id IS NULL THEN r.{c} ELSE l.{c} END AS {c}" for c in KNN_COLUMNS
+    )
+    extra = ", ".join(f"l.{c}" for c in KNN_EXTRA_COLUMNS)
+    eps = " AND l.eps IS NOT DISTINCT FROM r.eps" if "eps" in SCHEMAS[table].names else ""
+    return (
+        f"CREATE OR REPLACE VIEW {table} AS SELECT r.* REPLACE ({replaced}), {extra} "
+        f"FROM _files_{table} AS r LEFT JOIN (SELECT * FROM labels WHERE probe = '{table}') AS l "
+        f"ON l.run_id = r.run_id AND l.unit_id = r.unit_id AND l.pair_id = r.pair_id{eps}"
+    )
+
+
 _RUN_MARKERS = ("spec.yaml", "manifest.json", "progress.json", "results")
 
 
@@ -260,15 +286,18 @@ def _read_sql(run: Path, table: str) -> str | None:
             f"union_by_name = {by_name})")
 
 
-def _create_view(con: duckdb.DuckDBPyConnection, table: str, reads: list[str]) -> None:
-    """View `table`: the empty table of its schema unioned by name with every run's files."""
+def _create_view(con: duckdb.DuckDBPyConnection, table: str, reads: list[str],
+                 name: str | None = None) -> None:
+    """View `name` (default: the table's name): the empty table of its schema unioned by name
+    with every run's files."""
+    name = name or table
     empty_name = f"_empty_{table}"
     empty = pa.Table.from_batches([], schema=SCHEMAS[table])
     con.register("_arrow_empty", empty)
     con.execute(f"CREATE OR REPLACE TABLE {empty_name} AS SELECT * FROM _arrow_empty")
     con.unregister("_arrow_empty")
     parts = [f"SELECT * FROM {empty_name}", *reads]
-    con.execute(f"CREATE OR REPLACE VIEW {table} AS " + " UNION ALL BY NAME ".join(parts))
+    con.execute(f"CREATE OR REPLACE VIEW {name} AS " + " UNION ALL BY NAME ".join(parts))
 
 
 def open_runs(run_dirs: Sequence[str | Path], *, sandbox: bool = True,
@@ -290,8 +319,12 @@ def open_runs(run_dirs: Sequence[str | Path], *, sandbox: bool = True,
     con.execute("SET parquet_metadata_cache = true")  # footers read once per connection
     for protocol in sorted({str(run).split("://", 1)[0] for run in runs if isinstance(run, _Remote)}):
         con.register_filesystem(_remote_fs(f"{protocol}://"))
-    for table in VIEWS:
-        _create_view(con, table, [r for r in (_read_sql(run, table) for run in runs) if r])
+    for table in (*VIEWS, "labels"):
+        reads = [r for r in (_read_sql(run, table) for run in runs) if r]
+        # match and perturb files are read as _files_*; their views join the labels pass's k-NN
+        _create_view(con, table, reads, name=f"_files_{table}" if table in LABEL_TABLES else None)
+    for table in LABEL_TABLES:
+        con.execute(_knn_view_sql(table))
     con.execute(_SETTINGS_SQL)
     if snapshot:
         con.execute("CREATE TABLE _settings_snapshot AS SELECT * FROM settings")

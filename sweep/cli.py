@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "shards": "Make and check WebDataset shards of image pairs.",
     "plan": "Count a sweep spec's work (units, pairs, passes) and estimate its time and GPU-hours.",
     "run": "Run a sweep spec on a local or remote Ray cluster.",
+    "labels": "Recompute a run's k-NN labels against the whole run's images (or a reference set).",
     "probe": "Run one probe on one image pair.",
     "replay": "Re-run one pair of a run and compare it with the stored rows.",
     "query": "Query a run's results with SQL or a named query.",

@@ -7,6 +7,18 @@ as a timm model `name[.tag]` (weights `pretrained`, `random:<seed>` or `file:<pa
 frozen, so no weight gradient is ever computed.
 
 Embedding points for timm ViTs: `pre_logits` (default), `cls:<block>`, `mean_patch:<block>`.
+
+Heads: an encoder has a head for labels only when it is a classifier over a known label set.
+For a timm model that is ImageNet-1k / -12k / -21k / -22k, read from timm's metadata (the
+pretrained config's `label_names`, else the class count as `timm.data.infer_imagenet_subset`
+maps it); a CLIP / SigLIP image tower that was not fine-tuned on a label set has a "head" that is
+the image-text projection (512-way for `vit_base_patch16_clip_224.openai`), which is not a
+classifier: such encoders get no head, and `head_note` says why. A factory encoder's head is its
+module's `classifier` attribute, over the class names in its `label_names` attribute when it has
+one. The names of a head's classes (`class_names`) come from timm's offline ImageNet metadata.
+The user can override the choice (`head=` of `load_encoder`, `head:` of a spec's model): `none`
+switches head labels off; a label set timm knows (`imagenet-1k`, `imagenet-21k`, ...) or
+`file:<path>` (one class name per line) names the classes of a head whose size matches.
 """
 
 from __future__ import annotations
@@ -53,6 +65,9 @@ class Encoder:
     embed_fn: Any = None  # callable(module, x_normalised) -> (B, D)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     loop_fn: Any = None  # the probes' hot-loop variant of embed_fn (torch.compile'd when asked)
+    label_set: str | None = None  # what the head classifies over ("imagenet-1k", ...); None without a head
+    label_names: list[str] | None = None  # class index -> name, where the label set has names
+    head_note: str = ""  # why there is no head (empty when there is one)
 
     @property
     def input_size(self) -> tuple[int, int, int]:
@@ -61,6 +76,11 @@ class Encoder:
     @property
     def has_head(self) -> bool:
         return self.head is not None
+
+    def class_names(self, classes: list[int | None]) -> list[str | None]:
+        """Class indices of the head -> their names (None where unknown or out of range)."""
+        names = self.label_names or []
+        return [names[c] if c is not None and 0 <= c < len(names) else None for c in classes]
 
     def to(self, device: torch.device | str) -> "Encoder":
         self.device = torch.device(device)
@@ -128,6 +148,8 @@ class Encoder:
             "embed": self.embed_point,
             "input_size": list(self.input_size),
             "has_head": self.has_head,
+            "label_set": self.label_set,
+            "head_note": self.head_note,
         }
 
 
@@ -136,8 +158,10 @@ def load_encoder(
     weights: str = "random:0",
     embed: str = "pre_logits",
     device: str | torch.device | None = None,
+    head: str = "auto",
 ) -> Encoder:
-    """Build an encoder from a timm name[.tag] or a `package.module:callable` factory."""
+    """Build an encoder from a timm name[.tag] or a `package.module:callable` factory.
+    head: `auto` (see the module docstring), `none`, a label set timm knows, or `file:<path>`."""
     device = torch.device(device) if device is not None else default_device()
     if device.type == "cuda":
         # fp32 must mean fp32 in the reported re-checks: cuDNN convolutions default to TF32.
@@ -150,10 +174,62 @@ def load_encoder(
         encoder = _load_factory(model, weights, embed)
     else:
         encoder = _load_timm(model, weights, embed)
+    if head != "auto":
+        _name_head(encoder, head)
     encoder.module.eval().requires_grad_(False)
     if encoder.head is not None:
         encoder.head.eval().requires_grad_(False)
     return encoder.to(device)
+
+
+def describe_head(model: str, weights: str = "random:0", embed: str = "pre_logits", head: str = "auto") -> dict[str, Any]:
+    """{"label_set", "note"} of an encoder's head labels without loading weights: a timm model is
+    built on the meta device (no memory, no download), a factory is built as `load_encoder` would."""
+    if ":" in model:
+        encoder = load_encoder(model, weights, embed, device="cpu", head=head)
+    else:
+        encoder = _load_timm(model, weights, embed, meta=True)
+        if head != "auto":
+            _name_head(encoder, head)
+    label_set, note = encoder.label_set, encoder.head_note
+    if label_set is not None and embed != "pre_logits":
+        label_set, note = None, f"the head reads the pre_logits embedding, not {embed}; head labels (pred_*) are left empty"
+    return {"label_set": label_set, "note": note}
+
+
+def _name_head(encoder: Encoder, head: str) -> None:
+    """Apply the user's choice of head label set to a freshly built encoder (UserError on a mismatch)."""
+    if head == "none":
+        encoder.head, encoder.label_set, encoder.label_names = None, None, None
+        encoder.head_note = "head labels switched off (head: none)"
+        return
+    module = encoder.module
+    classifier = encoder.head
+    if classifier is None and hasattr(module, "get_classifier") and int(getattr(module, "num_classes", 0) or 0) > 0:
+        classifier = module.get_classifier()  # e.g. a projection that the user says is a classifier
+    if classifier is None:
+        raise UserError(f"head {head!r}: {encoder.name} has no classifier to name")
+    n_classes = int(getattr(classifier, "out_features", 0) or getattr(module, "num_classes", 0) or 0)
+    if head.startswith("file:"):
+        path = Path(head[5:])
+        if not path.is_file():
+            raise UserError(f"head {head!r}: no such class-name file")
+        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        label_set = f"file:{path.name}"
+    else:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            import timm
+        try:
+            info = timm.data.ImageNetInfo(head)
+        except (ValueError, AssertionError, KeyError):
+            raise UserError(f"unknown head label set {head!r} (use auto, none, imagenet-1k, imagenet-21k, "
+                            "imagenet-12k, imagenet-22k or file:<path>)") from None
+        names = [info.index_to_description(i) for i in range(info.num_classes())]
+        label_set = head
+    if n_classes and len(names) != n_classes:
+        raise UserError(f"head {head!r} names {len(names)} classes; the head of {encoder.name} has {n_classes}")
+    encoder.head, encoder.label_set, encoder.label_names, encoder.head_note = classifier, label_set, names, ""
 
 
 def default_device() -> torch.device:
@@ -175,6 +251,8 @@ def _load_factory(spec: str, weights: str, embed: str) -> Encoder:
     if not isinstance(module, nn.Module):
         raise UserError(f"encoder factory {spec!r} returned {type(module).__name__}, not a torch.nn.Module")
     _, height, width = getattr(module, "input_size", (3, 224, 224))
+    head = getattr(module, "classifier", None)
+    names = getattr(module, "label_names", None)
     return Encoder(
         name=spec,
         weights=weights,
@@ -183,12 +261,16 @@ def _load_factory(spec: str, weights: str, embed: str) -> Encoder:
         mean=torch.zeros(3),  # the factory normalises inside: identity here
         std=torch.ones(3),
         preprocess=Preprocess(size=(height, width), crop_pct=1.0, interpolation="bicubic"),
-        head=getattr(module, "classifier", None),
+        head=head,
         embed_fn=lambda m, x: m(x),
+        label_set=None if head is None else "factory",
+        label_names=[str(n) for n in names] if names is not None and head is not None else None,
+        head_note="" if head is not None else "the factory's module has no `classifier`",
     )
 
 
-def _load_timm(name: str, weights: str, embed: str) -> Encoder:
+def _load_timm(name: str, weights: str, embed: str, meta: bool = False) -> Encoder:
+    """meta: build on the meta device (structure and metadata only, no weights)."""
     with warnings.catch_warnings():  # timm's import-time torch.jit deprecation noise
         warnings.filterwarnings("ignore", category=FutureWarning)
         import timm  # the only timm import in the project
@@ -198,10 +280,15 @@ def _load_timm(name: str, weights: str, embed: str) -> Encoder:
         close = timm.list_models(f"*{base.split('_')[0]}*")[:5]
         hint = f" (similar: {', '.join(close)})" if close else ""
         raise UserError(f"unknown timm model {name!r}{hint}")
-    model = _create_timm(timm, name, weights)
+    if meta:
+        with torch.device("meta"):
+            model = timm.create_model(name, pretrained=False)
+    else:
+        model = _create_timm(timm, name, weights)
     data_cfg = timm.data.resolve_data_config({}, model=model)
     _, height, width = data_cfg["input_size"]
-    has_classifier = getattr(model, "num_classes", 0) > 0 and hasattr(model, "get_classifier")
+    label_set, label_names, head_note = timm_label_set(timm, name, model)
+    has_classifier = label_set is not None and hasattr(model, "get_classifier")
     return Encoder(
         name=name,
         weights=weights,
@@ -216,7 +303,45 @@ def _load_timm(name: str, weights: str, embed: str) -> Encoder:
         ),
         head=model.get_classifier() if has_classifier else None,
         embed_fn=_timm_embed_fn(model, embed),
+        label_set=label_set if has_classifier else None,
+        label_names=label_names if has_classifier else None,
+        head_note=head_note,
     )
+
+
+# Contrastive image towers: their timm "head" is the projection into the joint image-text space.
+_PROJECTION_ARCH = re.compile(r"(^|_)(clip|siglip\d*)(_|$)")
+_FINE_TUNED_TAG = re.compile(r"(^|_)ft(_|$)")  # e.g. laion2b_ft_in12k_in1k: a classifier again
+
+
+def timm_label_set(timm: Any, name: str, model: nn.Module) -> tuple[str | None, list[str] | None, str]:
+    """(label set, class names, note) of a timm model's head: a label set only for a classifier
+    over a known one; otherwise None and a one-line reason."""
+    n_classes = int(getattr(model, "num_classes", 0) or 0)
+    arch, _, tag = name.partition(".")
+    cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
+    tag = tag or str(cfg.get("tag") or "")
+    if n_classes <= 0:
+        return None, None, f"{name} has no classifier head"
+    if _PROJECTION_ARCH.search(arch) and not _FINE_TUNED_TAG.search(tag):
+        return None, None, (
+            f"{name}: its {n_classes}-way head is the image-text projection of a contrastive (CLIP-style) "
+            "model, not a classifier; head labels (pred_*) are left empty, use the k-NN labels"
+        )
+    names = cfg.get("label_names")
+    if isinstance(names, (list, tuple)) and len(names) == n_classes:
+        descriptions = cfg.get("label_descriptions")
+        if isinstance(descriptions, dict):
+            names = [str(descriptions.get(n, n)) for n in names]
+        return str(cfg.get("label_set") or "pretrained_cfg"), [str(n) for n in names], ""
+    subset = timm.data.infer_imagenet_subset(model)
+    if subset is None:
+        return None, None, (
+            f"{name}: its {n_classes}-way head is over no label set timm knows (ImageNet-1k/-12k/-21k/-22k); "
+            "head labels (pred_*) are left empty"
+        )
+    info = timm.data.ImageNetInfo(subset)
+    return subset, [info.index_to_description(i) for i in range(info.num_classes())], ""
 
 
 def _create_timm(timm: Any, name: str, weights: str) -> nn.Module:

@@ -8,7 +8,12 @@ single file read on its own is complete). Tables:
   step size for `lipschitz`), with the common identity columns first;
 - `pairs`: one row per pair a unit read, with its dataset labels and decode status;
 - `units`: one row per finished or failed work unit;
-- `images`: PNG bytes of source, probed and target image for a few pairs per unit (the gallery).
+- `images`: PNG bytes of source, probed and target image for a few pairs per unit (the gallery);
+- `embeddings`: fp16 embeddings a unit computed: every clean source and target image (keyed by
+  image key) and every probed image (keyed by pair and row), the input of the k-NN labels pass;
+- `labels`: k-NN labels of every `match` / `perturb` row, written by the labels pass
+  (`sweep/run/labels.py`) after the units finish, one file per probe and model setting at
+  `results/labels/probe=<p>/model=<m>/<setting>.parquet`, replaced whenever the pass runs again.
 """
 
 from __future__ import annotations
@@ -20,7 +25,10 @@ from urllib.parse import quote
 import pyarrow as pa
 
 RESULT_TABLES = ("match", "perturb", "lipschitz")
-ALL_TABLES = (*RESULT_TABLES, "pairs", "units", "images")
+UNIT_TABLES = (*RESULT_TABLES, "pairs", "units", "images")  # the tables the analysis views read
+ALL_TABLES = (*UNIT_TABLES, "embeddings")  # every table a unit writes (one file each)
+LABEL_TABLES = ("match", "perturb")  # result tables whose rows get k-NN labels from `labels`
+KNN_COLUMNS = ("knn_src", "knn_tgt", "knn_adv")
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
 
@@ -53,9 +61,15 @@ LABELS_SRC_TGT_ADV = [
     pa.field("prob_src", _F64),
     pa.field("prob_tgt", _F64),
     pa.field("prob_adv", _F64),
+    # Filled from the `labels` table by the analysis views (the worker leaves them null; runs
+    # written before the labels pass carry per-unit values here).
     pa.field("knn_src", _I64),
     pa.field("knn_tgt", _I64),
     pa.field("knn_adv", _I64),
+    # The head's class names (its label set: ImageNet-1k, -21k, or one the user named).
+    pa.field("pred_src_name", pa.string()),
+    pa.field("pred_tgt_name", pa.string()),
+    pa.field("pred_adv_name", pa.string()),
 ]
 
 PIXEL_CHANGE = [
@@ -177,6 +191,47 @@ IMAGES = pa.schema(
     ]
 )
 
+EMBEDDINGS = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("unit_id", pa.string(), nullable=False),
+        pa.field("pair_id", pa.string(), nullable=False),
+        pa.field("role", pa.string(), nullable=False),  # "src" | "tgt" (clean images) | "adv" (probed)
+        pa.field("key", pa.string()),  # image key of a clean image; null for "adv"
+        pa.field("label", _I64),  # dataset label of a clean image (null: unlabelled)
+        pa.field("eps", _F64),  # the probed row's eps (perturb); null otherwise
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("weights", pa.string(), nullable=False),
+        pa.field("embed", pa.string()),
+        pa.field("probe", pa.string(), nullable=False),
+        pa.field("config_hash", pa.string(), nullable=False),
+        pa.field("embedding", pa.list_(pa.float16())),  # (D,)
+    ]
+)
+
+LABELS = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("unit_id", pa.string(), nullable=False),
+        pa.field("pair_id", pa.string(), nullable=False),
+        pa.field("eps", _F64),  # joins perturb rows (one per eps); null for match
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("weights", pa.string(), nullable=False),
+        pa.field("embed", pa.string()),
+        pa.field("probe", pa.string(), nullable=False),
+        pa.field("config_hash", pa.string(), nullable=False),
+        pa.field("knn_src", _I64),
+        pa.field("knn_tgt", _I64),
+        pa.field("knn_adv", _I64),
+        pa.field("knn_src_name", pa.string()),
+        pa.field("knn_tgt_name", pa.string()),
+        pa.field("knn_adv_name", pa.string()),
+        pa.field("knn_k", pa.int32()),
+        pa.field("knn_bank", pa.string()),  # "run" or the reference shard location
+        pa.field("knn_bank_size", _I64),  # labelled bank images that could vote for this row
+    ]
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "match": MATCH,
     "perturb": PERTURB,
@@ -184,6 +239,8 @@ SCHEMAS: dict[str, pa.Schema] = {
     "pairs": PAIRS,
     "units": UNITS,
     "images": IMAGES,
+    "embeddings": EMBEDDINGS,
+    "labels": LABELS,
 }
 
 

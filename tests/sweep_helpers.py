@@ -174,6 +174,8 @@ def assert_no_duplicates(run_dir: Path) -> None:
         "pairs": ("unit_id", "pair_id"),
         "images": ("unit_id", "pair_id"),
         "units": ("unit_id",),
+        "embeddings": ("unit_id", "pair_id", "role", "eps"),
+        "labels": ("run_id", "unit_id", "pair_id", "eps"),
     }
     for table, columns in keys.items():
         rows = read_table(run_dir, table).to_pylist()

@@ -120,3 +120,70 @@ def test_compiled_hot_loop_gives_the_eager_results():
     for pid, row in eager.items():
         assert compiled[pid]["steps"] == row["steps"]
         assert compiled[pid]["sq_l2"] == pytest.approx(row["sq_l2"], rel=1e-5)
+
+
+def test_an_imagenet_classifier_has_a_head_with_named_classes(vit, pixels):
+    """vit_tiny_patch16_224 (random weights) classifies over ImageNet-1k: timm's offline class
+    metadata names its classes."""
+    assert vit.has_head and vit.label_set == "imagenet-1k" and vit.head_note == ""
+    assert len(vit.label_names) == 1000
+    assert vit.class_names([277, 0, None, 1000]) == ["red fox, Vulpes vulpes", "tench, Tinca tinca", None, None]
+    logits = vit.classify(vit(pixels[:1]))
+    assert logits.shape == (1, 1000)
+
+
+def test_a_clip_projection_is_not_a_head():
+    """timm's vit_base_patch16_clip_224.openai has a 512-way "head": the CLIP image projection.
+    It gives no head labels; the reason is stated (built with random weights, no forward)."""
+    clip = load_encoder("vit_base_patch16_clip_224.openai", "random:0", device="cpu")
+    assert clip.module.num_classes == 512  # timm's projection is there...
+    assert not clip.has_head and clip.label_set is None and clip.label_names is None  # ...but is no head
+    assert clip.classify(torch.zeros(1, 768)) is None
+    assert "512-way head is the image-text projection" in clip.head_note
+    assert clip.provenance()["head_note"] == clip.head_note
+
+
+@pytest.mark.parametrize(
+    "model,label_set,note",
+    [
+        ("vit_tiny_patch16_224", "imagenet-1k", ""),
+        ("vit_base_patch16_224.augreg_in21k", "imagenet-21k-goog", ""),
+        ("vit_base_patch16_clip_224.laion2b_ft_in1k", "imagenet-1k", ""),  # fine-tuned: a classifier again
+        ("vit_base_patch16_clip_224.openai", None, "512-way head is the image-text projection"),
+        ("vit_huge_patch14_clip_224.laion2b", None, "1024-way head is the image-text projection"),
+        ("vit_base_patch16_siglip_224", None, "has no classifier head"),
+    ],
+)
+def test_describe_head_reads_timm_metadata_without_weights(model, label_set, note):
+    from sweep.encoders import describe_head
+
+    got = describe_head(model)
+    assert got["label_set"] == label_set and note in got["note"]
+    if label_set is None:
+        assert got["note"]
+
+
+def test_head_labels_need_the_pre_logits_embedding():
+    from sweep.encoders import describe_head
+
+    got = describe_head("vit_tiny_patch16_224", "random:0", "cls:3")
+    assert got["label_set"] is None and "pre_logits" in got["note"]
+
+
+def named_tiny_vit() -> torch.nn.Module:
+    """A factory (named in the test as `tests.test_encoders:named_tiny_vit`) whose classifier's
+    classes have names."""
+    from tests.tiny_models import tiny_vit
+
+    module = tiny_vit()
+    module.label_names = [f"class {i}" for i in range(10)]
+    return module
+
+
+def test_a_factory_classifier_is_a_head_named_by_its_label_names():
+    unnamed = load_encoder("tests.tiny_models:tiny_vit", device="cpu")
+    assert unnamed.has_head and unnamed.label_set == "factory" and unnamed.class_names([3]) == [None]
+    named = load_encoder("tests.test_encoders:named_tiny_vit", device="cpu")
+    assert named.has_head and named.class_names([3, 10]) == ["class 3", None]
+    plain = load_encoder("tests.encoders_for_tests:linear_encoder", device="cpu")
+    assert not plain.has_head and "no `classifier`" in plain.head_note

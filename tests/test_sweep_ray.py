@@ -73,6 +73,13 @@ def test_sweep_rows_failed_unit_and_resume(tmp_path: Path, local_ray: dict[str, 
     assert len(units) == 12 and len(failed) == 6
     assert all(u["attempts"] == 2 and "broken encoder factory" in u["error"] for u in failed)
     assert_no_duplicates(run)
+    # The labels pass ran when the units finished: every ok match and perturb row of the good
+    # model is labelled against the whole run's bank (the 14 clean images of its 7 good pairs).
+    labels = read_table(run, "labels").to_pylist()
+    assert len(labels) == ok_pairs * (ROWS_PER_PAIR["match"] + ROWS_PER_PAIR["perturb"])
+    assert {r["model"] for r in labels} == {LINEAR} and all(r["knn_adv"] is not None for r in labels)
+    assert {r["knn_bank_size"] for r in labels} == {2 * ok_pairs - 2}
+    assert "rows labelled by 5-NN over 14 labelled of 14 images (run)" in outcome.labels
 
     import json
 
@@ -126,6 +133,7 @@ def test_actor_killed_mid_unit(tmp_path: Path, local_ray: dict[str, str], monkey
     assert (outcome.units_done, outcome.units_failed) == (4, 0)
     run = tmp_path / "run"
     assert read_table(run, "match").num_rows == 16
+    assert read_table(run, "labels").num_rows == 16  # labelled once, after the retried unit too
     assert_no_duplicates(run)
     attempts = {u["unit_id"]: u["attempts"] for u in read_table(run, "units").to_pylist()}
     assert attempts[killed[0]] == 2

@@ -1,4 +1,5 @@
-"""run_unit without Ray: rows per table, error rows, gallery, k-NN exclusion, idempotent rewrite."""
+"""run_unit without Ray: rows per table, error rows, gallery, stored embeddings, k-NN exclusion,
+idempotent rewrite."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from sweep.probes.base import PairResult
+from sweep.probes.labels import knn_vote
+from sweep.run.labels import label_run
 from sweep.run.spec import load_spec
 from sweep.run.store import RunStore
-from sweep.run.worker import EncoderCache, _knn_labels, _Pair, run_unit
+from sweep.run.worker import EncoderCache, run_unit
 from sweep_helpers import ROWS_PER_PAIR, make_shards, read_table, write_spec
 
 PAIRS = 5
@@ -52,7 +54,24 @@ def test_gallery_and_knn_columns(unit_run: tuple[Path, list]) -> None:
     ]
     assert all(r["src_png"].startswith(b"\x89PNG") and r["adv_png"] and r["tgt_png"] for r in images)
     match = [r for r in read_table(run_dir, "match").to_pylist() if r["status"] == "ok"]
-    assert all(r["knn_src"] is not None and r["knn_adv"] is not None for r in match)
+    assert all(r["knn_adv"] is None for r in match)  # the labels pass labels them, not the unit
+    label_run(run_dir)
+    labels = {r["pair_id"]: r for r in read_table(run_dir, "labels").to_pylist() if r["probe"] == "match"}
+    assert sorted(labels) == sorted(r["pair_id"] for r in match)
+    assert all(r["knn_src"] is not None and r["knn_adv"] is not None for r in labels.values())
+
+
+def test_embeddings_hold_each_clean_image_and_each_probed_row(unit_run: tuple[Path, list]) -> None:
+    run_dir, _ = unit_run
+    rows = read_table(run_dir, "embeddings").to_pylist()
+    for probe in ("match", "perturb", "lipschitz"):
+        mine = [r for r in rows if r["probe"] == probe]
+        assert len([r for r in mine if r["role"] == "src"]) == len([r for r in mine if r["role"] == "tgt"]) == PAIRS - 1
+        probed = [r for r in mine if r["role"] == "adv"]
+        assert len(probed) == (0 if probe == "lipschitz" else (PAIRS - 1) * ROWS_PER_PAIR[probe])
+        assert f"pair-{CORRUPT:06d}" not in {r["pair_id"] for r in mine}
+    src = next(r for r in rows if r["role"] == "src" and r["pair_id"] == "pair-000000")
+    assert src["key"] == "img-0" and src["label"] == 0 and len(src["embedding"]) == 16
 
 
 def test_rerun_overwrites_its_own_files(unit_run: tuple[Path, list], tmp_path: Path) -> None:
@@ -67,20 +86,29 @@ def test_rerun_overwrites_its_own_files(unit_run: tuple[Path, list], tmp_path: P
 
 def test_knn_never_votes_with_the_pairs_own_images() -> None:
     e = torch.eye(4)
-
-    def pair(i: int, src_key: str, tgt_key: str, labels: tuple[int, int], src: torch.Tensor, tgt: torch.Tensor) -> _Pair:
-        p = _Pair(i, f"p{i}", src_key, tgt_key, *labels)
-        p.result = PairResult(f"p{i}", rows=[{}], embeddings={"src": src, "tgt": tgt}, row_embeddings=[src])
-        return p
-
-    # p0's source is nearest to itself (label 0); p1 shares p0's target image (key "b", label 1).
-    pairs = [
-        pair(0, "a", "b", (0, 1), e[0], e[1]),
-        pair(1, "c", "b", (2, 1), e[0] * 0.9 + e[2] * 0.1, e[1]),
-        pair(2, "d", "f", (2, 2), e[2], e[3]),
-    ]
-    labels = _knn_labels(pairs)
+    # bank (image keys a, b, c, d, f): p0 = (a, b), p1 = (c, b) shares p0's target, p2 = (d, f)
+    bank = torch.stack([e[0], e[1], e[0] * 0.9 + e[2] * 0.1, e[2], e[3]])
+    labels = torch.tensor([0, 1, 2, 2, 2])
+    a, b, c, d, f = range(5)
+    own = torch.tensor([[a, b]] * 3 + [[c, b]])
+    queries = torch.stack([e[0], e[1], e[0], e[0] * 0.9 + e[2] * 0.1])  # p0 src, tgt, matched; p1 src
+    votes = knn_vote(queries, bank, labels, own, k=5).labels
     # For p0 only c, d and f may vote (a and b are p0's own images): all labelled 2.
-    assert labels["p0"] == {"src": 2, "tgt": 2, 0: 2}
+    assert votes[:3] == [2, 2, 2]
     # For p1, "b" (shared with p0) must not vote either: a (0), d (2), f (2) remain.
-    assert labels["p1"]["src"] == 2
+    assert votes[3] == 2
+
+
+def test_head_labels_carry_their_class_names(tmp_path: Path) -> None:
+    """A classifier whose classes have names: every pred_* index gets its name beside it."""
+    make_shards(tmp_path / "shards", 1, 2, size=32)
+    spec = write_spec(tmp_path / "spec.yaml", str(tmp_path / "shards"), tmp_path / "run",
+                      models=[{"name": "tests.test_encoders:named_tiny_vit", "weights": "factory"}],
+                      probes=[{"name": "match", "params": {"max_steps": 3}}])
+    (unit,) = load_spec(spec).units
+    run_unit(unit, EncoderCache("cpu"), str(tmp_path / "run"), run_id="run-1")
+    rows = read_table(tmp_path / "run", "match").to_pylist()
+    assert len(rows) == 2
+    for row in rows:
+        for role in ("src", "tgt", "adv"):
+            assert row[f"pred_{role}"] is not None and row[f"pred_{role}_name"] == f"class {row[f'pred_{role}']}"

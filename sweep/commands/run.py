@@ -9,6 +9,8 @@ time: the run directory's lease (sweep/run/lease.py) refuses a second driver whi
 alive, and is taken over once it is dead. Exit status: 0 when every unit finished, 1 when some
 unit failed for good (its error is in the `units` table and progress.json), 2 for a bad spec or
 command line or a run directory another driver holds, 130 when interrupted.
+When the units have finished, the labels pass (`sweep.run.labels`) computes the k-NN labels of
+every match and perturb row against all the run's clean images (`vitsweep labels RUN` redoes it).
 """
 
 from __future__ import annotations
@@ -91,14 +93,16 @@ class Outcome:
     pairs_done: int
     pairs_error: int
     seconds: float
+    labels: str = ""  # what the labels pass did (one line per model setting)
 
     def describe(self) -> str:
         failed = f", {self.units_failed} failed" if self.units_failed else ""
-        return (
+        text = (
             f"run {self.run_id}: {self.units_done}/{self.units_total} units done "
             f"({self.units_skipped} already done{failed}), {self.pairs_done} pairs ok, "
             f"{self.pairs_error} pairs with errors, {self.seconds:.1f} s -> {self.run_dir}"
         )
+        return f"{text}\nlabels: {self.labels}" if self.labels else text
 
 
 def execute(
@@ -175,12 +179,14 @@ def _execute_leased(
     progress = Progress(
         store, run_id, units_total=len(loaded.units), units_skipped=len(loaded.units) - len(todo), show=show_progress
     )
-    state, extra = "failed", {}
+    state, extra, labels = "failed", {}, ""
     main_thread = threading.current_thread() is threading.main_thread()
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None  # `ray job stop`
     try:
         if todo:
             extra = _distribute(loaded, todo, store, run_id, progress, address=address, actors=actors, device=device)
+        if todo or not store.exists("labels.json"):
+            labels = _label(store)
         state = "finished"
     except KeyboardInterrupt:
         state = "interrupted"
@@ -203,7 +209,20 @@ def _execute_leased(
         pairs_done=progress.pairs_done,
         pairs_error=progress.pairs_error,
         seconds=progress.elapsed_s,
+        labels=labels,
     )
+
+
+def _label(store: RunStore) -> str:
+    """The labels pass over every finished unit (in this process, after Ray has shut down)."""
+    from sweep.run.labels import label_run
+
+    if not store.unit_status():
+        return ""
+    try:
+        return label_run(store).describe().replace("\n", "\n  ")
+    except UserError as err:  # e.g. no unit finished: the units' own outcome still stands
+        return f"not computed ({err}); run `vitsweep labels {store.root}` to retry"
 
 
 def _distribute(

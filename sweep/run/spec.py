@@ -4,6 +4,8 @@
     models:
       - {name: vit_tiny_patch16_224, weights: "random:0", embed: pre_logits}
       - vit_small_patch16_224       # shorthand: weights random:0, embed pre_logits
+      - {name: my_vit, head: imagenet-1k}   # head labels: auto (default) | none | a label set
+                                            # timm knows | file:<class names, one a line>
     probes:
       - name: match
         params: {max_steps: [100, 1000], lr: 0.01}     # a list of a grid-able key = a grid
@@ -16,6 +18,9 @@
     gallery: 4                      # images stored per unit
     max_attempts: 3                 # tries per unit before it is recorded as failed
     compile: false                  # torch.compile the probes' hot loop (worth it on GPUs)
+    knn_k: 5                        # voters of the k-NN labels (labels pass, after the units)
+    knn_bank: null                  # k-NN bank: null = every clean image of the run; or a
+                                    # reference shard set (folder, glob, ...) used instead
 
 Grids: a list value expands into one setting per element (Cartesian product over all such
 keys) when the probe's parameter does not itself take a list; for a parameter that does (e.g.
@@ -25,7 +30,8 @@ Unit ids hash everything that changes a unit's rows: model, weights, embedding p
 its validated parameters, shard URL and seed. `batch_size` is deliberately left out: rows never
 influence each other inside a batch and every random draw is seeded per item, so a rerun with
 another batch size (say, on a GPU with less memory) resumes instead of starting over.
-`gallery`, `max_attempts` and `compile` are left out as well (they do not change the measured rows).
+`gallery`, `max_attempts` and `compile` are left out as well (they do not change the measured rows),
+and so are `knn_k` and `knn_bank`: k-NN labels are computed after the units, by the labels pass.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ class ModelSpec(BaseModel):
     name: str = Field(min_length=1)
     weights: str = "random:0"
     embed: str = "pre_logits"
+    head: str = Field(default="auto", min_length=1)
 
     @field_validator("weights")
     @classmethod
@@ -100,6 +107,8 @@ class SweepSpec(BaseModel):
     gallery: int = Field(default=4, ge=0, le=1000)
     max_attempts: int = Field(default=3, ge=1, le=100)
     compile: bool = False
+    knn_k: int = Field(default=5, ge=1, le=1000)
+    knn_bank: str | list[str] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -127,6 +136,7 @@ class WorkUnit:
     batch_size: int
     gallery: int
     compile: bool = False
+    head: str = "auto"  # the head's label set: auto | none | a timm label set | file:<path>
 
 
 @dataclass(frozen=True)
@@ -177,7 +187,15 @@ def parse_spec(data: dict[str, Any], source: str = "<spec>") -> LoadedSpec:
     except ValidationError as err:
         raise UserError(f"{source}: {_describe(err)}") from None
     settings = _expand_probes(spec, source)
+    _check_heads(spec, source)
     shards = _expand_shards(spec, source)
+    if spec.knn_bank is not None:  # the labels pass reads it after the units: check it before
+        from sweep.data.locations import expand_shard_urls
+
+        try:
+            expand_shard_urls(spec.knn_bank)
+        except UserError as err:
+            raise UserError(f"{source}: knn_bank: {err}") from None
     units: dict[str, WorkUnit] = {}  # by id: a model listed twice is one set of units
     for model in spec.models:
         for probe, params in settings:
@@ -188,7 +206,20 @@ def parse_spec(data: dict[str, Any], source: str = "<spec>") -> LoadedSpec:
 
 
 def unit_id_of(model: ModelSpec, probe: str, params_json: str, shard: str, seed: int) -> str:
-    return _hash([model.name, model.weights, model.embed, probe, params_json, shard, seed])[:20]
+    head = [] if model.head == "auto" else [f"head={model.head}"]  # the default keeps earlier ids
+    return _hash([model.name, model.weights, model.embed, probe, params_json, shard, seed, *head])[:20]
+
+
+def _check_heads(spec: SweepSpec, source: str) -> None:
+    """A head label set the user named must fit its model: checked before any unit runs."""
+    from sweep.encoders import describe_head
+
+    for index, model in enumerate(spec.models):
+        if model.head != "auto":
+            try:
+                describe_head(model.name, model.weights, model.embed, model.head)
+            except UserError as err:
+                raise UserError(f"{source}: models.{index}.head: {err}") from None
 
 
 def _make_unit(spec: SweepSpec, model: ModelSpec, probe: Any, params: dict[str, Any], shard: str) -> WorkUnit:
@@ -201,12 +232,14 @@ def _make_unit(spec: SweepSpec, model: ModelSpec, probe: Any, params: dict[str, 
         probe=probe.name,
         params=params,
         params_json=params_json,
-        config_hash=probe.config_hash(model.name, model.weights, model.embed),
+        config_hash=probe.config_hash(model.name, model.weights, model.embed,
+                                      *([] if model.head == "auto" else [f"head={model.head}"])),
         shard=shard,
         seed=spec.seed,
         batch_size=spec.batch_size,
         gallery=spec.gallery,
         compile=spec.compile,
+        head=model.head,
     )
 
 

@@ -7,9 +7,11 @@ loop in a benchmark:
     summary = run_unit(unit, cache, "runs/demo", run_id="demo-…")
 
 Pairs whose images do not decode, and pairs the probe failed on, become `status="error"` rows in
-the probe's table(s) and in `pairs`; the unit still finishes. k-NN labels are computed at unit end
-over the clean embeddings of the unit's own images. Everything the unit produced is written by
-`RunStore.write_unit_tables`, one file per table, the `units` row last.
+the probe's table(s) and in `pairs`; the unit still finishes. The unit stores the fp16 embeddings
+it computed (clean source and target images, and each probed image) in the `embeddings` table;
+k-NN labels are not computed here but by the labels pass (`sweep.run.labels`) once the units
+have finished, against a bank of every clean image the run embedded. Everything the unit produced
+is written by `RunStore.write_unit_tables`, one file per table, the `units` row last.
 """
 
 from __future__ import annotations
@@ -18,22 +20,22 @@ import os
 import socket
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
 import torch
 
 from sweep.data.images import to_png_bytes
 from sweep.probes.base import PairInput, PairResult
-from sweep.probes.labels import knn_predict
-from sweep.schema import SCHEMAS, STATUS_ERROR, STATUS_OK, to_table
+from sweep.schema import KNN_COLUMNS, SCHEMAS, STATUS_ERROR, STATUS_OK, to_table
 from sweep.run.spec import WorkUnit
 from sweep.run.store import RunStore
 
-KNN_K = 5
-_KNN_COLUMNS = {"knn_src", "knn_tgt", "knn_adv"}
+_PRED_NAMES = (("pred_src", "pred_src_name"), ("pred_tgt", "pred_tgt_name"), ("pred_adv", "pred_adv_name"))
 
 
 @dataclass
@@ -61,12 +63,12 @@ class EncoderCache:
 
         self.device = torch.device(device) if device is not None else default_device()
         self.size = size
-        self._cache: OrderedDict[tuple[str, str, str, bool], Any] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str, str, bool, str], Any] = OrderedDict()
 
-    def get(self, model: str, weights: str, embed: str, compile: bool = False) -> Any:
+    def get(self, model: str, weights: str, embed: str, compile: bool = False, head: str = "auto") -> Any:
         from sweep.encoders import load_encoder
 
-        key = (model, weights, embed, compile)
+        key = (model, weights, embed, compile, head)
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
@@ -74,7 +76,7 @@ class EncoderCache:
             self._cache.popitem(last=False)
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
-        encoder = load_encoder(model, weights=weights, embed=embed, device=self.device)
+        encoder = load_encoder(model, weights=weights, embed=embed, device=self.device, head=head)
         if compile:
             encoder.compile()
         self._cache[key] = encoder
@@ -130,7 +132,7 @@ def run_unit(
     store = run_root if isinstance(run_root, RunStore) else RunStore(run_root)
     worker = worker or f"{socket.gethostname()}:{os.getpid()}"
     started_at, t0 = datetime.now(timezone.utc), time.perf_counter()
-    encoder = encoder_cache.get(unit.model, unit.weights, unit.embed, unit.compile)
+    encoder = encoder_cache.get(unit.model, unit.weights, unit.embed, unit.compile, unit.head)
     probe = build_probe(unit.probe, unit.params)
     state = _Unit()
 
@@ -153,10 +155,11 @@ def run_unit(
 
     pairs = sorted(state.pairs.values(), key=lambda p: p.index)
     tables = _probe_tables(probe)
-    rows = {name: _probe_rows(unit, run_id, pairs, name) for name in tables}
+    rows = {name: _probe_rows(unit, run_id, pairs, name, encoder.class_names) for name in tables}
     n_error = sum(1 for p in pairs if _pair_error(p) is not None)
     out = {name: to_table(name, table_rows) for name, table_rows in rows.items()}
     out["pairs"] = to_table("pairs", [_pairs_row(unit, run_id, p) for p in pairs])
+    out["embeddings"] = _embeddings_table(unit, run_id, pairs, wants_probed=any(_wants_knn(t) for t in tables))
     images = _image_rows(unit, run_id, state)
     if images:  # a probe without images (lipschitz) or gallery 0: no file
         out["images"] = to_table("images", images)
@@ -243,11 +246,20 @@ def _identity(unit: WorkUnit, run_id: str, pair: _Pair, error: str | None) -> di
     }
 
 
-def _probe_rows(unit: WorkUnit, run_id: str, pairs: list[_Pair], table: str) -> list[dict[str, Any]]:
+def _wants_knn(table: str) -> bool:
+    return set(KNN_COLUMNS) <= set(SCHEMAS[table].names)
+
+
+def _probe_rows(
+    unit: WorkUnit,
+    run_id: str,
+    pairs: list[_Pair],
+    table: str,
+    class_names: Callable[[list[int | None]], list[str | None]] | None = None,
+) -> list[dict[str, Any]]:
     """Rows of one probe table in read order: the probe's rows with identity columns, an error
-    row for a pair that failed, and k-NN labels where the table has them."""
-    wants_knn = _KNN_COLUMNS <= set(SCHEMAS[table].names)
-    knn = _knn_labels(pairs) if wants_knn else {}
+    row for a pair that failed, and the names of the head's classes beside their indices."""
+    names = [(index, name) for index, name in _PRED_NAMES if name in SCHEMAS[table].names]
     rows: list[dict[str, Any]] = []
     for pair in pairs:
         error = _pair_error(pair)
@@ -256,64 +268,60 @@ def _probe_rows(unit: WorkUnit, run_id: str, pairs: list[_Pair], table: str) -> 
             continue
         assert pair.result is not None
         identity = _identity(unit, run_id, pair, None)
-        for j, row in enumerate(pair.result.rows):
+        for row in pair.result.rows:
             row = dict(row)
-            if wants_knn:
-                labels = knn.get(pair.pair_id, {})
-                row.update(knn_src=labels.get("src"), knn_tgt=labels.get("tgt"), knn_adv=labels.get(j))
+            if class_names is not None:
+                for index, name in names:
+                    if row.get(index) is not None:
+                        row[name] = class_names([row[index]])[0]
             rows.append({**row, **identity})
     return rows
 
 
-def _knn_labels(pairs: list[_Pair]) -> dict[str, dict[Any, int | None]]:
-    """k-NN label of each pair's src, tgt and per-row probed embedding over the unit's clean images.
+def _image_key(unit: WorkUnit, pair: _Pair, role: str) -> str:
+    """The bank key of a pair's clean image: its dataset key, else one made from shard and pair."""
+    key = pair.src_key if role == "src" else pair.tgt_key
+    return key if key else f"{unit.shard}#{pair.pair_id}.{role}"
 
-    The bank holds each distinct image (by key) once with its dataset label; a query never gets
-    votes from its own pair's src or tgt image (a matched image must not be labelled by its source
-    or target). Returns pair_id -> {"src": label, "tgt": label, row_index: label}.
-    """
-    bank_index: dict[str, int] = {}
-    bank_vectors: list[torch.Tensor] = []
-    bank_labels: list[int] = []
-    done = [p for p in pairs if _pair_error(p) is None and p.result is not None and p.result.embeddings]
-    keys: dict[str, tuple[str, str]] = {}
-    for pair in done:
-        assert pair.result is not None
-        src_key = pair.src_key or f"{pair.pair_id}/src"
-        tgt_key = pair.tgt_key or f"{pair.pair_id}/tgt"
-        keys[pair.pair_id] = (src_key, tgt_key)
-        for key, role, label in ((src_key, "src", pair.src_label), (tgt_key, "tgt", pair.tgt_label)):
-            if key not in bank_index and role in pair.result.embeddings:
-                bank_index[key] = len(bank_vectors)
-                bank_vectors.append(pair.result.embeddings[role].detach().float().cpu().reshape(-1))
-                bank_labels.append(-1 if label is None else int(label))
-    if not bank_vectors:
-        return {}
-    bank = torch.stack(bank_vectors)  # (N, D)
-    labels = torch.tensor(bank_labels, dtype=torch.long)
 
-    queries: list[torch.Tensor] = []
-    owners: list[tuple[str, Any]] = []  # (pair_id, "src" | "tgt" | row index)
-    for pair in done:
-        assert pair.result is not None
-        named = [("src", pair.result.embeddings.get("src")), ("tgt", pair.result.embeddings.get("tgt"))]
-        named += list(enumerate(pair.result.row_embeddings))
-        for slot, emb in named:
-            if emb is not None:
-                queries.append(emb.detach().float().cpu().reshape(-1))
-                owners.append((pair.pair_id, slot))
-    out: dict[str, dict[Any, int | None]] = {}
-    chunk = 2048
-    for start in range(0, len(queries), chunk):
-        q = torch.stack(queries[start : start + chunk])  # (Q, D)
-        part = owners[start : start + chunk]
-        exclude = torch.zeros(len(part), len(bank_vectors), dtype=torch.bool)
-        for i, (pair_id, _) in enumerate(part):
-            for key in keys[pair_id]:
-                exclude[i, bank_index[key]] = True
-        for (pair_id, slot), label in zip(part, knn_predict(q, bank, labels, exclude=exclude, k=KNN_K)):
-            out.setdefault(pair_id, {})[slot] = label
-    return out
+def _embeddings_table(unit: WorkUnit, run_id: str, pairs: list[_Pair], *, wants_probed: bool) -> pa.Table:
+    """The unit's `embeddings` rows: each ok pair's clean source and target (keyed by image key,
+    with its dataset label) and, for probes with k-NN label columns, each probed row's image."""
+    meta: list[dict[str, Any]] = []
+    vectors: list[torch.Tensor] = []  # (D,) each
+    for pair in pairs:
+        if _pair_error(pair) is not None or pair.result is None:
+            continue
+        result = pair.result
+        for role, label in (("src", pair.src_label), ("tgt", pair.tgt_label)):
+            if role in result.embeddings:
+                meta.append({"pair_id": pair.pair_id, "role": role, "key": _image_key(unit, pair, role), "label": label})
+                vectors.append(result.embeddings[role])
+        if wants_probed:
+            for row, emb in zip(result.rows, result.row_embeddings):
+                if emb is not None:
+                    meta.append({"pair_id": pair.pair_id, "role": "adv", "eps": row.get("eps")})
+                    vectors.append(emb)
+    setting = {"run_id": run_id, "model": unit.model, "weights": unit.weights, "embed": unit.embed,
+               "probe": unit.probe, "config_hash": unit.config_hash, "unit_id": unit.unit_id}
+    return embeddings_table([{**setting, **m} for m in meta], vectors)
+
+
+def embeddings_table(rows: list[dict[str, Any]], vectors: list[torch.Tensor]) -> pa.Table:
+    """An `embeddings` table from row dicts (every column but `embedding`) and one (D,) vector
+    per row, stored as fp16."""
+    schema = SCHEMAS["embeddings"]
+    columns: dict[str, Any] = {
+        name: pa.array([r.get(name) for r in rows], type=schema.field(name).type)
+        for name in schema.names if name != "embedding"
+    }
+    if vectors:
+        matrix = torch.stack([v.detach().float().cpu().reshape(-1) for v in vectors]).numpy().astype(np.float16)
+        offsets = pa.array(np.arange(0, matrix.size + 1, matrix.shape[1], dtype=np.int32))
+        columns["embedding"] = pa.ListArray.from_arrays(offsets, pa.array(matrix.reshape(-1), type=pa.float16()))
+    else:
+        columns["embedding"] = pa.array([], type=schema.field("embedding").type)
+    return pa.Table.from_pydict(columns, schema=schema)
 
 
 def _pairs_row(unit: WorkUnit, run_id: str, pair: _Pair) -> dict[str, Any]:
