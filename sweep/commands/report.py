@@ -3,8 +3,10 @@
     vitsweep report RUN [RUN ...] --out DIR [--gallery N]
 
 DIR receives report.html (self-contained: open it in a browser, no server), report.md with its
-PNG figures next to it, and report.json (the query rows behind every number). A missing run is
-one line on stderr and exit status 2. Never imports torch or Ray.
+PNG figures next to it, and report.json (the query rows behind every number). A DIR that
+already holds a report gets the new one: its old figures (`fig-*.png`, `gallery-*.png`) that the
+new report does not write are removed, other files are left alone. A missing run is one line on
+stderr and exit status 2. Never imports torch or Ray.
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sweep.errors import UserError
+from sweep.errors import UserError, int_at_least
+
+_FIGURES = ("fig-*.png", "gallery-*.png")  # the names analysis.report gives its PNGs
 
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories (their results are unioned)")
     parser.add_argument("--out", "-o", type=Path, required=True, metavar="DIR",
                         help="folder for report.html, report.md and the figures")
-    parser.add_argument("--gallery", type=int, default=6, metavar="N",
+    parser.add_argument("--gallery", type=int_at_least(0), default=6, metavar="N",
                         help="at most N matched triples per model and weights (default 6)")
 
 
@@ -33,11 +37,22 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--gallery must be 0 or more")
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out is not a directory: {args.out}")
+    old_figures = {p: p.stat().st_mtime_ns for p in _old_figures(args.out)}
     try:
         paths = write_report(args.runs, args.out, gallery_limit=args.gallery)
     except RunNotFound as err:
         raise UserError(str(err)) from None
     except duckdb.Error as err:
         raise UserError(" ".join(str(err).split("\nLINE ")[0].split())) from None
+    for figure, mtime_ns in old_figures.items():  # left over from the previous report: not rewritten now
+        if figure.is_file() and figure.stat().st_mtime_ns == mtime_ns:
+            figure.unlink()
     print(f"wrote {paths['html']} and {paths['md']}")
     return 0
+
+
+def _old_figures(out: Path) -> list[Path]:
+    """The figures of a report already in `out` (only where a report.json says it is one)."""
+    if not (out / "report.json").is_file():
+        return []
+    return [p for pattern in _FIGURES for p in out.glob(pattern)]
