@@ -353,16 +353,16 @@ def _edit_distance(a: str, b: str) -> int:
 
 def suggest_models(name: str, known: list[str], n: int = 4) -> str:
     """Hint text for an unknown model: the closest names by edit distance, and the names of its
-    family (the longest `_`-separated prefix that some model shares)."""
+    family (the names sharing its first two `_`-separated words, else its first)."""
     closest = sorted(known, key=lambda k: (_edit_distance(name, k), k))[:n]
     parts = name.split("_")
     family: list[str] = []
-    for cut in range(len(parts) - 1, 0, -1):
+    for cut in (2, 1):  # e.g. vit_small_*, else vit_*
         prefix = "_".join(parts[:cut]) + "_"
-        family = [k for k in known if k.startswith(prefix)]
-        if family:
+        family = [k for k in known if k.startswith(prefix) and k not in closest]
+        if family and len(parts) > cut:
             break
-    family = [k for k in family if k not in closest][:n]
+    family = sorted(family, key=lambda k: (_edit_distance(name, k), k))[:n]
     hint = f"closest: {', '.join(closest)}"
     if family:
         hint += f"; same family: {', '.join(family)}"

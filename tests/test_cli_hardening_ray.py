@@ -11,6 +11,7 @@ import pty
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,6 @@ import pytest
 
 from sweep_helpers import (
     LINEAR,
-    PYTHON,
     REPO,
     SLOW,
     kill_ray_processes,
@@ -47,7 +47,7 @@ def env() -> Iterator[dict[str, str]]:
 def _start(spec: Path, env: dict[str, str], *extra: str, **popen) -> subprocess.Popen:
     popen.setdefault("stdout", subprocess.PIPE)
     popen.setdefault("stderr", subprocess.PIPE)
-    return subprocess.Popen([PYTHON, "-m", "sweep.cli", "run", str(spec), *extra], cwd=REPO, env=env,
+    return subprocess.Popen([sys.executable, "-m", "sweep.cli", "run", str(spec), *extra], cwd=REPO, env=env,
                             text=True, **popen)
 
 
