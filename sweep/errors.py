@@ -53,9 +53,10 @@ def as_user_error(err: BaseException) -> UserError | None:
     if isinstance(err, UserError):
         return err
     module = type(err).__module__ or ""
-    if module.startswith("ray") or (isinstance(err, ConnectionError) and err.filename is None):
-        # ray.exceptions.*, and the ConnectionError Ray raises when its GCS cannot be reached
+    if module.startswith("ray"):  # ray.exceptions.*: RaySystemError, GetTimeoutError, ...
         return UserError(f"Ray: {_short(err) or type(err).__name__}")
+    if isinstance(err, ConnectionError) and err.filename is None:  # as ray.init raises when no GCS answers
+        return UserError(f"connection failed: {_short(err) or type(err).__name__}")
     if isinstance(err, OSError):  # FileExistsError, IsADirectoryError, PermissionError, pyarrow's S3 errors, ...
         return UserError(_os_error(err))
     if isinstance(err, json.JSONDecodeError):

@@ -422,8 +422,11 @@ def test_known_failures_become_one_line_in_one_place() -> None:
         (PermissionError(13, "Permission denied", "/ro/run"), "/ro/run: Permission denied"),
         (json.JSONDecodeError("Expecting value", "{", 1), "a file is not valid JSON (Expecting value at line 1 column 2)"),
         (pa.ArrowInvalid("Parquet magic bytes not found"), "cannot read a Parquet/Arrow file (Parquet magic bytes not found)"),
-        (ConnectionError("could not reach the GCS at 10.0.0.1:6379"), "Ray: could not reach the GCS at 10.0.0.1:6379"),
+        (ConnectionError("could not reach the GCS at 10.0.0.1:6379"), "connection failed: could not reach the GCS at 10.0.0.1:6379"),
     ]
+    from ray.exceptions import RaySystemError
+
+    cases.append((RaySystemError("the GCS went away"), "Ray: System error: the GCS went away"))
     try:
         pyyaml.safe_load("a: [1,\n")
     except pyyaml.YAMLError as err:
