@@ -5,13 +5,16 @@ failed units are listed; Ctrl-C while Ray starts leaves no Ray process."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pty
 import shutil
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,7 +54,7 @@ def _start(spec: Path, env: dict[str, str], *extra: str, **popen) -> subprocess.
                             text=True, **popen)
 
 
-def _wait_for_units(run: Path, n: int, proc: subprocess.Popen, timeout_s: float = 240) -> None:
+def _wait_for_units(run: Path, n: int, proc: subprocess.Popen, timeout_s: float = 500) -> None:
     deadline = time.monotonic() + timeout_s
     while len(units_mtimes(run)) < n:
         assert proc.poll() is None, proc.communicate()
@@ -123,6 +126,7 @@ def test_bar_failed_units_and_compile_on_cpu(tmp_path: Path, env: dict[str, str]
                       probes=["match"], max_attempts=1, compile=True)
     env = {k: v for k, v in env.items() if k != "RAY_AUTH_MODE"}  # Ray warns when the mode is unset
     leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a 120-column terminal
     proc = _start(spec, env, "--actors", "1", stderr=follower)
     os.close(follower)
     chunks = []
