@@ -54,9 +54,13 @@ def _start(spec: Path, env: dict[str, str], *extra: str, **popen) -> subprocess.
                             text=True, **popen)
 
 
-def _wait_for_units(run: Path, n: int, proc: subprocess.Popen, timeout_s: float = 500) -> None:
+def _wait_for_reported_units(run: Path, n: int, proc: subprocess.Popen, timeout_s: float = 500) -> None:
+    """Until the driver has counted n finished units (progress.json, written atomically)."""
     deadline = time.monotonic() + timeout_s
-    while len(units_mtimes(run)) < n:
+    while True:
+        path = run / "progress.json"
+        if path.is_file() and json.loads(path.read_text())["units_done"] >= n:
+            return
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "no unit finished in time"
         time.sleep(0.2)
@@ -71,20 +75,21 @@ def test_sigterm_stops_cleanly_and_every_invocation_is_recorded(tmp_path: Path, 
 
     # SIGTERM (what `timeout` and `ray job stop` send) once a unit is done: as Ctrl-C
     proc = _start(spec, env, "--actors", "1", "--no-progress")
-    _wait_for_units(run, 1, proc)
+    _wait_for_reported_units(run, 1, proc)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "SIGTERM received" not in err
     assert err.strip().splitlines()[-1] == (
         "vitsweep run: interrupted; finished units are kept, rerun the same command to resume")
-    assert json.loads((run / "progress.json").read_text())["state"] == "interrupted"
+    progress = json.loads((run / "progress.json").read_text())
+    assert progress["state"] == "interrupted"
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["state"] == "interrupted" and manifest["devices"]
     first = units_mtimes(run)
-    assert 1 <= len(first) < 4
-    # no terminal: one line per finished unit
-    assert sum(" done " in line for line in err.splitlines()) == len(first)
+    assert 1 <= progress["units_done"] <= len(first) < 4
+    # no terminal: one line per unit the driver saw finish
+    assert sum(" done " in line for line in err.splitlines()) == progress["units_done"]
 
     # a finished unit's file goes corrupt; the rerun reports it, redoes that unit, resumes the
     # rest without redoing the other finished units, and its final line counts the whole run
