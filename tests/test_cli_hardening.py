@@ -5,19 +5,18 @@ problem, no traceback, and that no user file changed. None of these starts Ray."
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import socket
 import subprocess
 import sys
 import tarfile
-import io
 from pathlib import Path
 
 import pytest
 import yaml
-
 from runfixture import make_fixture_run
-from sweep_helpers import LINEAR, REPO, make_shards, write_spec
+from sweep_helpers import LINEAR, REPO, make_shards
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
        "RAY_USAGE_STATS_ENABLED": "0"}

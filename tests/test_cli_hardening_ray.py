@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from sweep_helpers import (
     LINEAR,
     REPO,
@@ -167,7 +166,7 @@ def test_ctrl_c_while_ray_starts_leaves_no_ray_process_and_no_run(tmp_path: Path
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err, err
     deadline = time.monotonic() + 20
