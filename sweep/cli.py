@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"vitsweep {args.command}: {getattr(module, 'INTERRUPTED', 'interrupted')}", file=sys.stderr)
         return 130
-    except Exception as err:  # noqa: BLE001 - known failures become one line, bugs keep their traceback
+    except Exception as err:  # known failures become one line, bugs keep their traceback
         user = as_user_error(err)
         if user is None:
             raise
