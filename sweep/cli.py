@@ -1,7 +1,10 @@
 """The `vitsweep` command: parses the subcommand and hands over to sweep/commands/<name>.py.
 
 Each subcommand module defines `register(subparsers)` and `run(args) -> int`; it is imported only
-when chosen, so `vitsweep query` never pays for importing torch or Ray.
+when chosen, so `vitsweep query` never pays for importing torch or Ray. The module's docstring
+(its examples) becomes the end of its `--help`. Every known failure a command lets through is
+turned into one line and an exit status here (sweep.errors.as_user_error), so a new command
+inherits the same behaviour; a module may set `INTERRUPTED` to say more than "interrupted".
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from sweep.errors import UserError
+from sweep.errors import as_user_error
 
 COMMANDS: dict[str, str] = {
     "demo": "Build the demo shards, run a small sweep of all three probes, summarise it.",
@@ -28,38 +31,59 @@ COMMANDS: dict[str, str] = {
 }
 
 
-def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+def _details(module: object) -> str:
+    """The module docstring without its first line: the command's examples and notes."""
+    doc = (getattr(module, "__doc__", None) or "").strip("\n")
+    return doc.split("\n", 1)[1].strip("\n") if "\n" in doc else ""
+
+
+def build_parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser | None]:
+    """The top-level parser, and the chosen subcommand's parser (None when none was named)."""
     parser = argparse.ArgumentParser(
         prog="vitsweep",
         description="Measure the equivalence structure of ViT embedding spaces at dataset scale.",
+        epilog="Run `vitsweep COMMAND --help` for a command's options and examples.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    chosen = next((a for a in argv if not a.startswith("-")), None)
+    chosen_name = next((a for a in argv if not a.startswith("-")), None)
+    chosen = None
     for name, help_text in COMMANDS.items():
-        if name == chosen:
+        if name == chosen_name:
             module = importlib.import_module(f"sweep.commands.{name}")
-            module.register(subparsers.add_parser(name, help=help_text, description=help_text))
+            chosen = subparsers.add_parser(
+                name, help=help_text, description=f"{help_text}\n\n{_details(module)}".strip(),
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+            )
+            module.register(chosen)
         else:
             subparsers.add_parser(name, help=help_text, add_help=False)
-    return parser
+    return parser, chosen
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    parser, chosen = build_parser(argv)
+    if not argv:
+        parser.print_help()
+        return 0
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # reported with the subcommand's usage, not the top level's
+        (chosen or parser).error(f"unrecognized arguments: {' '.join(extra)}")
     module = importlib.import_module(f"sweep.commands.{args.command}")
     try:
         return int(module.run(args) or 0)
-    except UserError as err:
-        print(f"vitsweep {args.command}: error: {err}", file=sys.stderr)
-        return err.exit_code
     except BrokenPipeError:  # e.g. `vitsweep ... | head`: the reader left, nothing to report
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
-        print(f"vitsweep {args.command}: interrupted", file=sys.stderr)
+        print(f"vitsweep {args.command}: {getattr(module, 'INTERRUPTED', 'interrupted')}", file=sys.stderr)
         return 130
+    except Exception as err:  # known failures become one line, bugs keep their traceback
+        user = as_user_error(err)
+        if user is None:
+            raise
+        print(f"vitsweep {args.command}: error: {user}", file=sys.stderr)
+        return user.exit_code
 
 
 if __name__ == "__main__":

@@ -277,9 +277,7 @@ def _load_timm(name: str, weights: str, embed: str, meta: bool = False) -> Encod
 
     base = name.split(".", 1)[0]
     if not timm.is_model(base):
-        close = timm.list_models(f"*{base.split('_')[0]}*")[:5]
-        hint = f" (similar: {', '.join(close)})" if close else ""
-        raise UserError(f"unknown timm model {name!r}{hint}")
+        raise UserError(f"unknown timm model {name!r} ({suggest_models(base, timm.list_models())})")
     if meta:
         with torch.device("meta"):
             model = timm.create_model(name, pretrained=False)
@@ -454,3 +452,63 @@ def _timm_embed_fn(model: nn.Module, embed: str) -> Any:
         return spatial.mean(dim=1)
 
     return embed_fn
+
+
+# ---- checks before any model is built (the sweep driver validates a spec with these) ---------------
+
+
+def _import_timm() -> Any:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        import timm
+
+    return timm
+
+
+def _edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance (insertions, deletions, substitutions), one row at a time."""
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+def suggest_models(name: str, known: list[str], n: int = 4) -> str:
+    """Hint text for an unknown model: the closest names by edit distance, and the names of its
+    family (the names sharing its first two `_`-separated words, else its first)."""
+    closest = sorted(known, key=lambda k: (_edit_distance(name, k), k))[:n]
+    parts = name.split("_")
+    family: list[str] = []
+    for cut in (2, 1):  # e.g. vit_small_*, else vit_*
+        prefix = "_".join(parts[:cut]) + "_"
+        family = [k for k in known if k.startswith(prefix) and k not in closest]
+        if family and len(parts) > cut:
+            break
+    family = sorted(family, key=lambda k: (_edit_distance(name, k), k))[:n]
+    hint = f"closest: {', '.join(closest)}"
+    if family:
+        hint += f"; same family: {', '.join(family)}"
+    return hint
+
+
+def check_timm_model(name: str, embed: str = "pre_logits") -> None:
+    """UserError unless `name[.tag]` is in timm's registry and `embed`'s block index exists in
+    that architecture (its depth is read from a model built on the meta device: no memory, no
+    weights)."""
+    timm = _import_timm()
+    base = name.split(".", 1)[0]
+    if not timm.is_model(base):
+        raise UserError(f"unknown timm model {name!r} ({suggest_models(base, timm.list_models())})")
+    if embed == "pre_logits":
+        return
+    block = int(embed.split(":")[1])
+    with torch.device("meta"):
+        model = timm.create_model(base, pretrained=False)
+    depth = len(getattr(model, "blocks", []) or [])
+    if not hasattr(model, "forward_intermediates") or depth == 0:
+        raise UserError(f"embedding point {embed!r} needs a ViT with blocks; {base} has none")
+    if not -depth <= block < depth:
+        raise UserError(f"embedding point {embed!r}: {base} has {depth} blocks, so the block must be in [0, {depth - 1}]")

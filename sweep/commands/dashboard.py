@@ -5,6 +5,14 @@ says otherwise, prints the address and waits until Streamlit exits (Ctrl-C or SI
 with it). The run
 directories are passed after `--` (the app reads them from its argv) and in the environment
 variable VITSWEEP_RUNS. Never imports torch: this command must start fast on a laptop.
+
+    vitsweep dashboard demo-run                        # http://localhost:8501
+    vitsweep dashboard runs/a runs/b --port 8600       # two runs side by side
+    vitsweep dashboard demo-run --host 0.0.0.0         # reachable from other machines
+
+Each RUN must be a run folder (spec.yaml, manifest.json, progress.json or results/), as for
+`query` and `report`; the address is tried before anything is printed, so a port in use or an
+address this machine does not have is one line and exit status 2.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +29,7 @@ from sweep.errors import UserError
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 RUNS_ENV = "VITSWEEP_RUNS"  # os.pathsep-separated run directories (read by dashboard/runs.py)
+RUN_MARKERS = ("spec.yaml", "manifest.json", "progress.json", "results")  # what query and report accept
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -51,8 +61,27 @@ def check_runs(runs: list[str]) -> list[Path]:
             raise UserError(f"{run}: no such run directory")
         if not path.is_dir():
             raise UserError(f"{run}: not a directory (a run is a folder with spec.yaml and results/)")
+        if not any((path / marker).exists() for marker in RUN_MARKERS):
+            raise UserError(f"{run}: not a vitsweep run (no spec.yaml, manifest.json, progress.json or results/)")
         resolved.append(path.resolve())
     return resolved
+
+
+def check_address(host: str, port: int) -> None:
+    """Bind host:port once, as Streamlit will (SO_REUSEADDR, like its server), and let it go:
+    a port in use or an address that is not this machine's is a UserError, before any output."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as err:
+        raise UserError(f"--host {host}: unknown host ({err.strerror})") from None
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as err:
+                reason = err.strerror or str(err)
+                raise UserError(f"cannot serve on {host}:{port}: {reason}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--port {args.port}: not a port number (1-65535)")
     if not APP.is_file():
         raise UserError(f"{APP}: the dashboard app is missing from this installation")
+    check_address(args.host, args.port)
     shown_host = "localhost" if args.host in ("127.0.0.1", "localhost") else args.host
     print(f"vitsweep dashboard: http://{shown_host}:{args.port}  ({len(runs)} run(s); Ctrl-C stops)")
     sys.stdout.flush()

@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from sweep.errors import UserError
+from sweep.errors import UserError, int_at_least
 
 DEMO_SPEC = "demo.yaml"  # package data: sweep/examples/demo.yaml
 PRETRAINED_MODEL = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
@@ -69,8 +69,8 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="random:<seed> (default random:0: no download) or pretrained (the trained "
         f"{PRETRAINED_MODEL} with the paper's match preset; needs network once) or file:<path>",
     )
-    parser.add_argument("--actors", type=int, help="actors on the local Ray (default: one per CPU)")
-    parser.add_argument("--pairs", type=int, default=DEMO_PAIRS, help=f"demo pairs (default {DEMO_PAIRS})")
+    parser.add_argument("--actors", type=int_at_least(1), help="actors on the local Ray (default: one per CPU)")
+    parser.add_argument("--pairs", type=int_at_least(1), default=DEMO_PAIRS, help=f"demo pairs (default {DEMO_PAIRS})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     data["output"] = str(out)
     data["shards"] = str(out / "shards")
     shards = out / "shards"
+    _check_out(out)
     if not (shards / "manifest.json").is_file():
         print(f"building {args.pairs} demo pairs in {shards} ...")
         make_demo_shards(shards, pairs=args.pairs, shard_size=SHARD_SIZE)
@@ -99,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
                 f"or choose another --out for {args.pairs}"
             )
     loaded = parse_spec(data, source=f"the packaged {DEMO_SPEC}")
-    outcome = execute(loaded, actors=args.actors, show_progress=False if args.no_progress else None)
+    outcome = execute(loaded, actors=args.actors, show_progress=False if args.no_progress else None,
+                      allow_in_output=("shards",))
     print(outcome.describe())
     print_summary(out)
     cli = _command_name()
@@ -109,6 +111,20 @@ def run(args: argparse.Namespace) -> int:
         f"\nreport it:   {cli} report {out} --out {out}/report"
     )
     return 0 if outcome.units_failed == 0 else 1
+
+
+def _check_out(out: Path) -> None:
+    """Before anything is written: --out is new, empty, or an earlier demo (its own shards/)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is a file, not a folder")
+    if not out.is_dir():
+        return
+    names = {p.name for p in out.iterdir()}
+    is_demo = (out / "shards" / "manifest.json").is_file()
+    if "manifest.json" in names and not is_demo:
+        raise UserError(f"--out {out}: holds a run that is not a demo; choose another --out")
+    if "manifest.json" not in names and names - {"shards"}:
+        raise UserError(f"--out {out}: holds files but is not a demo run; choose a new or empty folder")
 
 
 def _command_name() -> str:

@@ -1,5 +1,9 @@
 """`vitsweep probe {match,perturb,lipschitz}`: run one probe on one image pair.
 
+    vitsweep probe match --model vit_tiny_patch16_224 --weights random:0 --src a.jpg --tgt b.jpg --out o --json
+    vitsweep probe perturb --model vit_tiny_patch16_224 --src a.jpg --tgt b.jpg --param "eps=[0.0039, 0.0157]" --out o
+    vitsweep probe lipschitz --model vit_tiny_patch16_224 --src a.jpg --tgt b.jpg --param top_k=8 --out o
+
 Writes source, target and probed image (and the amplified difference) as PNG into --out, and
 metrics.json beside them; with --json also prints that one JSON object on stdout.
 """
@@ -12,10 +16,23 @@ import math
 from pathlib import Path
 from typing import Any
 
-from sweep.errors import UserError
+from sweep.errors import UserError, int_at_least
+
+
+def _parameters_help() -> str:
+    """Each probe's parameters with their defaults (as the probe resolves them)."""
+    from sweep.probes import PROBES, build_probe
+
+    lines = ["probe parameters (--param KEY=VALUE, values as YAML) and their defaults:"]
+    for name in PROBES:
+        defaults = json.loads(build_probe(name).params_json())
+        lines.append(f"  {name}: " + ", ".join(f"{key}={json.dumps(value)}" for key, value in defaults.items()))
+    lines.append("  (match: --param preset=paper switches lr, max_steps, tau, min_cos and optimizer to the paper's values)")
+    return "\n".join(lines)
 
 
 def register(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = _parameters_help()
     parser.add_argument("probe", choices=["match", "perturb", "lipschitz"], help="which probe to run")
     parser.add_argument("--model", required=True, help="timm name[.tag] or package.module:callable")
     parser.add_argument("--weights", default="random:0", help="pretrained | random:<seed> | file:<path> (default random:0)")
@@ -25,7 +42,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="probe parameter (repeatable)")
     parser.add_argument("--out", required=True, help="folder for the PNGs and metrics.json")
     parser.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
-    parser.add_argument("--seed", type=int, default=0, help="seed of random starts and directions")
+    parser.add_argument("--seed", type=int_at_least(0), default=0, help="seed of random starts and directions")
     parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when present)")
 
 
@@ -33,7 +50,16 @@ def run(args: argparse.Namespace) -> int:
     from sweep.params import parse_params
     from sweep.probes import build_probe
 
-    probe = build_probe(args.probe, parse_params(args.param))  # bad parameters fail before the model loads
+    params = parse_params(args.param)
+    for key, value in params.items():
+        if value is None:
+            raise UserError(f"bad {args.probe} parameter {key}=: give a value (leave the --param out for the default)")
+        if value == []:
+            raise UserError(f"bad {args.probe} parameter {key}=[]: must be a non-empty list")
+    probe = build_probe(args.probe, params)  # bad parameters fail before the model loads
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is a file, not a folder")
     src_img, tgt_img = _read_images(args.src, args.tgt)
 
     from sweep.encoders import load_encoder
@@ -46,7 +72,6 @@ def run(args: argparse.Namespace) -> int:
     if result.error:
         raise UserError(f"the {args.probe} probe failed on this pair: {result.error}")
 
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     images = {"src": pair.src, "tgt": pair.tgt, **{k: v for k, v in result.images.items() if k == "adv"}}
     if "adv" in images:

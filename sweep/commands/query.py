@@ -3,7 +3,7 @@
     vitsweep query RUN [RUN ...] "SELECT model, avg(psnr) FROM match GROUP BY model"
     vitsweep query RUN --named equivalence [--param model=vit_b ...]
     vitsweep query --list
-    ... --format table|csv|json|parquet [--output FILE]
+    ... --format table|csv|json|parquet [--output FILE [--force]]
     ... --timeout 60 --memory-limit 1GB
 
 The runs are opened with analysis.db.open_runs (views match, perturb, lipschitz, units, pairs,
@@ -21,7 +21,7 @@ import re
 import sys
 from pathlib import Path
 
-from sweep.errors import UserError
+from sweep.errors import UserError, int_at_least
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +35,8 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="output format (parquet needs --output)")
     parser.add_argument("--output", "-o", type=Path, metavar="FILE",
                         help="write the result to FILE instead of stdout")
-    parser.add_argument("--limit", type=int, metavar="N", help="at most N rows")
+    parser.add_argument("--force", action="store_true", help="replace --output FILE when it exists")
+    parser.add_argument("--limit", type=int_at_least(0), metavar="N", help="at most N rows")
     parser.add_argument("--timeout", type=float, default=60.0, metavar="S",
                         help="stop the query after S seconds (default 60; 0: no limit)")
     parser.add_argument("--memory-limit", metavar="SIZE",
@@ -67,8 +68,28 @@ def _single_select(con, sql: str) -> str:
         if len(inner_statements) != 1 or inner_statements[0].type != duckdb.StatementType.SELECT:
             raise UserError("vitsweep query is read-only: only EXPLAIN of a SELECT is allowed")
     elif statement.type != duckdb.StatementType.SELECT:
-        raise UserError(f"vitsweep query is read-only: {statement.type.name} statements are refused")
+        raise UserError(f"vitsweep query is read-only: {_statement_word(statement)} statements are refused")
     return statement.query
+
+
+def _statement_word(statement) -> str:
+    """The statement's keyword as the user wrote it (INSTALL, USE, CHECKPOINT), not DuckDB's
+    internal type (LOAD, SET, CALL)."""
+    match = re.match(r"\s*(?:(?:--[^\n]*\n|/\*.*?\*/)\s*)*([A-Za-z]+)", statement.query, flags=re.DOTALL)
+    return match.group(1).upper() if match else statement.type.name
+
+
+def _check_output(path: Path | None, force: bool) -> None:
+    """--output must be a file that can be written, not replaced unless --force: checked before
+    the query runs."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise UserError(f"--output {path}: is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise UserError(f"--output {path}: the folder {path.parent} does not exist")
+    if path.exists() and not force:
+        raise UserError(f"--output {path}: exists; add --force to replace it")
 
 
 def _parse_params(pairs: list[str]) -> dict[str, str]:
@@ -101,6 +122,7 @@ def _list_text(fmt: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    _check_output(args.output, args.force)
     if args.list:
         if args.format not in ("table", "json"):
             raise UserError("--list prints as table or json")
@@ -125,6 +147,10 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("--param applies to --named queries only")
         if len(positional) < 2:
             raise UserError('give one or more run directories and a SQL query, or --named NAME')
+        if Path(positional[-1]).expanduser().exists():
+            raise UserError(
+                f"the SQL query is missing: {positional[-1]} is a path (a run), so give the query after the runs"
+            )
         runs, sql = positional[:-1], positional[-1]
     if not runs:
         raise UserError("give at least one run directory")

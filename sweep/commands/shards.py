@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sweep.errors import UserError
+from sweep.errors import UserError, int_at_least
 from sweep.data.pairing import STRATEGIES
 
 _SHOWN_ERRORS = 20  # make: skipped files printed before pointing at the manifest
@@ -28,19 +28,19 @@ def register(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--demo", action="store_true", help="the built-in demo photographs (scikit-image)")
     make.add_argument("--out", required=True, metavar="DIR", help="folder for pairs-NNNNNN.tar and manifest.json")
     make.add_argument("--pairing", default="random", choices=STRATEGIES, help="pairing strategy (default: random)")
-    make.add_argument("--pairs", type=int, metavar="N",
+    make.add_argument("--pairs", type=int_at_least(1), metavar="N",
                       help="number of pairs (default: 1000 or as many as exist; not for --pairing all)")
-    make.add_argument("--shard-size", type=int, default=1000, metavar="N", help="pairs per shard (default: 1000)")
-    make.add_argument("--seed", type=int, default=0, help="seed of the pairing (default: 0)")
-    make.add_argument("--resize", type=int, metavar="PX",
+    make.add_argument("--shard-size", type=int_at_least(1), default=1000, metavar="N", help="pairs per shard (default: 1000)")
+    make.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the pairing (default: 0)")
+    make.add_argument("--resize", type=int_at_least(1), metavar="PX",
                       help="re-encode images whose shorter side exceeds PX down to PX (default: original bytes)")
     make.add_argument("--target", metavar="KEY", help="fixed-target: the target image's key (default: drawn with the seed)")
-    make.add_argument("--workers", type=int, metavar="N", help="processes for checking images (default: CPU count, max 8)")
+    make.add_argument("--workers", type=int_at_least(1), metavar="N", help="processes for checking images (default: CPU count, max 8)")
     make.add_argument("--force", action="store_true", help="replace a shard set already in --out")
 
     check = actions.add_parser("check", help="Validate a shard set: decode every image, compare with the manifest.")
     check.add_argument("location", metavar="DIR", help="shard folder (or a shard URL/pattern)")
-    check.add_argument("--workers", type=int, default=2, metavar="N", help="decoding processes (default: 2)")
+    check.add_argument("--workers", type=int_at_least(1), default=2, metavar="N", help="decoding processes (default: 2)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,7 +2,11 @@
 
 `units_done` counts every unit finished ok, including the `units_skipped` ones a rerun found
 already done, so `units_done / units_total` is the share of the sweep that is queryable;
-`pairs_done`, `pairs_per_s` and `eta_s` are about this invocation.
+`pairs_done` and `pairs_error` count the whole run as well (the skipped units' pairs included);
+`pairs_per_s` and `eta_s` are about this invocation.
+
+Without a terminal (a log file, `ray job submit`) or with `show=False`, each finished or failed
+unit is one line on stderr instead of a bar.
 
 `progress.json` (format in docs/CONTRACTS.md) is rewritten atomically as units finish, at most
 every `min_interval_s`, and always when the state changes, so a dashboard can follow a running
@@ -37,6 +41,8 @@ class Progress:
         *,
         units_total: int,
         units_skipped: int = 0,
+        pairs_skipped: int = 0,
+        pairs_error_skipped: int = 0,
         show: bool | None = None,
         min_interval_s: float = 0.5,
     ) -> None:
@@ -46,8 +52,9 @@ class Progress:
         self.units_skipped = units_skipped
         self.units_done = units_skipped  # finished ok, this session or an earlier one
         self.units_failed = 0
-        self.pairs_done = 0
-        self.pairs_error = 0
+        self.pairs_done = pairs_skipped  # ok pairs of the whole run
+        self.pairs_error = pairs_error_skipped
+        self.pairs_now = 0  # pairs (ok or not) this invocation: the rate
         self.failures: list[dict[str, str]] = []
         self.state = "running"
         self.started_at = _now()
@@ -55,6 +62,7 @@ class Progress:
         self._last_write = 0.0
         self.min_interval_s = min_interval_s
         show = sys.stderr.isatty() if show is None else show
+        self.lines = not show  # a line per unit where there is no bar
         self.bar = tqdm(
             total=units_total,
             initial=units_skipped,
@@ -67,15 +75,18 @@ class Progress:
         self.write(force=True)
 
     # ---- events ------------------------------------------------------------------------------
-    def unit_done(self, n_pairs: int, n_error: int) -> None:
+    def unit_done(self, n_pairs: int, n_error: int, label: str = "") -> None:
         self.units_done += 1
         self.pairs_done += n_pairs - n_error
         self.pairs_error += n_error
+        self.pairs_now += n_pairs
+        self._line(f"done {label}: {n_pairs - n_error} pairs ok, {n_error} with errors")
         self._advance()
 
-    def unit_failed(self, unit_id: str, error: str) -> None:
+    def unit_failed(self, unit_id: str, error: str, label: str = "") -> None:
         self.units_failed += 1
-        self.failures.append({"unit_id": unit_id, "error": error})
+        self.failures.append({"unit_id": unit_id, "unit": label or unit_id, "error": error})
+        self._line(f"FAILED {label or unit_id}: {error}")
         self._advance()
 
     def unit_retry(self, unit_id: str, error: str) -> None:
@@ -95,7 +106,7 @@ class Progress:
     @property
     def pairs_per_s(self) -> float:
         elapsed = self.elapsed_s
-        return (self.pairs_done + self.pairs_error) / elapsed if elapsed > 0 else 0.0
+        return self.pairs_now / elapsed if elapsed > 0 else 0.0
 
     @property
     def eta_s(self) -> float | None:
@@ -130,6 +141,11 @@ class Progress:
         if force or now - self._last_write >= self.min_interval_s:
             self.store.write_json(PROGRESS_FILE, self.snapshot())
             self._last_write = now
+
+    def _line(self, text: str) -> None:
+        if self.lines:
+            finished = self.units_done + self.units_failed
+            print(f"[{finished}/{self.units_total} units, {self.elapsed_s:.0f} s] {text}", file=sys.stderr, flush=True)
 
     def _advance(self) -> None:
         self.bar.update(1)

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator, model_validator
 
 from sweep.errors import UserError
 
@@ -72,7 +72,7 @@ class ModelSpec(BaseModel):
             return value
         if value.startswith("file:") and len(value) > 5:
             return value
-        raise ValueError(f"must be {_WEIGHTS_HELP}, got {value!r}")
+        raise ValueError(f"must be {_WEIGHTS_HELP}")
 
     @field_validator("embed")
     @classmethod
@@ -80,7 +80,7 @@ class ModelSpec(BaseModel):
         kind, _, block = value.partition(":")
         if value == "pre_logits" or (kind in ("cls", "mean_patch") and block.lstrip("-").isdigit()):
             return value
-        raise ValueError(f"must be pre_logits, cls:<block> or mean_patch:<block>, got {value!r}")
+        raise ValueError("must be pre_logits, cls:<block> or mean_patch:<block>")
 
 
 class ProbeSpec(BaseModel):
@@ -101,21 +101,25 @@ class SweepSpec(BaseModel):
     models: list[ModelSpec] = Field(min_length=1)
     probes: list[ProbeSpec] = Field(min_length=1)
     shards: str | list[str]
-    batch_size: int = Field(default=16, ge=1, le=65536)
-    seed: int = Field(default=0, ge=0)
+    # strict: `seed: true` is not seed 1, `batch_size: 8.5` is not 8, `compile: "no"` is not False
+    batch_size: StrictInt = Field(default=16, ge=1, le=65536)
+    seed: StrictInt = Field(default=0, ge=0)
     output: str | None = None
-    gallery: int = Field(default=4, ge=0, le=1000)
-    max_attempts: int = Field(default=3, ge=1, le=100)
-    compile: bool = False
-    knn_k: int = Field(default=5, ge=1, le=1000)
+    gallery: StrictInt = Field(default=4, ge=0, le=1000)
+    max_attempts: StrictInt = Field(default=3, ge=1, le=100)
+    compile: StrictBool = False
+    knn_k: StrictInt = Field(default=5, ge=1, le=1000)
     knn_bank: str | list[str] | None = None
 
     @model_validator(mode="before")
     @classmethod
-    def _model_shorthand(cls, values: Any) -> Any:
-        if isinstance(values, dict) and isinstance(values.get("models"), list):
-            models = [{"name": m} if isinstance(m, str) else m for m in values["models"]]
-            values = {**values, "models": models}
+    def _shorthands(cls, values: Any) -> Any:
+        """`models: [vit_tiny_patch16_224]` and `probes: [match]`: a bare name, defaults for the rest."""
+        if isinstance(values, dict):
+            values = dict(values)
+            for key in ("models", "probes"):
+                if isinstance(values.get(key), list):
+                    values[key] = [{"name": m} if isinstance(m, str) else m for m in values[key]]
         return values
 
 
@@ -168,10 +172,16 @@ class LoadedSpec:
 def load_spec(path: str | Path, output: str | None = None) -> LoadedSpec:
     """Read, validate and expand a spec file; every problem is one UserError line naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a spec file (give the YAML file, e.g. {path}/spec.yaml)")
     if not path.is_file():
         raise UserError(f"{path}: no such spec file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file (a spec is YAML)") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read the spec ({err.strerror or err})") from None
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
     if not isinstance(data, dict):
@@ -186,6 +196,7 @@ def parse_spec(data: dict[str, Any], source: str = "<spec>") -> LoadedSpec:
         spec = SweepSpec(**data)
     except ValidationError as err:
         raise UserError(f"{source}: {_describe(err)}") from None
+    _check_models(spec, source)
     settings = _expand_probes(spec, source)
     _check_heads(spec, source)
     shards = _expand_shards(spec, source)
@@ -256,6 +267,10 @@ def _expand_probes(spec: SweepSpec, source: str) -> list[tuple[Any, dict[str, An
         for key, value in probe_spec.params.items():
             if value == []:
                 raise UserError(f"{source}: probes.{index}.params.{key}: an empty list gives no setting to run")
+            if value is None or (isinstance(value, list) and any(v is None for v in value)):
+                raise UserError(
+                    f"{source}: probes.{index}.params.{key}: null is not a value (leave the key out for its default)"
+                )
         for params in expand_grid(probe_spec.params, params_cls):
             try:
                 probe = build_probe(probe_spec.name, params)
@@ -296,6 +311,27 @@ def _annotation_takes_list(annotation: Any) -> bool:
     return False
 
 
+def _check_models(spec: SweepSpec, source: str) -> None:
+    """What can be known about each model before Ray starts: a timm name is in timm's registry,
+    its embedding block exists in the architecture, a `file:` weights file exists."""
+    checked: set[tuple[str, str]] = set()
+    for index, model in enumerate(spec.models):
+        if model.weights.startswith("file:"):
+            weights = Path(model.weights[5:]).expanduser()
+            if not weights.is_file():
+                what = "is a folder" if weights.is_dir() else "does not exist"
+                raise UserError(f"{source}: models.{index}.weights: weights file {str(weights)!r} {what}")
+        if ":" in model.name or (model.name, model.embed) in checked:
+            continue  # a package.module:callable factory is checked when a worker imports it
+        from sweep.encoders import check_timm_model
+
+        try:
+            check_timm_model(model.name, model.embed)
+        except UserError as err:
+            raise UserError(f"{source}: models.{index}: {err}") from None
+        checked.add((model.name, model.embed))
+
+
 def _expand_shards(spec: SweepSpec, source: str) -> list[str]:
     from sweep.data.locations import expand_shard_urls
 
@@ -316,6 +352,8 @@ def _describe(err: ValidationError) -> str:
     if first["type"] == "missing":
         return f"missing key {key!r}"
     message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "int_type" and isinstance(first.get("input"), bool):
+        message = "must be a whole number, not true/false"
     return f"{key}: {message} (got {first.get('input')!r})"
 
 
