@@ -21,8 +21,9 @@ if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
-_FAMILY_ORDER = ("top", "random", "match", "null")
-_FAMILY_COLOURS = {"top": "#d62728", "random": "#7f7f7f", "match": "#1f77b4", "null": "#2ca02c"}
+_FAMILY_ORDER = ("top", "grad", "match", "random", "off_top", "null")
+_FAMILY_COLOURS = {"top": "#d62728", "grad": "#ff7f0e", "match": "#1f77b4", "random": "#7f7f7f",
+                   "off_top": "#8c564b", "null": "#2ca02c"}
 
 
 def _png(fig: Figure) -> bytes:
@@ -87,7 +88,7 @@ def eps_curves(normal: pd.DataFrame) -> bytes | None:
 
 
 def lipschitz_families(directions: pd.DataFrame) -> bytes | None:
-    """Per-direction Lipschitz estimates by family (top, random, match, null) on a log axis."""
+    """Per-direction Lipschitz estimates by family (top, grad, match, random, off_top, null) on a log axis."""
     values = directions[directions["estimate"] > 0] if not directions.empty else directions
     if values.empty:
         return None

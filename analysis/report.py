@@ -266,12 +266,17 @@ def _claim_lipschitz(lip: dict | None, families: list[dict], figs: list[tuple[st
     )
     if lip.get("median_top_over_null") is not None:
         claim.sentences.append(
-            f"Top singular directions exceed directions with the top subspace projected out (null) "
-            f"by a median {fmt(lip['median_top_over_null'], 'x')}."
+            f"Top singular directions exceed null directions (the whole row space of the Jacobian "
+            f"projected out) by a median {fmt(lip['median_top_over_null'], 'x')}."
+        )
+    if lip.get("median_grad_over_random") is not None:
+        claim.sentences.append(
+            f"Along the first matching step (the negative gradient of the matching loss, grad), the "
+            f"estimate is a median {fmt(lip['median_grad_over_random'], 'x')} the random one."
         )
     if lip.get("median_match_over_random") is not None:
         claim.sentences.append(
-            f"Along the direction found by matching, the estimate is a median "
+            f"Along the direction a successful match moved the source (match), the estimate is a median "
             f"{fmt(lip['median_match_over_random'], 'x')} the random one."
         )
     claim.table = Table(
