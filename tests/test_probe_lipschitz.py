@@ -162,3 +162,46 @@ def test_families_are_validated_and_the_default_is_affordable():
         build_probe("lipschitz", {"families": ["nul"]})
     with pytest.raises(UserError, match="match"):
         build_probe("lipschitz", {"match": {"learning_rate": 1}})
+
+
+def _linear_pair():
+    encoder = load_encoder("tests.encoders_for_tests:linear_encoder", device="cpu")
+    g = torch.Generator().manual_seed(3)
+    return encoder, encoder.module.weight.detach().double(), PairInput("p0", torch.rand(3, 8, 8, generator=g), torch.rand(3, 8, 8, generator=g))
+
+
+def test_fd_is_exact_at_every_default_h():
+    """With parameters that existed before: in fp32, l_fd at h = 0.01 was off by up to 2e-4
+    relative here (it must be exact to 1e-6 at every h of the default grid)."""
+    encoder, weight, pair = _linear_pair()
+    probe = build_probe("lipschitz", {"families": ["random", "top"], "n_random": 3})
+    (result,) = list(probe.run(encoder, [pair], batch_size=8, seed=1))
+    assert sorted({r["h"] for r in result.rows}) == H_GRID
+    for row in result.rows:
+        v = result.extra["directions"][row["family"]][row["direction"]].flatten().double()
+        assert row["l_fd"] == pytest.approx(float((weight @ v).norm()), rel=EXACT), row
+
+
+def test_null_is_the_null_space_of_w():
+    """With parameters that existed before: `null` (then only the top-k subspace removed) gave
+    ||W v|| of about 0.16-0.19 sigma_1; it must be <= 1e-5 sigma_1."""
+    encoder, weight, pair = _linear_pair()
+    probe = build_probe("lipschitz", {"families": ["null"], "n_null": 3})
+    (result,) = list(probe.run(encoder, [pair], batch_size=8, seed=1))
+    sigma1 = float(torch.linalg.svdvals(weight)[0])
+    assert len(result.rows) == 3 * len(H_GRID)
+    for row in result.rows:
+        v = result.extra["directions"]["null"][row["direction"]].flatten().double()
+        assert float((weight @ v).norm()) <= 1e-12 * sigma1
+        assert row["l_jvp"] <= 1e-5 * sigma1 and row["l_fd"] <= 1e-5 * sigma1, row
+
+
+def test_match_family_follows_the_match_probe_with_its_defaults():
+    """Family `match` with the match probe's default parameters: the direction of x_matched - x0
+    (it was the first gradient step, -grad at x0, now family `grad`)."""
+    encoder, _, pair = _linear_pair()
+    (matched,) = list(build_probe("match", {}).run(encoder, [pair], batch_size=1, seed=0))
+    assert matched.rows[0]["success"] is True
+    (result,) = list(build_probe("lipschitz", {"families": ["match"], "h": [1.0]}).run(encoder, [pair], batch_size=4))
+    delta = (matched.images["adv"] - pair.src).flatten().double()
+    assert torch.allclose(result.extra["directions"]["match"].flatten().double(), delta / delta.norm(), atol=1e-6)
