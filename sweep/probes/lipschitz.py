@@ -174,7 +174,7 @@ class LipschitzProbe(Probe):
         return PairResult(
             pair_id=pair.pair_id,
             rows=rows,
-            embeddings={"src": e0_fp32.cpu(), "tgt": e_t.float().cpu()},
+            embeddings={"src": e0_fp32.cpu(), "tgt": embed_fp32(enc, pair.tgt.to(enc.device)[None])[0].cpu()},  # fp32, as k-NN labels use
             row_embeddings=[None] * len(rows),
             extra=extra,
         )
