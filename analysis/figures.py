@@ -24,8 +24,9 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-_FAMILY_ORDER = ("top", "random", "match", "null")
-_FAMILY_COLOURS = {"top": "#d62728", "random": "#7f7f7f", "match": "#1f77b4", "null": "#2ca02c"}
+_FAMILY_ORDER = ("top", "grad", "match", "random", "off_top", "null")
+_FAMILY_COLOURS = {"top": "#d62728", "grad": "#ff7f0e", "match": "#1f77b4", "random": "#7f7f7f",
+                   "off_top": "#8c564b", "null": "#2ca02c"}
 
 
 def _png(fig: Figure) -> bytes:
@@ -99,7 +100,7 @@ def eps_curves(normal: pd.DataFrame) -> bytes | None:
 
 
 def lipschitz_families(boxes: pd.DataFrame, points: pd.DataFrame) -> bytes | None:
-    """Per-direction Lipschitz estimates by family (top, random, match, null, …) on a log axis:
+    """Per-direction Lipschitz estimates by family (top, grad, match, random, off_top, null) on a log axis:
     a box per family from pre-computed quantiles (`boxes`: family, p05, q1, median, q3, p95, n;
     whiskers at the 5th and 95th percentile) and a sample of the estimates as dots (`points`:
     family, estimate)."""

@@ -380,7 +380,8 @@ def _top_null_sentence(ratio: float | None) -> str:
                 "`null`), so the two are not compared.")
     if ratio > 1:
         return (f"Along top singular directions the estimate exceeds the one along null-space "
-                f"directions (family `null`) by a median {fmt(ratio, 'x')} per pair.")
+                f"directions (family `null`: the Jacobian's whole row space projected out) by a median "
+                f"{fmt(ratio, 'x')} per pair.")
     return (f"Along top singular directions the estimate does not exceed the one along "
             f"null-space directions (family `null`): median ratio {fmt(ratio, 'x')} per pair.")
 
@@ -400,9 +401,14 @@ def _claim_lipschitz(lip: dict | None, families: list[dict], figs: list[tuple[st
         f"{fmt(lip['min_sigma1_over_random'], 'x')} to {fmt(lip['max_sigma1_over_random'], 'x')})."
     )
     claim.sentences.append(_top_null_sentence(lip.get("median_top_over_null")))
+    if lip.get("median_grad_over_random") is not None:
+        claim.sentences.append(
+            f"Along the first matching step (the negative gradient of the matching loss, grad), the "
+            f"estimate is a median {fmt(lip['median_grad_over_random'], 'x')} the random one."
+        )
     if lip.get("median_match_over_random") is not None:
         claim.sentences.append(
-            f"Along the direction found by matching, the estimate is a median "
+            f"Along the direction a successful match moved the source (match), the estimate is a median "
             f"{fmt(lip['median_match_over_random'], 'x')} the random one."
         )
     claim.sentences.append(_verdict_sentence("Lipschitz evidence", v))

@@ -112,6 +112,8 @@ PERTURB = pa.schema(
         pa.field("random_rel_disp", _F64),
         pa.field("random_disp_over_pair", _F64),
         pa.field("cos_after", _F64),
+        pa.field("delta_norm", _F64),  # ||delta||_p of the reported (best) perturbation
+        pa.field("random_norm", _F64),  # ||delta||_p of the best random draw, after the [0, 1] clamp
         *PIXEL_CHANGE,
         *LABELS_SRC_TGT_ADV,
     ]
@@ -120,13 +122,17 @@ PERTURB = pa.schema(
 LIPSCHITZ = pa.schema(
     COMMON
     + [
-        pa.field("family", pa.string()),  # random | top | match | null
+        pa.field("family", pa.string()),  # random | top | grad | null | off_top | match
         pa.field("direction", pa.int32()),
         pa.field("h", _F64),
-        pa.field("l_fd", _F64),
+        pa.field("l_fd", _F64),  # float64 finite difference
         pa.field("l_jvp", _F64),
         pa.field("sigma", _F64),  # singular value, for family "top"
-        pa.field("nonlinearity", _F64),  # |l_fd - l_jvp| / l_jvp
+        pa.field("nonlinearity", _F64),  # |l_fd - l_jvp| / l_jvp; null when within fd_floor
+        pa.field("fd_floor", _F64),  # round-off floor of l_fd at this h
+        pa.field("jv_residual", _F64),  # family "null": ||J v|| / sigma_1 from the explicit Jacobian
+        pa.field("rank", pa.int32()),  # numerical rank of J at x0 (when the Jacobian was built)
+        pa.field("match_success", pa.bool_()),  # family "match" asked for: did the pair's match succeed
     ]
 )
 

@@ -32,6 +32,7 @@ Known values, per model (model index m = 0, 1, … adds m to a few numbers so mo
   random directions 0..4 with l_jvp = (1, 2, 3, 4, 5)·(i+1)  -> median 3·(i+1), so
   sigma1 / median random = 100·(1+m)/3 for every pair;
   null directions 0..1 with l_jvp 0.5·(i+1), 1.5·(i+1); match direction 0 with l_jvp 0.2;
+  grad direction 0 with l_jvp 12 (rank 48 on every row);
   l_fd = l_jvp·(1 + 0.1·h), nonlinearity = 0.1·h (every family).
 - images: p0 and p1 of every default match unit, 16×16 RGB PNGs; adv = src + 2 (clipped);
   p0 of the paper match unit with adv = src + 5.
@@ -245,6 +246,7 @@ def _lipschitz_rows(model: str, m: int, run_id: str, weights: str) -> list[dict[
             + [("random", d, v * scale, None) for d, v in enumerate((1, 2, 3, 4, 5))]
             + [("null", d, v * scale, None) for d, v in enumerate((0.5, 1.5))]
             + [("match", 0, 0.2, None)]
+            + [("grad", 0, 12.0, None)]
         )
         for family, direction, l_jvp, sigma in families:
             for h in HS:
@@ -258,6 +260,7 @@ def _lipschitz_rows(model: str, m: int, run_id: str, weights: str) -> list[dict[
                         "l_jvp": float(l_jvp),
                         "sigma": None if sigma is None else float(sigma),
                         "nonlinearity": 0.1 * h,
+                        "rank": 48,
                     }
                 )
     return rows

@@ -338,8 +338,11 @@ def test_lipschitz(con) -> None:
         per_pair = defaultdict(lambda: defaultdict(dict))
         for r in ok_rows("lipschitz", model):
             per_pair[r["pair_id"]][r["family"]][r["direction"]] = r
-        ratios, gaps = [], []
+        ratios, gaps, grads, flats = [], [], [], []
         for fams in per_pair.values():
+            grads.append(fams["grad"][0]["l_jvp"] / statistics.median(r["l_jvp"] for r in fams["random"].values()))
+            flats.append(statistics.median(r["l_jvp"] for r in fams["random"].values())
+                         / statistics.median(r["l_jvp"] for r in fams["null"].values()))
             sigma1 = max(r["sigma"] for r in fams["top"].values())
             med_random = statistics.median(r["l_jvp"] for r in fams["random"].values())
             ratios.append(sigma1 / med_random)
@@ -354,15 +357,20 @@ def test_lipschitz(con) -> None:
         assert row["geomean_sigma1_over_random"] == pytest.approx(
             math.exp(mean(math.log(x) for x in ratios)))
         assert row["median_top_over_null"] == pytest.approx(statistics.median(gaps))
+        assert row["median_grad_over_random"] == pytest.approx(statistics.median(grads))
+        assert row["median_random_over_null"] == pytest.approx(statistics.median(flats))
     pairs = run_named(con, "lipschitz_pairs", {"model": "vit_a"})
     assert pairs["sigma1"].tolist() == [100.0, 200.0]
     assert pairs["median_random"].tolist() == [3.0, 6.0]
+    assert pairs["grad_over_random"].tolist() == pytest.approx([4.0, 2.0])
+    assert pairs["rank"].tolist() == [48, 48]
 
 
 def test_nonlinearity(con) -> None:
     df = run_named(con, "nonlinearity", {"model": "vit_b"})
-    assert set(df["family"]) == {"top", "random", "null", "match"}
+    assert set(df["family"]) == {"top", "random", "null", "match", "grad"}
     for row in df.to_dict("records"):
+        assert row["n_resolved"] == row["n"]  # the fixture has no NULL nonlinearity
         assert row["mean_nonlinearity"] == pytest.approx(0.1 * row["h"])
 
 

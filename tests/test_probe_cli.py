@@ -69,7 +69,8 @@ def test_lipschitz_json_lists_every_estimate_and_the_sigmas(images, tmp_path):
     assert len(report["sigmas"]) == 3 and report["sigmas"] == sorted(report["sigmas"], reverse=True)
     families = {(e["family"], e["direction"], e["h"]) for e in report["estimates"]}
     assert len(families) == (2 + 3 + 1 + 2) * 2
-    assert {"random", "top", "match", "null"} == {e["family"] for e in report["estimates"]}
+    assert {"random", "top", "grad", "null"} == {e["family"] for e in report["estimates"]}  # the default families
+    assert all(e["rank"] == 16 for e in report["estimates"])
 
 
 @pytest.mark.parametrize("name", ["gray.png", "rgba.png", "palette.gif", "tiny.png", "wide.webp"])

@@ -181,3 +181,22 @@ def test_a_pair_of_the_wrong_shape_becomes_an_error_result_and_the_rest_run(tiny
     assert set(results) == {"p0", "bad", "p2"}
     assert results["bad"].rows == [] and "shape" in results["bad"].error
     assert results["p0"].error is None and results["p0"].rows[0]["steps"] >= 1
+
+
+def test_bf16_stopping_never_reports_a_failure_with_steps_left(tiny):
+    """bf16 in the loop (forced on the CPU): a row stops early only when the reported fp32 test
+    passes. (With the bf16 test deciding alone, 2 of these 8 pairs stopped at step 10 with
+    rel_dist 0.1002 and 0.1010 against rho 0.1 and were reported as failures.)"""
+    params = {"precision": "bf16", "rho": 0.1, "min_cos": 0.9, "max_steps": 200, "lr": 0.01}
+    results = list(build_probe("match", params).run(tiny, _pairs(8), batch_size=4))
+    assert len(results) == 8
+    for result in results:
+        row = result.rows[0]
+        with torch.no_grad():  # the test, recomputed here in plain fp32 from the returned image
+            e_x, e_t = tiny.embed(result.images["adv"][None]), tiny.embed(result.images["tgt"][None])
+        rel = float((e_x - e_t).norm() / e_t.norm())
+        cos = float(F.cosine_similarity(e_x, e_t))
+        assert row["rel_dist"] == pytest.approx(rel, rel=1e-5)
+        assert row["success"] is (rel <= 0.1 and cos >= 0.9)
+        if row["steps"] < params["max_steps"]:
+            assert row["success"] is True, (result.pair_id, row["steps"], row["rel_dist"])

@@ -49,3 +49,115 @@ def test_batched_equals_alone_and_seed_is_reproducible(tiny):
                 assert a[key] == pytest.approx(b[key], rel=1e-4), key
     other_seed = {r.pair_id: r for r in probe.run(tiny, pairs, batch_size=4, seed=8)}
     assert other_seed["q0"].rows[0]["random_disp"] != batched["q0"].rows[0]["random_disp"]
+
+
+def _plain_pgd_l2(encoder, x0, start, eps, steps, step_scale):
+    """Plain-torch reference: L2 PGD from `start`; the fp32 displacement of every iterate."""
+    with torch.no_grad():
+        e0 = encoder.embed(x0[None])
+    delta = (x0 + start).clamp(0, 1) - x0
+    disps = []
+    for _ in range(steps):
+        d = delta.clone().requires_grad_(True)
+        e = encoder.embed((x0 + d)[None])
+        disps.append(float((e.detach() - e0).norm()))
+        (grad,) = torch.autograd.grad(0.5 * (e - e0).pow(2).sum(), d)
+        with torch.no_grad():
+            delta = delta + step_scale * eps / steps * grad / grad.norm()
+            delta = delta * min(1.0, eps / float(delta.norm()))
+            delta = (x0 + delta).clamp(0, 1) - x0
+    with torch.no_grad():
+        disps.append(float((encoder.embed((x0 + delta)[None]) - e0).norm()))
+    return disps
+
+
+def _start_l2(seed, pair_id, index, shape, eps):
+    """The probe's documented random start (L2): a Gaussian direction, radius uniform in [0, eps]."""
+    from sweep.probes.common import item_generator
+
+    g = item_generator(seed, "perturb-start", pair_id, index)
+    direction = torch.randn(shape, generator=g)
+    radius = torch.rand((), generator=g) * eps
+    return direction / direction.norm() * radius
+
+
+def test_reports_the_best_iterate_not_the_last(tiny):
+    """With an overshooting step the last PGD iterate is not the best one: the probe must report
+    the best (start included), which a plain reference loop finds by evaluating every iterate."""
+    grid, steps, scale = [0.5, 8.0], 6, 12.0  # at eps 8 the iterates overshoot
+    probe = build_probe("perturb", {"norm": "l2", "eps": grid, "steps": steps, "step_scale": scale, "random_draws": 1})
+    pairs = _pairs(3)
+    results = {r.pair_id: r for r in probe.run(tiny, pairs, batch_size=4, seed=3)}
+    last_was_worse = 0
+    for pair in pairs:
+        for index, eps in enumerate(grid):
+            start = _start_l2(3, pair.pair_id, index, pair.src.shape, eps)
+            disps = _plain_pgd_l2(tiny, pair.src, start, eps, steps, scale)
+            row = results[pair.pair_id].rows[index]
+            assert row["emb_disp"] == pytest.approx(max(disps), rel=1e-4), (pair.pair_id, eps, disps)
+            last_was_worse += disps[-1] < max(disps) * (1 - 1e-3)
+    assert last_was_worse >= 1, "the setting must make some last iterate worse than the best"
+    assert all(row["delta_norm"] <= row["eps"] + 1e-5 for r in results.values() for row in r.rows)
+    largest = results["q0"].rows[-1]
+    delta = results["q0"].images["adv"] - results["q0"].images["src"]
+    assert largest["delta_norm"] == pytest.approx(float(delta.norm()), rel=1e-5)
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 4 / 255), ("l2", 0.5)])
+def test_without_random_start_the_perturbation_still_moves(tiny, norm, eps):
+    """At delta = 0 the objective's gradient is exactly 0: a start at x0 never moves (emb_disp 0,
+    below the random baseline). The documented tiny random start must climb like the random one."""
+    probe = build_probe("perturb", {"norm": norm, "eps": [eps], "steps": 10, "random_start": False, "random_draws": 4})
+    for result in probe.run(tiny, _pairs(2), batch_size=4, seed=0):
+        row = result.rows[0]
+        assert row["emb_disp"] > row["random_disp"] > 0
+        assert row["delta_norm"] > 0.5 * eps
+
+
+def _saturated_pairs(n: int, share: float = 0.3) -> list[PairInput]:
+    """Pairs whose sources have `share` of their values at exactly 0 or 1 (clipped highlights and shadows)."""
+    g = torch.Generator().manual_seed(5)
+    pairs = []
+    for i in range(n):
+        src = torch.rand(3, 32, 32, generator=g)
+        mask = torch.rand(3, 32, 32, generator=g) < share
+        src = torch.where(mask, (torch.rand(3, 32, 32, generator=g) < 0.5).float(), src)
+        pairs.append(PairInput(f"s{i}", src, torch.rand(3, 32, 32, generator=g)))
+    return pairs
+
+
+def test_random_baseline_has_norm_eps_after_the_clamp(tiny):
+    """On images with saturated values a Gaussian delta scaled to eps and then clamped to [0, 1]
+    is shorter than eps (here about 0.85 eps). The baseline must have norm eps after the clamp:
+    recomputed here with a plain bisection on the same documented draws."""
+    from sweep.probes.common import item_generator
+
+    eps, draws, seed = 2.0, 3, 1
+    probe = build_probe("perturb", {"norm": "l2", "eps": [eps], "steps": 2, "random_draws": draws})
+    pairs = _saturated_pairs(2)
+    results = {r.pair_id: r for r in probe.run(tiny, pairs, batch_size=2, seed=seed)}
+    for pair in pairs:
+        x0 = pair.src
+        with torch.no_grad():
+            e0 = tiny.embed(x0[None])
+        best, shrunk = 0.0, []
+        for draw in range(draws):
+            g = item_generator(seed, "perturb-random", pair.pair_id, 0, draw)
+            u = torch.randn(x0.shape, generator=g)
+            u = u / u.norm()
+            shrunk.append(float(((x0 + eps * u).clamp(0, 1) - x0).norm()))
+            lo, hi = eps, 64 * eps
+            for _ in range(80):  # bisection on the scale s: ||clamp(x0 + s u) - x0|| = eps
+                mid = (lo + hi) / 2
+                if float(((x0.double() + mid * u.double()).clamp(0, 1) - x0.double()).norm()) >= eps:
+                    hi = mid
+                else:
+                    lo = mid
+            x = (x0 + hi * u).clamp(0, 1)
+            assert float((x - x0).norm()) == pytest.approx(eps, rel=1e-5)
+            with torch.no_grad():
+                best = max(best, float((tiny.embed(x[None]) - e0).norm()))
+        assert max(shrunk) < 0.95 * eps  # the plain clamp really shrinks these deltas
+        row = results[pair.pair_id].rows[0]
+        assert row["random_disp"] == pytest.approx(best, rel=1e-4)
+        assert row["random_norm"] == pytest.approx(eps, rel=1e-5)

@@ -1,4 +1,4 @@
--- description: Claim 3 (Lipschitz): sigma1 over the median random estimate (per pair, then aggregated) and the top versus null gap, per lipschitz setting.
+-- description: Claim 3 (Lipschitz): sigma1 over the median random estimate (per pair, then aggregated), the top versus null (row space of J removed) gap, random versus null, grad and match versus random, per lipschitz setting.
 -- param: run_id = NULL | only this run (NULL: all runs)
 -- param: model = NULL | only this model (NULL: all models)
 -- param: weights = NULL | only these weights (NULL: all)
@@ -13,7 +13,11 @@ WITH per_pair AS (
            median(estimate) FILTER (WHERE family = 'top')
              / nullif(median(estimate) FILTER (WHERE family = 'null'), 0) AS top_over_null,
            median(estimate) FILTER (WHERE family = 'match')
-             / nullif(median(estimate) FILTER (WHERE family = 'random'), 0) AS match_over_random
+             / nullif(median(estimate) FILTER (WHERE family = 'random'), 0) AS match_over_random,
+           median(estimate) FILTER (WHERE family = 'grad')
+             / nullif(median(estimate) FILTER (WHERE family = 'random'), 0) AS grad_over_random,
+           median(estimate) FILTER (WHERE family = 'random')
+             / nullif(median(estimate) FILTER (WHERE family = 'null'), 0) AS random_over_null
     FROM lipschitz_estimates($run_id, $model, $weights, $config_hash)
     GROUP BY run_id, unit_id, pair_id, model, weights, embed, config_hash
 ),
@@ -27,6 +31,8 @@ grouped AS (
            median(top_over_null) AS median_top_over_null,
            min(top_over_null) AS min_top_over_null,
            median(match_over_random) AS median_match_over_random,
+           median(grad_over_random) AS median_grad_over_random,
+           median(random_over_null) AS median_random_over_null,
            any_value(params) AS params
     FROM per_pair
     GROUP BY model, weights, embed, config_hash

@@ -3,7 +3,7 @@
 -- param: model = NULL | only this model (NULL: all models)
 -- param: weights = NULL | only these weights (NULL: all)
 -- param: config_hash = NULL | only this probe setting (NULL: all settings)
--- param: family = NULL | only this family: random, top, match or null (NULL: all)
+-- param: family = NULL | only this family: random, top, grad, match, null or off_top (NULL: all)
 -- A direction's estimate is l_jvp, or l_fd at its smallest h where l_jvp is missing.
 SELECT d.model, d.weights, d.embed, coalesce(s.setting, d.config_hash) AS setting,
        d.family, d.pair_id, d.direction, d.estimate, d.sigma, d.config_hash, d.unit_id, d.run_id

@@ -1,4 +1,4 @@
--- description: Lipschitz estimates per direction family (random, top, match, null) and lipschitz setting: quantiles of the per-direction estimate.
+-- description: Lipschitz estimates per direction family (random, top, grad, match, null, off_top) and lipschitz setting: quantiles of the per-direction estimate.
 -- param: run_id = NULL | only this run (NULL: all runs)
 -- param: model = NULL | only this model (NULL: all models)
 -- param: weights = NULL | only these weights (NULL: all)

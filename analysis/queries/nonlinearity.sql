@@ -4,10 +4,13 @@
 -- param: weights = NULL | only these weights (NULL: all)
 -- param: config_hash = NULL | only this probe setting (NULL: all settings)
 -- Near 0 for small h means the embedding is locally linear along that family's directions.
+-- nonlinearity is NULL where |l_fd - l_jvp| is within the row's round-off floor (fd_floor):
+-- n_resolved counts the rows above it; the aggregates are over those rows only.
 -- One row per model, weights, embedding point, setting (config_hash), family and h.
 WITH grouped AS (
     SELECT model, weights, embed, config_hash, family, h,
            count(*) AS n,
+           count(nonlinearity) AS n_resolved,
            median(nonlinearity) AS median_nonlinearity,
            avg(nonlinearity) AS mean_nonlinearity,
            max(nonlinearity) AS max_nonlinearity,

@@ -9,6 +9,9 @@ synchronisation happens inside the loop. Because the host knows how many steps e
 taken since it was admitted, it also syncs exactly when a row reaches its step budget
 (`task.max_calls`), so no row idles after its last step while waiting for the next sync.
 
+A task may also define `check(state)`: called at every sync, before `done` is read, to settle
+rows the step could only flag (e.g. `match` confirms a bf16 stopping test in fp32 there).
+
 Rows never influence each other (a ViT in eval mode is row-independent, and every per-item random
 draw is seeded by the item itself), so an item's result does not depend on its batch neighbours.
 """
@@ -37,7 +40,8 @@ class SlotTask(Protocol, Generic[Item, Out]):
         """Turn finished rows into results."""
 
     def max_calls(self, item: Item) -> int:
-        """How many `step` calls after its admission an item is done at the latest."""
+        """How many `step` calls after its admission an item is done (at the latest, unless a
+        `check` sent it back to work)."""
 
 
 def run_continuous(
@@ -53,11 +57,15 @@ def run_continuous(
         return
     state = task.new_state(slots)
     budget = [task.max_calls(item) for item in slots]  # step calls left before each row must be done
+    check = getattr(task, "check", None)
     while slots:
-        calls = max(1, min(sync_every, *budget))
+        # a row past its budget (sent back by `check`) waits at most one ordinary round
+        calls = max(1, min(sync_every, *(left for left in budget if left > 0), sync_every))
         for _ in range(calls):
             task.step(state)
         budget = [left - calls for left in budget]
+        if check is not None:
+            check(state)
         done = state["done"].cpu()  # the one host sync per round
         if not bool(done.any()):
             continue

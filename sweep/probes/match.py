@@ -9,9 +9,13 @@ Two variants (SCIENCE.md, Probe 1):
   adam, clamp to [0, 1], optional projection onto an L2 / L-inf eps-ball around the source;
   stop when rel_dist <= rho and cos >= min_cos.
 
-The stopping test reuses the step's own forward: step s evaluates x_s, then (if not done)
-updates to x_{s+1}. A pair stops at the first x_s that passes, or once it has taken max_steps
-updates; its reported numbers (success included) are recomputed in fp32 at the final x.
+The stopping test reuses the step's own forward: step s evaluates x_s, then (if it did not
+pass) updates to x_{s+1}. A row whose in-loop test passes (under bf16 autocast on CUDA, a bf16
+test) is frozen at x_s and confirmed at the next sync by the reported test itself: the fp32
+forward of x_s in pixel space that `finish` also uses. Confirmed, it stops with `steps = s`;
+overruled, it goes on from x_s (the in-loop test is ignored at that one x). So a pair stops only
+when its reported test passes, or once it has taken max_steps updates; its reported numbers
+(success included) are recomputed in fp32 at the final x.
 """
 
 from __future__ import annotations
@@ -103,6 +107,10 @@ class _MatchTask:
             "x": x0.clone(), "x0": x0, "e_tgt": e_tgt, "lo": lo, "hi": hi, "traj": traj,
             "steps": torch.zeros(b, dtype=torch.long, device=self.device),
             "done": torch.zeros(b, dtype=torch.bool, device=self.device),
+            # passed the in-loop test, frozen until `check` confirms it in fp32
+            "pending": torch.zeros(b, dtype=torch.bool, device=self.device),
+            # the step count at which `check` overruled the in-loop test (-1: never)
+            "veto": torch.full((b,), -1, dtype=torch.long, device=self.device),
         }
         if self.p.optimizer == "adam" and not self.paper:
             state["m"] = torch.zeros_like(x0)
@@ -123,11 +131,11 @@ class _MatchTask:
         with torch.no_grad():
             cos = metrics.cosine(e, s["e_tgt"])
             rel = sq.sqrt() / s["e_tgt"].norm(dim=-1).clamp_min(1e-12)
-            hit = self.criterion(sq, cos, rel)
-            active = ~s["done"]
+            hit = self.criterion(sq, cos, rel) & (s["steps"] != s["veto"])
+            active = ~s["done"] & ~s["pending"]
             self._log_loss(s, per_pair_loss.detach(), active)
-            s["done"] |= active & hit
-            update = ~s["done"]
+            s["pending"] |= active & hit
+            update = ~s["done"] & ~s["pending"]
             x_new = self._update(s, x.detach(), grad, update)
             keep = update.view(-1, 1, 1, 1)
             s["x"] = torch.where(keep, x_new, s["x"])
@@ -137,6 +145,23 @@ class _MatchTask:
 
     def max_calls(self, item: PairInput) -> int:
         return self.p.max_steps
+
+    @torch.no_grad()
+    def check(self, s: State) -> None:
+        """At a sync: confirm the frozen rows with the reported fp32 test (done), or send them on."""
+        rows = s["pending"].nonzero().flatten()  # the loop synchronises here anyway
+        if len(rows) == 0:
+            return
+        passed = self.fp32_test(s["x"].index_select(0, rows), s["e_tgt"].index_select(0, rows))
+        s["done"][rows[passed]] = True
+        vetoed = rows[~passed]
+        s["veto"][vetoed] = s["steps"][vetoed]
+        s["pending"][rows] = False
+
+    def fp32_test(self, x: torch.Tensor, e_t: torch.Tensor) -> torch.Tensor:
+        """(B,) the reported stopping test: fp32 embedding of x (as pixels) against the target."""
+        e = embed_fp32(self.enc, self.enc.denormalize(x) if self.paper else x)
+        return self.criterion(metrics.sq_l2(e, e_t), metrics.cosine(e, e_t), metrics.rel_dist(e, e_t))
 
     def _log_loss(self, s: State, loss: torch.Tensor, active: torch.Tensor) -> None:
         on_stride = active & (s["steps"] % self.p.log_every == 0)

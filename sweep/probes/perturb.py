@@ -1,10 +1,20 @@
 """Probe `perturb` (normal space): how far can an invisible change move the embedding?
 
 Untargeted projected gradient ascent on 1/2 ||f(x0 + delta) - f(x0)||^2 subject to
-||delta||_p <= eps and x0 + delta in [0, 1], from a random start, for every eps of the grid.
-Baseline: random deltas of the full norm eps (best of `random_draws`). Displacements are reported
-absolutely, relative to ||f(x0)||, and relative to the pair's own distance ||f(x0) - f(t)||.
-(The targeted variant is `match` with an eps-ball.)
+||delta||_p <= eps and x0 + delta in [0, 1], for every eps of the grid. Start: a random point of
+the ball (`random_start`), or else a tiny random one (random signs of size eps/100 for L-inf, a
+Gaussian direction of length eps/100 for L2): at delta = 0 the gradient of the objective is
+exactly 0, so a start at x0 would never move; from the tiny start the first gradient is about
+J^T J delta_0, one power-iteration step towards the steepest directions. The reported delta is
+the best iterate (start included) by the fp32 displacement, not the last.
+
+Baseline: random deltas (best of `random_draws`) whose norm *after* the [0, 1] clamp is eps: an
+L2 draw is a Gaussian direction whose scale is found by bisection so that the clamped delta has
+norm eps (clamping saturated pixels would otherwise shrink it); an L-inf draw is random signs of
+size eps, whose L-inf norm survives the clamp. Both norms are recorded (`delta_norm`,
+`random_norm`; the latter is below eps only where even an unbounded scale cannot reach eps).
+Displacements are reported absolutely, relative to ||f(x0)||, and relative to the pair's own
+distance ||f(x0) - f(t)||. (The targeted variant is `match` with an eps-ball.)
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from sweep.probes.common import Precision, autocast, embed_fp32, floats, head_la
 from sweep.probes.loop import State, run_continuous
 from sweep.probes.match import project
 
+_TINY_START = 1e-2  # without random_start: the start's size, as a share of eps
 _DEFAULT_EPS = {"linf": [1 / 255, 2 / 255, 4 / 255, 8 / 255], "l2": [0.25, 0.5, 1.0, 2.0]}
 
 
@@ -108,18 +119,26 @@ class _PerturbTask:
     def new_state(self, items: list[_Item]) -> State:
         x0 = torch.stack([it.pair.src for it in items]).to(self.device)  # (B, 3, H, W)
         eps = torch.tensor([it.eps for it in items], device=self.device)
-        start = torch.stack([self._random_start(it) for it in items]).to(self.device)
-        delta = ((x0 + start).clamp(0, 1) - x0) if self.p.random_start else torch.zeros_like(x0)
+        start = torch.stack([self._start(it) for it in items]).to(self.device)
+        delta = (x0 + start).clamp(0, 1) - x0
         b = len(items)
         return {
             "x0": x0, "delta": delta, "eps": eps, "e0": self.clean_embeddings(items)[0],
+            "best": delta.clone(),  # the iterate with the largest in-loop objective so far
+            "best_loss": torch.full((b,), -float("inf"), device=self.device),
             "steps": torch.zeros(b, dtype=torch.long, device=self.device),
             "done": torch.zeros(b, dtype=torch.bool, device=self.device),
         }
 
-    def _random_start(self, it: _Item) -> torch.Tensor:
+    def _start(self, it: _Item) -> torch.Tensor:
+        """(3, H, W) start: a random point of the ball, or a tiny random one (see the module doc)."""
         g = item_generator(self.seed, "perturb-start", it.pair.pair_id, it.index)
         shape = it.pair.src.shape
+        if not self.p.random_start:
+            if self.p.norm == "linf":
+                return (torch.randint(0, 2, shape, generator=g) * 2 - 1).float() * (_TINY_START * it.eps)
+            direction = torch.randn(shape, generator=g)
+            return direction / direction.norm() * (_TINY_START * it.eps)
         if self.p.norm == "linf":
             return (torch.rand(shape, generator=g) * 2 - 1) * it.eps
         direction = torch.randn(shape, generator=g)
@@ -134,6 +153,9 @@ class _PerturbTask:
         loss = 0.5 * (e.float() - s["e0"]).pow(2).sum(dim=-1)
         (grad,) = torch.autograd.grad(loss.sum(), delta)
         with torch.no_grad():
+            better = ~s["done"] & (loss.detach() > s["best_loss"])
+            s["best_loss"] = torch.where(better, loss.detach(), s["best_loss"])
+            s["best"] = torch.where(better.view(-1, 1, 1, 1), s["delta"], s["best"])
             alpha = (p.step_scale * s["eps"] / p.steps).view(-1, 1, 1, 1)
             if p.norm == "linf":
                 ascent = grad.sign()
@@ -152,14 +174,18 @@ class _PerturbTask:
     @torch.no_grad()
     def finish(self, items: list[_Item], s: State) -> Iterator[tuple[Any, ...]]:
         x0, e0 = s["x0"], s["e0"]
-        x_adv = x0 + s["delta"]
+        # the last iterate was never evaluated in the loop: the best of it and the loop's best, in fp32
+        e_last, e_best = embed_fp32(self.enc, x0 + s["delta"]), embed_fp32(self.enc, x0 + s["best"])
+        last_wins = ((e_last - e0).norm(dim=-1) >= (e_best - e0).norm(dim=-1)).view(-1, 1, 1, 1)
+        delta = torch.where(last_wins, s["delta"], s["best"])
+        e_adv = torch.where(last_wins.view(-1, 1), e_last, e_best)
+        x_adv = x0 + delta
         tgt = torch.stack([it.pair.tgt for it in items]).to(self.device)
         e_t = self.clean_embeddings(items)[1]
-        e_adv = embed_fp32(self.enc, x_adv)
         e0_norm = e0.norm(dim=-1).clamp_min(1e-12)
         pair_dist = (e0 - e_t).norm(dim=-1)
         disp = (e_adv - e0).norm(dim=-1)
-        random_disp = self._random_baseline(items, x0, e0)
+        random_disp, random_norm = self._random_baseline(items, x0, e0)
         pix = metrics.pixel_change(x_adv, x0)
         pred_src, prob_src = head_labels(self.enc, e0)
         pred_adv, prob_adv = head_labels(self.enc, e_adv)
@@ -168,6 +194,7 @@ class _PerturbTask:
             "disp_over_pair": floats(disp / pair_dist), "random_disp": floats(random_disp),
             "random_rel_disp": floats(random_disp / e0_norm), "random_disp_over_pair": floats(random_disp / pair_dist),
             "cos_after": floats(metrics.cosine(e_adv, e0)),
+            "delta_norm": floats(_norm(delta, self.p.norm)), "random_norm": floats(random_norm),
             **{key: floats(value) for key, value in pix.items()},
             "pred_src": pred_src, "pred_adv": pred_adv, "prob_src": prob_src, "prob_adv": prob_adv,
         }
@@ -178,19 +205,65 @@ class _PerturbTask:
             embeddings = {"src": e0[i].cpu(), "tgt": e_t[i].cpu()}
             yield it.pair.pair_id, it.index, row, e_adv[i].cpu(), images, embeddings
 
-    def _random_baseline(self, items: list[_Item], x0: torch.Tensor, e0: torch.Tensor) -> torch.Tensor:
-        """(B,) best embedding displacement over `random_draws` random deltas of full norm eps."""
-        best = torch.zeros(len(items), device=self.device)
+    def _random_baseline(self, items: list[_Item], x0: torch.Tensor, e0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,) best embedding displacement over `random_draws` random deltas whose norm after
+        the [0, 1] clamp is eps, and (B,) the norm of that best delta."""
+        best = torch.full((len(items),), -1.0, device=self.device)
+        best_norm = torch.zeros(len(items), device=self.device)
+        eps = torch.tensor([it.eps for it in items], device=self.device)
         for draw in range(self.p.random_draws):
-            deltas = torch.stack([self._random_delta(it, draw) for it in items]).to(self.device)
-            e = embed_fp32(self.enc, (x0 + deltas).clamp(0, 1))
-            best = torch.maximum(best, (e - e0).norm(dim=-1))
-        return best
+            raw = torch.stack([self._random_direction(it, draw) for it in items]).to(self.device)
+            if self.p.norm == "linf":
+                deltas = (x0 + raw * eps.view(-1, 1, 1, 1)).clamp(0, 1) - x0
+            else:
+                deltas = clamped_to_norm(x0, raw, eps)
+            deltas = (x0 + deltas).clamp(0, 1) - x0  # the delta of the image actually embedded
+            e = embed_fp32(self.enc, x0 + deltas)
+            disp = (e - e0).norm(dim=-1)
+            better = disp > best
+            best = torch.where(better, disp, best)
+            best_norm = torch.where(better, _norm(deltas, self.p.norm), best_norm)
+        return best, best_norm
 
-    def _random_delta(self, it: _Item, draw: int) -> torch.Tensor:
+    def _random_direction(self, it: _Item, draw: int) -> torch.Tensor:
+        """(3, H, W): random signs (L-inf) or a unit Gaussian direction (L2)."""
         g = item_generator(self.seed, "perturb-random", it.pair.pair_id, it.index, draw)
         shape = it.pair.src.shape
         if self.p.norm == "linf":
-            return (torch.randint(0, 2, shape, generator=g) * 2 - 1).float() * it.eps
+            return (torch.randint(0, 2, shape, generator=g) * 2 - 1).float()
         direction = torch.randn(shape, generator=g)
-        return direction / direction.norm() * it.eps
+        return direction / direction.norm()
+
+
+def _norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
+    """(B,) L2 or L-inf norm of (B, 3, H, W) deltas."""
+    flat = delta.flatten(1)
+    return flat.abs().amax(dim=1) if norm == "linf" else flat.norm(dim=1)
+
+
+def clamped_to_norm(x0: torch.Tensor, u: torch.Tensor, eps: torch.Tensor, iters: int = 60) -> torch.Tensor:
+    """(B, 3, H, W) deltas clamp(x0 + s u, 0, 1) - x0 with the scale s >= eps (per row, by
+    bisection in float64) at which their L2 norm is eps; where no scale reaches eps, the delta
+    at the largest scale tried. The norm grows monotonically with s, so bisection is exact."""
+    x0d, ud = x0.double(), u.double()
+    target = eps.double()
+
+    def clamped(scale: torch.Tensor) -> torch.Tensor:
+        return (x0d + scale.view(-1, 1, 1, 1) * ud).clamp(0, 1) - x0d
+
+    def size(scale: torch.Tensor) -> torch.Tensor:
+        return clamped(scale).flatten(1).norm(dim=1)
+
+    lo = target.clone()  # unit u: clamping only shrinks, so size(eps) <= eps
+    hi = target.clone()
+    for _ in range(iters):  # grow hi until it reaches eps (or gives up: saturated everywhere)
+        short = size(hi) < target
+        if not bool(short.any()):
+            break
+        hi = torch.where(short, hi * 2, hi)
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        reached = size(mid) >= target
+        hi = torch.where(reached, mid, hi)
+        lo = torch.where(reached, lo, mid)
+    return clamped(hi).to(x0.dtype)
