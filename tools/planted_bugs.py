@@ -1,0 +1,70 @@
+"""Plant known one-line bugs one at a time and check that the named test fails on each.
+
+Each entry: (id, file, old text, new text, tests that must fail). The bug is written into the
+file, the tests run (fast ones, no Ray unless named), and the file is restored whatever happens.
+
+    python tools/planted_bugs.py            # all
+    python tools/planted_bugs.py S1 W2      # some
+
+A bug that no test catches is reported as SURVIVED and the script exits 1. TESTING.md lists
+the bugs and which test kills each.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+BUGS: list[tuple[str, str, str, str, list[str]]] = [
+    # ---- store / worker crash order
+    ("S1", "sweep/run/store.py", "            pq.write_table(table, tmp)\n            os.replace(tmp, final)",
+     "            pq.write_table(table, final)", ["tests/test_store_crash.py"]),
+    ("S2", "sweep/run/store.py", "{uuid.uuid4().hex[:12]}{TMP_SUFFIX}", "{uuid.uuid4().hex[:12]}.parquet",
+     ["tests/test_store_crash.py::test_temporary_names_are_hidden_siblings_that_never_end_in_parquet"]),
+    ("S3", "sweep/run/store.py", "            Path(tmp).unlink(missing_ok=True)\n", "            pass\n",
+     ["tests/test_store_crash.py::test_a_failed_rewrite_keeps_the_good_file"]),
+    ("S4", "sweep/run/store.py", '            if name != "units":', '            if True:',
+     ["tests/test_store.py::test_unit_tables_land_in_partitions_units_last"]),
+    ("W1", "sweep/run/worker.py",
+     '    store.write_unit_tables(unit.probe, unit.model, unit.unit_id, out)\n',
+     '    store.write_unit_tables(unit.probe, unit.model, unit.unit_id, {"units": to_table("units", [units_row(unit, run_id, UnitSummary(unit.unit_id, STATUS_OK), started_at, started_at)])})\n'
+     '    store.write_unit_tables(unit.probe, unit.model, unit.unit_id, out)\n',
+     ["tests/test_store_crash.py::test_a_failed_table_write_leaves_the_unit_not_done"]),
+    ("W2", "sweep/run/worker.py", '        "attempts": summary.attempts,', '        "attempts": 1,',
+     ["tests/test_worker.py::test_rerun_overwrites_its_own_files"]),
+]
+
+
+def run_bug(bug: tuple[str, str, str, str, list[str]]) -> bool:
+    ident, rel, old, new, tests = bug
+    path = REPO / rel
+    original = path.read_text()
+    if original.count(old) != 1:
+        print(f"{ident}: the text to replace is not found exactly once in {rel} (code changed?)")
+        return False
+    try:
+        path.write_text(original.replace(old, new))
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
+                              cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    finally:
+        path.write_text(original)
+    caught = proc.returncode == 1
+    last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-200:]
+    print(f"{ident}: {'killed' if caught else 'SURVIVED'} by {' '.join(tests)} ({last})", flush=True)
+    return caught
+
+
+def main() -> int:
+    wanted = set(sys.argv[1:])
+    bugs = [b for b in BUGS if not wanted or b[0] in wanted]
+    results = [run_bug(b) for b in bugs]
+    return 0 if all(results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
