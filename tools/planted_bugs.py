@@ -59,6 +59,27 @@ BUGS: list[tuple[str, str, str, str, list[str]]] = [
      "count(*) FILTER (WHERE u.status <> 'ok') AS units_in_progress", ["tests/test_named_answers.py::test_overview"]),
     ("Q10", "analysis/queries/failures.sql", "ORDER BY f.kind DESC", "ORDER BY f.kind",
      ["tests/test_named_answers.py::test_failures"]),
+    # ---- probe contract, metrics, 8-bit re-check, embedding points
+    ("C1", "sweep/probes/base.py", " or image.min() < 0 or image.max() > 1:", ":",
+     ["tests/test_probe_contract.py::test_inputs_outside_the_contract_become_error_results"]),
+    ("C2", "sweep/probes/base.py", "isinstance(value, float) and math.isnan(value)", "False",
+     ["tests/test_probe_contract.py::test_a_nan_metric_turns_the_pair_into_an_error"]),
+    ("C3", "sweep/probes/base.py", "not bool(torch.isfinite(image).all()) or ", "",
+     ["tests/test_probe_contract.py::test_inputs_outside_the_contract_become_error_results"]),
+    ("C4", "sweep/probes/match.py", "e_q = embed_fp32(self.enc, quantize_8bit(x_pix))", "e_q = embed_fp32(self.enc, x_pix)",
+     ["tests/test_probe_contract.py::test_match_8bit_recheck_is_judged_on_the_rounded_image"]),
+    ("C5", "sweep/probes/match.py", "q_success = self.criterion(q_sq, q_cos, q_rel)", "q_success = success",
+     ["tests/test_probe_contract.py::test_match_8bit_recheck_is_judged_on_the_rounded_image"]),
+    ("C6", "sweep/probes/metrics.py", 'peak_signal_noise_ratio(x, x0, data_range=1.0,', 'peak_signal_noise_ratio(x, x0, data_range=2.0,',
+     ["tests/test_probe_contract.py::test_pixel_change_against_independent_psnr_and_ssim"]),
+    ("C7", "sweep/probes/metrics.py", "sigma=1.5 * kernel / 11", "sigma=1.5",
+     ["tests/test_probe_contract.py::test_pixel_change_against_independent_psnr_and_ssim"]),
+    ("E1", "sweep/encoders.py", "        return spatial.mean(dim=1)", "        return spatial[:, 0]",
+     ["tests/test_encoders_points.py"]),
+    ("E2", "sweep/encoders.py", "return_prefix_tokens=True, norm=False,", "return_prefix_tokens=True, norm=True,",
+     ["tests/test_encoders_points.py"]),
+    ("E3", "sweep/encoders.py", "x, indices=[block], return_prefix_tokens", "x, indices=[max(block - 1, 0)], return_prefix_tokens",
+     ["tests/test_encoders_points.py"]),
 ]
 
 
