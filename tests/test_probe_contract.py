@@ -183,15 +183,19 @@ def test_quantize_8bit_rounds_to_levels_and_clips() -> None:
 
 def test_match_8bit_recheck_is_judged_on_the_rounded_image() -> None:
     """quant_* are the match's numbers for the matched image rounded to 8 bits, recomputed here
-    with the linear encoder's matrix (they differ from the unrounded numbers)."""
+    with the linear encoder's matrix. A pair stops as soon as rel_dist <= rho, so rounding pushes
+    some just-matched pairs back over the threshold: their quant_success must be False."""
     from sweep.encoders import load_encoder
 
+    rho = 0.1
     encoder = load_encoder("tests.encoders_for_tests:linear_encoder", "factory", device="cpu")
     weight = LinearEncoder().weight.detach().double()  # (16, 192): the same seeded map
     g = torch.Generator().manual_seed(0)
-    pairs = [PairInput(f"p{i}", torch.rand(3, 8, 8, generator=g), torch.rand(3, 8, 8, generator=g)) for i in range(3)]
-    probe = build_probe("match", {"max_steps": 60, "log_every": 10, "rho": 0.3, "precision": "fp32"})
-    for result in probe.run(encoder, pairs, batch_size=3):
+    pairs = [PairInput(f"p{i}", torch.rand(3, 8, 8, generator=g), torch.rand(3, 8, 8, generator=g)) for i in range(16)]
+    probe = build_probe("match", {"max_steps": 200, "log_every": 10, "rho": rho, "precision": "fp32"})
+    min_cos = probe.params.min_cos
+    outcomes, moved = [], []
+    for result in probe.run(encoder, pairs, batch_size=8):
         assert result.error is None, result.error
         (row,) = result.rows
         adv = result.images["adv"].double()
@@ -204,6 +208,9 @@ def test_match_8bit_recheck_is_judged_on_the_rounded_image() -> None:
         assert row["rel_dist"] == pytest.approx(rel, rel=1e-4)
         assert row["quant_rel_dist"] == pytest.approx(rel_q, rel=1e-4)
         assert row["quant_cos"] == pytest.approx(cos_q, rel=1e-5)
-        assert abs(rel_q - rel) > 1e-4  # rounding moved it: the two are told apart
-        assert row["quant_success"] == (rel_q <= 0.3 and cos_q >= probe.params.min_cos)
-        assert row["success"] == (rel <= 0.3 and row["cos"] >= probe.params.min_cos)
+        assert row["quant_success"] == (rel_q <= rho and cos_q >= min_cos)
+        assert row["success"] == (rel <= rho and row["cos"] >= min_cos)
+        outcomes.append((row["success"], row["quant_success"]))
+        moved.append(abs(rel_q - rel) > 1e-4)
+    assert len(outcomes) == 16 and any(moved)  # rounding moves the numbers: the two are told apart
+    assert (True, False) in outcomes and (True, True) in outcomes  # and it changes some verdicts
