@@ -59,7 +59,7 @@ def _config(module: str, tests: list[str]) -> str:
     return base + "\n[tool.mutmut]\n" + "\n".join([
         f"source_paths = {json.dumps(['sweep', 'analysis'])}",
         f"only_mutate = {json.dumps([module])}",
-        'pytest_add_cli_args = ["-m", "not slow", "-p", "no:cacheprovider", "-q"]',
+        'pytest_add_cli_args = ["-m", "not slow", "-p", "no:cacheprovider", "-q", "-x"]',
         f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
         'also_copy = ["dashboard", "configs"]',
         'process_isolation = "forkserver"',
