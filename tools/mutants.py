@@ -32,7 +32,14 @@ MUTMUT = Path(sys.executable).with_name("mutmut")
 
 # module -> its fast tests (no Ray, no browser)
 MODULES: dict[str, list[str]] = {
-    "sweep/run/store.py": ["tests/test_store.py", "tests/test_store_crash.py"],
+    # store: its own tests and the store-level crash tests (the worker-level ones run a whole
+    # unit per test, too slow to repeat per mutant; they count for worker.py)
+    "sweep/run/store.py": ["tests/test_store.py"] + [
+        f"tests/test_store_crash.py::{name}" for name in (
+            "test_a_failed_rewrite_keeps_the_good_file",
+            "test_temporary_names_are_hidden_siblings_that_never_end_in_parquet",
+            "test_a_killed_writer_leaves_only_a_hidden_temp_file",
+            "test_write_text_is_atomic_and_leaves_no_temp")],
     "analysis/guard.py": ["tests/test_guard.py"],
     "analysis/named.py": ["tests/test_named_queries.py", "tests/test_named_answers.py"],
     "sweep/run/worker.py": ["tests/test_worker.py", "tests/test_store_crash.py"],
@@ -98,7 +105,7 @@ def _results(work: Path) -> dict[str, str]:
 
 
 def run_module(module: str, fresh: bool) -> dict[str, int]:
-    tests = [t for t in MODULES[module] if (REPO / t).exists()]
+    tests = [t for t in MODULES[module] if (REPO / t.split("::")[0]).exists()]
     if not tests:
         print(f"{module}: none of its tests exist ({', '.join(MODULES[module])}); skipped")
         return {}
