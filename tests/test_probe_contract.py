@@ -213,4 +213,5 @@ def test_match_8bit_recheck_is_judged_on_the_rounded_image() -> None:
         outcomes.append((row["success"], row["quant_success"]))
         moved.append(abs(rel_q - rel) > 1e-4)
     assert len(outcomes) == 16 and any(moved)  # rounding moves the numbers: the two are told apart
-    assert (True, False) in outcomes and (True, True) in outcomes  # and it changes some verdicts
+    # and it changes a verdict: with these seeds pair p7 stops at rel_dist 0.09998, 0.10008 once rounded
+    assert (True, False) in outcomes and (True, True) in outcomes, outcomes
