@@ -70,6 +70,9 @@ def _config(module: str, tests: list[str]) -> str:
         f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
         'also_copy = ["dashboard", "configs"]',
         'process_isolation = "forkserver"',
+        # mutmut's CPU-time limit, (estimate + 1 s) x multiplier x 2, misfired as "timeout" on a
+        # loaded shared machine; these modules have no loops that a mutant could make endless
+        "timeout_multiplier = 200.0",
         "use_git_change_detection = false",
     ]) + "\n"
 

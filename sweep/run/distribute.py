@@ -249,7 +249,7 @@ class Sweep:
         except RayTaskError as err:
             cause = err.cause
             message = _one_line(cause if cause is not None else err)
-            self._retry_or_fail(unit, attempt + 1, message, retry=not isinstance(cause, UserError))
+            self._retry_or_fail(unit, attempt, message, retry=not isinstance(cause, UserError))
             return
         except (ActorDiedError, ActorUnavailableError, RayActorError) as err:
             slot.alive = False
