@@ -7,7 +7,8 @@ file, the tests run (fast ones, no Ray unless named), and the file is restored w
     python tools/planted_bugs.py S1 W2      # some
 
 A bug that no test catches is reported as SURVIVED and the script exits 1. TESTING.md lists
-the bugs and which test kills each.
+the bugs and which test kills each. The bugs are written into the working tree: do not commit
+while it runs.
 """
 
 from __future__ import annotations
