@@ -37,6 +37,12 @@ BUGS: list[tuple[str, str, str, str, list[str]]] = [
      ["tests/test_store_crash.py::test_a_failed_table_write_leaves_the_unit_not_done"]),
     ("W2", "sweep/run/worker.py", '        "attempts": summary.attempts,', '        "attempts": 1,',
      ["tests/test_worker.py::test_rerun_overwrites_its_own_files"]),
+    ("W3", "sweep/run/worker.py", "self._cache.popitem(last=False)", "self._cache.popitem(last=True)",
+     ["tests/test_worker_parts.py::test_encoder_cache_keeps_the_most_recently_used"]),
+    ("W4", "sweep/run/worker.py", "            self._cache.move_to_end(key)\n", "",
+     ["tests/test_worker_parts.py::test_encoder_cache_keeps_the_most_recently_used"]),
+    ("W5", "sweep/run/worker.py", '    if pair.error is not None:\n        return pair.error\n', "",
+     ["tests/test_worker_parts.py::test_which_error_a_pair_reports"]),
     # ---- named queries and their loader
     ("Q1", "analysis/queries/normal_space.sql", "median(disp_over_pair) AS median_disp_over_pair",
      "avg(disp_over_pair) AS median_disp_over_pair", ["tests/test_named_answers.py::test_normal_space"]),
