@@ -122,6 +122,11 @@ def test_local_roots_in_every_spelling(tmp_path: Path, monkeypatch: pytest.Monke
         assert store.path("") == store.base and store.path("a/b.json") == f"{tmp_path}/run/a/b.json"
     remote = RunStore("memory://bucket/some/run/")
     assert not remote.is_local and remote.base == "/bucket/some/run" and remote.root == "memory://bucket/some/run/"
+    assert RunStore("mock:///bucket/run/").base == "bucket/run"  # a trailing slash is dropped
+    assert RunStore("mock:///bucket/RUNX/").base == "bucket/RUNX"  # and nothing else
+    monkeypatch.chdir(tmp_path)
+    relative = RunStore("run")  # relative to the working folder, and local
+    assert relative.is_local and relative.base == str(tmp_path / "run")
 
 
 def test_unit_status_reads_only_whole_parquet_files(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ good file, temporary files are invisible to `*.parquet` readers, a rerun replace
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -127,7 +128,8 @@ def test_temporary_names_are_hidden_siblings_that_never_end_in_parquet(tmp_path:
     for tmp in map(Path, log.paths):
         final = tmp.parent / "u1.parquet"
         assert not tmp.name.endswith(".parquet") and tmp.name.endswith(TMP_SUFFIX), tmp.name
-        assert tmp.name.startswith(".u1.") and tmp.parent == final.parent  # same folder: rename is atomic
+        assert re.fullmatch(r"\.u1\.[0-9a-f]+\.tmp", tmp.name), tmp.name  # .<unit>.<random hex>.tmp
+        assert tmp.parent == final.parent  # same folder: the rename is atomic
         assert final.is_file() and not tmp.exists()
 
 
@@ -169,3 +171,14 @@ def test_write_text_is_atomic_and_leaves_no_temp(tmp_path: Path, monkeypatch: py
     assert final == str(tmp_path / "progress.json") and tmp != final and tmp.endswith(TMP_SUFFIX)
     assert store.read_json("progress.json") == {"n": 2}
     assert _files(tmp_path) == ["progress.json"]
+
+
+def test_a_write_failing_before_any_byte_raises_its_own_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No temp file to clean up: the writer's error comes through, not a missing-file error."""
+    def refuse(table, where, **kwargs):
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr(store_module.pq, "write_table", refuse)
+    with pytest.raises(PermissionError, match="read-only file system"):
+        RunStore(tmp_path).write_parquet("results/pairs/x/u1.parquet", _pairs("u1", 1))
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
