@@ -158,6 +158,13 @@ REFUSAL_MESSAGES = [
     ("SELECT upper(current_setting('threads'))", "function current_setting is not allowed in the SQL console"),
     ('WITH "/x" AS (SELECT 1) SELECT 1', "CTE names must be plain identifiers, not '/x'"),
     ('WITH ok AS (SELECT 1), "Bad Name" AS (SELECT 2) SELECT 1', "CTE names must be plain identifiers, not 'bad name'"),
+    # SHOW <name> is a SHOW_REF with the name in it (no BASE_TABLE node): checked on its own
+    ("SHOW duckdb_settings", "only the run's views may be described, not duckdb_settings"),
+    ("SHOW ALL TABLES", "only the run's views may be described, not __show_tables_expanded"),
+    ("SHOW DATABASES", "only the run's views may be described, not \"databases\""),
+    # a macro name under another schema is not the run's macro
+    ("SELECT * FROM pg_catalog.match_ok(NULL, NULL, NULL, NULL)",
+     f"table functions are not allowed (found match_ok) except the macros {MACRO_LIST}; query the views: {VIEW_LIST}"),
 ]
 
 
@@ -182,6 +189,8 @@ def test_syntax_error_is_one_refused_line(con) -> None:
     ("SELECT * FROM Match_OK(NULL, 'vit_b', NULL, NULL)", 4),
     ("WITH a AS (SELECT 1 AS x), b AS (SELECT x FROM a) SELECT * FROM b", 1),
     ("SELECT * FROM (WITH inner_cte AS (SELECT pair_id FROM match) SELECT * FROM inner_cte) t", 14),
+    ("SHOW Match", 40),  # the columns of a view
+    ("DESCRIBE tables", 13),
 ])
 def test_allowed_spellings(con, sql: str, rows: int) -> None:
     assert len(run_readonly(con, sql, limit=None)) == rows
@@ -201,3 +210,7 @@ def test_check_query_with_a_narrower_allow_list(con) -> None:
     with pytest.raises(QueryRefused, match=r"found match_ok\) except the macros ; query the views: match"):
         check_query(con, "SELECT * FROM match_ok(NULL, NULL, NULL, NULL)", allowed={"match"}, macros=set())
     check_query(con, "SELECT * FROM MATCH_ok(NULL, NULL, NULL, NULL)", allowed={"Match"}, macros={"Match_OK"})
+
+
+def test_default_limit_is_ten_thousand_rows(con) -> None:
+    assert len(run_readonly(con, "SELECT 1 AS one FROM match a, match b, match c, match d")) == 10_000  # of 14^4
