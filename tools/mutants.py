@@ -43,7 +43,7 @@ MODULES: dict[str, list[str]] = {
             "test_a_write_failing_before_any_byte_raises_its_own_error")],
     "analysis/guard.py": ["tests/test_guard.py"],
     "analysis/named.py": ["tests/test_named_queries.py", "tests/test_named_answers.py"],
-    "sweep/run/worker.py": ["tests/test_worker.py", "tests/test_store_crash.py"],
+    "sweep/run/worker.py": ["tests/test_worker_parts.py", "tests/test_worker.py", "tests/test_store_crash.py"],
     "sweep/probes/base.py": ["tests/test_probe_contract.py"],
     "sweep/probes/metrics.py": ["tests/test_probe_contract.py"],
     "sweep/probes/match.py": ["tests/test_probe_match.py"],
