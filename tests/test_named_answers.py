@@ -402,7 +402,7 @@ def test_parse_query_file_reads_the_header(tmp_path: Path) -> None:
         "-- param: limit = 5\n"
         "--param:flag=null|lowercase null is SQL NULL too\n"
         "-- A note line.\n"
-        "--   Another note.\n"
+        "--Xtra note (leading dashes go, letters stay).\n"
         "SELECT $model, $limit, $flag\n"
         "-- param: late = 1 | after the SQL starts: not a parameter\n"
     )
@@ -410,7 +410,7 @@ def test_parse_query_file_reads_the_header(tmp_path: Path) -> None:
     assert query.name == "demo_q" and query.description == "Something useful."
     assert query.params == (Param("model", None, "only this model"), Param("limit", "5", ""),
                             Param("flag", None, "lowercase null is SQL NULL too"))
-    assert query.notes == "A note line. Another note."
+    assert query.notes == "A note line. Xtra note (leading dashes go, letters stay)."
     assert query.sql == path.read_text() and query.path == path
     assert query.param_names == ("model", "limit", "flag")
     assert query.defaults() == {"model": None, "limit": "5", "flag": None}
