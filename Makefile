@@ -9,7 +9,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test test-fast browser bench clean
+.PHONY: demo test test-fast browser bench mutants clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,5 +35,10 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_shards.py
 	$(PY) benchmarks/bench_orchestration.py
 
+# Mutation testing of the core modules (slow: hours; not in CI). MODULES=sweep/run/store.py for one.
+mutants: $(STAMP)
+	$(PY) -m pip install -q -e '.[mutants]'
+	$(PY) tools/mutants.py $(MODULES)
+
 clean:
-	rm -rf $(VENV) demo-run artifacts .pytest_cache
+	rm -rf $(VENV) demo-run artifacts .pytest_cache .mutants

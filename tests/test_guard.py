@@ -137,3 +137,80 @@ def test_sandbox_even_without_the_parser_check(con) -> None:
         con.execute("SELECT * FROM read_text('/etc/passwd')").fetchall()
     with pytest.raises(duckdb.Error):
         con.execute("SET lock_configuration = false")
+
+
+VIEW_LIST = "images, lipschitz, match, pairs, perturb, settings, units"
+MACRO_LIST = ("lipschitz_estimates, lipschitz_ok, lipschitz_rows, match_ok, match_rows, perturb_ok, "
+              "perturb_rows")
+REFUSAL_MESSAGES = [
+    ("", "empty query"),
+    ("  \n ", "empty query"),
+    ("SELECT 1; SELECT 2", "exactly one statement is allowed, got 2"),
+    ("COPY match TO '/tmp/x.csv'", "only SELECT queries are allowed, not COPY"),
+    ("SELECT * FROM read_csv('/x')",
+     f"table functions are not allowed (found read_csv) except the macros {MACRO_LIST}; query the views: {VIEW_LIST}"),
+    ("SELECT * FROM system.main.match_ok(NULL, NULL, NULL, NULL)",
+     f"table functions are not allowed (found match_ok) except the macros {MACRO_LIST}; query the views: {VIEW_LIST}"),
+    ("SELECT * FROM information_schema.tables", "only the run's views may be queried, not information_schema.tables"),
+    ("SELECT * FROM temp.main.match", "only the run's views may be queried, not temp.match"),
+    ("SELECT * FROM _empty_match", f"unknown table '_empty_match': query the views {VIEW_LIST}"),
+    ("SELECT getenv('HOME')", "function getenv is not allowed in the SQL console"),
+    ("SELECT upper(current_setting('threads'))", "function current_setting is not allowed in the SQL console"),
+    ('WITH "/x" AS (SELECT 1) SELECT 1', "CTE names must be plain identifiers, not '/x'"),
+    ('WITH ok AS (SELECT 1), "Bad Name" AS (SELECT 2) SELECT 1', "CTE names must be plain identifiers, not 'bad name'"),
+    # SHOW <name> is a SHOW_REF with the name in it (no BASE_TABLE node): checked on its own
+    ("SHOW duckdb_settings", "only the run's views may be described, not duckdb_settings"),
+    ("SHOW ALL TABLES", "only the run's views may be described, not __show_tables_expanded"),
+    ("SHOW DATABASES", "only the run's views may be described, not \"databases\""),
+    # a macro name under another schema is not the run's macro
+    ("SELECT * FROM pg_catalog.match_ok(NULL, NULL, NULL, NULL)",
+     f"table functions are not allowed (found match_ok) except the macros {MACRO_LIST}; query the views: {VIEW_LIST}"),
+]
+
+
+@pytest.mark.parametrize(("sql", "message"), REFUSAL_MESSAGES)
+def test_refusal_messages_name_the_reason(con, sql: str, message: str) -> None:
+    with pytest.raises(QueryRefused) as info:
+        run_readonly(con, sql)
+    assert str(info.value) == message
+
+
+def test_syntax_error_is_one_refused_line(con) -> None:
+    with pytest.raises(QueryRefused, match=r"^syntax error: .*SELEC") as info:
+        run_readonly(con, "SELEC x\nFROM match")
+    assert "\n" not in str(info.value)
+    assert str(QueryRefused("a\n  b\tc")) == "a b c"
+
+
+@pytest.mark.parametrize(("sql", "rows"), [
+    ("WITH OK AS (SELECT 1 AS a) SELECT * FROM ok", 1),  # names compare case-insensitively
+    ("SELECT count(*) AS n FROM MATCH", 1),
+    ("SELECT * FROM Settings", 7),
+    ("SELECT * FROM Match_OK(NULL, 'vit_b', NULL, NULL)", 4),
+    ("WITH a AS (SELECT 1 AS x), b AS (SELECT x FROM a) SELECT * FROM b", 1),
+    ("SELECT * FROM (WITH inner_cte AS (SELECT pair_id FROM match) SELECT * FROM inner_cte) t", 14),
+    ("SHOW Match", 40),  # the columns of a view
+    ("DESCRIBE tables", 13),
+])
+def test_allowed_spellings(con, sql: str, rows: int) -> None:
+    assert len(run_readonly(con, sql, limit=None)) == rows
+
+
+def test_a_cte_name_does_not_leak_out_of_its_subquery(con) -> None:
+    with pytest.raises(QueryRefused, match="unknown table 'inner_cte'"):
+        run_readonly(con, "SELECT * FROM (WITH inner_cte AS (SELECT 1) SELECT * FROM inner_cte) t, inner_cte")
+
+
+def test_check_query_with_a_narrower_allow_list(con) -> None:
+    from analysis.guard import check_query
+
+    check_query(con, "SELECT * FROM match", allowed={"match"}, macros=set())
+    with pytest.raises(QueryRefused, match="unknown table 'units': query the views match"):
+        check_query(con, "SELECT * FROM units", allowed={"match"}, macros=set())
+    with pytest.raises(QueryRefused, match=r"found match_ok\) except the macros ; query the views: match"):
+        check_query(con, "SELECT * FROM match_ok(NULL, NULL, NULL, NULL)", allowed={"match"}, macros=set())
+    check_query(con, "SELECT * FROM MATCH_ok(NULL, NULL, NULL, NULL)", allowed={"Match"}, macros={"Match_OK"})
+
+
+def test_default_limit_is_ten_thousand_rows(con) -> None:
+    assert len(run_readonly(con, "SELECT 1 AS one FROM match a, match b, match c, match d")) == 10_000  # of 14^4

@@ -112,3 +112,69 @@ def test_rerun_with_another_spec_is_refused_unless_force(tmp_path: Path) -> None
     assert forced["run_id"] == first["run_id"]
     assert len(list((tmp_path / "run" / "history").glob("spec-*.yaml"))) == 1
     assert "seed: 7" in (tmp_path / "run" / "spec.yaml").read_text()
+
+
+def test_local_roots_in_every_spelling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for root in (tmp_path / "run", f"{tmp_path}/run/", f"file://{tmp_path}/run", "~/run"):
+        store = RunStore(root)
+        assert store.is_local and store.base == str(tmp_path / "run"), root
+        assert store.path("") == store.base and store.path("a/b.json") == f"{tmp_path}/run/a/b.json"
+    remote = RunStore("memory://bucket/some/run/")
+    assert not remote.is_local and remote.base == "/bucket/some/run" and remote.root == "memory://bucket/some/run/"
+    assert RunStore("mock:///bucket/run/").base == "bucket/run"  # a trailing slash is dropped
+    assert RunStore("mock:///bucket/RUNX/").base == "bucket/RUNX"  # and nothing else
+    monkeypatch.chdir(tmp_path)
+    relative = RunStore("run")  # relative to the working folder, and local
+    assert relative.is_local and relative.base == str(tmp_path / "run")
+
+
+def test_unit_status_reads_only_whole_parquet_files(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    folder = tmp_path / "results/units/probe=match/model=m"
+    folder.mkdir(parents=True)
+    assert store.unit_status() == {}  # the folder exists but holds no file yet
+    (folder / ".u2.0123.tmp").write_bytes(b"PAR1 half a file")  # a writer still at work
+    (folder / "notes.txt").write_text("not a table")
+    assert store.unit_status() == {}
+    store.write_unit_tables("match", "m", "u1", {"units": _units("u1")})
+    store.write_unit_tables("perturb", "m", "u3", {"units": _units("u3", "error")})
+    assert store.unit_status() == {"u1": "ok", "u3": "error"} and store.done_unit_ids() == {"u1"}
+
+
+def test_clean_tmp_removes_only_hidden_temp_files(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    store.write_unit_tables("match", "m", "u1", {"pairs": _pairs("u1"), "units": _units("u1")})
+    folder = tmp_path / "results/pairs/probe=match/model=m"
+    keep = [folder / "notes.tmp", folder / ".hidden", tmp_path / ".spec.yaml.0a1b.tmp"]  # last: outside results/
+    stale = [folder / ".u2.0123abcd.tmp", tmp_path / "results/units/.u3.4567.tmp"]
+    for path in keep + stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    assert store.clean_tmp() == 2
+    assert all(p.exists() for p in keep) and not any(p.exists() for p in stale)
+    assert pq.read_table(folder / "u1.parquet").num_rows == 2 and store.clean_tmp() == 0
+
+
+def test_remove_unit_removes_only_that_units_files(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    for unit in ("u1", "u2"):
+        store.write_unit_tables("match", "m", unit, {"pairs": _pairs(unit), "units": _units(unit)})
+    store.remove_unit("match", "m", "u1", tables=("pairs",))
+    assert not (tmp_path / "results/pairs/probe=match/model=m/u1.parquet").exists()
+    assert store.done_unit_ids() == {"u1", "u2"}  # its units row was not in the tables asked
+    store.remove_unit("match", "m", "u1")  # every table; the missing pairs file is no error
+    assert store.done_unit_ids() == {"u2"}
+    assert sorted(p.name for p in tmp_path.rglob("*.parquet")) == ["u2.parquet", "u2.parquet"]
+
+
+def test_json_text_format_and_values(tmp_path: Path) -> None:
+    import datetime as dt
+
+    store = RunStore(tmp_path)
+    when = dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+    store.write_json("progress.json", {"n": 2, "at": when})
+    assert store.read_text("progress.json") == '{\n  "n": 2,\n  "at": "2024-01-02 03:04:05+00:00"\n}\n'
+    assert store.exists("progress.json") and not store.exists("nope.json") and store.read_text("nope.json") is None
+    store.write_text("deep/er/note.txt", "hello")
+    assert (tmp_path / "deep/er/note.txt").read_text() == "hello"

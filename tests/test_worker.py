@@ -77,11 +77,22 @@ def test_embeddings_hold_each_clean_image_and_each_probed_row(unit_run: tuple[Pa
 def test_rerun_overwrites_its_own_files(unit_run: tuple[Path, list], tmp_path: Path) -> None:
     run_dir, _ = unit_run
     loaded = load_spec(run_dir.parent / "spec.yaml")
+    unit = loaded.units[0]
     before = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*.parquet"))
-    run_unit(loaded.units[0], EncoderCache("cpu"), RunStore(run_dir), run_id="run-1", attempt=2)
+    rows_before = read_table(run_dir, unit.probe).sort_by("pair_id").to_pylist()
+    units_before = {r["unit_id"]: r for r in read_table(run_dir, "units").to_pylist()}
+    run_unit(unit, EncoderCache("cpu"), RunStore(run_dir), run_id="run-1", attempt=2)
     assert sorted(p.relative_to(run_dir) for p in run_dir.rglob("*.parquet")) == before
     assert read_table(run_dir, "match").num_rows == PAIRS
-    assert read_table(run_dir, "units").to_pylist()[0]["attempts"] in (1, 2)
+    # the rerun replaced its own rows (same seed: same values) and its own done-marker only
+    assert read_table(run_dir, unit.probe).sort_by("pair_id").to_pylist() == rows_before
+    units_after = {r["unit_id"]: r for r in read_table(run_dir, "units").to_pylist()}
+    assert set(units_after) == set(units_before) and len(units_after) == 3
+    assert units_after[unit.unit_id]["attempts"] == 2
+    assert units_after[unit.unit_id]["finished_at"] > units_before[unit.unit_id]["finished_at"]
+    for unit_id, row in units_after.items():
+        if unit_id != unit.unit_id:
+            assert row == units_before[unit_id] and row["attempts"] == 1
 
 
 def test_knn_never_votes_with_the_pairs_own_images() -> None:

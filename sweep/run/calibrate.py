@@ -5,6 +5,11 @@ backward to the input (fp32, and bf16 autocast on CUDA) and a forward-mode JVP, 
 once and then timed over `reps` calls (one by default: a handful of passes per model, so that
 it takes seconds; the figures are rough, as a plan is). Weights do not change the speed, so a timm model is built
 with a seeded random initialisation (no download); a factory encoder is built as the spec says.
+
+`model_dims` gives the sizes some pass counts depend on (the embedding size D at the model's
+embedding point, the input size d = 3 H W): a timm model is built on the meta device and its
+embedding function traced there (no weights, no arithmetic); a factory encoder is built on the
+CPU and embeds one blank image.
 """
 
 from __future__ import annotations
@@ -33,6 +38,23 @@ def calibrate(loaded: LoadedSpec, device: str | None = None, reps: int = 1) -> d
         enc = load_encoder(model.name, weights, model.embed, device=dev)
         rates[model.name] = _measure(enc, model.name, batch, reps, dev)
     return rates
+
+
+def model_dims(model: str, weights: str, embed: str) -> tuple[int, int]:
+    """(D, d): the embedding size at `embed` and the number of input values 3 * H * W."""
+    from sweep.encoders import _load_timm, load_encoder
+
+    if ":" in model:  # a factory: only building it tells
+        enc = load_encoder(model, weights, embed, device="cpu")
+        x = torch.zeros(1, *enc.input_size)
+        with torch.no_grad():
+            out = enc.embed(x)
+    else:
+        enc = _load_timm(model, weights, embed, meta=True)
+        x = torch.empty(1, *enc.input_size, device="meta")
+        with torch.no_grad():
+            out = enc.embed_fn(enc.module, x)
+    return int(out.shape[-1]), int(x[0].numel())
 
 
 def _measure(enc: Any, model: str, batch: int, reps: int, dev: torch.device) -> Rates:

@@ -8,13 +8,19 @@ reading its tar headers); nothing is run on the data. Per pair, each probe setti
 number of encoder passes (`passes_per_pair`, written from the probes' code: the tests count the
 passes of a real probe run and compare):
 
-- `plain`: forwards without a gradient (clean embeddings, fp32 re-checks, finite differences,
-  the random baseline),
+- `plain`: forwards without a gradient (clean embeddings, fp32 re-checks and confirmations,
+  finite differences, the random baseline),
 - `backward`: forward + backward to the input (a gradient step or a vector-Jacobian product),
 - `jvp`: forward-mode directional derivatives.
 
-`image_passes` = forwards + backwards + jvps, each counted once per image. Counts are upper
-bounds (a `match` pair runs to `max_steps`); where a previous run of the same model and setting
+`image_passes` = forwards + backwards + jvps, each counted once per image. `perturb` and
+`lipschitz` (without its `match` family) are exact; `lipschitz` with `top`, `null` or `off_top`
+depends on the model's embedding size D (the Jacobian is D reverse-mode products) and input
+size d, which `model_dims` reads off the model (a timm model traced on the meta device). `match`
+is an upper bound (a pair runs to `max_steps`, with one fp32 confirmation of its stop), and so
+is `lipschitz`'s `match` family (its match run; the direction only when the match succeeds);
+the plan marks these rows. An overruled bf16 stop costs more than the bound, up to 10 steps
+and a forward each (rare; not counted). Where a previous run of the same model and setting
 (the same `config_hash`) left `match` rows in the output folder, the expected count uses the
 steps those pairs really took. Time = plain / forward rate + backward / step rate + jvp / jvp
 rate, with rates measured now (`calibrate`) or from the rate table (sweep/run/rates.py).
@@ -56,35 +62,73 @@ class Passes:
         return Passes(self.plain * k, self.backward * k, self.jvp * k)
 
 
-def passes_per_pair(probe: str, params: Any) -> Passes:
-    """Upper bound of one pair's encoder passes for a probe setting (validated params)."""
+def passes_per_pair(probe: str, params: Any, dims: tuple[int, int] | None = None) -> Passes:
+    """One pair's encoder passes for a probe setting (validated params): exact where the probe's
+    work does not depend on the data, else an upper bound (`bound_note` says which and why).
+    `dims` = (D, d), the embedding size and the number of input values: `lipschitz` needs them
+    for `top`, `null` and `off_top` (`needs_dims`)."""
     if probe == "match":
-        # target embedding at admission; max_steps steps; fp32 re-check of source, result, 8-bit result
-        return Passes(plain=1 + 3, backward=params.max_steps)
+        return _match_passes(params)
     if probe == "perturb":
         n_eps = len(params.eps or [])
-        # clean source and target once; per eps: steps, the result, the random draws
+        # clean source and target once; per eps: the steps, the fp32 forwards of the last and the
+        # best iterate (the loop never evaluated the last one), the random draws
         return Passes(plain=2 + n_eps * (1 + params.random_draws), backward=n_eps * params.steps)
     if probe == "lipschitz":
-        return _lipschitz_passes(params)
+        return _lipschitz_passes(params, dims)
     raise ValueError(f"no pass count for probe {probe!r}")
 
 
-def _lipschitz_passes(p: Any) -> Passes:
-    n_h = len(p.h)
-    total = Passes(plain=2)  # f(x0), f(t)
-    families = list(p.families)
-    if any(f in families for f in ("top", "null", "off_top")):
-        width = p.top_k + p.oversample  # subspace iteration: iters x (J V, J^T J V), then J V once more
-        total += Passes(backward=p.iters * width, jvp=(p.iters + 1) * width)
-    counts = {"random": getattr(p, "n_random", 1), "top": p.top_k, "null": getattr(p, "n_null", 1),
-              "off_top": getattr(p, "n_null", 1)}
-    for family in families:
-        n = counts.get(family, 1)
-        if family in ("match", "grad"):  # the matching loss's gradient at x0: one forward, one backward
-            total += Passes(plain=1, backward=1)
-        total += Passes(plain=n * n_h, jvp=n)  # ||J v|| and the finite differences at every h
-    return total
+def needs_dims(probe: str, params: Any) -> bool:
+    """Whether the setting's count depends on the model's embedding and input sizes."""
+    return probe == "lipschitz" and any(f in params.families for f in ("top", "null", "off_top"))
+
+
+# What makes a count an upper bound rather than exact (the match loop syncs every 10 steps).
+_MATCH_BOUND = ("a pair stops at max_steps at the latest and the fp32 check confirms at most one "
+                "in-loop stop; each stop that check overrules (bf16 loop) would add up to 10 steps "
+                "and 1 forward, not counted")
+
+
+def bound_note(probe: str, params: Any) -> str:
+    """'' where `passes_per_pair` is exact; else why it is an upper bound."""
+    if probe == "match":
+        return _MATCH_BOUND
+    if probe == "lipschitz" and "match" in params.families:
+        return ("family match: its match run as for probe match (" + _MATCH_BOUND + "); "
+                "the match direction's products only when that match succeeds")
+    return ""
+
+
+def _match_passes(p: Any) -> Passes:
+    # the target at admission; max_steps steps (the loop syncs when a pair's step budget is spent,
+    # so without an overruled stop no pair steps more); the fp32 forward confirming a stop the
+    # in-loop test flagged; the fp32 re-checks of source, result and 8-bit result
+    return Passes(plain=1 + 1 + 3, backward=p.max_steps)
+
+
+def _lipschitz_passes(p: Any, dims: tuple[int, int] | None) -> Passes:
+    families = set(p.families)
+    # float64 f(x0) and f(t); the fp32 embeddings of source and target the results carry
+    total = Passes(plain=4)
+    n_top = 0
+    if families & {"top", "null", "off_top"}:
+        if dims is None:
+            raise ValueError("lipschitz's top, null and off_top counts need the embedding size D")
+        dim, d = dims
+        n_top = min(p.top_k, dim, d)  # J has at most min(D, d) singular values
+        if "null" in families:  # one forward for D, then the Jacobian's D rows J^T e_i; top from its SVD
+            total += Passes(plain=1, backward=dim)
+        else:  # subspace iteration: iters x (J V, J^T J V), then J V once more (Rayleigh-Ritz)
+            width = min(min(p.top_k, d) + p.oversample, d)
+            total += Passes(backward=p.iters * width, jvp=(p.iters + 1) * width)
+    if "grad" in families:  # the matching loss's gradient at x0: one forward, one backward
+        total += Passes(plain=1, backward=1)
+    if "match" in families:  # a whole match run on the pair (upper bound)
+        total += _match_passes(p.match)
+    counts = {"random": p.n_random, "top": n_top, "grad": 1, "null": p.n_null, "off_top": p.n_null, "match": 1}
+    n = sum(counts[f] for f in p.families)  # a family listed twice is measured twice
+    return total + Passes(plain=n * len(p.h), jvp=n)  # the finite differences at every h, ||J v||
 
 
 @dataclass
@@ -104,6 +148,8 @@ class Row:
     seconds_per_pair: float | None = None
     seconds_per_pair_expected: float | None = None
     rate_source: str | None = None
+    bound: str = ""  # why per_pair is an upper bound; "" where it is exact
+    dims: tuple[int, int] | None = None  # (D, d) where the count depends on them
 
 
 @dataclass
@@ -176,6 +222,7 @@ class Plan:
             "rate_sources": sorted({r.rate_source for r in self.rows if r.rate_source}),
             "rows": [{**{k: v for k, v in asdict(r).items() if k not in ("per_pair", "per_pair_expected")},
                       "per_pair": asdict(r.per_pair), "per_pair_expected": asdict(r.per_pair_expected),
+                      "exact": not r.bound,
                       "image_passes": _int(r.per_pair.total * r.pairs) if r.pairs is not None else None,
                       "image_passes_expected": _int(r.per_pair_expected.total * r.pairs) if r.pairs is not None else None}
                      for r in self.rows],
@@ -199,13 +246,14 @@ class Plan:
     def render(self) -> str:
         """The table per model and probe setting, and the totals."""
         header = ["model", "weights", "probe", "setting", "units", "pairs", "plain/pair", "bwd/pair", "jvp/pair",
-                  "image passes ≤", "expected", "seconds ≤", "GPU-h ≤"]
+                  "count", "image passes ≤", "expected", "seconds ≤", "GPU-h ≤"]
         lines = [header]
         for r in self.rows:
             n = r.pairs
             lines.append([
                 r.model, r.weights, r.probe, r.setting, str(r.units), "?" if n is None else f"{n:,}",
                 _num(r.per_pair.plain), _num(r.per_pair.backward), _num(r.per_pair.jvp),
+                "upper bound" if r.bound else "exact",
                 "?" if n is None else _big(r.per_pair.total * n),
                 "?" if n is None else _big(r.per_pair_expected.total * n) + (f" ({r.expected_from} pairs seen)" if r.expected_from else ""),
                 "?" if n is None or r.seconds_per_pair is None else _secs(r.seconds_per_pair * n),
@@ -216,6 +264,11 @@ class Plan:
                f"{'?' if self.pairs is None else format(self.pairs, ',')} pairs "
                f"({'?' if self.unit_pairs is None else format(self.unit_pairs, ',')} pair-units)"]
         out += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in lines]
+        notes = {f"{r.probe} ({r.setting})": r.bound for r in self.rows if r.bound}
+        for name, note in notes.items():
+            out.append(f"upper bound, {name}: {note}")
+        for model, (dim, d) in {r.model: r.dims for r in self.rows if r.dims is not None}.items():
+            out.append(f"{model}: lipschitz counts with embedding size D = {dim}, input size d = {d:,}")
         if self.shards_uncounted:
             out.append(f"pairs unknown for {len(self.shards_uncounted)} shard(s) (no readable manifest), e.g. "
                        f"{self.shards_uncounted[0]}: pass --pairs-per-shard N")
@@ -255,6 +308,7 @@ def make_plan(
     store = _store(loaded) if previous else None
     seen = _steps_seen(store) if store is not None else {}
     done_ids = _done_units(store) if store is not None else set()
+    dims: dict[tuple[str, str, str], tuple[int, int]] = {}
     groups: dict[tuple[str, str, str, str], list[WorkUnit]] = defaultdict(list)
     for unit in loaded.units:
         groups[(unit.model, unit.weights, unit.probe, unit.config_hash)].append(unit)
@@ -265,14 +319,16 @@ def make_plan(
         p = params[units[0].params_json]
         shard_pairs = [counts[u.shard] for u in units]
         n_pairs = None if any(n is None for n in shard_pairs) else sum(shard_pairs)  # type: ignore[misc]
-        upper = passes_per_pair(probe, p)
+        dim = _dims(units[0], dims) if needs_dims(probe, p) else None
+        upper = passes_per_pair(probe, p, dim)
         expected, n_seen = upper, 0
         if probe == "match" and config_hash in seen:
-            mean_steps, n_seen = seen[config_hash]
-            expected = Passes(plain=upper.plain, backward=min(mean_steps, upper.backward))
+            mean_steps, n_seen, confirmed = seen[config_hash]
+            # the upper bound's one confirmation forward, as often as earlier pairs needed it
+            expected = Passes(plain=upper.plain - 1 + confirmed, backward=min(mean_steps, upper.backward))
         rate = (rates or {}).get(model) or table_rates(model)
         row = Row(model, weights, probe, config_hash, _setting(units[0].params), len(units), n_pairs,
-                  upper, expected, n_seen)
+                  upper, expected, n_seen, bound=bound_note(probe, p), dims=dim)
         if rate is not None:
             precision = _loop_precision(probe, p, cuda=rate.cuda)
             row.seconds_per_pair = _seconds(upper, rate, precision, units[0].compile)
@@ -294,13 +350,30 @@ def make_plan(
     )
 
 
+def _dims(unit: WorkUnit, cache: dict[tuple[str, str, str], tuple[int, int]]) -> tuple[int, int]:
+    """(D, d) of the unit's model at its embedding point, looked up once per model."""
+    key = (unit.model, unit.weights, unit.embed)
+    if key not in cache:
+        from sweep.errors import UserError
+        from sweep.run.calibrate import model_dims
+
+        try:
+            cache[key] = model_dims(*key)
+        except Exception as err:  # the plan cannot count this setting without D
+            raise UserError(f"cannot tell the embedding size of {unit.model} ({unit.embed}) for the "
+                            f"lipschitz count: {' '.join(str(err).split())[:200]}") from None
+    return cache[key]
+
+
 def _seconds(passes: Passes, rate: Rates, precision: str, compiled: bool) -> float:
     return passes.plain / rate.forward + passes.backward / rate.step(precision, compiled) + passes.jvp / rate.jvp
 
 
 def _loop_precision(probe: str, params: Any, cuda: bool) -> str:
     """The precision of the probe's gradient steps: bf16 on CUDA unless the setting says fp32
-    (the paper preset runs fp32); lipschitz's products are always fp32."""
+    (the paper preset runs fp32). lipschitz's products run in float64 and are timed at the fp32
+    rate (H100: the float64 tensor-core peak is about the fp32 one; unmeasured), its `match`
+    family's steps too (an over-estimate where they run bf16)."""
     precision = getattr(params, "precision", "fp32")
     if probe == "lipschitz" or precision == "fp32" or not cuda:
         return "fp32"
@@ -383,8 +456,9 @@ def _store(loaded: LoadedSpec) -> Any:
         return None
 
 
-def _steps_seen(store: Any) -> dict[str, tuple[float, int]]:
-    """config_hash -> (mean gradient steps computed per pair, pairs) over earlier `match` rows."""
+def _steps_seen(store: Any) -> dict[str, tuple[float, int, float]]:
+    """config_hash -> (mean gradient steps computed per pair, pairs, share of pairs whose stop an
+    fp32 forward confirmed) over earlier `match` rows."""
     try:
         import pyarrow.dataset as ds
         import pyarrow.fs as pafs
@@ -400,7 +474,7 @@ def _steps_seen(store: Any) -> dict[str, tuple[float, int]]:
             columns=["config_hash", "status", "steps", "success"])
     except Exception:
         return {}
-    sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0, 0])
     for row in table.to_pylist():
         if row["status"] != "ok" or row["steps"] is None:
             continue
@@ -408,7 +482,8 @@ def _steps_seen(store: Any) -> dict[str, tuple[float, int]]:
         acc = sums[row["config_hash"]]
         acc[0] += row["steps"] + (1 if row["success"] else 0)
         acc[1] += 1
-    return {h: (total / n, int(n)) for h, (total, n) in sums.items() if n}
+        acc[2] += 1 if row["success"] else 0
+    return {h: (total / n, int(n), hits / n) for h, (total, n, hits) in sums.items() if n}
 
 
 def _done_units(store: Any) -> set[str]:
