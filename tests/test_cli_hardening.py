@@ -363,7 +363,7 @@ def test_probe_help_lists_parameters_and_defaults_and_run_help_the_spec_format()
     assert "match: " in text and "max_steps=1000" in text and "lr=0.01" in text
     assert "perturb: " in text and "steps=20" in text and "lipschitz: " in text and "top_k=4" in text
     text = vitsweep("run", "--help").stdout
-    assert "spec format" in text and "configs/demo.yaml" in text and "--yes" in text
+    assert "spec format" in text and "vitsweep init" in text and "--yes" in text
 
 
 def test_probes_shorthand_like_models(shards: Path) -> None:

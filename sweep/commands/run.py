@@ -94,7 +94,7 @@ def _refuse_if_held(spec_path: str, out: str | None) -> None:
     left to load_spec, which reports them properly."""
     import yaml
 
-    from sweep.run.lease import check_free
+    from sweep.run.lease import LeaseHeld, check_free
 
     if out is None:
         try:
@@ -103,7 +103,12 @@ def _refuse_if_held(spec_path: str, out: str | None) -> None:
             return
         out = data.get("output") if isinstance(data, dict) else None
     if isinstance(out, str) and out:
-        check_free(RunStore(out))
+        try:
+            check_free(RunStore(out))
+        except LeaseHeld:
+            raise
+        except Exception:  # an output that is a file, unreachable, ...: check_output says it properly
+            return
 
 
 @dataclass

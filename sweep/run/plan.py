@@ -73,7 +73,7 @@ def passes_per_pair(probe: str, params: Any, dims: tuple[int, int] | None = None
         n_eps = len(params.eps or [])
         # clean source and target once; per eps: the steps, the fp32 forwards of the last and the
         # best iterate (the loop never evaluated the last one), the random draws
-        return Passes(plain=2 + n_eps * (1 + params.random_draws), backward=n_eps * params.steps)
+        return Passes(plain=2 + n_eps * (2 + params.random_draws), backward=n_eps * params.steps)
     if probe == "lipschitz":
         return _lipschitz_passes(params, dims)
     raise ValueError(f"no pass count for probe {probe!r}")
