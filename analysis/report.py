@@ -460,6 +460,12 @@ def _with_setting(claim: Claim, row: dict[str, Any] | None) -> Claim:
     return claim
 
 
+def _named(row: dict[str, Any], column: str) -> str:
+    """A label index with its class name where the run knows it: `277 (red fox, Vulpes vulpes)`."""
+    name = row.get(f"{column}_name")
+    return f"{row.get(column)} ({name})" if name else str(row.get(column))
+
+
 def _gallery(gallery_rows: list[dict[str, Any]], group: Group, slug: str) -> list[GalleryBlock]:
     """The gallery blocks of one group, from the rows of one `gallery` query over every group
     (its limit applies per model, weights, embedding point and setting)."""
@@ -476,8 +482,8 @@ def _gallery(gallery_rows: list[dict[str, Any]], group: Group, slug: str) -> lis
             if r.get("psnr") is not None:
                 parts.append(f"PSNR {fmt(r['psnr'])} dB")
             if r.get("pred_adv") is not None:
-                parts.append(f"head: source {r.get('pred_src')}, target {r.get('pred_tgt')}, "
-                             f"matched {r.get('pred_adv')}")
+                parts.append(f"head: source {_named(r, 'pred_src')}, target {_named(r, 'pred_tgt')}, "
+                             f"matched {_named(r, 'pred_adv')}")
             if r.get("variant"):
                 parts.append(str(r["variant"]))
             triple = make_triple(str(r["pair_id"]), "; ".join(parts), r["src_png"], r["adv_png"],

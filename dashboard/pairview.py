@@ -32,10 +32,18 @@ def labels_frame(row: pd.Series) -> pd.DataFrame:
     """Labels of source, target and probed image side by side (rows: label kind)."""
     out = []
     for kind, cols in _LABEL_COLUMNS.items():
-        values = [formatting.number(_plain(row.get(c))) if c else "—" for c in cols]
+        values = [_with_name(row, c) if c else "—" for c in cols]
         if any(v != "—" for v in values):
             out.append({"label": kind, "source": values[0], "target": values[1], "probed": values[2]})
     return pd.DataFrame(out, columns=["label", "source", "target", "probed"])
+
+
+def _with_name(row: pd.Series, column: str) -> str:
+    """A label with its class name when the row carries one (`pred_src_name`, `knn_src_name`,
+    or the dataset's `src_label_name`): `277 (red fox, Vulpes vulpes)`."""
+    value = formatting.number(_plain(row.get(column)))
+    name = _plain(row.get(f"{column}_name"))
+    return f"{value} ({name})" if name and value != "—" else value
 
 
 def follows_target(row: pd.Series) -> dict[str, bool]:

@@ -30,22 +30,30 @@ def test_imagenet_val_plan_by_hand(tmp_path: Path) -> None:
     plan = json.loads(proc.stdout)
     assert plan["units"] == 3 * (2 + 2 + 1) * 50 and plan["pairs"] == 50_000 and plan["unit_pairs"] == 750 * 1000
     # Image passes per pair, worked out from what each probe does (a step counts a forward and a backward):
-    match = 4 + 2 * 12_000  # target + 3 re-check forwards; 12,000 steps
-    perturb = (2 + 4 * (1 + 8)) + 2 * (4 * 50)  # clean pair, per eps (4 in each default grid): result + 8 draws; 50 steps
-    width = 8 + 4  # top_k + oversample
-    lipschitz = (
-        (2 + 4 * (4 + 8 + 1 + 4) + 1)  # plain: f(x0), f(t); finite differences at 4 h for 4+8+1+4 directions; loss
-        + 2 * (30 * width + 1)  # backward: subspace iteration, the matching gradient
-        + 2 * (31 * width + 4 + 8 + 1 + 4)  # jvp: subspace iteration + Rayleigh-Ritz, ||J v|| per direction
-    )
-    per_model = 2 * match + 2 * perturb + lipschitz
-    assert plan["image_passes"] == 3 * 50_000 * per_model
+    match = (1 + 1 + 3) + 2 * 12_000  # target, the fp32 confirmation of a stop, 3 re-check forwards; 12,000 steps
+    perturb = (2 + 4 * (2 + 8)) + 2 * (4 * 50)  # clean pair, per eps (4 in each default grid): last and best iterate + 8 draws; 50 steps
+
+    def lipschitz(dim: int) -> int:  # the whole Jacobian (null): D reverse-mode rows; top and off_top from its SVD
+        directions = 4 + 8 + 1 + 4 + 4  # random, top, grad, null, off_top
+        return (
+            (4 + 1 + 1 + 4 * directions)  # plain: f64 f(x0), f(t), fp32 f(x0), f(t); D's forward; the loss; 4 h each
+            + 2 * (dim + 1)  # backward: the Jacobian's D rows, the matching gradient
+            + 2 * directions  # jvp: ||J v|| per direction
+        )
+
+    dims = {"augreg2": 768, "openai": 768, "laion2b": 1280}  # ViT-B/16, ViT-B/16 CLIP, ViT-H/14 CLIP (pre-logits)
+    assert plan["image_passes"] == 50_000 * sum(2 * match + 2 * perturb + lipschitz(d) for d in dims.values())
+    rows = {(r["model"].split(".")[1].split("_")[0], r["probe"]): r for r in plan["rows"]}
+    assert {tag: rows[(tag, "lipschitz")]["dims"][0] for tag in dims} == dims
+    assert [r["exact"] for r in plan["rows"] if r["probe"] != "match"] == [True] * 9
+    assert not any(r["exact"] for r in plan["rows"] if r["probe"] == "match")
     assert plan["image_passes_expected"] == plan["image_passes"]  # no earlier run to learn from
     assert plan["gpu_hours"] == pytest.approx(plan["seconds"] / 3600, rel=1e-3)
     assert plan["wall_seconds"] == pytest.approx(plan["seconds"] / 8, rel=1e-3)
     assert plan["gpus"] == 8 and all("H100" in s for s in plan["rate_sources"])
     text = vitsweep(tmp_path, "plan", "imagenet-val.yaml", "--pairs-per-shard", "1000", "--gpus", "8")
     assert text.returncode == 0 and "GPU-hours" in text.stdout and "vit_huge_patch14_clip_224.laion2b" in text.stdout
+    assert "upper bound, match (preset=paper" in text.stdout and "embedding size D = 1280" in text.stdout
 
 
 def test_calibrate_on_cpu_for_vit_tiny(tmp_path: Path) -> None:

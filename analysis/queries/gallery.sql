@@ -18,6 +18,7 @@ joined AS (
            coalesce(m.config_hash, w.config_hash) AS config_hash,
            i.probe, i.variant, i.pair_id, m.src_key, m.tgt_key,
            m.success, m.rel_dist, m.psnr, m.ssim, m.pred_src, m.pred_tgt, m.pred_adv,
+           m.pred_src_name, m.pred_tgt_name, m.pred_adv_name,
            i.src_png, i.adv_png, i.tgt_png, i.unit_id, i.run_id
     FROM images AS i
     LEFT JOIN match AS m
