@@ -1,5 +1,6 @@
 """`vitsweep plan` from the command line: the full ImageNet spec's counts worked out by hand,
-`--calibrate` on the CPU for ViT-Tiny, and bad input."""
+`--calibrate` on the CPU for ViT-Tiny, a factory encoder's lipschitz count (its embedding size
+from the calibration), and bad input."""
 
 from __future__ import annotations
 
@@ -66,6 +67,28 @@ def test_calibrate_on_cpu_for_vit_tiny(tmp_path: Path) -> None:
     assert plan["calibrated"] is True and plan["units"] == 3 * 2 and plan["pairs"] == 6
     assert plan["seconds"] > 0 and plan["gpu_hours"] > 0
     assert len(plan["rate_sources"]) == 1 and plan["rate_sources"][0].startswith("measured now on CPU")
+
+
+def test_factory_encoder_lipschitz_count_from_calibration(tmp_path: Path) -> None:
+    # a factory encoder's embedding size is known only by running it: --calibrate measures it
+    make_shards(tmp_path / "shards", 2, 3)
+    spec = write_spec(tmp_path / "spec.yaml", str(tmp_path / "shards"), tmp_path / "run")  # the linear encoder, FAST_PROBES
+    proc = vitsweep(tmp_path, "plan", str(spec), "--json")
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    lipschitz = next(r for r in plan["rows"] if r["probe"] == "lipschitz")
+    assert lipschitz["per_pair"] is None and plan["image_passes"] is None and plan["seconds"] is None
+    assert all(r["per_pair"] is not None for r in plan["rows"] if r["probe"] != "lipschitz")
+    text = vitsweep(tmp_path, "plan", str(spec))
+    assert text.returncode == 0 and "use --calibrate" in text.stdout
+
+    proc = vitsweep(tmp_path, "plan", str(spec), "--calibrate", "--device", "cpu", "--json")
+    assert proc.returncode == 0, proc.stderr
+    lipschitz = next(r for r in json.loads(proc.stdout)["rows"] if r["probe"] == "lipschitz")
+    assert lipschitz["dims"] == [16, 3 * 8 * 8] and lipschitz["exact"]
+    # families random (2) and top (2; D = 16 > top_k) at 2 h; subspace iteration on 2 + 4 vectors, 3 iterations
+    assert lipschitz["per_pair"] == {"plain": 4 + 2 * (2 + 2), "backward": 3 * 6, "jvp": 4 * 6 + (2 + 2)}
+    assert lipschitz["image_passes"] == 6 * (12 + 2 * 18 + 2 * 28)
 
 
 @pytest.mark.parametrize("args, message", [

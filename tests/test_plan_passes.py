@@ -34,7 +34,7 @@ UNREACHABLE = {"rho": 1e-9, "min_cos": 1.0}  # no pair ever passes the stopping 
 class SharedCounts(dict):  # type: ignore[type-arg]
     """Counts that a deep copy of the module (lipschitz's float64 copy) shares."""
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> "SharedCounts":
+    def __deepcopy__(self, memo: dict[int, Any]) -> SharedCounts:
         return self
 
 

@@ -6,10 +6,11 @@ once and then timed over `reps` calls (one by default: a handful of passes per m
 it takes seconds; the figures are rough, as a plan is). Weights do not change the speed, so a timm model is built
 with a seeded random initialisation (no download); a factory encoder is built as the spec says.
 
-`model_dims` gives the sizes some pass counts depend on (the embedding size D at the model's
-embedding point, the input size d = 3 H W): a timm model is built on the meta device and its
-embedding function traced there (no weights, no arithmetic); a factory encoder is built on the
-CPU and embeds one blank image.
+The rates also carry the sizes some pass counts depend on (the embedding size D at the model's
+embedding point, the input size d = 3 H W), read off the embeddings measured. Without
+calibration `model_dims` finds them for a timm model by tracing its embedding function on the
+meta device (no weights, no arithmetic); a factory encoder's D is known only by running it,
+which the plan leaves to `--calibrate`.
 """
 
 from __future__ import annotations
@@ -40,20 +41,17 @@ def calibrate(loaded: LoadedSpec, device: str | None = None, reps: int = 1) -> d
     return rates
 
 
-def model_dims(model: str, weights: str, embed: str) -> tuple[int, int]:
-    """(D, d): the embedding size at `embed` and the number of input values 3 * H * W."""
-    from sweep.encoders import _load_timm, load_encoder
+def model_dims(model: str, weights: str, embed: str) -> tuple[int, int] | None:
+    """(D, d) of a timm model: the embedding size at `embed` and the input values 3 * H * W,
+    from a trace on the meta device; None for a factory encoder (its code is not run here)."""
+    from sweep.encoders import _load_timm
 
-    if ":" in model:  # a factory: only building it tells
-        enc = load_encoder(model, weights, embed, device="cpu")
-        x = torch.zeros(1, *enc.input_size)
-        with torch.no_grad():
-            out = enc.embed(x)
-    else:
-        enc = _load_timm(model, weights, embed, meta=True)
-        x = torch.empty(1, *enc.input_size, device="meta")
-        with torch.no_grad():
-            out = enc.embed_fn(enc.module, x)
+    if ":" in model:
+        return None
+    enc = _load_timm(model, weights, embed, meta=True)
+    x = torch.empty(1, *enc.input_size, device="meta")
+    with torch.no_grad():
+        out = enc.embed_fn(enc.module, x)
     return int(out.shape[-1]), int(x[0].numel())
 
 
@@ -64,8 +62,11 @@ def _measure(enc: Any, model: str, batch: int, reps: int, dev: torch.device) -> 
     step16 = _rate(lambda: _step(enc, x, torch.bfloat16), batch, reps, dev) if dev.type == "cuda" else step32
     jvp = _rate(lambda: _jvp(enc, x), batch, reps, dev)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    with torch.no_grad():
+        dim = int(enc.embed(x[:1]).shape[-1])
     return Rates(
         step_bf16=step16, step_fp32=step32, forward=fwd, jvp=jvp, cuda=dev.type == "cuda",
+        dims=(dim, int(x[0].numel())),
         source=f"measured now on {name}, batch {batch}, {model} (eager; step fp32 {step32:.3g}, "
         f"bf16 {step16:.3g}, forward {fwd:.3g}, jvp {jvp:.3g} image-passes/s)",
     )

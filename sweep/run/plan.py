@@ -142,8 +142,8 @@ class Row:
     setting: str
     units: int
     pairs: int | None
-    per_pair: Passes
-    per_pair_expected: Passes
+    per_pair: Passes | None  # None: the count needs an embedding size D nobody could tell
+    per_pair_expected: Passes | None
     expected_from: int = 0  # pairs of earlier runs the expected count comes from
     seconds_per_pair: float | None = None
     seconds_per_pair_expected: float | None = None
@@ -205,26 +205,26 @@ class Plan:
 
     # -- output ----------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
-        passes = [r.per_pair * (r.pairs or 0) for r in self.rows]
-        total = sum(passes, Passes())
+        known = self.pairs is not None and all(r.per_pair is not None for r in self.rows)
+        total = sum((r.per_pair * (r.pairs or 0) for r in self.rows if r.per_pair is not None), Passes())
         return {
             "spec": self.spec, "created_at": self.created_at, "calibrated": self.calibrated,
             "units": self.units, "units_done": self.units_done, "shards": self.shards,
             "pairs": self.pairs, "unit_pairs": self.unit_pairs, "shards_uncounted": self.shards_uncounted,
             "image_passes": _int(self.image_passes), "image_passes_expected": _int(self.image_passes_expected),
-            "forward_passes": _int(total.plain + total.backward + total.jvp) if self.pairs is not None else None,
-            "backward_passes": _int(total.backward) if self.pairs is not None else None,
-            "jvp_passes": _int(total.jvp) if self.pairs is not None else None,
+            "forward_passes": _int(total.plain + total.backward + total.jvp) if known else None,
+            "backward_passes": _int(total.backward) if known else None,
+            "jvp_passes": _int(total.jvp) if known else None,
             "seconds": _round(self.seconds), "seconds_expected": _round(self.seconds_expected),
             "gpu_hours": _round(self.gpu_hours, 4), "gpus": self.gpus,
             "wall_seconds": _round(self.wall_seconds(self.seconds)),
             "wall_seconds_expected": _round(self.wall_seconds(self.seconds_expected)),
             "rate_sources": sorted({r.rate_source for r in self.rows if r.rate_source}),
             "rows": [{**{k: v for k, v in asdict(r).items() if k not in ("per_pair", "per_pair_expected")},
-                      "per_pair": asdict(r.per_pair), "per_pair_expected": asdict(r.per_pair_expected),
+                      "per_pair": _asdict(r.per_pair), "per_pair_expected": _asdict(r.per_pair_expected),
                       "exact": not r.bound,
-                      "image_passes": _int(r.per_pair.total * r.pairs) if r.pairs is not None else None,
-                      "image_passes_expected": _int(r.per_pair_expected.total * r.pairs) if r.pairs is not None else None}
+                      "image_passes": _passes(r.per_pair, r.pairs),
+                      "image_passes_expected": _passes(r.per_pair_expected, r.pairs)}
                      for r in self.rows],
         }
 
@@ -250,12 +250,14 @@ class Plan:
         lines = [header]
         for r in self.rows:
             n = r.pairs
+            per, expected = r.per_pair, r.per_pair_expected
             lines.append([
                 r.model, r.weights, r.probe, r.setting, str(r.units), "?" if n is None else f"{n:,}",
-                _num(r.per_pair.plain), _num(r.per_pair.backward), _num(r.per_pair.jvp),
-                "upper bound" if r.bound else "exact",
-                "?" if n is None else _big(r.per_pair.total * n),
-                "?" if n is None else _big(r.per_pair_expected.total * n) + (f" ({r.expected_from} pairs seen)" if r.expected_from else ""),
+                *(("?", "?", "?") if per is None else (_num(per.plain), _num(per.backward), _num(per.jvp))),
+                "?" if per is None else "upper bound" if r.bound else "exact",
+                "?" if n is None or per is None else _big(per.total * n),
+                "?" if n is None or expected is None else
+                _big(expected.total * n) + (f" ({r.expected_from} pairs seen)" if r.expected_from else ""),
                 "?" if n is None or r.seconds_per_pair is None else _secs(r.seconds_per_pair * n),
                 "?" if n is None or r.seconds_per_pair is None else _secs(r.seconds_per_pair * n / 3600),
             ])
@@ -269,6 +271,9 @@ class Plan:
             out.append(f"upper bound, {name}: {note}")
         for model, (dim, d) in {r.model: r.dims for r in self.rows if r.dims is not None}.items():
             out.append(f"{model}: lipschitz counts with embedding size D = {dim}, input size d = {d:,}")
+        for model in sorted({r.model for r in self.rows if r.per_pair is None}):
+            out.append(f"{model}: lipschitz's top/null/off_top count needs its embedding size D, known for a "
+                       "factory encoder only by running it: use --calibrate")
         if self.shards_uncounted:
             out.append(f"pairs unknown for {len(self.shards_uncounted)} shard(s) (no readable manifest), e.g. "
                        f"{self.shards_uncounted[0]}: pass --pairs-per-shard N")
@@ -279,6 +284,8 @@ class Plan:
                        + f"; on {self.gpus} GPU(s): ≤ {_duration(self.wall_seconds(self.seconds))} wall")
         elif self.pairs is None:
             out.append("time: unknown until the pairs are known")
+        elif any(r.per_pair is None for r in self.rows):
+            out.append("time: unknown until every count is known")
         else:
             out.append("time: unknown (a model has no rate in the table: use --calibrate)")
         for source in sorted({r.rate_source for r in self.rows if r.rate_source}):
@@ -308,7 +315,7 @@ def make_plan(
     store = _store(loaded) if previous else None
     seen = _steps_seen(store) if store is not None else {}
     done_ids = _done_units(store) if store is not None else set()
-    dims: dict[tuple[str, str, str], tuple[int, int]] = {}
+    dims: dict[tuple[str, str, str], tuple[int, int] | None] = {}
     groups: dict[tuple[str, str, str, str], list[WorkUnit]] = defaultdict(list)
     for unit in loaded.units:
         groups[(unit.model, unit.weights, unit.probe, unit.config_hash)].append(unit)
@@ -319,17 +326,17 @@ def make_plan(
         p = params[units[0].params_json]
         shard_pairs = [counts[u.shard] for u in units]
         n_pairs = None if any(n is None for n in shard_pairs) else sum(shard_pairs)  # type: ignore[misc]
-        dim = _dims(units[0], dims) if needs_dims(probe, p) else None
-        upper = passes_per_pair(probe, p, dim)
+        rate = (rates or {}).get(model) or table_rates(model)
+        dim = _dims(units[0], dims, rate) if needs_dims(probe, p) else None
+        upper = passes_per_pair(probe, p, dim) if dim is not None or not needs_dims(probe, p) else None
         expected, n_seen = upper, 0
-        if probe == "match" and config_hash in seen:
+        if upper is not None and probe == "match" and config_hash in seen:
             mean_steps, n_seen, confirmed = seen[config_hash]
             # the upper bound's one confirmation forward, as often as earlier pairs needed it
             expected = Passes(plain=upper.plain - 1 + confirmed, backward=min(mean_steps, upper.backward))
-        rate = (rates or {}).get(model) or table_rates(model)
         row = Row(model, weights, probe, config_hash, _setting(units[0].params), len(units), n_pairs,
                   upper, expected, n_seen, bound=bound_note(probe, p), dims=dim)
-        if rate is not None:
+        if rate is not None and upper is not None and expected is not None:
             precision = _loop_precision(probe, p, cuda=rate.cuda)
             row.seconds_per_pair = _seconds(upper, rate, precision, units[0].compile)
             row.seconds_per_pair_expected = _seconds(expected, rate, precision, units[0].compile)
@@ -350,18 +357,21 @@ def make_plan(
     )
 
 
-def _dims(unit: WorkUnit, cache: dict[tuple[str, str, str], tuple[int, int]]) -> tuple[int, int]:
-    """(D, d) of the unit's model at its embedding point, looked up once per model."""
+def _dims(unit: WorkUnit, cache: dict[tuple[str, str, str], tuple[int, int] | None],
+          rate: Rates | None) -> tuple[int, int] | None:
+    """(D, d) of the unit's model at its embedding point: a timm model's traced (once per model
+    and point), a factory encoder's as --calibrate measured it (a factory has one embedding
+    point), else None."""
+    if ":" in unit.model:
+        return rate.dims if rate is not None else None
     key = (unit.model, unit.weights, unit.embed)
     if key not in cache:
-        from sweep.errors import UserError
         from sweep.run.calibrate import model_dims
 
         try:
             cache[key] = model_dims(*key)
-        except Exception as err:  # the plan cannot count this setting without D
-            raise UserError(f"cannot tell the embedding size of {unit.model} ({unit.embed}) for the "
-                            f"lipschitz count: {' '.join(str(err).split())[:200]}") from None
+        except Exception:  # e.g. an embedding point the model does not have: the run says so
+            cache[key] = None
     return cache[key]
 
 
@@ -507,6 +517,14 @@ def record_plan(loaded: LoadedSpec, store: Any, gpus: int = 1) -> Plan | None:
 
 
 # ------------------------------------------------------------------------------------- formatting
+
+def _asdict(passes: Passes | None) -> dict[str, float] | None:
+    return None if passes is None else asdict(passes)
+
+
+def _passes(per: Passes | None, pairs: int | None) -> int | None:
+    return None if per is None or pairs is None else _int(per.total * pairs)
+
 
 def _int(x: float | None) -> int | None:
     return None if x is None else int(round(x))

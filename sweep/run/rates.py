@@ -37,6 +37,7 @@ class Rates:
     source: str
     step_compiled: float | None = None  # bf16 step under torch.compile, where measured
     cuda: bool = True  # the loop would run bf16 there (the probes' "auto" precision)
+    dims: tuple[int, int] | None = None  # (embedding size D, input values d) where measured with the rates
 
     def step(self, precision: str, compiled: bool = False) -> float:
         if precision == "bf16":
