@@ -1,10 +1,10 @@
 """`vitsweep dashboard RUN [RUN...]`: browse runs in the Streamlit app (dashboard/app.py).
 
 Starts `python -m streamlit run dashboard/app.py` headless, bound to 127.0.0.1 unless `--host`
-says otherwise, prints the address and waits until Streamlit exits (Ctrl-C or SIGTERM stops it, and Streamlit
-with it). The run
-directories are passed after `--` (the app reads them from its argv) and in the environment
-variable VITSWEEP_RUNS. Never imports torch: this command must start fast on a laptop.
+says otherwise, prints the address and waits until Streamlit exits. Ctrl-C or SIGTERM stops it
+and Streamlit with it, exit status 0 (a stopped server is the normal end, unlike `vitsweep run`'s
+130). The run directories are passed after `--` (the app reads them from its argv) and in the
+environment variable VITSWEEP_RUNS. Never imports torch: this command must start fast on a laptop.
 
     vitsweep dashboard demo-run                        # http://localhost:8501
     vitsweep dashboard runs/a runs/b --port 8600       # two runs side by side

@@ -5,7 +5,7 @@
     vitsweep demo --weights pretrained # trained ViT-Tiny, the paper's matching settings -> demo-run-pretrained/
 
 All three probes on a seeded random-init ViT-Tiny (`vit_tiny_patch16_224`, weights `random:0`):
-no download, under 3 minutes on 2 CPU cores. A second `vitsweep demo` into the same folder
+no download, sized for a laptop's CPU. A second `vitsweep demo` into the same folder
 finds everything done and only prints the summary. The spec is package data
 (sweep/examples/demo.yaml), so an installed vitsweep runs its demo without a checkout.
 

@@ -1,6 +1,6 @@
 """`vitsweep plan SPEC`: count a sweep's work and estimate its time before running it.
 
-    vitsweep plan imagenet-val.yaml --gpus 8          # H100 rate table
+    vitsweep plan imagenet-val.yaml --gpus 8 --pairs-per-shard 1000   # H100 rate table; shards not made yet
     vitsweep plan demo.yaml --calibrate               # rates measured now, on this device
     vitsweep plan spec.yaml --json                    # units, pairs, image_passes, seconds, gpu_hours, ...
 

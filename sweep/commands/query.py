@@ -7,7 +7,7 @@
     ... --timeout 60 --memory-limit 1GB
 
 The runs are opened with analysis.db.open_runs (views match, perturb, lipschitz, units, pairs,
-images; sandboxed to the run directories). A bad query, a missing run or an unknown named query
+images, labels, settings; sandboxed to the run directories). A bad query, a missing run or an unknown named query
 is one line on stderr and exit status 2. A query still running after `--timeout` seconds is
 interrupted by DuckDB ("Query stopped after N s", exit status 2); DuckDB's memory is capped at
 `--memory-limit` (analysis.db.Limits, the settings every analysis connection uses). Never

@@ -1,8 +1,8 @@
 """`vitsweep replay RUN --pair ID`: re-run one pair of a finished run and check its stored rows.
 
-    vitsweep replay runs/demo --pair pair-000003                    # every unit that measured it
-    vitsweep replay runs/demo --pair pair-000003 --probe match --json
-    vitsweep replay s3://bucket/runs/demo --pair pair-000003 --config 3f2a --out replay/
+    vitsweep replay runs/demo --pair pair_00000003                  # every unit that measured it
+    vitsweep replay runs/demo --pair pair_00000003 --probe match --json
+    vitsweep replay s3://bucket/runs/demo --pair pair_00000003 --config 3f2a --out replay/
 
 Prints, per unit, whether every stored number of the pair's row(s) is reproduced (bitwise when
 the unit ran on the CPU and the replay does too; see sweep/run/replay.py for the tolerance),
