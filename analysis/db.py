@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -314,6 +315,9 @@ def open_runs(run_dirs: Sequence[str | Path], *, sandbox: bool = True,
     limits = limits or Limits()
     con = duckdb.connect(":memory:")
     con.execute(f"SET memory_limit = {_sql_string(limits.memory_limit)}")
+    # spill files go to the system's temp folder, not a `.tmp` in the user's working directory
+    spill = os.path.join(tempfile.gettempdir(), "vitsweep-duckdb")
+    con.execute(f"SET temp_directory = {_sql_string(spill)}")
     if limits.threads:
         con.execute(f"SET threads = {int(limits.threads)}")
     con.execute("SET parquet_metadata_cache = true")  # footers read once per connection
