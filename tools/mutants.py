@@ -49,11 +49,11 @@ MODULES: dict[str, list[str]] = {
     "sweep/probes/match.py": ["tests/test_probe_match.py"],
     "sweep/probes/perturb.py": ["tests/test_probe_perturb.py"],
     "sweep/probes/lipschitz.py": ["tests/test_probe_lipschitz.py"],
-    "sweep/probes/labels.py": ["tests/test_probe_labels.py", "tests/test_worker.py"],
+    "sweep/probes/labels.py": ["tests/test_labels_knn.py", "tests/test_labels_pass.py"],
     "sweep/probes/loop.py": ["tests/test_probe_match.py"],
     "sweep/probes/common.py": ["tests/test_probe_match.py", "tests/test_probe_perturb.py"],
 }
-LINKED = ("sweep", "analysis", "dashboard", "tests", "configs")
+LINKED = ("sweep", "analysis", "dashboard", "tests")
 
 
 def _slug(module: str) -> str:
@@ -69,7 +69,7 @@ def _config(module: str, tests: list[str]) -> str:
         f"only_mutate = {json.dumps([module])}",
         'pytest_add_cli_args = ["-m", "not slow", "-p", "no:cacheprovider", "-q", "-x"]',
         f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
-        'also_copy = ["dashboard", "configs"]',
+        'also_copy = ["dashboard"]',
         'process_isolation = "forkserver"',
         # mutmut's CPU-time limit, (estimate + 1 s) x multiplier x 2, misfired as "timeout" on a
         # loaded shared machine; these modules have no loops that a mutant could make endless

@@ -97,6 +97,6 @@ def _summarise(data: dict[str, Any], out: Path) -> None:
                 gap = "" if d["abs_diff"] is None else f" (|diff| {d['abs_diff']:.3g})"
                 print(f"  row {d['row']} {d['column']}: stored {d['stored']!r}, replayed {d['replayed']!r}{gap}")
         if unit["not_replayed"]:
-            print(f"  not compared (the probe does not produce them for one pair; k-NN labels come from the unit's "
-                  f"other images): {', '.join(unit['not_replayed'])}")
+            print(f"  not compared (the probe does not produce them for one pair; k-NN labels come from the labels "
+                  f"pass over the whole run): {', '.join(unit['not_replayed'])}")
     print(f"pair {data['pair_id']}: {'agrees' if data['agrees'] else 'DISAGREES'}; images and replay.json in {out}")

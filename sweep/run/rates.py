@@ -3,8 +3,8 @@
 A rate is image-passes per second on one device at a large batch: `step` = one forward and one
 backward to the input (a matching step), `forward` = a forward alone, `jvp` = a forward-mode
 directional derivative. Every entry says where its figure comes from. Only the bf16 `step`
-figures of ViT-B/16 and ViT-H/14 on an NVIDIA H100 were measured (BENCHMARKS.md and the
-project's science notes); everything else is derived and says so:
+figures of ViT-B/16 (BENCHMARKS.md) and ViT-H/14 (the project's earlier notes, not re-measured
+in BENCHMARKS.md) on an NVIDIA H100 were measured; everything else is derived and says so:
 
 - forward = 2 x step: a backward to the input costs about what the forward does (FLOP count:
   72 GFLOP per ViT-B/16 step = twice its 36 GFLOP forward).
@@ -47,8 +47,10 @@ class Rates:
 
 # Measured on an H100 (bf16 plain batched step; torch.compile'd step): BENCHMARKS.md
 _MEASURED = {
-    "vit_base_patch16_224": (3265.0, 4289.0, "bf16 step measured on an H100 (3,265 image-steps/s; 4,289 compiled)"),
-    "vit_huge_patch14_clip_224": (467.0, 580.0, "bf16 step measured on an H100 (467 image-steps/s; 580 compiled)"),
+    "vit_base_patch16_224": (3293.0, 4297.0, "bf16 step measured on an H100 at batch 256 (3,293 image-steps/s; "
+                             "4,297 compiled; BENCHMARKS.md)"),
+    "vit_huge_patch14_clip_224": (467.0, 580.0, "bf16 step on an H100 (467 image-steps/s; 580 compiled) from the "
+                                  "project's earlier notes, not re-measured in BENCHMARKS.md"),
 }
 _SIZES = {  # width, depth of timm's ViT sizes
     "tiny": (192, 12), "small": (384, 12), "medium": (512, 12), "base": (768, 12),

@@ -18,7 +18,8 @@ replay uses one torch thread, as a CPU actor does.
 Every column of the stored table that the probe produces is compared, whatever the schema holds
 (no column list here): floats within `|a - b| <= atol + rtol·|b|` (NaN equals NaN), lists element
 by element, everything else exactly. Columns the probe does not produce for a single pair (k-NN
-labels over the unit's other images, say) are listed as not replayed. Default tolerance: bitwise
+labels, which the labels pass computes against the whole run's bank, say) are listed as not
+replayed. Default tolerance: bitwise
 (rtol = atol = 0) when the unit ran on the CPU and the replay does too (not alone); otherwise
 rtol 1e-4, atol 1e-6 (GPU kernels need not be bitwise reproducible across runs or devices).
 """
