@@ -178,10 +178,13 @@ MACROS: tuple[str, ...] = (
 KNN_EXTRA_COLUMNS = ("knn_src_name", "knn_tgt_name", "knn_adv_name", "knn_k", "knn_bank", "knn_bank_size")
 
 
-def _knn_view_sql(table: str) -> str:
-    """The `table` view: its files' rows, with knn_* taken from the labels table where the labels
-    pass labelled the row (else what the file holds: runs written before the pass), plus the
-    label names, k, bank and bank size."""
+def _knn_view_sql(table: str, labels: str) -> str:
+    """The `table` view: its files' rows, with knn_* taken from the labels relation `labels` (the
+    labels pass's files of this probe, or the empty labels table) where the pass labelled the
+    row (else what the file holds: runs written before the pass), plus the label names, k, bank
+    and bank size. The relation is chosen per probe when the connection opens, never filtered
+    here: DuckDB 2.0.1 drops an outer LIMIT when a view LEFT JOINs a filtered empty relation
+    (tests/test_guard.py's limit tests show it)."""
     replaced = ", ".join(
         f"CASE WHEN l.unit_id IS NULL THEN r.{c} ELSE l.{c} END AS {c}" for c in KNN_COLUMNS
     )
@@ -189,7 +192,7 @@ def _knn_view_sql(table: str) -> str:
     eps = " AND l.eps IS NOT DISTINCT FROM r.eps" if "eps" in SCHEMAS[table].names else ""
     return (
         f"CREATE OR REPLACE VIEW {table} AS SELECT r.* REPLACE ({replaced}), {extra} "
-        f"FROM _files_{table} AS r LEFT JOIN (SELECT * FROM labels WHERE probe = '{table}') AS l "
+        f"FROM _files_{table} AS r LEFT JOIN {labels} AS l "
         f"ON l.run_id = r.run_id AND l.unit_id = r.unit_id AND l.pair_id = r.pair_id{eps}"
     )
 
@@ -274,14 +277,17 @@ def _sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _read_sql(run: Path, table: str) -> str | None:
-    """A SELECT over one run's files of one table, or None while it has none. The glob is
-    evaluated at query time, so files written later are read too."""
+def _read_sql(run: Path, table: str, partition: str = "*") -> str | None:
+    """A SELECT over one run's files of one table (or of one first-level partition of it, e.g.
+    `probe=match`), or None while it has none. The glob is evaluated at query time, so files
+    written later are read too."""
     files = _table_files(run, table)
+    if partition != "*":
+        files = [f for f in files if f"/{table}/{partition}/" in str(f)]  # type: ignore[assignment]
     if not files:
         return None
-    glob = _sql_string(f"{run}/results/{table}/*/*/*.parquet" if isinstance(run, _Remote)
-                       else (run / "results" / table / "*" / "*" / "*.parquet").as_posix())
+    glob = _sql_string(f"{run}/results/{table}/{partition}/*/*.parquet" if isinstance(run, _Remote)
+                       else (run / "results" / table / partition / "*" / "*.parquet").as_posix())
     by_name = "false" if _same_schema(files) else "true"
     return (f"SELECT * FROM read_parquet({glob}, hive_partitioning = true, "
             f"union_by_name = {by_name})")
@@ -328,7 +334,12 @@ def open_runs(run_dirs: Sequence[str | Path], *, sandbox: bool = True,
         # match and perturb files are read as _files_*; their views join the labels pass's k-NN
         _create_view(con, table, reads, name=f"_files_{table}" if table in LABEL_TABLES else None)
     for table in LABEL_TABLES:
-        con.execute(_knn_view_sql(table))
+        reads = [r for r in (_read_sql(run, "labels", f"probe={table}") for run in runs) if r]
+        labels = "_empty_labels"
+        if reads:
+            labels = f"_labels_{table}"
+            _create_view(con, "labels", reads, name=labels)
+        con.execute(_knn_view_sql(table, labels))
     con.execute(_SETTINGS_SQL)
     if snapshot:
         con.execute("CREATE TABLE _settings_snapshot AS SELECT * FROM settings")

@@ -258,3 +258,16 @@ def test_scale_fixture_views_hold_every_row(tmp_path: Path) -> None:
     assert sorted(r[0] for r in con.sql("SELECT DISTINCT model FROM match").fetchall()) == sorted(SCALE_MODELS)
     settings = con.sql("SELECT probe, count(DISTINCT setting) FROM settings GROUP BY probe ORDER BY probe").fetchall()
     assert settings == [("lipschitz", 2), ("match", 2), ("perturb", 2)]
+
+
+def test_a_limit_over_the_labelled_views_is_kept(tmp_path: Path) -> None:
+    """DuckDB 2.0.1 dropped an outer LIMIT when a view LEFT JOINed a filtered empty relation
+    (the match and perturb views join the labels pass's rows): 14 rows came back for LIMIT 5."""
+    con = open_runs([make_fixture_run(tmp_path)])
+    for view in ("match", "perturb"):
+        total = con.execute(f"SELECT count(*) FROM {view}").fetchone()[0]
+        assert total > 5
+        assert con.execute(f"SELECT count(*) FROM (SELECT * FROM {view} LIMIT 5)").fetchone()[0] == 5
+        cur = con.cursor()
+        assert len(cur.sql(f"SELECT * FROM {view}").limit(3).df()) == 3
+        cur.close()
