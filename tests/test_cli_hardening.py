@@ -329,7 +329,7 @@ def test_spec_types_are_strict(tmp_path: Path, shards: Path, change: dict, expec
 
 @pytest.mark.parametrize("args, expected", [
     (("query", "{run}", "--named", "overview", "--limit", "-1"), "argument --limit: must be at least 0, got -1"),
-    (("shards", "make", "--demo", "--out", "{tmp}/s", "--workers", "-1"), "argument --workers: must be at least 1, got -1"),
+    (("shards", "make", "--demo", "--out", "{tmp}/s", "--workers", "-1"), "argument --workers: must be at least 0, got -1"),
     (("probe", "match", "--model", "m", "--src", "a", "--tgt", "b", "--out", "{tmp}/o", "--seed", "-1"),
      "argument --seed: must be at least 0, got -1"),
 ])

@@ -61,7 +61,7 @@ def test_late_attempt_cannot_replace_the_current_one(tmp_path: Path) -> None:
         store.commit_staged(current.staged)
         assert _units_row(run)["attempts"] == 2
         committed = {p: p.read_bytes() for p in run.rglob("*.parquet")}
-        assert {p.parent.parent.parent.name for p in committed} == {"match", "pairs", "units", "images"}
+        assert {p.parent.parent.parent.name for p in committed} == {"match", "pairs", "units", "images", "embeddings"}
 
         gate.touch()  # attempt 1 goes on and finishes late
         out, err = late.communicate(timeout=120)

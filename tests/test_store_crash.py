@@ -84,7 +84,7 @@ def test_the_done_marker_is_the_last_file_written(unit_spec, tmp_path: Path, mon
     store = RunStore(tmp_path / "run")
     summary = run_unit(loaded.units[0], EncoderCache("cpu"), store, run_id="r1")
     tables = [Path(p).parent.parent.parent.name for p in log.paths]
-    assert sorted(tables) == ["images", "match", "pairs", "units"] and tables[-1] == "units"
+    assert sorted(tables) == ["embeddings", "images", "match", "pairs", "units"] and tables[-1] == "units"
     assert store.done_unit_ids() == {summary.unit_id}
 
 

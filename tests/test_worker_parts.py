@@ -37,7 +37,7 @@ def test_units_row() -> None:
         "run_id": "run", "unit_id": "u1", "model": "m", "weights": "w", "embed": "pre_logits", "probe": "match",
         "config_hash": "c", "params": '{"x": 1}', "shard": "s.tar", "status": "ok", "error": None, "attempts": 2,
         "n_pairs": 5, "n_ok": 4, "n_error": 1, "started_at": start, "finished_at": end, "seconds": 2.5,
-        "worker": "node-7:1234", "host": "node-7", "device": "cpu",
+        "worker": "node-7:1234", "host": "node-7", "device": "cpu", "batch_size": 4,
     }
     failed = units_row(unit, "run", UnitSummary("u1", "error", error="boom", attempts=3), None, end)
     assert (failed["status"], failed["error"], failed["attempts"], failed["host"], failed["started_at"]) == (

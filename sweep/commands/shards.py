@@ -35,12 +35,14 @@ def register(parser: argparse.ArgumentParser) -> None:
     make.add_argument("--resize", type=int_at_least(1), metavar="PX",
                       help="re-encode images whose shorter side exceeds PX down to PX (default: original bytes)")
     make.add_argument("--target", metavar="KEY", help="fixed-target: the target image's key (default: drawn with the seed)")
-    make.add_argument("--workers", type=int_at_least(1), metavar="N", help="processes for checking images (default: CPU count, max 8)")
+    make.add_argument("--workers", type=int_at_least(0), metavar="N",
+                      help="processes for checking images (default: CPU count, max 8; 0: in this process)")
     make.add_argument("--force", action="store_true", help="replace a shard set already in --out")
 
     check = actions.add_parser("check", help="Validate a shard set: decode every image, compare with the manifest.")
     check.add_argument("location", metavar="DIR", help="shard folder (or a shard URL/pattern)")
-    check.add_argument("--workers", type=int_at_least(1), default=2, metavar="N", help="decoding processes (default: 2)")
+    check.add_argument("--workers", type=int_at_least(0), default=2, metavar="N",
+                       help="decoding processes (default: 2; 0: in this process)")
 
 
 def run(args: argparse.Namespace) -> int:
