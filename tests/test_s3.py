@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from s3_helpers import moto_server
 from sweep_helpers import LINEAR, PYTHON, REPO, ROWS_PER_PAIR, kill_ray_processes, make_shards, ray_env, write_spec
 
 pytestmark = pytest.mark.slow
@@ -32,34 +32,14 @@ KEYS = {  # the identity of one row in each table
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3_env() -> Iterator[dict[str, str]]:
     """A moto S3 server on a free port, a bucket, and the environment that points at it."""
-    port = _free_port()
-    server = subprocess.Popen([PYTHON, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "moto server did not start"
-                time.sleep(0.2)
-        env = {**ray_env(), "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+    with moto_server() as url:
+        env = {**ray_env(), "AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "testing",
                "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
         _client(env).create_bucket(Bucket=BUCKET)
         yield env
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
 
 
 def _client(env: dict[str, str]):

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -18,32 +16,15 @@ import pytest
 from sweep.errors import UserError
 from sweep.run.lease import LEASE_FILE, Lease, LeaseHeld, LeaseLost, S3Backend
 from sweep.run.store import RunStore
-from sweep_helpers import PYTHON
+from s3_helpers import moto_server
 
 BUCKET = "vitsweep-lease"
 
 
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen([PYTHON, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "moto server did not start"
-                time.sleep(0.2)
+    with moto_server() as url:
         yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 @pytest.fixture()
