@@ -15,7 +15,6 @@ import math
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-import numpy as np
 import pytest
 import torch
 from pydantic import Field
