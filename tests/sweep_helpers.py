@@ -24,6 +24,8 @@ if str(REPO) not in sys.path:  # specs name encoders as `tests.encoders_for_test
 PYTHON = str(REPO / ".venv" / "bin" / "python")
 LINEAR = "tests.encoders_for_tests:linear_encoder"
 SLOW = "tests.encoders_for_tests:slow_linear_encoder"
+# match settings no pair can meet: every pair runs all 40 steps (units last long enough to interrupt)
+SLOW_MATCH = [{"name": "match", "params": {"max_steps": 40, "log_every": 10, "min_cos": 1.0, "rho": 1e-9}}]
 
 # Probe settings small enough for a linear 8x8 encoder on a shared 2-core machine.
 FAST_PROBES: list[dict[str, Any]] = [

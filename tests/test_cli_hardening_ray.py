@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from sweep_helpers import (
+    SLOW_MATCH,
     LINEAR,
     REPO,
     SLOW,
@@ -34,8 +35,6 @@ from sweep_helpers import (
 )
 
 pytestmark = pytest.mark.slow
-
-SLOW_MATCH = [{"name": "match", "params": {"max_steps": 40, "log_every": 10, "min_cos": 1.0, "rho": 1e-9}}]
 
 
 @pytest.fixture()

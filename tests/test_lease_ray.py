@@ -15,6 +15,7 @@ import pytest
 
 from sweep.run.lease import LEASE_FILE
 from sweep_helpers import (
+    SLOW_MATCH,
     PYTHON,
     REPO,
     assert_no_duplicates,
@@ -30,7 +31,6 @@ pytestmark = pytest.mark.slow
 
 # Held at its first forward until the test opens the gate, then 0.15 s per forward (units take seconds).
 GATED = "tests.encoders_for_tests:gated_linear_encoder"
-SLOW_MATCH = [{"name": "match", "params": {"max_steps": 40, "log_every": 10, "min_cos": 1.0, "rho": 1e-9}}]
 
 
 def _driver(spec: Path, env: dict[str, str], *extra: str) -> subprocess.Popen:

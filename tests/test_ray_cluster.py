@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from sweep_helpers import (
+    SLOW_MATCH,
     PYTHON,
     REPO,
     SLOW,
@@ -29,7 +30,6 @@ from sweep_helpers import (
 )
 
 RAY = str(REPO / ".venv" / "bin" / "ray")
-SLOW_MATCH = [{"name": "match", "params": {"max_steps": 40, "log_every": 10, "min_cos": 1.0, "rho": 1e-9}}]
 
 
 def test_cluster_yaml_passes_ray_validation() -> None:

@@ -16,6 +16,7 @@ import pytest
 from sweep.commands.run import execute
 from sweep.run.spec import load_spec
 from sweep_helpers import (
+    SLOW_MATCH,
     LINEAR,
     PYTHON,
     REPO,
@@ -31,8 +32,6 @@ from sweep_helpers import (
 )
 
 pytestmark = pytest.mark.slow
-
-SLOW_MATCH = [{"name": "match", "params": {"max_steps": 40, "log_every": 10, "min_cos": 1.0, "rho": 1e-9}}]
 
 
 @pytest.fixture()
