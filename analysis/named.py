@@ -192,13 +192,21 @@ def run_named_stage(con: duckdb.DuckDBPyConnection, name: str,
         cur.close()
 
 
+def finish_named(query: NamedQuery, stage: pa.Table,
+                 params: Mapping[str, str | None] | None) -> pa.Table:
+    """The query's result from the rows of its SQL: its Python finisher applied with its
+    options, or the rows as they are. For callers that run the SQL on a cursor of their own
+    (under analysis.db.time_limit: `vitsweep query`, the dashboard)."""
+    if query.finisher is None:
+        return stage
+    return query.finisher(stage, bind_options(query, params))
+
+
 def _finished(con: duckdb.DuckDBPyConnection, query: NamedQuery,
               params: Mapping[str, str | None] | None) -> pa.Table:
-    finisher = query.finisher
-    assert finisher is not None
+    assert query.finisher is not None
     bind_params(query, params)  # an unknown parameter: ValueError before any work
-    options = bind_options(query, params)
-    return finisher(run_named_stage(con, query.name, params), options)
+    return finish_named(query, run_named_stage(con, query.name, params), params)
 
 
 def run_named(con: duckdb.DuckDBPyConnection, name: str,

@@ -473,7 +473,7 @@ def named_query(runs: Runs, key: str, name: str,
             return cur.sql(query.sql, params=bound or None).df()
         stage = named.relation_arrow(cur.sql(query.sql, params=bound or None))
     # a query finished in Python (claims: bootstrap and verdicts), outside the lock
-    return query.finisher(stage, named.bind_options(query, dict(params))).to_pandas()
+    return named.finish_named(query, stage, dict(params)).to_pandas()
 
 
 # ---------------------------------------------------------------- SQL page

@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     import duckdb
 
     from analysis.db import Limits, QueryStopped, RunNotFound, open_runs, time_limit
-    from analysis.named import UnknownQuery, bind_options, bind_params, get_named, relation_arrow
+    from analysis.named import UnknownQuery, bind_params, finish_named, get_named, relation_arrow
     from analysis.output import write_result
 
     positional: list[str] = list(args.args)
@@ -172,9 +172,8 @@ def run(args: argparse.Namespace) -> int:
                 query = get_named(args.named)
                 params = _parse_params(args.param)
                 bound = bind_params(query, params)
-                table = relation_arrow(cur.sql(query.sql, params=bound or None))
-                if query.finisher is not None:  # e.g. claims: bootstrap and verdicts in Python
-                    table = query.finisher(table, bind_options(query, params))
+                # finished in Python where the query has a finisher (claims: bootstrap and verdicts)
+                table = finish_named(query, relation_arrow(cur.sql(query.sql, params=bound or None)), params)
             else:
                 table = relation_arrow(cur.sql(_single_select(con, sql)))
     except QueryStopped as err:
