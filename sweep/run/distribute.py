@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import warnings
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -108,6 +109,8 @@ class UnitActor:
     """Runs units on one device, keeping encoders loaded between them."""
 
     def __init__(self, run_root: str, run_id: str, device: str) -> None:
+        # torch's own deprecation note, raised inside a dependency's import, is noise in the run's output
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
         self.run_root = run_root
         self.run_id = run_id
         self.device = _choose_device(device)
