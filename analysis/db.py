@@ -308,7 +308,8 @@ def _create_view(con: duckdb.DuckDBPyConnection, table: str, reads: list[str],
 
 
 def open_runs(run_dirs: Sequence[str | Path], *, sandbox: bool = True,
-              limits: Limits | None = None, snapshot: bool = False) -> duckdb.DuckDBPyConnection:
+              limits: Limits | None = None, snapshot: bool = False,
+              writable: Sequence[Path] = ()) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with views `match`, `perturb`, `lipschitz`, `units`,
     `pairs`, `images` over the union of the given runs, the derived view `settings` and the
     table macros `MACROS`, under `limits` (memory, threads; default `Limits()`).
@@ -316,7 +317,10 @@ def open_runs(run_dirs: Sequence[str | Path], *, sandbox: bool = True,
     snapshot: compute `settings` once now (a scan of every table) instead of at every query
     that joins it; for a caller that asks many questions of the files as they are now and opens
     a new connection when they change (the report; the dashboard, whose connection is keyed on
-    the file listing). The result views stay live either way. RunNotFound for a bad path."""
+    the file listing). The result views stay live either way. RunNotFound for a bad path.
+
+    writable: files the sandboxed connection may also write (and read): the output file of
+    `vitsweep query --output`, which DuckDB's COPY writes itself (analysis.export)."""
     runs = check_runs(run_dirs)
     limits = limits or Limits()
     con = duckdb.connect(":memory:")
@@ -350,6 +354,9 @@ def open_runs(run_dirs: Sequence[str | Path], *, sandbox: bool = True,
         allowed = "[" + ", ".join(_sql_string((run if isinstance(run, _Remote) else run.as_posix()) + "/")
                                   for run in runs) + "]"
         con.execute(f"SET allowed_directories = {allowed}")
+        if writable:
+            paths = "[" + ", ".join(_sql_string(Path(p).as_posix()) for p in writable) + "]"
+            con.execute(f"SET allowed_paths = {paths}")
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
     return con

@@ -17,8 +17,11 @@ imports torch or Ray.
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from sweep.errors import UserError, int_at_least
@@ -92,6 +95,31 @@ def _check_output(path: Path | None, force: bool) -> None:
         raise UserError(f"--output {path}: exists; add --force to replace it")
 
 
+def _staging(path: Path) -> Path | None:
+    """A new empty file beside `path` that the result is written to and then renamed over it,
+    so a failed or stopped query leaves `path` as it was; None when `path` is not a plain file
+    (a device, a pipe, a link): the result is then written to it directly, as before."""
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        return None
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except OSError as err:
+        raise UserError(f"{path}: {err.strerror or err}") from None
+    os.close(fd)
+    return Path(name)
+
+
+def _publish(staging: Path, path: Path) -> None:
+    """Move the written `staging` file to `path`, with the mode `path` had (or a new file's)."""
+    if path.is_file():
+        shutil.copymode(path, staging)
+    else:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o666 & ~umask)
+    os.replace(staging, path)
+
+
 def _parse_params(pairs: list[str]) -> dict[str, str]:
     params: dict[str, str] = {}
     for pair in pairs:
@@ -133,11 +161,7 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.write(text)
         return 0
 
-    import duckdb
-
-    from analysis.db import Limits, QueryStopped, RunNotFound, open_runs, time_limit
-    from analysis.named import UnknownQuery, bind_params, finish_named, get_named, relation_arrow
-    from analysis.output import write_result
+    from analysis.db import Limits
 
     positional: list[str] = list(args.args)
     if args.named:
@@ -160,22 +184,50 @@ def run(args: argparse.Namespace) -> int:
     if args.timeout < 0:
         raise UserError("--timeout must be 0 (no limit) or more seconds")
     limits = Limits() if args.memory_limit is None else Limits(memory_limit=args.memory_limit)
+    staging = _staging(args.output) if args.output is not None else None
     try:
-        con = open_runs(runs, limits=limits)
+        _answer(args, runs, sql, limits, staging)
+    finally:
+        if staging is not None:
+            staging.unlink(missing_ok=True)
+    return 0
+
+
+def _answer(args: argparse.Namespace, runs: list[str], sql: str | None, limits, staging: Path | None) -> None:
+    """Run the query and write its result: to `staging` (then renamed to --output) when given,
+    by DuckDB's COPY where analysis.export covers the format and the columns, else through
+    analysis.output; to stdout without --output."""
+    import duckdb
+
+    from analysis.db import QueryStopped, RunNotFound, open_runs, time_limit
+    from analysis.export import copy_result
+    from analysis.named import UnknownQuery, bind_params, finish_named, get_named, relation_arrow
+    from analysis.output import write_result
+
+    try:
+        con = open_runs(runs, limits=limits, writable=[staging] if staging else [])
     except RunNotFound as err:
         raise UserError(str(err)) from None
     except duckdb.Error as err:  # a memory limit DuckDB cannot read
         raise UserError(f"--memory-limit: {_one_line(err)}") from None
+    # COPY writes every row: used without --limit, for a query SQL alone answers
+    copy_ok = staging is not None and args.limit is None
+    table = None
     try:
         with time_limit(con, args.timeout) as cur:
             if args.named:
                 query = get_named(args.named)
                 params = _parse_params(args.param)
                 bound = bind_params(query, params)
-                # finished in Python where the query has a finisher (claims: bootstrap and verdicts)
-                table = finish_named(query, relation_arrow(cur.sql(query.sql, params=bound or None)), params)
+                if not (copy_ok and query.finisher is None
+                        and copy_result(cur, query.sql, bound, args.format, staging)):
+                    # finished in Python where the query has a finisher (claims: bootstrap and verdicts)
+                    table = finish_named(query, relation_arrow(cur.sql(query.sql, params=bound or None)), params)
             else:
-                table = relation_arrow(cur.sql(_single_select(con, sql)))
+                statement = _single_select(con, sql)
+                plain = con.extract_statements(statement)[0].type == duckdb.StatementType.SELECT
+                if not (copy_ok and plain and copy_result(cur, statement, None, args.format, staging)):
+                    table = relation_arrow(cur.sql(statement))
     except QueryStopped as err:
         raise UserError(str(err)) from None
     except (UnknownQuery, ValueError) as err:
@@ -184,9 +236,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(_one_line(err)) from None
     finally:
         con.close()
-    if args.limit is not None:
-        table = table.slice(0, max(args.limit, 0))
-    text = write_result(table, args.format, args.output)
-    if text is not None:
-        sys.stdout.write(text)
-    return 0
+    if table is not None:
+        if args.limit is not None:
+            table = table.slice(0, max(args.limit, 0))
+        text = write_result(table, args.format, staging or args.output)
+        if text is not None:
+            sys.stdout.write(text)
+    if staging is not None:
+        _publish(staging, args.output)
