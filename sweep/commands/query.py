@@ -10,8 +10,10 @@ The runs are opened with analysis.db.open_runs (views match, perturb, lipschitz,
 images, labels, settings; sandboxed to the run directories). A bad query, a missing run or an unknown named query
 is one line on stderr and exit status 2. A query still running after `--timeout` seconds is
 interrupted by DuckDB ("Query stopped after N s", exit status 2); DuckDB's memory is capped at
-`--memory-limit` (analysis.db.Limits, the settings every analysis connection uses). Never
-imports torch or Ray.
+`--memory-limit` (analysis.db.Limits, the settings every analysis connection uses). With
+`--output FILE` in CSV or Parquet, DuckDB writes the file itself (analysis.export: the same bytes
+as the Python writer) to a new file beside FILE, renamed to FILE once the query has succeeded, so
+a stopped or failed query leaves FILE as it was. Never imports torch or Ray.
 """
 
 from __future__ import annotations
@@ -24,7 +26,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from sweep.errors import UserError, int_at_least
+
+if TYPE_CHECKING:
+    from analysis.db import Limits
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -193,7 +200,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _answer(args: argparse.Namespace, runs: list[str], sql: str | None, limits, staging: Path | None) -> None:
+def _answer(args: argparse.Namespace, runs: list[str], sql: str | None, limits: Limits,
+            staging: Path | None) -> None:
     """Run the query and write its result: to `staging` (then renamed to --output) when given,
     by DuckDB's COPY where analysis.export covers the format and the columns, else through
     analysis.output; to stdout without --output."""
