@@ -25,7 +25,6 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from sweep.errors import UserError, int_at_least
