@@ -43,7 +43,9 @@ Parquet footer cache. `time_limit(con, seconds)` gives a cursor whose query Duck
 after `seconds` (QueryStopped: "Query stopped after N s"). `file_listing(runs)` (names, sizes,
 mtimes of the Parquet files) is the key callers cache results on; `read_stats` counts the units,
 files and rows the runs hold. `open_runs(…, snapshot=True)` computes `settings` once (for callers
-that ask many questions and re-open when the listing changes: the report, the dashboard).
+that ask many questions and re-open when the listing changes: the report, the dashboard), and
+`snapshot_estimates(con)` then does the same for `lipschitz_estimates` when the caller needs it
+(the report at once, the dashboard at its first Lipschitz question).
 
 To add a table: give it a schema in sweep/schema.py's UNIT_TABLES and it gets a view like the
 others (`_create_view`); a derived view goes next to `settings` (`DERIVED_VIEWS`).
@@ -360,6 +362,27 @@ def open_runs(run_dirs: Sequence[str | Path], *, sandbox: bool = True,
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
     return con
+
+
+_ESTIMATES_SNAPSHOT = "_lipschitz_estimates_snapshot"
+
+
+def snapshot_estimates(con: duckdb.DuckDBPyConnection) -> None:
+    """Compute `lipschitz_estimates` once (every ok direction's estimate: one scan and group-by
+    of the lipschitz rows) and let the macro filter that table from now on, so the named
+    queries built on it (lipschitz, lipschitz_families, lipschitz_pairs, lipschitz_directions,
+    claims) stop re-reading every lipschitz file. The same rows as the live macro; for a
+    connection opened with `snapshot=True` (its caller re-opens it when the files change).
+    Idempotent; not thread-safe (callers hold their connection's lock)."""
+    done = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'memory' "
+                       "AND schema_name = 'main' AND table_name = $1", [_ESTIMATES_SNAPSHOT]).fetchone()
+    if done and done[0]:
+        return
+    nulls = ", ".join("NULL" for _ in _FILTERS)
+    con.execute(f"CREATE TABLE {_ESTIMATES_SNAPSHOT} AS "
+                f"SELECT * FROM memory.main.lipschitz_estimates({nulls})")
+    con.execute(f"CREATE OR REPLACE MACRO lipschitz_estimates({_MACRO_PARAMS}) AS TABLE\n"
+                f"SELECT * FROM memory.main.{_ESTIMATES_SNAPSHOT}\nWHERE {_FILTER_SQL}")
 
 
 def check_runs(run_dirs: Sequence[str | Path] | str | Path) -> list[Path]:

@@ -37,7 +37,7 @@ import pandas as pd
 
 from analysis import figures
 from analysis.claims import NOT_SUPPORTED, SUPPORTED, Criteria, claims_records, load_criteria
-from analysis.db import ReadStats, open_runs, read_manifest, read_progress, read_stats
+from analysis.db import ReadStats, open_runs, read_manifest, read_progress, read_stats, snapshot_estimates
 from analysis.gallery import Triple, make_triple
 from analysis.named import run_named, run_named_arrow
 
@@ -683,6 +683,7 @@ def build_report(run_dirs: Sequence[str | Path], *, gallery_limit: int = 6,
     start = time.perf_counter()
     con = open_runs(run_dirs, snapshot=True)  # many questions of the files as they are now
     try:
+        snapshot_estimates(con)  # several questions start from every Lipschitz estimate
         data = _read_data(con, gallery_limit)
         results = data.results
         claim_rows = _claim_verdicts(con, criteria)

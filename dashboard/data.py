@@ -468,6 +468,9 @@ def named_query(runs: Runs, key: str, name: str,
     query = named.get_named(name)
     bound = named.bind_params(query, dict(params))
     conn = _connection(runs)
+    with conn.lock:
+        if "lipschitz_estimates" in query.sql:  # once per connection, for every such query
+            db.snapshot_estimates(conn.con)
     with conn.lock, db.time_limit(conn.con, QUERY_TIMEOUT_S) as cur:
         if query.finisher is None:
             return cur.sql(query.sql, params=bound or None).df()

@@ -1,0 +1,47 @@
+"""analysis.db.snapshot_estimates: `lipschitz_estimates` computed once per connection gives the
+same rows, under every filter, and the named queries built on it the same answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from analysis import db, named
+from runfixture import SCALE_MODELS, make_scale_run
+
+USERS = ("lipschitz", "lipschitz_families", "lipschitz_pairs", "lipschitz_directions", "claims")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_scale_run(tmp_path_factory.mktemp("scale"), pairs=120, pairs_per_unit=20)
+
+
+def _estimates(con, *filters: str | None) -> list[tuple]:
+    filters = filters or (None, None, None, None)
+    return con.execute("SELECT * FROM lipschitz_estimates(?, ?, ?, ?) ORDER BY ALL", list(filters)).fetchall()
+
+
+def test_same_rows_and_answers(run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(db.THREADS_ENV, "1")  # avg() sums in one order: answers compared exactly
+    live = db.open_runs([run], snapshot=True)
+    snap = db.open_runs([run], snapshot=True)
+    db.snapshot_estimates(snap)
+    db.snapshot_estimates(snap)  # idempotent
+    assert snap.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = "
+                        "'_lipschitz_estimates_snapshot'").fetchone() == (1,)
+    config = live.execute("SELECT any_value(config_hash) FROM lipschitz WHERE model = ?",
+                          [SCALE_MODELS[1]]).fetchone()[0]
+    for filters in [(None, None, None, None), (None, SCALE_MODELS[0], None, None),
+                    (None, None, None, config), ("no-such-run", None, None, None)]:
+        rows = _estimates(live, *filters)
+        assert _estimates(snap, *filters) == rows, filters
+        assert rows or filters[0] == "no-such-run"
+    for name in USERS:
+        assert named.get_named(name).sql.count("lipschitz_estimates") >= 1
+        assert named.run_named_arrow(snap, name).equals(named.run_named_arrow(live, name)), name
+    # the snapshot really stands in for the files: emptying the view leaves it unchanged
+    before = _estimates(snap)
+    snap.execute("CREATE OR REPLACE VIEW lipschitz AS SELECT * FROM lipschitz WHERE false")
+    assert _estimates(snap) == before and len(before) > 100
