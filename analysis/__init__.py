@@ -8,7 +8,8 @@ a guarded SQL console and the findings report. Never imports torch or Ray.
     run_readonly(con, user_sql)                     # untrusted SQL: QueryRefused unless a plain SELECT
 
 Modules: db (views, run files), named (queries/*.sql), guard (untrusted SQL), output (table/csv/
-json/parquet), figures (matplotlib), gallery (image triples), report (HTML + Markdown).
+json/parquet), export (CSV/Parquet files written by DuckDB's COPY, the same bytes as output's),
+figures (matplotlib), gallery (image triples), report (HTML + Markdown).
 The report modules (matplotlib, jinja2) are not imported here.
 """
 
