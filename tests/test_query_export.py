@@ -171,3 +171,15 @@ def test_a_new_file_gets_the_usual_mode(run: Path, tmp_path: Path) -> None:
         os.umask(umask)
     assert stat.S_IMODE(target.stat().st_mode) == 0o644
     assert pq.read_table(target).num_rows > 0
+
+
+def test_a_link_is_written_through_as_before(run: Path, tmp_path: Path) -> None:
+    """--output naming a symbolic link writes the file it points to (the link stays a link)."""
+    real = tmp_path / "real.csv"
+    real.write_text("old\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to(real)
+    assert main(["query", str(run), "--named", "equivalence", "--format", "csv", "--output", str(link),
+                 "--force"]) == 0
+    assert link.is_symlink() and real.read_text().startswith("model,")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.csv", "real.csv"]

@@ -104,12 +104,15 @@ def _check_output(path: Path | None, force: bool) -> None:
 def _staging(path: Path) -> Path | None:
     """A new empty file beside `path` that the result is written to and then renamed over it,
     so a failed or stopped query leaves `path` as it was; None when `path` is not a plain file
-    (a device, a pipe, a link): the result is then written to it directly, as before."""
+    (a device, a pipe, a link) or its folder takes no new file: the result is then written to it
+    directly, as before."""
     if path.is_symlink() or (path.exists() and not path.is_file()):
         return None
     try:
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     except OSError as err:
+        if path.is_file() and os.access(path, os.W_OK):  # a folder only the file is writable in
+            return None
         raise UserError(f"{path}: {err.strerror or err}") from None
     os.close(fd)
     return Path(name)
