@@ -42,9 +42,9 @@ Resources: every connection gets the same `Limits` (DuckDB `memory_limit`, `thre
 Parquet footer cache. `time_limit(con, seconds)` gives a cursor whose query DuckDB interrupts
 after `seconds` (QueryStopped: "Query stopped after N s"). `file_listing(runs)` (names, sizes,
 mtimes of the Parquet files) is the key callers cache results on; `read_stats` counts the units,
-files and rows the runs hold. `open_runs(…, snapshot=True)` computes `settings` once (for callers
-that ask many questions and re-open when the listing changes: the report, the dashboard), and
-`snapshot_estimates(con)` then does the same for `lipschitz_estimates` when the caller needs it
+files and rows the runs hold. `open_runs(…, snapshot=True)` computes `settings` and reads `units`
+once (for callers that ask many questions and re-open when the listing changes: the report, the
+dashboard), and `snapshot_estimates(con)` then does the same for `lipschitz_estimates` when the caller needs it
 (the report at once, the dashboard at its first Lipschitz question).
 
 To add a table: give it a schema in sweep/schema.py's UNIT_TABLES and it gets a view like the
@@ -317,9 +317,10 @@ def open_runs(run_dirs: Sequence[str | Path], *, sandbox: bool = True,
     table macros `MACROS`, under `limits` (memory, threads; default `Limits()`).
 
     snapshot: compute `settings` once now (a scan of every table) instead of at every query
-    that joins it; for a caller that asks many questions of the files as they are now and opens
-    a new connection when they change (the report; the dashboard, whose connection is keyed on
-    the file listing). The result views stay live either way. RunNotFound for a bad path.
+    that joins it, and read the `units` files (one small file per unit) once into memory; for
+    a caller that asks many questions of the files as they are now and opens a new connection
+    when they change (the report; the dashboard, whose connection is keyed on the file
+    listing). The other views stay live either way. RunNotFound for a bad path.
 
     writable: files the sandboxed connection may also write (and read): the output file of
     `vitsweep query --output`, which DuckDB's COPY writes itself (analysis.export)."""
@@ -348,6 +349,10 @@ def open_runs(run_dirs: Sequence[str | Path], *, sandbox: bool = True,
         con.execute(_knn_view_sql(table, labels))
     con.execute(_SETTINGS_SQL)
     if snapshot:
+        # `units` has one small file per unit (450 files for 450 rows): opening them costs more
+        # than the rows, so a snapshot reads them once (settings below reads the copy too)
+        con.execute("CREATE TABLE _units_snapshot AS SELECT * FROM units")
+        con.execute("CREATE OR REPLACE VIEW units AS SELECT * FROM _units_snapshot")
         con.execute("CREATE TABLE _settings_snapshot AS SELECT * FROM settings")
         con.execute("CREATE OR REPLACE VIEW settings AS SELECT * FROM _settings_snapshot")
     for macro in _MACRO_SQL:
