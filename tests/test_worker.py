@@ -3,10 +3,15 @@ idempotent rewrite."""
 
 from __future__ import annotations
 
+import io
+import tarfile
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from sweep.probes.labels import knn_vote
 from sweep.run.labels import label_run
@@ -17,6 +22,35 @@ from sweep_helpers import ROWS_PER_PAIR, make_shards, read_table, write_spec
 
 PAIRS = 5
 CORRUPT = 2  # pair index with an undecodable source image
+
+
+def _decode(png: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(png)) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def _shard_pictures(tar_path: Path) -> dict[tuple[str, str], np.ndarray]:
+    """(pair_id, role) -> the pixels of each readable picture in a shard."""
+    out = {}
+    with tarfile.open(tar_path) as tar:
+        for member in tar.getmembers():
+            pair_id, _, rest = member.name.partition(".")
+            if rest in ("src.png", "tgt.png"):
+                try:
+                    out[(pair_id, rest[:3])] = _decode(tar.extractfile(member).read())
+                except OSError:
+                    pass  # the corrupt picture
+    return out
+
+
+def _brute_force_knn(query: np.ndarray, bank: dict[str, tuple[np.ndarray, int]], leave_out: set[str], k: int) -> int:
+    """Majority of the k nearest (cosine; equal cosine by key) bank images not left out; a tied
+    vote goes to the nearest voter."""
+    near = sorted((-float(query @ v) / (np.linalg.norm(query) * np.linalg.norm(v)), key, label)
+                  for key, (v, label) in bank.items() if key not in leave_out)[:k]
+    voters = [label for _, _, label in near]
+    counts = Counter(voters)
+    return next(v for v in voters if counts[v] == max(counts.values()))
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +93,37 @@ def test_gallery_and_knn_columns(unit_run: tuple[Path, list]) -> None:
     labels = {r["pair_id"]: r for r in read_table(run_dir, "labels").to_pylist() if r["probe"] == "match"}
     assert sorted(labels) == sorted(r["pair_id"] for r in match)
     assert all(r["knn_src"] is not None and r["knn_adv"] is not None for r in labels.values())
+    # the gallery's source and target are the shard's pictures, pixel for pixel
+    shard = _shard_pictures(run_dir.parent / "shards" / "shard-000000.tar")
+    for row in images:
+        for role in ("src", "tgt"):
+            assert np.array_equal(_decode(row[f"{role}_png"]), shard[(row["pair_id"], role)]), (row["pair_id"], role)
+        assert _decode(row["adv_png"]).shape == (8, 8, 3)
+    # every label equals a brute-force k-NN (k = 5) over the run's 8 clean images, all labelled
+    # (pairs 0, 1, 3, 4: source label i % 3, target (i + 1) % 3);
+    # the pair's own two never vote, so 6 of 8 may vote and 5 do
+    embeddings = read_table(run_dir, "embeddings").to_pylist()
+    bank: dict[str, tuple[np.ndarray, int]] = {}
+    for r in embeddings:
+        if r["role"] != "adv":
+            vector = np.asarray(r["embedding"], dtype=np.float64)
+            assert np.array_equal(bank.setdefault(r["key"], (vector, r["label"]))[0], vector)  # same in every unit
+    assert len(bank) == 8 and sorted(label for _, label in bank.values()) == [0, 0, 1, 1, 1, 1, 2, 2]
+    probed = {(r["unit_id"], r["pair_id"], r["eps"]): np.asarray(r["embedding"], dtype=np.float64)
+              for r in embeddings if r["role"] == "adv"}
+    all_labels = [r for r in read_table(run_dir, "labels").to_pylist()]
+    assert len(all_labels) == (PAIRS - 1) * (ROWS_PER_PAIR["match"] + ROWS_PER_PAIR["perturb"])
+    leave_out_matters = 0
+    for row in all_labels:
+        i = int(row["pair_id"].removeprefix("pair-"))
+        own = {f"img-{2 * i}", f"img-{2 * i + 1}"}
+        for column, query in (("knn_src", bank[f"img-{2 * i}"][0]), ("knn_tgt", bank[f"img-{2 * i + 1}"][0]),
+                              ("knn_adv", probed[(row["unit_id"], row["pair_id"], row["eps"])])):
+            assert row[column] == _brute_force_knn(query, bank, own, 5), (row["pair_id"], row["eps"], column)
+            leave_out_matters += _brute_force_knn(query, bank, set(), 5) != row[column]
+        assert (row["knn_bank_size"], row["knn_k"], row["knn_bank"]) == (6, 5, "run")
+        assert row["knn_src_name"] is None  # the shards have no manifest with label names
+    assert leave_out_matters > 0  # without the exclusion some label would differ
 
 
 def test_embeddings_hold_each_clean_image_and_each_probed_row(unit_run: tuple[Path, list]) -> None:
@@ -108,6 +173,24 @@ def test_knn_never_votes_with_the_pairs_own_images() -> None:
     assert votes[:3] == [2, 2, 2]
     # For p1, "b" (shared with p0) must not vote either: a (0), d (2), f (2) remain.
     assert votes[3] == 2
+
+    # A bank larger than k (8 entries, k = 2), with an unlabelled copy of a (h) and a tied vote in
+    # each answer; worked out by hand from the cosines (c 0.994, g 0.970 for p0's source e0; ...):
+    #   p0 src e0: c (2), g (1) -> tie, nearest c -> 2        (a (0) would vote if not left out -> 0)
+    #   p0 tgt e1: g (1), c (2, cosine 0 like a, at the lower position) -> 1   (b (3) would win -> 3)
+    #   p0 matched 0.95 e0 + 0.05 e1: c (2), g (1) -> 2     (a -> 0)
+    #   p1 src c: a (0), g (1) -> 0                          (c itself -> 2)
+    #   p1 matched e1 + 0.3 e0: g (1), a (0) -> 1            (b, shared with p0 -> 3)
+    bank = torch.stack([e[0], e[1], e[0] * 0.9 + e[2] * 0.1, e[2], e[3], e[0] * 0.8 + e[1] * 0.2, e[0],
+                        e[0] * 0.7 + e[3] * 0.3])
+    labels = torch.tensor([0, 3, 2, 2, 3, 1, -1, 3])
+    a, b, c, d, f, g, h, i = range(8)
+    queries = torch.stack([e[0], e[1], e[0] * 0.95 + e[1] * 0.05, e[0] * 0.9 + e[2] * 0.1, e[1] + 0.3 * e[0]])
+    own = torch.tensor([[a, b]] * 3 + [[c, b]] * 2)
+    votes = knn_vote(queries, bank, labels, own, k=2)
+    assert votes.labels == [2, 1, 2, 0, 1]
+    assert votes.bank_sizes == [5] * 5  # 8 entries less h (unlabelled) and the pair's two
+    assert knn_vote(queries, bank, labels, k=2).labels == [0, 3, 0, 2, 3]  # what voting with them gives
 
 
 def test_head_labels_carry_their_class_names(tmp_path: Path) -> None:
