@@ -4,8 +4,12 @@ idempotent rewrite."""
 from __future__ import annotations
 
 import io
+import os
+import socket
 import tarfile
+import time
 from collections import Counter
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -206,3 +210,29 @@ def test_head_labels_carry_their_class_names(tmp_path: Path) -> None:
     for row in rows:
         for role in ("src", "tgt", "adv"):
             assert row[f"pred_{role}"] is not None and row[f"pred_{role}_name"] == f"class {row[f'pred_{role}']}"
+
+
+def test_a_unit_uses_the_cached_encoder_and_stamps_utc_times_and_its_worker(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The unit takes its encoder from the cache (no second copy), its times are UTC instants even
+    where the local clock is not UTC, and with no worker named it is `host:pid`."""
+    make_shards(tmp_path / "shards", 1, 2)
+    spec = write_spec(tmp_path / "spec.yaml", str(tmp_path / "shards"), tmp_path / "run", gallery=0,
+                      probes=[{"name": "match", "params": {"max_steps": 2, "log_every": 2}}])
+    (unit,) = load_spec(spec).units
+    cache = EncoderCache("cpu")
+    encoder = cache.get(unit.model, unit.weights, unit.embed)
+    monkeypatch.setenv("TZ", "Asia/Kathmandu")  # UTC+05:45: a naive local time would be hours off
+    time.tzset()
+    try:
+        before = datetime.now(timezone.utc)
+        summary = run_unit(unit, cache, str(tmp_path / "run"), run_id="r")
+        after = datetime.now(timezone.utc)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert list(cache._cache.values()) == [encoder]  # a cache hit, not a second load
+    (row,) = read_table(tmp_path / "run", "units").to_pylist()
+    assert before <= row["started_at"] <= row["finished_at"] <= after
+    assert summary.worker == row["worker"] == f"{socket.gethostname()}:{os.getpid()}"
+    assert row["host"] == socket.gethostname() and row["device"] == "cpu"
