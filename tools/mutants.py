@@ -36,7 +36,11 @@ _LABELS_PASS = [f"tests/test_labels_pass.py::{name}" for name in (
     "test_views_show_the_labels_and_a_rerun_replaces_them",
     "test_a_reference_bank_is_used_instead_of_the_run",
     "test_labels_of_a_run_without_finished_units_is_a_user_error",
-    "test_the_worker_no_longer_labels_rows_itself")]
+    "test_the_worker_no_longer_labels_rows_itself",
+    "test_the_summary_and_the_note_say_what_was_labelled",
+    "test_units_without_stored_embeddings_get_no_labels_and_lose_stale_ones",
+    "test_a_missing_reference_bank_is_a_user_error_naming_knn_bank",
+    "test_each_reference_set_has_its_own_cached_embeddings")]
 
 # module -> its fast tests (no Ray, no browser)
 MODULES: dict[str, list[str]] = {
