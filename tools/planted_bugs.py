@@ -46,6 +46,23 @@ BUGS: list[tuple[str, str, str, str, list[str]]] = [
      ["tests/test_worker_parts.py::test_encoder_cache_keeps_the_most_recently_used"]),
     ("W5", "sweep/run/worker.py", '    if pair.error is not None:\n        return pair.error\n', "",
      ["tests/test_worker_parts.py::test_which_error_a_pair_reports"]),
+    ("W6", "sweep/run/worker.py", "datetime.now(timezone.utc), time.perf_counter()", "datetime.now(), time.perf_counter()",
+     ["tests/test_worker.py::test_a_unit_uses_the_cached_encoder_and_stamps_utc_times_and_its_worker"]),
+    # ---- k-NN labels: the vote and the labels pass
+    ("K1", "sweep/probes/labels.py", "    if exclude_index is not None:\n        rows", "    if False:\n        rows",
+     ["tests/test_worker.py::test_knn_never_votes_with_the_pairs_own_images"]),
+    ("K2", "sweep/run/labels.py", "            exclude[q, j] = position.get(key, -1)", "            pass",
+     ["tests/test_worker.py::test_gallery_and_knn_columns"]),
+    ("K3", "sweep/run/labels.py", "json.dumps([model, weights, embed, urls])", "json.dumps([model, weights, embed])",
+     ["tests/test_labels_pass.py::test_each_reference_set_has_its_own_cached_embeddings"]),
+    # ---- the report states the named queries' numbers (checked against hand-worked numbers)
+    ("R1", "analysis/queries/overgeneralisation.sql",
+     "avg((pred_adv = pred_tgt)::DOUBLE) FILTER (WHERE head_differ) AS head_target_rate_all",
+     "avg((pred_adv = pred_tgt)::DOUBLE) FILTER (WHERE success AND head_differ) AS head_target_rate_all",
+     ["tests/test_report.py::test_numbers_equal_the_named_queries"]),
+    ("R2", "analysis/queries/normal_space.sql", "median(random_disp_over_pair) AS median_random_disp_over_pair",
+     "min(random_disp_over_pair) AS median_random_disp_over_pair",
+     ["tests/test_report.py::test_numbers_equal_the_named_queries"]),
     # ---- named queries and their loader
     ("Q1", "analysis/queries/normal_space.sql", "median(disp_over_pair) AS median_disp_over_pair",
      "avg(disp_over_pair) AS median_disp_over_pair", ["tests/test_named_answers.py::test_normal_space"]),
