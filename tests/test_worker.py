@@ -210,6 +210,15 @@ def test_head_labels_carry_their_class_names(tmp_path: Path) -> None:
     for row in rows:
         for role in ("src", "tgt", "adv"):
             assert row[f"pred_{role}"] is not None and row[f"pred_{role}_name"] == f"class {row[f'pred_{role}']}"
+    # head: none for the same model: the unit loads it without its head labels
+    spec = write_spec(tmp_path / "spec-none.yaml", str(tmp_path / "shards"), tmp_path / "run-none",
+                      models=[{"name": "tests.test_encoders:named_tiny_vit", "weights": "factory", "head": "none"}],
+                      probes=[{"name": "match", "params": {"max_steps": 3}}])
+    (unit,) = load_spec(spec).units
+    assert unit.head == "none"
+    run_unit(unit, EncoderCache("cpu"), str(tmp_path / "run-none"), run_id="run-1")
+    rows = read_table(tmp_path / "run-none", "match").to_pylist()
+    assert len(rows) == 2 and all(row[f"pred_{role}"] is None for row in rows for role in ("src", "tgt", "adv"))
 
 
 def test_a_unit_uses_the_cached_encoder_and_stamps_utc_times_and_its_worker(tmp_path: Path,
