@@ -22,10 +22,11 @@ from sweep.run.labels import label_run
 from sweep.run.spec import load_spec
 from sweep.run.store import RunStore
 from sweep.run.worker import EncoderCache, run_unit
-from sweep_helpers import ROWS_PER_PAIR, make_shards, read_table, write_spec
+from sweep_helpers import LINEAR, ROWS_PER_PAIR, make_shards, read_table, write_spec
 
 PAIRS = 5
 CORRUPT = 2  # pair index with an undecodable source image
+VARIANTS = {"match": "", "perturb": "eps=0.03"}  # the gallery shows perturb's largest eps (FAST_PROBES)
 
 
 def _decode(png: bytes) -> np.ndarray:
@@ -245,3 +246,42 @@ def test_a_unit_uses_the_cached_encoder_and_stamps_utc_times_and_its_worker(tmp_
     assert before <= row["started_at"] <= row["finished_at"] <= after
     assert summary.worker == row["worker"] == f"{socket.gethostname()}:{os.getpid()}"
     assert row["host"] == socket.gethostname() and row["device"] == "cpu"
+
+
+def test_every_row_carries_its_pair_and_setting(unit_run: tuple[Path, list]) -> None:
+    """The identity columns of every table, written out from the shard's metadata (pair i: images
+    img-2i and img-2i+1, labels i % 3 and (i + 1) % 3) and the spec."""
+    run_dir, summaries = unit_run
+    units = {u.probe: u for u in load_spec(run_dir.parent / "spec.yaml").units}
+    assert sorted(s.unit_id for s in summaries) == sorted(u.unit_id for u in units.values())
+    for table in ("match", "perturb", "lipschitz", "pairs"):
+        for row in read_table(run_dir, table).to_pylist():
+            unit = units[row["probe"]]
+            i = int(row["pair_id"].removeprefix("pair-"))
+            assert (row["run_id"], row["unit_id"], row["model"], row["weights"], row["embed"], row["config_hash"]) == (
+                "run-1", unit.unit_id, LINEAR, "factory", "pre_logits", unit.config_hash), (table, row["pair_id"])
+            assert table == "pairs" or row["params"] == unit.params_json
+            assert (row["src_key"], row["tgt_key"], row["src_label"], row["tgt_label"]) == (
+                f"img-{2 * i}", f"img-{2 * i + 1}", i % 3, (i + 1) % 3), (table, row["pair_id"])
+            assert (row["status"], row["error"] is None) == (("error", False) if i == CORRUPT else ("ok", True))
+            if table == "pairs":
+                assert row["shard"] == unit.shard
+    for row in read_table(run_dir, "embeddings").to_pylist():
+        unit = units[row["probe"]]
+        assert (row["run_id"], row["unit_id"], row["model"], row["weights"], row["embed"], row["config_hash"]) == (
+            "run-1", unit.unit_id, LINEAR, "factory", "pre_logits", unit.config_hash)
+        i = int(row["pair_id"].removeprefix("pair-"))
+        if row["role"] == "adv":
+            assert row["key"] is None and row["label"] is None
+            if row["probe"] == "match":
+                assert row["eps"] is None
+        else:
+            j = 2 * i + (row["role"] == "tgt")
+            assert (row["key"], row["label"], row["eps"]) == (f"img-{j}", (i + (row["role"] == "tgt")) % 3, None)
+    perturb_eps = sorted({r["eps"] for r in read_table(run_dir, "embeddings").to_pylist()
+                          if r["probe"] == "perturb" and r["role"] == "adv"})
+    assert perturb_eps == pytest.approx([0.01, 0.03])
+    for row in read_table(run_dir, "images").to_pylist():
+        unit = units[row["probe"]]
+        assert (row["run_id"], row["unit_id"], row["model"]) == ("run-1", unit.unit_id, LINEAR)
+        assert row["variant"] == VARIANTS[row["probe"]], row
