@@ -338,3 +338,17 @@ def test_each_reference_set_has_its_own_cached_embeddings(run: dict[str, Any], t
     assert label_run(run["dir"], k=3, bank=str(tmp_path / "second")).settings[0].bank_images == len(second)
     assert len(set(cache_dir.rglob("*.parquet")) - before) == 2
     label_run(run["dir"])  # back to the spec's bank for the other tests
+
+
+def test_describe_gives_one_line_per_setting_with_its_head() -> None:
+    from sweep.run.labels import LabelsSummary, SettingSummary
+
+    summary = LabelsSummary(k=3, bank="shards/ref", files=[], settings=[
+        SettingSummary("vit_a", "timm", "pre_logits", "shards/ref", 10, 8, 6, head={"label_set": "imagenet-1k"}),
+        SettingSummary("vit_b", "random:0", "block:3", "shards/ref", 0, 0, 0, head={}, skipped="no embeddings"),
+        SettingSummary("vit_c", "random:1", "pre_logits", "shards/ref", 4, 4, 2, head={"label_set": None, "note": "no head"}),
+    ])
+    assert summary.describe() == (
+        "vit_a [timm, pre_logits]: 6 rows labelled by 3-NN over 8 labelled of 10 images (shards/ref); head labels: imagenet-1k\n"
+        "vit_b [random:0, block:3]: no k-NN labels (no embeddings); head labels: none ()\n"
+        "vit_c [random:1, pre_logits]: 2 rows labelled by 3-NN over 4 labelled of 4 images (shards/ref); head labels: none (no head)")

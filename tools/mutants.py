@@ -40,7 +40,8 @@ _LABELS_PASS = [f"tests/test_labels_pass.py::{name}" for name in (
     "test_the_summary_and_the_note_say_what_was_labelled",
     "test_units_without_stored_embeddings_get_no_labels_and_lose_stale_ones",
     "test_a_missing_reference_bank_is_a_user_error_naming_knn_bank",
-    "test_each_reference_set_has_its_own_cached_embeddings")]
+    "test_each_reference_set_has_its_own_cached_embeddings",
+    "test_describe_gives_one_line_per_setting_with_its_head")]
 
 # module -> its fast tests (no Ray, no browser)
 MODULES: dict[str, list[str]] = {
