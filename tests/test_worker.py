@@ -285,3 +285,18 @@ def test_every_row_carries_its_pair_and_setting(unit_run: tuple[Path, list]) -> 
         unit = units[row["probe"]]
         assert (row["run_id"], row["unit_id"], row["model"]) == ("run-1", unit.unit_id, LINEAR)
         assert row["variant"] == VARIANTS[row["probe"]], row
+
+
+def test_the_unit_seed_reaches_the_probe(tmp_path: Path) -> None:
+    """Perturb's random baseline draws from the unit's seed: seed 5 gives other draws than seed 0,
+    and the same seed the same draws."""
+    make_shards(tmp_path / "shards", 1, 2)
+    baselines = []
+    for run, seed in (("a", 0), ("b", 5), ("c", 5)):
+        spec = write_spec(tmp_path / f"{run}.yaml", str(tmp_path / "shards"), tmp_path / run, gallery=0, seed=seed,
+                          probes=[{"name": "perturb", "params": {"eps": [0.03], "steps": 1, "random_draws": 2}}])
+        (unit,) = load_spec(spec).units
+        assert unit.seed == seed
+        run_unit(unit, EncoderCache("cpu"), str(tmp_path / run), run_id="r")
+        baselines.append([r["random_disp"] for r in read_table(tmp_path / run, "perturb").sort_by("pair_id").to_pylist()])
+    assert baselines[1] == baselines[2] and baselines[0] != baselines[1]
