@@ -244,6 +244,7 @@ def test_a_unit_uses_the_cached_encoder_and_stamps_utc_times_and_its_worker(tmp_
     assert list(cache._cache.values()) == [encoder]  # a cache hit, not a second load
     (row,) = read_table(tmp_path / "run", "units").to_pylist()
     assert before <= row["started_at"] <= row["finished_at"] <= after
+    assert 0 < row["seconds"] == summary.seconds <= (after - before).total_seconds()
     assert summary.worker == row["worker"] == f"{socket.gethostname()}:{os.getpid()}"
     assert row["host"] == socket.gethostname() and row["device"] == "cpu"
 
