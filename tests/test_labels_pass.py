@@ -267,3 +267,88 @@ def test_labels_command_redoes_the_pass_and_refuses_bad_input(run: dict[str, Any
 def test_the_worker_no_longer_labels_rows_itself(run: dict[str, Any]) -> None:
     for table in ("match", "perturb"):
         assert all(r["knn_adv"] is None for r in read_table(run["dir"], table).to_pylist())
+
+
+def test_the_summary_and_the_note_say_what_was_labelled(run: dict[str, Any]) -> None:
+    summary = label_run(run["dir"])
+    n_images = len(run["used"])
+    n_labelled = sum(1 for key in run["used"] if run["images"][key][1] is not None)
+    assert (summary.k, summary.bank) == (K, "run")
+    assert sorted(summary.files) == sorted(
+        str(p.relative_to(run["dir"])) for p in (run["dir"] / "results" / "labels").rglob("*.parquet"))
+    assert sorted(f.split("/")[2] for f in summary.files) == ["probe=match", "probe=perturb"]
+    (setting,) = summary.settings
+    model = "tests.encoders_for_tests:linear_encoder"
+    assert (setting.model, setting.weights, setting.embed, setting.bank) == (model, "factory", "pre_logits", "run")
+    assert (setting.bank_images, setting.bank_labelled, setting.rows, setting.skipped) == (n_images, n_labelled, 24, None)
+    assert summary.describe() == (
+        f"{model} [factory, pre_logits]: 24 rows labelled by {K}-NN over {n_labelled} labelled of {n_images} "
+        "images (run); head labels: none (the factory's module has no `classifier`)")
+    note = json.loads((run["dir"] / "labels.json").read_text())
+    assert note["knn"]["k"] == K and note["knn"]["bank"] == "run"
+    (noted,) = note["settings"]
+    assert {key: noted[key] for key in ("model", "weights", "embed", "bank", "bank_images", "bank_labelled",
+                                        "rows", "skipped")} == {
+        "model": model, "weights": "factory", "embed": "pre_logits", "bank": "run", "bank_images": n_images,
+        "bank_labelled": n_labelled, "rows": 24, "skipped": None}
+
+
+def test_units_without_stored_embeddings_get_no_labels_and_lose_stale_ones(run: dict[str, Any], tmp_path: Path) -> None:
+    """Units written before embeddings were stored: the setting is skipped with the reason, and
+    label files of an earlier pass are removed rather than left standing."""
+    import shutil
+
+    old = tmp_path / "old"
+    for table in ("units", "labels"):
+        shutil.copytree(run["dir"] / "results" / table, old / "results" / table)
+    summary = label_run(old, k=3)
+    (setting,) = summary.settings
+    assert setting.skipped == ("its units stored no embeddings (written by an older vitsweep): rerun them to get "
+                               "k-NN labels")
+    assert (setting.bank_images, setting.bank_labelled, setting.rows, summary.files) == (0, 0, 0, [])
+    assert list((old / "results" / "labels").rglob("*.parquet")) == []
+    assert summary.describe().endswith("no k-NN labels (its units stored no embeddings (written by an older "
+                                       "vitsweep): rerun them to get k-NN labels); head labels: none (the factory's "
+                                       "module has no `classifier`)")
+
+
+def test_a_missing_reference_bank_is_a_user_error_naming_knn_bank(run: dict[str, Any], tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"^knn_bank: no such shard: .*nope"):
+        label_run(run["dir"], bank=str(tmp_path / "nope" / "pairs-000000.tar"))
+
+
+def test_each_reference_set_has_its_own_cached_embeddings(run: dict[str, Any], tmp_path: Path) -> None:
+    """The cache file is named by setting and bank, reused as it is on the next pass (not rewritten),
+    and a second reference set is embedded afresh instead of being served the first one's cache."""
+    import re
+
+    first, second = _image_set(7, 8, "one"), _image_set(8, 9, "two")
+    for name, images in (("first", first), ("second", second)):
+        keys = sorted(images)
+        _write_set(tmp_path / name, images, [(keys[i], keys[i + 4]) for i in range(len(keys) - 4)], per_shard=2,
+                   prefix=name)
+    cache_dir = run["dir"] / "results" / "embeddings" / "probe=_reference"
+    before = set(cache_dir.rglob("*.parquet"))
+    assert label_run(run["dir"], k=3, bank=str(tmp_path / "first")).settings[0].bank_images == len(first)
+    (cached,) = set(cache_dir.rglob("*.parquet")) - before
+    assert re.fullmatch(r"[0-9a-f]{16}-[0-9a-f]{16}\.parquet", cached.name), cached.name
+    stamp = (cached.stat().st_ino, cached.stat().st_mtime_ns)
+    assert label_run(run["dir"], k=3, bank=str(tmp_path / "first")).settings[0].bank_images == len(first)
+    assert (cached.stat().st_ino, cached.stat().st_mtime_ns) == stamp  # read, not rewritten
+    assert label_run(run["dir"], k=3, bank=str(tmp_path / "second")).settings[0].bank_images == len(second)
+    assert len(set(cache_dir.rglob("*.parquet")) - before) == 2
+    label_run(run["dir"])  # back to the spec's bank for the other tests
+
+
+def test_describe_gives_one_line_per_setting_with_its_head() -> None:
+    from sweep.run.labels import LabelsSummary, SettingSummary
+
+    summary = LabelsSummary(k=3, bank="shards/ref", files=[], settings=[
+        SettingSummary("vit_a", "timm", "pre_logits", "shards/ref", 10, 8, 6, head={"label_set": "imagenet-1k"}),
+        SettingSummary("vit_b", "random:0", "block:3", "shards/ref", 0, 0, 0, head={}, skipped="no embeddings"),
+        SettingSummary("vit_c", "random:1", "pre_logits", "shards/ref", 4, 4, 2, head={"label_set": None, "note": "no head"}),
+    ])
+    assert summary.describe() == (
+        "vit_a [timm, pre_logits]: 6 rows labelled by 3-NN over 8 labelled of 10 images (shards/ref); head labels: imagenet-1k\n"
+        "vit_b [random:0, block:3]: no k-NN labels (no embeddings); head labels: none ()\n"
+        "vit_c [random:1, pre_logits]: 2 rows labelled by 3-NN over 4 labelled of 4 images (shards/ref); head labels: none (no head)")

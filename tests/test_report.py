@@ -141,6 +141,32 @@ def test_numbers_equal_the_named_queries(run: Path, report: dict[str, Path]) -> 
     assert paper not in vit_b and "75.0% success rate" in vit_b
     assert "33.3×" in html and "66.7×" in html  # sigma1 / median random: 100/3 and 200/3
     assert "median PSNR 35 dB" in html and "median PSNR 36 dB" in html
+    # claim 2, worked out from the fixture: at the largest ε pairs 0-2 move 0.1·8·(1, 1.1, 1.2)·(1 + m)
+    # (L∞) and 1.0·(1, 1.1, 1.2)·(1 + m) (L2) times their distance, a random change 1/20 of that
+    for model, m in (("vit_a", 0), ("vit_b", 1)):
+        part = html[html.index(f'id="{model}'):] if model == "vit_b" else vit_a
+        for eps, median, random in (("8/255", 0.88, 0.044), ("1", 1.1, 0.055)):
+            text = (f"at most ε = {eps} moves the embedding by a median {median * (1 + m):.3g} times the "
+                    f"source-target distance; a random change of the same size moves it {random * (1 + m):.3g} "
+                    f"times (median ratio 20×)")
+            assert text in part and text in md, (model, text)
+    # claim 4, worked out from the fixture (source and target labels always differ):
+    # default: successes p0-p2; head follows the target on p0, p1 (p3 too); k-NN on p0, p2
+    # paper: successes p0, p2; head follows the target on p0, p2; k-NN on p2 (p3 too)
+    a_default, a_paper = vit_a.split("4. Overgeneralisation")[1:]
+    b_default = vit_b.split("4. Overgeneralisation")[1]
+    assert default in a_default and paper in a_paper and default in b_default
+    for setting_part, labeller, n, target, source, target_all in (
+            (a_default, "the classifier head", 3, "66.7%", "33.3%", "75.0%"),
+            (a_default, "k-NN", 3, "66.7%", "33.3%", "50.0%"),
+            (a_paper, "the classifier head", 2, "100.0%", "0.0%", "50.0%"),
+            (a_paper, "k-NN", 2, "50.0%", "50.0%", "50.0%"),
+            (b_default, "the classifier head", 3, "66.7%", "33.3%", "75.0%"),
+            (b_default, "k-NN", 3, "66.7%", "33.3%", "50.0%")):
+        text = (f"Of the {n} successful matches whose source and target {labeller} labels differently, "
+                f"{target} are labelled as the target and {source} keep the source")
+        assert text in setting_part and text in md, text
+        assert f"({target_all} as the target among all such ok matches)" in setting_part[setting_part.index(text):]
 
 
 def test_failures_are_listed(report: dict[str, Path]) -> None:

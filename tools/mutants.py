@@ -30,6 +30,19 @@ REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / ".mutants"
 MUTMUT = Path(sys.executable).with_name("mutmut")
 
+_LABELS_PASS = [f"tests/test_labels_pass.py::{name}" for name in (
+    "test_units_hold_two_pairs_and_store_fp16_embeddings_of_their_images",
+    "test_knn_labels_equal_a_brute_force_knn_over_the_whole_run",
+    "test_views_show_the_labels_and_a_rerun_replaces_them",
+    "test_a_reference_bank_is_used_instead_of_the_run",
+    "test_labels_of_a_run_without_finished_units_is_a_user_error",
+    "test_the_worker_no_longer_labels_rows_itself",
+    "test_the_summary_and_the_note_say_what_was_labelled",
+    "test_units_without_stored_embeddings_get_no_labels_and_lose_stale_ones",
+    "test_a_missing_reference_bank_is_a_user_error_naming_knn_bank",
+    "test_each_reference_set_has_its_own_cached_embeddings",
+    "test_describe_gives_one_line_per_setting_with_its_head")]
+
 # module -> its fast tests (no Ray, no browser)
 MODULES: dict[str, list[str]] = {
     # store: its own tests and the store-level crash tests (the worker-level ones run a whole
@@ -43,7 +56,17 @@ MODULES: dict[str, list[str]] = {
             "test_a_write_failing_before_any_byte_raises_its_own_error")],
     "analysis/guard.py": ["tests/test_guard.py"],
     "analysis/named.py": ["tests/test_named_queries.py", "tests/test_named_answers.py"],
-    "sweep/run/worker.py": ["tests/test_worker_parts.py", "tests/test_worker.py", "tests/test_store_crash.py"],
+    # worker: tests that run a unit on the linear encoder with 2-5 pairs (seconds each), the
+    # worker-level crash tests, and the labels pass (it reads what the unit stored); not the
+    # labels command test, which starts `vitsweep labels` five times
+    "sweep/run/worker.py": ["tests/test_worker_parts.py", "tests/test_worker.py"] + [
+        f"tests/test_store_crash.py::{name}" for name in (
+            "test_a_failed_table_write_leaves_the_unit_not_done",
+            "test_the_done_marker_is_the_last_file_written",
+            "test_a_good_unit_survives_a_failed_rewrite")] + _LABELS_PASS + [
+        "tests/test_fencing.py::test_commit_moves_staged_files_in_order"],  # commit=False: staged files
+    # the run-wide k-NN labels pass
+    "sweep/run/labels.py": _LABELS_PASS + ["tests/test_worker.py::test_gallery_and_knn_columns"],
     "sweep/probes/base.py": ["tests/test_probe_contract.py"],
     "sweep/probes/metrics.py": ["tests/test_probe_contract.py"],
     "sweep/probes/match.py": ["tests/test_probe_match.py"],
