@@ -288,3 +288,46 @@ def test_a_pair_that_starts_matched_stops_at_step_zero() -> None:
     row = result.rows[0]
     assert row["steps"] == 0 and row["success"] is True and row["sq_l2"] == 0.0 and row["cos"] == pytest.approx(1.0)
     assert row["pix_l2"] == 0.0 and math.isinf(row["psnr"]) and row["loss_trajectory"] == [0.0]
+
+
+def test_project_onto_l2_and_linf_balls_per_row() -> None:
+    """`project` (also perturb's) in closed form, with a radius per row as perturb passes it."""
+    from sweep.probes.match import project
+
+    scale = torch.tensor([0.01, 0.1, 1.0], dtype=torch.float64).view(3, 1, 1, 1)
+    delta = torch.randn(3, 3, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * scale
+    eps = torch.tensor([0.5, 0.3, 0.05], dtype=torch.float64)
+    lengths = delta.flatten(1).norm(dim=1)
+    assert lengths[0] < eps[0] and eps[1] < lengths[1] < 1 < lengths[2]  # inside; outside, shorter than 1; longer
+    got = project(delta, "l2", eps)
+    for i in range(3):
+        want = delta[i] if lengths[i] <= eps[i] else delta[i] * (eps[i] / lengths[i])
+        assert torch.allclose(got[i], want, rtol=1e-12, atol=0)
+        assert torch.equal(project(delta, "linf", eps)[i], delta[i].clamp(-float(eps[i]), float(eps[i])))
+    # a scalar radius keeps the perturbation's dtype: exactly 0.1 in float64, not float32's 0.1
+    assert float(project(delta, "linf", 0.1).abs().max()) == 0.1
+    assert float(project(delta[2:], "l2", 0.1).flatten().norm()) == pytest.approx(0.1, rel=1e-15)
+    assert project(delta, "linf", 0.1).dtype == torch.float64
+    assert torch.equal(project(torch.zeros(1, 3, 2, 2), "l2", 0.1), torch.zeros(1, 3, 2, 2))
+
+
+@pytest.mark.parametrize("sync_every", [None, 3])
+def test_a_pair_waits_at_most_one_sync_round_after_it_matched(sync_every) -> None:
+    """A pair whose test passes at x_s (s updates) is confirmed at the next sync: the loop runs
+    sync_every * ceil((s + 1) / sync_every) batched forwards (the probe's default sync_every is 10)."""
+    enc = _encoder()
+    calls = []
+    enc.loop_fn = lambda module, x: (calls.append(len(x)), module(x))[1]
+    W = enc.module.weight.detach().double()
+    params = {**CASES["gd"], "max_steps": 40}
+    (pair,) = _pairs(1, seed=3)
+    _, s, _, _ = reference_default(W, pair.src, pair.tgt, optimizer="gd", lr=params["lr"], rho=params["rho"],
+                                   min_cos=params["min_cos"], max_steps=40, log_every=3)
+    assert 10 <= s < 30
+    probe = build_probe("match", params)
+    if sync_every is not None:
+        probe.sync_every = sync_every
+    every = sync_every or 10
+    (result,) = list(probe.run(enc, [pair]))
+    assert result.rows[0]["steps"] == s
+    assert len(calls) == every * math.ceil((s + 1) / every) and set(calls) == {1}
