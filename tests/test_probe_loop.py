@@ -70,10 +70,12 @@ class Counter:
         return item[2]
 
 
-def _run(items: list[Item], batch_size: int, sync_every: int, task: Counter | None = None) -> tuple[list, Counter]:
+def _run(items: list[Item], batch_size: int, sync_every: int | None, task: Counter | None = None) -> tuple[list, Counter]:
     task = task or Counter()
     task.names = [name for name, _, _ in items]
     task.code = {name: i for i, name in enumerate(task.names)}
+    if sync_every is None:  # the loop's default
+        return list(run_continuous(task, iter(items), batch_size)), task
     return list(run_continuous(task, iter(items), batch_size, sync_every=sync_every)), task
 
 
@@ -93,6 +95,11 @@ def test_rows_that_finish_before_their_budget_wait_for_the_next_regular_sync() -
     results, task = _run(items, batch_size=2, sync_every=4, task=Counter(with_check=True))
     assert results == [("a", 3, 4), ("b", 6, 8), ("c", 1, 8)]
     assert task.syncs == [4, 8]
+
+
+def test_the_default_sync_period_is_ten_calls() -> None:
+    results, task = _run([("a", 3, 100), ("b", 12, 100)], batch_size=2, sync_every=None, task=Counter(with_check=True))
+    assert results == [("a", 3, 10), ("b", 12, 20)] and task.syncs == [10, 20]
 
 
 def test_a_budget_of_one_and_more_slots_than_items() -> None:
