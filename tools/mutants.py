@@ -44,7 +44,7 @@ MODULES: dict[str, list[str]] = {
     "analysis/guard.py": ["tests/test_guard.py"],
     "analysis/named.py": ["tests/test_named_queries.py", "tests/test_named_answers.py"],
     "sweep/run/worker.py": ["tests/test_worker_parts.py", "tests/test_worker.py", "tests/test_store_crash.py"],
-    "sweep/probes/base.py": ["tests/test_probe_contract.py"],
+    "sweep/probes/base.py": ["tests/test_probe_contract.py", "tests/test_probe_base.py"],
     "sweep/probes/metrics.py": ["tests/test_probe_contract.py", "tests/test_probe_metrics.py"],
     # match, loop, common, labels: the linear-encoder oracles, not test_probe_match.py's ViT runs
     # (minutes per mutant on a small machine); those still run in `make test`
