@@ -55,7 +55,7 @@ MODULES: dict[str, list[str]] = {
     "sweep/probes/perturb.py": ["tests/test_probe_perturb.py"],
     "sweep/probes/lipschitz.py": ["tests/test_probe_lipschitz.py"],
     # labels: k-NN and head top-1 here; the run-wide labels pass tests count for sweep/run/labels.py
-    "sweep/probes/labels.py": ["tests/test_labels_knn.py", "tests/test_probe_common.py"],
+    "sweep/probes/labels.py": ["tests/test_labels_knn.py", "tests/test_probe_labels.py", "tests/test_probe_common.py"],
     "sweep/probes/loop.py": ["tests/test_probe_loop.py", "tests/test_probe_match_oracle.py"],
     "sweep/probes/common.py": ["tests/test_probe_common.py", "tests/test_probe_match_oracle.py"],
 }
