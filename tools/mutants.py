@@ -10,7 +10,7 @@ writes the survivors' diffs to `.mutants/<module>/survivors.txt` for review.
     python tools/mutants.py sweep/run/store.py       # one module
     python tools/mutants.py --list                   # the modules and their tests
 
-It runs at low priority with one test process (`nice -n 19`, `--max-children 1`) so a shared
+It runs at low priority, with one test process unless `--children N` asks for more (`nice -n 19`, `--max-children`) so a shared
 machine stays usable. Not part of CI. Results and judgements of equivalent mutants: TESTING.md.
 """
 
@@ -114,7 +114,7 @@ def _results(work: Path) -> dict[str, str]:
     return found
 
 
-def run_module(module: str, fresh: bool) -> dict[str, int]:
+def run_module(module: str, fresh: bool, children: int = 1) -> dict[str, int]:
     tests = [t for t in MODULES[module] if (REPO / t.split("::")[0]).exists()]
     if not tests:
         print(f"{module}: none of its tests exist ({', '.join(MODULES[module])}); skipped")
@@ -122,7 +122,7 @@ def run_module(module: str, fresh: bool) -> dict[str, int]:
     work = _prepare(module, tests, fresh)
     print(f"== {module}: tests {' '.join(tests)}", flush=True)
     t0 = time.monotonic()
-    subprocess.run(["nice", "-n", "19", str(MUTMUT), "run", "--max-children", "1"], cwd=work,
+    subprocess.run(["nice", "-n", "19", str(MUTMUT), "run", "--max-children", str(children)], cwd=work,
                    env=_env(), check=False)
     statuses = _results(work)
     counts: dict[str, int] = {}
@@ -145,6 +145,8 @@ def main() -> int:
     parser.add_argument("modules", nargs="*", help="modules to mutate (default: all listed)")
     parser.add_argument("--list", action="store_true", help="list the modules and their tests")
     parser.add_argument("--resume", action="store_true", help="keep earlier results (default: start afresh)")
+    parser.add_argument("--children", type=int, default=1, metavar="N",
+                        help="test processes at once (default 1; each at nice 19, so more only take idle CPU)")
     args = parser.parse_args()
     if args.list:
         for module, tests in MODULES.items():
@@ -157,7 +159,10 @@ def main() -> int:
     if not MUTMUT.exists():
         print("mutants: mutmut is not installed; pip install -e '.[mutants]'", file=sys.stderr)
         return 2
-    summary = {m: run_module(m, not args.resume) for m in (args.modules or MODULES)}
+    if args.children < 1:
+        print(f"mutants: --children must be at least 1, got {args.children}", file=sys.stderr)
+        return 2
+    summary = {m: run_module(m, not args.resume, args.children) for m in (args.modules or MODULES)}
     print("\nmodule                       killed  survived  other  kill rate")
     for module, counts in summary.items():
         if not counts:
