@@ -10,8 +10,8 @@ writes the survivors' diffs to `.mutants/<module>/survivors.txt` for review.
     python tools/mutants.py sweep/run/store.py       # one module
     python tools/mutants.py --list                   # the modules and their tests
 
-It runs at low priority, with one test process unless `--children N` asks for more (`nice -n 19`, `--max-children`) so a shared
-machine stays usable. Not part of CI. Results and judgements of equivalent mutants: TESTING.md.
+It runs at low priority (`nice -n 19`) with one test process unless `--children N` asks for more
+(mutmut's `--max-children`), so a shared machine stays usable. Not part of CI. Results and judgements of equivalent mutants: TESTING.md.
 """
 
 from __future__ import annotations
