@@ -11,7 +11,8 @@ writes the survivors' diffs to `.mutants/<module>/survivors.txt` for review.
     python tools/mutants.py --list                   # the modules and their tests
 
 It runs at low priority (`nice -n 19`) with one test process unless `--children N` asks for more
-(mutmut's `--max-children`), so a shared machine stays usable. Not part of CI. Results and judgements of equivalent mutants: TESTING.md.
+(mutmut's `--max-children`), so a shared machine stays usable. Not part of CI. Results and
+judgements of equivalent mutants: TESTING.md.
 """
 
 from __future__ import annotations
