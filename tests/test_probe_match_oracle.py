@@ -207,7 +207,7 @@ def test_a_stopping_test_the_fp32_check_overrules_sends_the_pair_on() -> None:
     enc.loop_fn = lambda module, x: module(x) + bias
     W = enc.module.weight.detach().double()
     C, c = enc.head.weight.detach().double(), enc.head.bias.detach().double()
-    params = {"optimizer": "gd", "lr": 0.5, "rho": 0.06, "min_cos": 0.99, "max_steps": 40, "log_every": 1}
+    params = {"optimizer": "gd", "lr": 0.5, "rho": 0.06, "min_cos": 0.99, "max_steps": 20, "log_every": 1}
     probe = build_probe("match", {**params, "precision": "fp32"})
     probe.sync_every = 4
     pairs = _pairs(6, seed=8)
@@ -216,12 +216,12 @@ def test_a_stopping_test_the_fp32_check_overrules_sends_the_pair_on() -> None:
     vetoed, stopped = 0, 0
     for pair in pairs:
         x, n, traj, vetoes = reference_default(
-            W, pair.src, pair.tgt, optimizer="gd", lr=0.5, rho=0.06, min_cos=0.99, max_steps=40, log_every=1,
+            W, pair.src, pair.tgt, optimizer="gd", lr=0.5, rho=0.06, min_cos=0.99, max_steps=20, log_every=1,
             bias=bias, margin=margin)
         _check(results[pair.pair_id], pair, x, n, traj, W, C, c,
                lambda sq, cos, rel: rel <= 0.06 and cos >= 0.99, 1)
         vetoed += vetoes > 0
-        stopped += vetoes > 0 and n < 40
+        stopped += vetoes > 0 and n < 20
     assert margin.low > 2e-5
     assert stopped >= 1 and vetoed >= 2, (stopped, vetoed)
 
