@@ -10,8 +10,9 @@ writes the survivors' diffs to `.mutants/<module>/survivors.txt` for review.
     python tools/mutants.py sweep/run/store.py       # one module
     python tools/mutants.py --list                   # the modules and their tests
 
-It runs at low priority with one test process (`nice -n 19`, `--max-children 1`) so a shared
-machine stays usable. Not part of CI. Results and judgements of equivalent mutants: TESTING.md.
+It runs at low priority (`nice -n 19`) with one test process unless `--children N` asks for more
+(mutmut's `--max-children`), so a shared machine stays usable. Not part of CI. Results and
+judgements of equivalent mutants: TESTING.md.
 """
 
 from __future__ import annotations
@@ -67,14 +68,20 @@ MODULES: dict[str, list[str]] = {
         "tests/test_fencing.py::test_commit_moves_staged_files_in_order"],  # commit=False: staged files
     # the run-wide k-NN labels pass
     "sweep/run/labels.py": _LABELS_PASS + ["tests/test_worker.py::test_gallery_and_knn_columns"],
-    "sweep/probes/base.py": ["tests/test_probe_contract.py"],
-    "sweep/probes/metrics.py": ["tests/test_probe_contract.py"],
-    "sweep/probes/match.py": ["tests/test_probe_match.py"],
+    "sweep/probes/base.py": ["tests/test_probe_contract.py", "tests/test_probe_base.py"],
+    "sweep/probes/metrics.py": ["tests/test_probe_contract.py", "tests/test_probe_metrics.py"],
+    # match, loop, common, labels: the linear-encoder oracles, not test_probe_match.py's ViT runs
+    # (minutes per mutant on a small machine); those still run in `make test`
+    "sweep/probes/match.py": ["tests/test_probe_match_oracle.py",
+                              "tests/test_probe_contract.py::test_match_8bit_recheck_is_judged_on_the_rounded_image",
+                              "tests/test_probe_match.py::test_bad_parameters_are_refused",
+                              "tests/test_probe_match.py::test_paper_preset_runs_in_fp32_unless_told_otherwise"],
     "sweep/probes/perturb.py": ["tests/test_probe_perturb.py"],
     "sweep/probes/lipschitz.py": ["tests/test_probe_lipschitz.py"],
-    "sweep/probes/labels.py": ["tests/test_labels_knn.py", "tests/test_labels_pass.py"],
-    "sweep/probes/loop.py": ["tests/test_probe_match.py"],
-    "sweep/probes/common.py": ["tests/test_probe_match.py", "tests/test_probe_perturb.py"],
+    # labels: k-NN and head top-1 here; the run-wide labels pass tests count for sweep/run/labels.py
+    "sweep/probes/labels.py": ["tests/test_labels_knn.py", "tests/test_probe_labels.py", "tests/test_probe_common.py"],
+    "sweep/probes/loop.py": ["tests/test_probe_loop.py", "tests/test_probe_match_oracle.py"],
+    "sweep/probes/common.py": ["tests/test_probe_common.py", "tests/test_probe_match_oracle.py"],
 }
 LINKED = ("sweep", "analysis", "dashboard", "tests")
 
@@ -131,7 +138,7 @@ def _results(work: Path) -> dict[str, str]:
     return found
 
 
-def run_module(module: str, fresh: bool) -> dict[str, int]:
+def run_module(module: str, fresh: bool, children: int = 1) -> dict[str, int]:
     tests = [t for t in MODULES[module] if (REPO / t.split("::")[0]).exists()]
     if not tests:
         print(f"{module}: none of its tests exist ({', '.join(MODULES[module])}); skipped")
@@ -139,7 +146,7 @@ def run_module(module: str, fresh: bool) -> dict[str, int]:
     work = _prepare(module, tests, fresh)
     print(f"== {module}: tests {' '.join(tests)}", flush=True)
     t0 = time.monotonic()
-    subprocess.run(["nice", "-n", "19", str(MUTMUT), "run", "--max-children", "1"], cwd=work,
+    subprocess.run(["nice", "-n", "19", str(MUTMUT), "run", "--max-children", str(children)], cwd=work,
                    env=_env(), check=False)
     statuses = _results(work)
     counts: dict[str, int] = {}
@@ -162,6 +169,8 @@ def main() -> int:
     parser.add_argument("modules", nargs="*", help="modules to mutate (default: all listed)")
     parser.add_argument("--list", action="store_true", help="list the modules and their tests")
     parser.add_argument("--resume", action="store_true", help="keep earlier results (default: start afresh)")
+    parser.add_argument("--children", type=int, default=1, metavar="N",
+                        help="test processes at once (default 1; each at nice 19, so more only take idle CPU)")
     args = parser.parse_args()
     if args.list:
         for module, tests in MODULES.items():
@@ -174,7 +183,10 @@ def main() -> int:
     if not MUTMUT.exists():
         print("mutants: mutmut is not installed; pip install -e '.[mutants]'", file=sys.stderr)
         return 2
-    summary = {m: run_module(m, not args.resume) for m in (args.modules or MODULES)}
+    if args.children < 1:
+        print(f"mutants: --children must be at least 1, got {args.children}", file=sys.stderr)
+        return 2
+    summary = {m: run_module(m, not args.resume, args.children) for m in (args.modules or MODULES)}
     print("\nmodule                       killed  survived  other  kill rate")
     for module, counts in summary.items():
         if not counts:
