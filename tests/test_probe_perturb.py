@@ -36,6 +36,78 @@ def test_rows_per_eps_within_bounds_and_beating_random(tiny, norm, grid):
         assert x.min() >= 0 and x.max() <= 1
         # a larger ball moves the embedding further
         assert result.rows[1]["emb_disp"] > result.rows[0]["emb_disp"]
+        _check_against_plain_torch(tiny, result, norm, grid, seed=0, draws=4, steps=10)
+
+
+def _plain_embed(encoder, x: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) pixels -> (D,) fp32 embedding by the encoder's own module, one image at a time."""
+    with torch.no_grad():
+        return encoder.module(x[None])[0]
+
+
+def _plain_random_delta(x0: torch.Tensor, norm: str, eps: float, seed: int, pair_id: str, index: int, draw: int) -> torch.Tensor:
+    """The documented random draw, rebuilt here: random signs of size eps (L-inf), or a Gaussian
+    direction scaled by plain bisection until the [0, 1]-clamped delta has L2 norm eps."""
+    from sweep.probes.common import item_generator
+
+    g = item_generator(seed, "perturb-random", pair_id, index, draw)
+    if norm == "linf":
+        signs = (torch.randint(0, 2, x0.shape, generator=g) * 2 - 1).float()
+        return (x0 + eps * signs).clamp(0, 1) - x0
+    u = torch.randn(x0.shape, generator=g)
+    u = u / u.norm()
+    lo, hi = eps, 64 * eps
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        if float(((x0.double() + mid * u.double()).clamp(0, 1) - x0.double()).norm()) >= eps:
+            hi = mid
+        else:
+            lo = mid
+    return (x0 + hi * u).clamp(0, 1) - x0
+
+
+def _check_against_plain_torch(encoder, result, norm: str, grid: list[float], *, seed: int, draws: int, steps: int) -> None:
+    """Every number of every row against values computed here with plain torch: displacements
+    and their ratios from independently computed embeddings, cos_after, labels from the head, the
+    largest eps's image, and the random baseline as the maximum over the regenerated draws."""
+    src, adv = result.images["src"], result.images["adv"]
+    e0, e_t = _plain_embed(encoder, src), _plain_embed(encoder, result.images["tgt"])
+    pair_dist = float((e0 - e_t).norm())
+    head = encoder.module.classifier
+    with torch.no_grad():
+        probs_src = head(e0[None])[0].softmax(-1)
+    for index, (row, e_row) in enumerate(zip(result.rows, result.row_embeddings)):
+        eps = grid[index]
+        assert (row["norm"], row["eps"], row["steps"]) == (norm, eps, steps)
+        if index == len(grid) - 1:  # the gallery image is the largest eps's perturbed image
+            e_adv = _plain_embed(encoder, adv)
+            assert torch.allclose(e_row, e_adv, rtol=1e-4, atol=1e-5)
+            delta = (adv - src).flatten()
+            assert row["pix_linf"] == pytest.approx(float(delta.abs().max()), rel=1e-5)
+            assert row["pix_l2"] == pytest.approx(float(delta.norm()), rel=1e-5)
+            assert row["delta_norm"] == pytest.approx(float(delta.abs().max() if norm == "linf" else delta.norm()), rel=1e-5)
+        disp = float((e_row - e0).norm())
+        assert row["emb_disp"] == pytest.approx(disp, rel=1e-4)
+        assert row["rel_disp"] == pytest.approx(disp / float(e0.norm()), rel=1e-4)
+        assert row["disp_over_pair"] == pytest.approx(disp / pair_dist, rel=1e-4)
+        assert row["cos_after"] == pytest.approx(float(torch.nn.functional.cosine_similarity(e_row, e0, dim=0)), abs=1e-6)
+        with torch.no_grad():
+            probs_adv = head(e_row[None])[0].softmax(-1)
+        assert (row["pred_src"], row["pred_adv"]) == (int(probs_src.argmax()), int(probs_adv.argmax()))
+        assert row["prob_src"] == pytest.approx(float(probs_src.max()), rel=1e-5)
+        assert row["prob_adv"] == pytest.approx(float(probs_adv.max()), rel=1e-5)
+        # the random baseline: the best of the regenerated draws, and the norm of that draw
+        found = []
+        for draw in range(draws):
+            delta = _plain_random_delta(src, norm, eps, seed, result.pair_id, index, draw)
+            found.append((float((_plain_embed(encoder, src + delta) - e0).norm()),
+                          float(delta.abs().max() if norm == "linf" else delta.norm())))
+        best_disp, best_norm = max(found, key=lambda f: f[0])
+        assert row["random_disp"] == pytest.approx(best_disp, rel=1e-4), (found, row["random_disp"])
+        assert row["random_rel_disp"] == pytest.approx(best_disp / float(e0.norm()), rel=1e-4)
+        assert row["random_disp_over_pair"] == pytest.approx(best_disp / pair_dist, rel=1e-4)
+        assert row["random_norm"] == pytest.approx(best_norm, rel=1e-5)
+        assert row["random_norm"] == pytest.approx(eps, rel=1e-5)
 
 
 def test_batched_equals_alone_and_seed_is_reproducible(tiny):
