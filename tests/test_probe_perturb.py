@@ -233,3 +233,55 @@ def test_random_baseline_has_norm_eps_after_the_clamp(tiny):
         row = results[pair.pair_id].rows[0]
         assert row["random_disp"] == pytest.approx(best, rel=1e-4)
         assert row["random_norm"] == pytest.approx(eps, rel=1e-5)
+
+
+def _plain_pgd_linf(encoder, x0, start, eps, steps, step_scale):
+    """Plain-torch reference: L-inf PGD (sign steps, clip to the box and to [0, 1]) from `start`;
+    the fp32 displacement of every iterate, start included."""
+    with torch.no_grad():
+        e0 = encoder.module(x0[None])
+    delta = (x0 + start).clamp(0, 1) - x0
+    disps = []
+    for _ in range(steps):
+        d = delta.clone().requires_grad_(True)
+        e = encoder.module((x0 + d)[None])
+        disps.append(float((e.detach() - e0).norm()))
+        (grad,) = torch.autograd.grad(0.5 * (e - e0).pow(2).sum(), d)
+        with torch.no_grad():
+            delta = (delta + step_scale * eps / steps * grad.sign()).clamp(-eps, eps)
+            delta = (x0 + delta).clamp(0, 1) - x0
+    with torch.no_grad():
+        disps.append(float((encoder.module((x0 + delta)[None]) - e0).norm()))
+    return disps
+
+
+def test_linf_rows_equal_a_plain_pgd_loop(tiny):
+    """L-inf: every eps row's emb_disp is the best iterate of a plain sign-gradient loop from the
+    documented random start (uniform in the box), for pairs sharing the batch with other pairs."""
+    from sweep.probes.common import item_generator
+
+    grid, steps, scale, seed = [2 / 255, 8 / 255], 4, 2.5, 5
+    probe = build_probe("perturb", {"norm": "linf", "eps": grid, "steps": steps, "random_draws": 1})
+    pairs = _pairs(3)
+    results = {r.pair_id: r for r in probe.run(tiny, pairs, batch_size=5, seed=seed)}
+    for pair in pairs[:2]:
+        for index, eps in enumerate(grid):
+            g = item_generator(seed, "perturb-start", pair.pair_id, index)
+            start = (torch.rand(pair.src.shape, generator=g) * 2 - 1) * eps
+            disps = _plain_pgd_linf(tiny, pair.src, start, eps, steps, scale)
+            row = results[pair.pair_id].rows[index]
+            assert row["emb_disp"] == pytest.approx(max(disps), rel=1e-4), (pair.pair_id, eps, disps)
+            assert row["delta_norm"] <= eps + 1e-6
+
+
+def test_random_baseline_does_not_depend_on_batch_neighbours(tiny):
+    """The baseline's draws of many items are embedded together: a pair's baseline must be the
+    same whether it finishes with other pairs or alone, and whatever the batch size."""
+    probe = build_probe("perturb", {"norm": "l2", "eps": [0.5, 1.0], "steps": 1, "random_draws": 3})
+    pairs = _pairs(3)
+    together = {r.pair_id: r for r in probe.run(tiny, pairs, batch_size=5, seed=2)}
+    for pair in pairs:
+        (alone,) = list(probe.run(tiny, [pair], batch_size=1, seed=2))
+        for a, b in zip(alone.rows, together[pair.pair_id].rows):
+            for key in ("random_disp", "random_norm", "random_rel_disp", "random_disp_over_pair"):
+                assert a[key] == pytest.approx(b[key], rel=1e-5), key
