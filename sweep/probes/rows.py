@@ -13,8 +13,8 @@ Scheduling (deterministic: it depends only on the order of the programs and the 
 - a batch is of the kind of the oldest program's first unanswered ask, and it takes rows of that
   kind from the oldest programs first (splitting an ask across batches where needed), so the
   oldest pairs finish first and few pairs hold large intermediate results at once;
-- a new program is admitted while fewer than `batch_size` rows are waiting and fewer than
-  `max_programs` programs run;
+- a new program is admitted while fewer than `batch_size` rows of that kind wait and fewer
+  than `max_programs` (default `batch_size`) programs run: the next batch would not be full;
 - when a batched product raises RuntimeError or ValueError (say, out of memory), every program
   with rows in that batch fails (its key comes back with the exception), the others go on; an
   exception raised by a program's own code fails only that program.
@@ -108,11 +108,17 @@ def run_rows(
             queues[ask.kind].append(_Waiting(job, index))
             queues[ask.kind].sort(key=lambda w: (w.job.order, w.index))
 
-    def waiting_rows() -> int:
-        return sum(w.left() for queue in queues.values() for w in queue)
+    def next_kind() -> str | None:
+        """The kind of the oldest program's first unanswered ask (None: nothing waits)."""
+        heads = [(queue[0].job.order, queue[0].index, kind) for kind, queue in queues.items() if queue]
+        return min(heads)[2] if heads else None
+
+    def short() -> bool:
+        kind = next_kind()
+        return kind is None or sum(w.left() for w in queues[kind]) < batch_size
 
     while True:
-        while not exhausted and running < cap and waiting_rows() < batch_size:
+        while not exhausted and running < cap and short():
             try:
                 key, program = next(source)
             except StopIteration:
@@ -121,12 +127,11 @@ def run_rows(
             running += 1
             admitted += 1
             yield from advance(_Job(key, program, admitted), None)
-        heads = [(queue[0].job.order, queue[0].index, kind) for kind, queue in queues.items() if queue]
-        if not heads:
+        kind = next_kind()
+        if kind is None:
             if exhausted:
                 return
             continue
-        kind = min(heads)[2]
         queue = queues[kind]
         taken: list[tuple[_Waiting, int, int]] = []  # (waiting ask, first row, end row)
         room = batch_size
