@@ -48,7 +48,11 @@ MODULES: dict[str, list[str]] = {
     "sweep/probes/metrics.py": ["tests/test_probe_contract.py"],
     "sweep/probes/match.py": ["tests/test_probe_match.py"],
     "sweep/probes/perturb.py": ["tests/test_probe_perturb.py"],
-    "sweep/probes/lipschitz.py": ["tests/test_probe_lipschitz.py"],
+    # lipschitz and its row queues: the micro-ViT reference tests first (seconds), then the
+    # linear-encoder closed forms and the tiny-ViT gap test
+    "sweep/probes/lipschitz.py": ["tests/test_probe_lipschitz_batched.py", "tests/test_probe_rows.py",
+                                  "tests/test_probe_lipschitz.py"],
+    "sweep/probes/rows.py": ["tests/test_probe_rows.py", "tests/test_probe_lipschitz_batched.py"],
     "sweep/probes/labels.py": ["tests/test_labels_knn.py", "tests/test_labels_pass.py"],
     "sweep/probes/loop.py": ["tests/test_probe_match.py"],
     "sweep/probes/common.py": ["tests/test_probe_match.py", "tests/test_probe_perturb.py"],
