@@ -9,11 +9,13 @@ forward + backward step (a VJP of `--batch` rows, no probe around it) and the pl
 and the largest relative difference between the two versions' estimates (must be <= 1e-5).
 
 Two cases: the cheap families (`random`, `top` by subspace iteration, `grad`, `off_top`) on
-`--pairs` pairs, and `null` (D Jacobian rows per pair, then SVD) on `--null-pairs` pairs.
+`--pairs` pairs of `--model`, and `null` (D Jacobian rows per pair, then SVD) on `--null-pairs`
+pairs of `--null-model` (default: the same model; on a small CPU the test suite's 32-pixel
+`tests.tiny_models:tiny_vit`, D = 48, keeps the D reverse-mode rows per pair affordable).
 
     python benchmarks/bench_lipschitz.py                          # CPU: vit_tiny, small settings
     python benchmarks/bench_lipschitz.py --model vit_base_patch16_224 --batch 256 --pairs 64 \
-        --null-pairs 2 --iters 20                                 # GPU
+        --ref-pairs 4 --iters 20 --null-pairs 2                   # GPU
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ import time
 from typing import Any
 
 import torch
-
 from lipschitz_one_pair import Float64Encoder as OldFloat64Encoder
 from lipschitz_one_pair import OnePairLipschitz
+
 from sweep.encoders import load_encoder
 from sweep.probes import build_probe
 from sweep.probes import lipschitz as new_module
@@ -99,24 +101,28 @@ def compare(new: dict[str, Any], old: dict[str, Any]) -> dict[str, float]:
     return {"max_rel_diff": worst, "null_max_abs_diff_over_sigma1": worst_null, "same_rows": bool(same_none)}
 
 
-def run_case(encoder: Any, pairs: list[PairInput], params: dict[str, Any], batch: int, counters: tuple[PassCounter, PassCounter]) -> dict[str, Any]:
+def run_case(
+    encoder: Any, pairs: list[PairInput], params: dict[str, Any], batch: int, counters: tuple[PassCounter, PassCounter], ref_pairs: int
+) -> dict[str, Any]:
+    """The batched probe on all pairs, the one-pair baseline on the first `ref_pairs` of them."""
     device = encoder.device
     new_probe = build_probe("lipschitz", params)
     old_probe = OnePairLipschitz(new_probe.params)
     list(new_probe.run(encoder, pairs[:1], batch_size=batch, seed=0))  # warm-up
     new_count, old_count = counters
     new_count.count = old_count.count = 0
+    ref = pairs[: max(1, ref_pairs)]
     new, t_new = timed(device, lambda: {r.pair_id: r for r in new_probe.run(encoder, pairs, batch_size=batch, seed=0)})
-    old, t_old = timed(device, lambda: {r.pair_id: r for p in pairs for r in old_probe.run(encoder, [p], batch_size=batch, seed=0)})
+    old, t_old = timed(device, lambda: {r.pair_id: r for p in ref for r in old_probe.run(encoder, [p], batch_size=batch, seed=0)})
     return {
-        "pairs": len(pairs),
+        "pairs": len(pairs), "one_pair_pairs": len(ref),
         "batched_pairs_per_s": round(len(pairs) / t_new, 4),
-        "one_pair_pairs_per_s": round(len(pairs) / t_old, 4),
-        "pairs_per_s_ratio": round(t_old / t_new, 3),
+        "one_pair_pairs_per_s": round(len(ref) / t_old, 4),
+        "pairs_per_s_ratio": round((len(pairs) / t_new) / (len(ref) / t_old), 3),
         "batched_image_passes_per_s": round(new_count.count / t_new, 2),
         "one_pair_image_passes_per_s": round(old_count.count / t_old, 2),
-        "image_passes_per_pair": (new_count.count // len(pairs), old_count.count // len(pairs)),
-        **compare(new, old),
+        "image_passes_per_pair": (new_count.count // len(pairs), old_count.count // len(ref)),
+        **compare({k: new[k] for k in old}, old),
     }
 
 
@@ -124,9 +130,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="vit_tiny_patch16_224")
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--pairs", type=int, default=6)
-    parser.add_argument("--null-pairs", type=int, default=2, help="pairs of the `null` case (0: skip it)")
-    parser.add_argument("--iters", type=int, default=3, help="subspace iterations of `top`")
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--ref-pairs", type=int, default=None, help="pairs of the one-pair baseline (default: all)")
+    parser.add_argument("--null-pairs", type=int, default=3, help="pairs of the `null` case (0: skip it)")
+    parser.add_argument("--null-model", default=None, help="model of the `null` case (default: --model)")
+    parser.add_argument("--null-batch", type=int, default=None, help="batch of the `null` case (default: --batch)")
+    parser.add_argument("--iters", type=int, default=2, help="subspace iterations of `top`")
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
 
@@ -134,7 +143,7 @@ def main() -> None:
     device = encoder.device
     g = torch.Generator().manual_seed(0)
     size = encoder.input_size
-    pairs = [PairInput(f"p{i}", torch.rand(size, generator=g), torch.rand(size, generator=g)) for i in range(max(args.pairs, args.null_pairs))]
+    pairs = [PairInput(f"p{i}", torch.rand(size, generator=g), torch.rand(size, generator=g)) for i in range(args.pairs)]
     counters = (PassCounter(new_module.Float64Encoder), PassCounter(OldFloat64Encoder))
     figures: dict[str, Any] = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu x{torch.get_num_threads()} threads",
@@ -142,13 +151,21 @@ def main() -> None:
     }
     figures["plain_fwd_bwd_float64_images_per_s"] = round(plain_step_rate(encoder, pairs[:1] * args.batch, torch.float64, 3), 2)
     figures["plain_fwd_bwd_fp32_images_per_s"] = round(plain_step_rate(encoder, pairs[:1] * args.batch, torch.float32, 3), 2)
-    common = {"h": [0.01, 1.0], "top_k": 2, "oversample": 2, "n_random": 2, "n_null": 2}
-    cheap = run_case(encoder, pairs[: args.pairs], {**common, "families": ["random", "top", "grad", "off_top"], "iters": args.iters}, args.batch, counters)
+    common = {"h": [0.01, 1.0], "top_k": 2, "oversample": 2, "n_random": 1, "n_null": 1}
+    cheap = run_case(encoder, pairs[: args.pairs], {**common, "families": ["random", "top", "grad", "off_top"], "iters": args.iters}, args.batch, counters,
+                     args.ref_pairs or args.pairs)
     cheap["batched_over_plain_float64"] = round(cheap["batched_image_passes_per_s"] / figures["plain_fwd_bwd_float64_images_per_s"], 3)
     figures["families_random_top_grad_off_top"] = cheap
     if args.null_pairs:
-        null = run_case(encoder, pairs[: args.null_pairs], {**common, "families": ["null"]}, args.batch, counters)
-        null["batched_over_plain_float64"] = round(null["batched_image_passes_per_s"] / figures["plain_fwd_bwd_float64_images_per_s"], 3)
+        null_model = args.null_model or args.model
+        null_encoder = encoder if null_model == args.model else load_encoder(null_model, "random:0", device=args.device)
+        size = null_encoder.input_size
+        null_pairs = [PairInput(f"n{i}", torch.rand(size, generator=g), torch.rand(size, generator=g)) for i in range(args.null_pairs)]
+        null_batch = args.null_batch or args.batch
+        plain = plain_step_rate(null_encoder, null_pairs[:1] * null_batch, torch.float64, 3)
+        null = run_case(null_encoder, null_pairs, {**common, "families": ["null"]}, null_batch, counters, args.null_pairs)
+        null.update(model=null_model, batch=null_batch, plain_fwd_bwd_float64_images_per_s=round(plain, 2),
+                    batched_over_plain_float64=round(null["batched_image_passes_per_s"] / plain, 3))
         figures["family_null"] = null
     print(json.dumps(figures))
     for name in ("families_random_top_grad_off_top", "family_null"):
