@@ -73,6 +73,10 @@ def _check_against_plain_torch(encoder, result, norm: str, grid: list[float], *,
     src, adv = result.images["src"], result.images["adv"]
     e0, e_t = _plain_embed(encoder, src), _plain_embed(encoder, result.images["tgt"])
     pair_dist = float((e0 - e_t).norm())
+    # the clean embeddings handed on for k-NN labels, and which eps the gallery image shows
+    assert torch.allclose(result.embeddings["src"], e0, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(result.embeddings["tgt"], e_t, rtol=1e-5, atol=1e-6)
+    assert result.extra["image_variant"] == f"eps={grid[-1]:.4g}"
     head = encoder.module.classifier
     with torch.no_grad():
         probs_src = head(e0[None])[0].softmax(-1)
@@ -285,3 +289,26 @@ def test_random_baseline_does_not_depend_on_batch_neighbours(tiny):
         for a, b in zip(alone.rows, together[pair.pair_id].rows):
             for key in ("random_disp", "random_norm", "random_rel_disp", "random_disp_over_pair"):
                 assert a[key] == pytest.approx(b[key], rel=1e-5), key
+
+
+@pytest.mark.parametrize("norm,grid", [("linf", [2 / 255, 8 / 255]), ("l2", [0.25, 1.0])])
+def test_tiny_start_rows_equal_a_plain_pgd_loop(tiny, norm, grid):
+    """Without random_start the documented start is tiny: random signs of size eps/100 (L-inf) or
+    a Gaussian direction of length eps/100 (L2); every row equals a plain loop from that start."""
+    from sweep.probes.common import item_generator
+
+    steps, scale, seed = 3, 2.5, 6
+    probe = build_probe("perturb", {"norm": norm, "eps": grid, "steps": steps, "random_start": False, "random_draws": 1})
+    pairs = _pairs(2)
+    results = {r.pair_id: r for r in probe.run(tiny, pairs, batch_size=3, seed=seed)}
+    for pair in pairs:
+        for index, eps in enumerate(grid):
+            g = item_generator(seed, "perturb-start", pair.pair_id, index)
+            if norm == "linf":
+                start = (torch.randint(0, 2, pair.src.shape, generator=g) * 2 - 1).float() * (eps / 100)
+                disps = _plain_pgd_linf(tiny, pair.src, start, eps, steps, scale)
+            else:
+                direction = torch.randn(pair.src.shape, generator=g)
+                start = direction / direction.norm() * (eps / 100)
+                disps = _plain_pgd_l2(tiny, pair.src, start, eps, steps, scale)
+            assert results[pair.pair_id].rows[index]["emb_disp"] == pytest.approx(max(disps), rel=1e-4), (pair.pair_id, eps)
