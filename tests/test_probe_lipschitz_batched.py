@@ -244,3 +244,28 @@ def test_a_pair_that_fails_does_not_fail_its_neighbours(micro):
     assert results["f1"].error is not None and not results["f1"].rows
     assert results["f0"].error is None and results["f2"].error is None
     assert math.isfinite(results["f0"].rows[0]["l_fd"])
+
+
+def test_match_family_needs_a_match_that_moved():
+    """Family `match` uses x_matched - x0 only from a successful match that moved: a pair whose
+    source already matches (target = source) gets no `match` rows; a match that moved a little
+    (||delta|| < 1) gives the direction delta / ||delta|| with l_jvp = ||W delta|| / ||delta||."""
+    from sweep.probes.match import MatchProbe, MatchParams
+
+    encoder = load_encoder("tests.encoders_for_tests:linear_encoder", device="cpu")
+    weight = encoder.module.weight.detach().double()
+    g = torch.Generator().manual_seed(8)
+    src = torch.rand(3, 8, 8, generator=g) * 0.8 + 0.1
+    near = PairInput("near", src, (src + 0.1 * torch.randn(3, 8, 8, generator=g)).clamp(0, 1))
+    same = PairInput("same", src, src.clone())
+    probe = build_probe("lipschitz", {"families": ["match"], "h": [1.0]})
+    results = {r.pair_id: r for r in probe.run(encoder, [same, near], batch_size=4, seed=SEED)}
+    assert results["same"].error is None and results["same"].rows == []
+    assert results["same"].extra["match_success"] is False
+    (matched,) = list(MatchProbe(MatchParams()).run(encoder, [near], batch_size=1, seed=SEED))
+    assert matched.rows[0]["success"] is True
+    delta = (matched.images["adv"] - near.src).flatten().double()
+    assert 0 < float(delta.norm()) < 1
+    (row,) = results["near"].rows
+    assert row["family"] == "match" and row["match_success"] is True
+    assert row["l_jvp"] == pytest.approx(float((weight @ delta).norm() / delta.norm()), rel=1e-6)
