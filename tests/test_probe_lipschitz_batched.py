@@ -269,3 +269,25 @@ def test_match_family_needs_a_match_that_moved():
     (row,) = results["near"].rows
     assert row["family"] == "match" and row["match_success"] is True
     assert row["l_jvp"] == pytest.approx(float((weight @ delta).norm() / delta.norm()), rel=1e-6)
+
+
+def test_a_failing_float64_product_fails_its_pairs_with_one_clean_line():
+    """Every float64 product fails: each pair gets an error result (type and message on one line,
+    at most 300 characters of it) and no rows; none is lost, the unit does not fail."""
+    from tests.encoders_for_tests import FLOAT64_MESSAGE
+
+    encoder = load_encoder("tests.encoders_for_tests:float64_failing_encoder", device="cpu")
+    probe = build_probe("lipschitz", {"families": ["random"], "h": [1.0], "n_random": 1})
+    results = list(probe.run(encoder, _pairs(3, 8, "e"), batch_size=4, seed=SEED))
+    assert sorted(r.pair_id for r in results) == ["e0", "e1", "e2"]
+    want = "RuntimeError: " + " ".join(FLOAT64_MESSAGE.split())[:300]
+    assert len(want) == len("RuntimeError: ") + 300 and "\n" not in want
+    assert all(r.error == want and r.rows == [] for r in results), [r.error for r in results]
+
+
+def test_an_encoder_that_cannot_be_copied_fails_every_pair():
+    encoder = load_encoder("tests.encoders_for_tests:uncopyable_encoder", device="cpu")
+    probe = build_probe("lipschitz", {"families": ["random"], "h": [1.0], "n_random": 1})
+    results = list(probe.run(encoder, _pairs(3, 8, "c"), batch_size=4, seed=SEED))
+    assert sorted(r.pair_id for r in results) == ["c0", "c1", "c2"]
+    assert all(r.error == "RuntimeError: this module cannot be copied (test)" and r.rows == [] for r in results)
