@@ -291,3 +291,52 @@ def test_an_encoder_that_cannot_be_copied_fails_every_pair():
     results = list(probe.run(encoder, _pairs(3, 8, "c"), batch_size=4, seed=SEED))
     assert sorted(r.pair_id for r in results) == ["c0", "c1", "c2"]
     assert all(r.error == "RuntimeError: this module cannot be copied (test)" and r.rows == [] for r in results)
+
+
+def test_off_top_alone_uses_the_subspace_iteration_and_random_alone_none(micro):
+    """`off_top` without `top` still finds the top-k subspace (by the same seeded iteration) and
+    removes it; a run with neither computes no singular values."""
+    probe = build_probe("lipschitz", {"families": ["off_top"], "h": [1.0], "top_k": 2, "oversample": 2, "iters": 4, "n_null": 2})
+    pair = _pairs(1, 16, "o")[0]
+    (result,) = list(probe.run(micro, [pair], batch_size=5, seed=SEED))
+    ref = Reference(micro, pair)
+    sigma, vecs = _plain_subspace_iteration(ref, 2, 4, 4)
+    assert result.extra["sigmas"] == pytest.approx(sigma.tolist(), rel=1e-9)
+    want = ref.without(ref.gaussian("off_top", 2), vecs)
+    assert torch.allclose(result.extra["directions"]["off_top"].flatten(1), want, atol=1e-9)
+    assert {r["family"] for r in result.rows} == {"off_top"}
+    (plain,) = list(build_probe("lipschitz", {"families": ["random"], "h": [1.0], "n_random": 1}).run(micro, [pair], batch_size=5, seed=SEED))
+    assert plain.extra["sigmas"] == [] and set(plain.extra["directions"]) == {"random"}
+
+
+def test_rank_rtol_sets_the_numerical_rank(micro):
+    """With rank_rtol 0.3 only singular values above 0.3 sigma_1 count: the `null` directions then
+    keep the rest of the row space, and jv_residual = ||J v|| / sigma_1 is far from round-off."""
+    rtol = 0.3
+    probe = build_probe("lipschitz", {"families": ["null"], "h": [1.0], "n_null": 2, "rank_rtol": rtol})
+    pair = _pairs(1, 16, "r")[0]
+    (result,) = list(probe.run(micro, [pair], batch_size=7, seed=SEED))
+    ref = Reference(micro, pair)
+    s = ref.svals
+    rank = int((s > rtol * s[0]).sum())
+    assert rank != int((s > rtol / s[0]).sum()) and rank != int((s > rtol * s[1]).sum())  # the setting discriminates
+    assert result.extra["rank"] == rank and all(r["rank"] == rank for r in result.rows)
+    null = result.extra["directions"]["null"].flatten(1)
+    assert torch.allclose(null, ref.without(ref.gaussian("null", 2), ref.vh[:rank]), atol=1e-9)
+    for row in result.rows:
+        jv = float((ref.jac @ null[row["direction"]]).norm())
+        assert jv > 1e-3 * float(s[0])
+        assert row["jv_residual"] == pytest.approx(jv / float(s[0]), rel=1e-9)
+        assert row["l_jvp"] == pytest.approx(jv, rel=1e-9)
+
+
+def test_fd_floor_when_fp32_is_exact():
+    """An encoder whose fp32 and float64 forwards agree exactly: the forward error estimate falls
+    back to 2^-53 ||f(x0)||, so fd_floor = 64 * 2^-53 * ||f(x0)|| / h."""
+    encoder = load_encoder("tests.encoders_for_tests:select_encoder", device="cpu")
+    pair = _pairs(1, 8, "x")[0]
+    (result,) = list(build_probe("lipschitz", {"families": ["random"], "h": [0.5, 2.0], "n_random": 1}).run(encoder, [pair], batch_size=4, seed=SEED))
+    norm = float(pair.src.flatten()[:16].double().norm())
+    assert result.extra["fwd_err"] == pytest.approx(2.0**-53 * norm, rel=1e-12)
+    for row in result.rows:
+        assert row["fd_floor"] == pytest.approx(64 * 2.0**-53 * norm / row["h"], rel=1e-12)
