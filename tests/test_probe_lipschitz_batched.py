@@ -99,6 +99,8 @@ def _check_rows(ref: Reference, result, families: list[str], n: int, k: int) -> 
         assert float((dirs["off_top"] @ dirs["top"].T).abs().max()) < 1e-12
     sigma1 = float(ref.svals[0])
     assert len(result.rows) == sum(len(d) for d in dirs.values()) * len(H)
+    assert result.row_embeddings == [None] * len(result.rows)  # no probed image per row
+    assert result.extra["fwd_err"] == pytest.approx(ref.fwd_err, rel=1e-6, abs=0)
     for row in result.rows:
         v = dirs[row["family"]][row["direction"]]
         jv = float((ref.jac @ v).norm())
