@@ -343,3 +343,18 @@ def test_fd_floor_when_fp32_is_exact():
     assert result.extra["fwd_err"] == pytest.approx(2.0**-53 * norm, rel=1e-12, abs=0)
     for row in result.rows:
         assert row["fd_floor"] == pytest.approx(64 * 2.0**-53 * norm / row["h"], rel=1e-12, abs=0)
+
+
+def test_the_float64_copy_is_the_encoders_function_with_its_normalisation(micro):
+    """The float64 copy applies the encoder's own mean and std (timm models have non-trivial
+    ones; the test factories normalise inside): same embedding as the fp32 encoder to 1e-5."""
+    import dataclasses
+
+    from sweep.probes.lipschitz import Float64Encoder
+
+    encoder = dataclasses.replace(micro, mean=torch.tensor([0.4, 0.5, 0.6]), std=torch.tensor([0.2, 0.25, 0.3]))
+    x = torch.stack([p.src for p in _pairs(2, 16, "z")])
+    with torch.no_grad():
+        want = encoder.module((x - encoder.mean.view(1, 3, 1, 1)) / encoder.std.view(1, 3, 1, 1)).double()
+    got = Float64Encoder(encoder).embed(x.double())
+    assert got.dtype == torch.float64 and torch.allclose(got, want, rtol=1e-5, atol=1e-6)
