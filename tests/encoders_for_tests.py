@@ -99,7 +99,7 @@ class Float64FailingEncoder(LinearEncoder):
 class UncopyableEncoder(LinearEncoder):
     """The linear encoder whose module cannot be copied (the `lipschitz` probe copies it to float64)."""
 
-    def __deepcopy__(self, memo: dict) -> "UncopyableEncoder":
+    def __deepcopy__(self, memo: dict) -> UncopyableEncoder:
         raise RuntimeError("this module cannot be copied (test)")
 
 

@@ -252,7 +252,7 @@ def test_match_family_needs_a_match_that_moved():
     """Family `match` uses x_matched - x0 only from a successful match that moved: a pair whose
     source already matches (target = source) gets no `match` rows; a match that moved a little
     (||delta|| < 1) gives the direction delta / ||delta|| with l_jvp = ||W delta|| / ||delta||."""
-    from sweep.probes.match import MatchProbe, MatchParams
+    from sweep.probes.match import MatchParams, MatchProbe
 
     encoder = load_encoder("tests.encoders_for_tests:linear_encoder", device="cpu")
     weight = encoder.module.weight.detach().double()
