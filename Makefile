@@ -35,6 +35,8 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_match.py
+	$(PY) benchmarks/bench_lipschitz.py --null-model tests.tiny_models:tiny_vit --null-batch 20
+	$(PY) benchmarks/bench_perturb.py --pairs 4 --steps 3 --draws 2
 	$(PY) benchmarks/bench_shards.py
 	$(PY) benchmarks/bench_orchestration.py
 

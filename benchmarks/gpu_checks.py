@@ -2,7 +2,8 @@
 
 - match in bf16 autocast: the reported numbers are fp32 re-computations at the final image;
 - match in fp32: a batch with slot refills equals the pairs run one at a time;
-- lipschitz: the JVP path (fused attention switched off) and finite differences agree;
+- lipschitz: the JVP path (fused attention switched off) and finite differences agree, and rows
+  of pairs batched together equal the pair run alone (float64: to 1e-9 relative);
 - perturb: eps-balls and [0, 1] bounds hold.
 """
 
@@ -54,6 +55,16 @@ def main() -> None:
     out["lipschitz_sigmas"] = lip.extra["sigmas"]
     out["lipschitz_max_nonlinearity_h0.01"] = max(r["nonlinearity"] for r in small_h)
     out["lipschitz_top_over_median_random"] = lip.extra["sigmas"][0] / sorted(r["l_jvp"] for r in small_h if r["family"] == "random")[2]
+
+    lip_probe = build_probe("lipschitz", {"families": ["random", "top", "grad", "null"], "iters": 4, "h": [0.01, 1.0], "top_k": 2})
+    together = {r.pair_id: r for r in lip_probe.run(enc, pairs[:3], batch_size=100)}  # 192 Jacobian rows: remainders mix pairs
+    (alone,) = list(lip_probe.run(enc, pairs[1:2], batch_size=100))
+    worst_lip = 0.0
+    for a, b in zip(together["p1"].rows, alone.rows):
+        for key in ("l_fd", "l_jvp", "sigma"):
+            if a[key] is not None and a["family"] != "null":
+                worst_lip = max(worst_lip, abs(a[key] - b[key]) / abs(b[key]))
+    out["lipschitz_batched_vs_alone_max_rel_diff"] = worst_lip
 
     eps = 4 / 255
     worst_linf, in_bounds = 0.0, True

@@ -81,3 +81,47 @@ def env_slow_linear_encoder() -> nn.Module:
     import os
 
     return LinearEncoder(sleep_s=float(os.environ.get("VITSWEEP_TEST_SLEEP_S", "0.02")))
+
+
+FLOAT64_MESSAGE = "float64 is not supported here (test)\n" + "word " * 100
+
+
+class Float64FailingEncoder(LinearEncoder):
+    """The linear encoder raising (a long, multi-line message) on float64 input, as a device
+    without float64 kernels would: fp32 forwards work, the `lipschitz` probe's float64 ones fail."""
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        if pixels.dtype == torch.float64:
+            raise RuntimeError(FLOAT64_MESSAGE)
+        return super().forward(pixels)
+
+
+class UncopyableEncoder(LinearEncoder):
+    """The linear encoder whose module cannot be copied (the `lipschitz` probe copies it to float64)."""
+
+    def __deepcopy__(self, memo: dict) -> UncopyableEncoder:
+        raise RuntimeError("this module cannot be copied (test)")
+
+
+def float64_failing_encoder() -> nn.Module:
+    return Float64FailingEncoder()
+
+
+def uncopyable_encoder() -> nn.Module:
+    return UncopyableEncoder()
+
+
+class SelectEncoder(nn.Module):
+    """f(x) = the first 16 pixel values: no arithmetic, so fp32 and float64 agree exactly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.input_size = INPUT_SIZE
+        self.scale = nn.Parameter(torch.ones(()))  # a parameter, so the module has a dtype to convert
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:  # (B, 3, 8, 8) -> (B, 16)
+        return pixels.flatten(1)[:, :DIM] * self.scale
+
+
+def select_encoder() -> nn.Module:
+    return SelectEncoder()

@@ -77,7 +77,11 @@ MODULES: dict[str, list[str]] = {
                               "tests/test_probe_match.py::test_bad_parameters_are_refused",
                               "tests/test_probe_match.py::test_paper_preset_runs_in_fp32_unless_told_otherwise"],
     "sweep/probes/perturb.py": ["tests/test_probe_perturb.py"],
-    "sweep/probes/lipschitz.py": ["tests/test_probe_lipschitz.py"],
+    # lipschitz and its row queues: the micro-ViT reference tests first (seconds), then the
+    # linear-encoder closed forms and the tiny-ViT gap test
+    "sweep/probes/lipschitz.py": ["tests/test_probe_lipschitz_batched.py", "tests/test_probe_rows.py",
+                                  "tests/test_probe_lipschitz.py"],
+    "sweep/probes/rows.py": ["tests/test_probe_rows.py", "tests/test_probe_lipschitz_batched.py"],
     # labels: k-NN and head top-1 here; the run-wide labels pass tests count for sweep/run/labels.py
     "sweep/probes/labels.py": ["tests/test_labels_knn.py", "tests/test_probe_labels.py", "tests/test_probe_common.py"],
     "sweep/probes/loop.py": ["tests/test_probe_loop.py", "tests/test_probe_match_oracle.py"],

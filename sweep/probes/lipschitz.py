@@ -34,12 +34,26 @@ order in float64 than in fp32 (on the linear test encoder the largest |l_fd - l_
 about 1/7 of this floor). `nonlinearity` = |l_fd - l_jvp| / l_jvp is NULL where |l_fd - l_jvp| <= fd_floor (no
 deviation above round-off). For a linear f(x) = W x every estimate equals its exact value
 (sigmas of W, ||W v||) and the null directions satisfy W v = 0 to round-off.
+
+Batching across pairs: each pair runs as a program over the shared row queues of
+sweep/probes/rows.py. A row of a batch is one (pair, vector): a clean forward, a JVP of a
+direction or of a subspace-iteration vector, a VJP (a Jacobian row of `null`, a J^T J V column, the
+`grad` gradient), or a finite-difference input x0 + h v. Rows of one kind from many pairs share a
+batch of up to `batch_size` rows; pairs join as the waiting rows run short (continuous batching),
+so batches stay full although one pair's ask is small (k + oversample vectors per subspace round,
+one gradient) or leaves a remainder (D Jacobian rows). Per-pair work stays per pair: random
+directions (seeded by run seed, family and pair id, so they never depend on batch neighbours),
+QR, SVD and Rayleigh-Ritz on small matrices, the fp32 source and target embeddings (one image at a
+time, as before, so `fwd_err` and the k-NN embeddings do not depend on neighbours) and the
+`match` family's own match run (batch of one). The float64 numbers agree with those of the pair
+run alone up to the rounding of batched kernels (about 1e-15 relative). A batched product that
+fails (out of memory, say) fails the pairs with rows in that batch, not the unit.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any, Literal
 
 import torch
@@ -49,6 +63,7 @@ from torch import nn
 from sweep.probes.base import PairInput, PairResult, Probe, ProbeParams
 from sweep.probes.common import embed_fp32, item_generator
 from sweep.probes.match import MatchParams, MatchProbe
+from sweep.probes.rows import Ask, Program, run_rows
 
 Family = Literal["random", "top", "grad", "null", "off_top", "match"]
 _U64_OVER_U32 = 2.0**-29  # unit round-off of float64 over that of float32
@@ -86,48 +101,70 @@ class LipschitzProbe(Probe):
 
     def _run(self, encoder: Any, pairs: Iterator[PairInput], *, batch_size: int, seed: int) -> Iterator[PairResult]:
         f64: Float64Encoder | None = None
-        for pair in pairs:  # directions of one pair form the batch (chunked to batch_size rows)
-            try:
-                f64 = f64 or Float64Encoder(encoder)
-                yield self._one_pair(encoder, f64, pair, batch_size, seed)
-            except (RuntimeError, ValueError) as err:  # e.g. out of memory: this pair fails, not the unit
-                yield PairResult(pair.pair_id, rows=[], error=f"{type(err).__name__}: {' '.join(str(err).split())[:300]}")
 
-    def _one_pair(self, enc: Any, f64: "Float64Encoder", pair: PairInput, batch_size: int, seed: int) -> PairResult:
+        def programs() -> Iterator[tuple[str, Program]]:
+            nonlocal f64
+            for pair in pairs:
+                try:
+                    f64 = f64 or Float64Encoder(encoder)
+                except (RuntimeError, ValueError) as err:  # the encoder cannot be copied: each pair fails
+                    yield pair.pair_id, _failed(err)
+                    continue
+                yield pair.pair_id, self._program(encoder, pair, seed)
+
+        ops = {
+            "fwd": lambda _, rows: _forward(f64, rows),
+            "jvp": lambda points, rows: _jvp(f64, points, rows),
+            "vjp": lambda points, rows: _vjp(f64, points, rows),
+        }
+        for pair_id, outcome in run_rows(ops, programs(), batch_size):
+            if isinstance(outcome, Exception):  # e.g. out of memory: these pairs fail, not the unit
+                err = outcome
+                yield PairResult(pair_id, rows=[], error=f"{type(err).__name__}: {' '.join(str(err).split())[:300]}")
+            else:
+                yield outcome
+
+    def _program(self, enc: Any, pair: PairInput, seed: int) -> Generator[list[Ask], list[torch.Tensor], PairResult]:
+        """One pair's probe, asking the shared row queues for every float64 product it needs."""
         p = self.params
         x0 = pair.src.to(enc.device, torch.float64)  # (3, H, W)
-        e0 = f64.embed(x0[None])[0]  # (D,) float64
-        e_t = f64.embed(pair.tgt.to(enc.device, torch.float64)[None])[0]
+        # fp32 embeddings one image at a time, as the reported ones are: fwd_err must not depend
+        # on batch neighbours
         e0_fp32 = embed_fp32(enc, pair.src.to(enc.device)[None])[0]
+        e_t_fp32 = embed_fp32(enc, pair.tgt.to(enc.device)[None])[0]
+        (clean,) = yield [Ask("fwd", None, torch.stack([x0, pair.tgt.to(enc.device, torch.float64)]))]
+        e0, e_t = clean[0], clean[1]  # (D,) float64 each
         # error of one float64 forward, estimated from the measured fp32 one
         fwd_err = max(float((e0_fp32.double() - e0).norm()) * _U64_OVER_U32, _U64 * float(e0.norm()))
 
         directions: dict[str, torch.Tensor] = {}  # family -> (n, 3, H, W) float64 unit vectors
         sigmas = torch.empty(0, dtype=torch.float64)
         per_pair: dict[str, Any] = {}
-        jac: torch.Tensor | None = None
-        row_basis: torch.Tensor | None = None
+        residual: torch.Tensor | None = None
         if "null" in p.families:
-            jac = jacobian(f64, x0, batch_size)  # (D, d)
+            eye = torch.eye(e0.numel(), dtype=x0.dtype, device=x0.device)
+            (jac,) = yield [Ask("vjp", x0, eye)]  # row i = J^T e_i
+            jac = jac.flatten(1)  # (D, d)
             _, svals, vh = torch.linalg.svd(jac, full_matrices=False)  # svals (min(D, d),), vh (., d)
             rtol = p.rank_rtol if p.rank_rtol is not None else max(jac.shape) * torch.finfo(torch.float64).eps
             rank = int((svals > rtol * svals[0]).sum()) if svals[0] > 0 else 0
-            row_basis = vh[:rank]  # (r, d) orthonormal basis of J's row space
             k = min(p.top_k, len(svals))
             v_top, sigmas = _unit(vh[:k].reshape(k, *x0.shape)), svals[:k]
             per_pair["rank"] = rank
             per_pair["_svals"] = svals
+            # row space (vh[:rank], orthonormal) projected out; J and vh are not kept
+            directions["null"] = _project_out(_gaussian(p.n_null, x0, item_generator(seed, "null", pair.pair_id)), vh[:rank])
+            residual = (directions["null"].flatten(1) @ jac.T).norm(dim=1) / float(svals[0])  # (n,)
+            del jac, vh
         elif "top" in p.families or "off_top" in p.families:
-            v_top, sigmas = top_singular(f64, x0, p.top_k, p.iters, batch_size, p.oversample, item_generator(seed, "top", pair.pair_id))
+            v_top, sigmas = yield from _top_singular(x0, p.top_k, p.iters, p.oversample, item_generator(seed, "top", pair.pair_id))
         if "top" in p.families:
             directions["top"] = v_top
         if "random" in p.families:
             directions["random"] = _gaussian(p.n_random, x0, item_generator(seed, "random", pair.pair_id))
-        if "grad" in p.families:
-            directions["grad"] = _unit(-_matching_gradient(f64, x0, e_t)[None])
-        if "null" in p.families:
-            assert row_basis is not None
-            directions["null"] = _project_out(_gaussian(p.n_null, x0, item_generator(seed, "null", pair.pair_id)), row_basis)
+        if "grad" in p.families:  # -grad of 1/2 ||f(x) - f(t)||^2 at x0 = -J^T (f(x0) - f(t))
+            (grad,) = yield [Ask("vjp", x0, (e0 - e_t)[None])]
+            directions["grad"] = _unit(-grad)
         if "off_top" in p.families:
             basis = v_top.flatten(1)  # (k, d), orthonormal
             directions["off_top"] = _project_out(_gaussian(p.n_null, x0, item_generator(seed, "off_top", pair.pair_id)), basis)
@@ -137,19 +174,20 @@ class LipschitzProbe(Probe):
             if found is not None:
                 directions["match"] = _unit(found.to(enc.device, torch.float64)[None])
 
+        families = [f for f in p.families if f in directions]  # `match` without a successful match: none
+        l_jvp = l_fd = torch.empty(0, dtype=torch.float64)
+        if families:
+            v = torch.cat([directions[f] for f in families])  # (N, 3, H, W)
+            jv, e = yield [Ask("jvp", x0, v), Ask("fwd", None, _Steps(x0, v, p.h))]
+            l_jvp = jv.norm(dim=1)  # (N,)
+            steps = torch.tensor(p.h, dtype=v.dtype, device=v.device)
+            l_fd = (e.view(len(v), len(p.h), -1) - e0).norm(dim=-1) / steps  # (N, len(h))
         rows: list[dict[str, Any]] = []
-        for family in p.families:
-            if family not in directions:
-                continue  # `match` without a successful match
-            v = directions[family]
-            l_jvp = directional_derivative_norms(f64, x0, v, batch_size)  # (n,)
-            l_fd = finite_difference_norms(f64, x0, e0, v, p.h, batch_size)  # (n, len(h))
-            residual = None
-            if family == "null" and jac is not None:
-                residual = (v.flatten(1) @ jac.T).norm(dim=1) / float(per_pair["_svals"][0])  # (n,)
-            for j in range(len(v)):
+        first = 0
+        for family in families:
+            for j in range(len(directions[family])):
                 for hi, h in enumerate(p.h):
-                    jvp, fd = float(l_jvp[j]), float(l_fd[j, hi])
+                    jvp, fd = float(l_jvp[first + j]), float(l_fd[first + j, hi])
                     floor = _FLOOR_MARGIN * fwd_err / h
                     deviation = abs(fd - jvp)
                     rows.append({
@@ -157,10 +195,11 @@ class LipschitzProbe(Probe):
                         "sigma": float(sigmas[j]) if family == "top" else None,
                         "fd_floor": floor,
                         "nonlinearity": deviation / jvp if deviation > floor and jvp > 0 else None,
-                        "jv_residual": float(residual[j]) if residual is not None else None,
+                        "jv_residual": float(residual[j]) if family == "null" and residual is not None else None,
                         "rank": per_pair.get("rank"),
                         "match_success": per_pair.get("match_success"),
                     })
+            first += len(directions[family])
         extra: dict[str, Any] = {
             "sigmas": sigmas.tolist(),
             "directions": {k: v.cpu() for k, v in directions.items()},
@@ -174,10 +213,16 @@ class LipschitzProbe(Probe):
         return PairResult(
             pair_id=pair.pair_id,
             rows=rows,
-            embeddings={"src": e0_fp32.cpu(), "tgt": embed_fp32(enc, pair.tgt.to(enc.device)[None])[0].cpu()},  # fp32, as k-NN labels use
+            embeddings={"src": e0_fp32.cpu(), "tgt": e_t_fp32.cpu()},  # fp32, as k-NN labels use
             row_embeddings=[None] * len(rows),
             extra=extra,
         )
+
+
+def _failed(err: Exception) -> Program:
+    """A program that fails at once (its pair gets the error)."""
+    raise err
+    yield []  # pragma: no cover  (makes this a generator)
 
 
 class Float64Encoder:
@@ -219,74 +264,65 @@ def _project_out(v: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     return _unit(flat.view_as(v))
 
 
-def _jvp(enc: Any, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """(n, D) rows J v_i, by forward-mode AD on a batch of copies of x (rows are independent)."""
-    _, out = torch.func.jvp(enc.embed, (x.expand_as(v).contiguous(),), (v,))
+@torch.no_grad()
+def _forward(enc: Any, pixels: torch.Tensor) -> torch.Tensor:
+    """(n, 3, H, W) -> (n, D) float64 embeddings."""
+    return enc.embed(pixels)
+
+
+def _jvp(enc: Any, points: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """(n, D) rows J(x_i) v_i, by forward-mode AD (rows are independent)."""
+    _, out = torch.func.jvp(enc.embed, (points.contiguous(),), (v,))
     return out
 
 
-def _vjp(enc: Any, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """(n, 3, H, W) rows J^T w_i, by reverse mode on a batch of copies of x."""
-    xs = x.expand(len(w), *x.shape).detach().clone().requires_grad_(True)
+def _vjp(enc: Any, points: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """(n, 3, H, W) rows J(x_i)^T w_i, by reverse mode."""
+    xs = points.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         e = enc.embed(xs)
         (grad,) = torch.autograd.grad((e * w).sum(), xs)
     return grad
 
 
-def _chunked(fn: Any, enc: Any, x: torch.Tensor, rows: torch.Tensor, batch_size: int) -> torch.Tensor:
-    return torch.cat([fn(enc, x, part) for part in rows.split(max(1, batch_size))])
+class _Steps:
+    """The finite-difference inputs x0 + h v_i, (n * len(h), 3, H, W) in (direction, h) order,
+    made a slice at a time (only the rows of the current batch are in memory)."""
+
+    def __init__(self, x0: torch.Tensor, v: torch.Tensor, hs: list[float]) -> None:
+        self.x0, self.v = x0, v
+        self.h = torch.tensor(hs, dtype=v.dtype, device=v.device)
+
+    def __len__(self) -> int:
+        return len(self.v) * len(self.h)
+
+    def __getitem__(self, index: slice) -> torch.Tensor:
+        rows = torch.arange(len(self))[index]
+        direction, step = rows // len(self.h), rows % len(self.h)
+        # no clamping to [0, 1]: that would bend v
+        return self.x0[None] + self.h[step.to(self.h.device)].view(-1, 1, 1, 1) * self.v[direction.to(self.v.device)]
 
 
-def jacobian(enc: Any, x0: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """(D, d) J = df/dx at x0, row i = J^T e_i, from D reverse-mode products in batches."""
-    dim = enc.embed(x0[None]).shape[-1]
-    eye = torch.eye(dim, dtype=x0.dtype, device=x0.device)
-    return _chunked(_vjp, enc, x0, eye, batch_size).flatten(1)
-
-
-def directional_derivative_norms(enc: Any, x0: torch.Tensor, v: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """(n,) ||J v_i||."""
-    return _chunked(_jvp, enc, x0, v, batch_size).norm(dim=1)
-
-
-@torch.no_grad()
-def finite_difference_norms(
-    enc: Any, x0: torch.Tensor, e0: torch.Tensor, v: torch.Tensor, hs: list[float], batch_size: int
-) -> torch.Tensor:
-    """(n, len(hs)) ||f(x0 + h v_i) - f(x0)|| / h. No clamping to [0, 1]: that would bend v."""
-    steps = torch.tensor(hs, dtype=v.dtype, device=v.device)
-    probes = (x0[None, None] + steps.view(1, -1, 1, 1, 1) * v[:, None]).flatten(0, 1)  # (n*len(h), 3, H, W)
-    e = torch.cat([enc.embed(part) for part in probes.split(max(1, batch_size))]).view(len(v), len(hs), -1)
-    return (e - e0).norm(dim=-1) / steps
-
-
-def top_singular(
-    enc: Any, x0: torch.Tensor, k: int, iters: int, batch_size: int, oversample: int, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _top_singular(
+    x0: torch.Tensor, k: int, iters: int, oversample: int, generator: torch.Generator
+) -> Generator[list[Ask], list[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """Top-k right singular vectors (k, 3, H, W) and singular values (k,) of J = df/dx at x0,
     by subspace iteration V <- orth(J^T J V) on k + oversample vectors, finished with a
-    Rayleigh-Ritz step (the error of sigma_k shrinks like (sigma_{k+oversample+1} / sigma_k)^(2 iters))."""
+    Rayleigh-Ritz step (the error of sigma_k shrinks like (sigma_{k+oversample+1} / sigma_k)^(2 iters)).
+    The products are asked of the row queues; QR and SVD are per pair, on (d, width) matrices."""
     d = x0.numel()
     k = min(k, d)
     width = min(k + oversample, d)
     basis = torch.linalg.qr(torch.randn(d, width, generator=generator).to(x0.device, x0.dtype)).Q  # (d, width)
     for _ in range(iters):
-        jv = _chunked(_jvp, enc, x0, basis.T.reshape(width, *x0.shape), batch_size)  # (width, D)
-        jtjv = _chunked(_vjp, enc, x0, jv, batch_size).flatten(1)  # (width, d)
-        basis = torch.linalg.qr(jtjv.T).Q
-    jv = _chunked(_jvp, enc, x0, basis.T.reshape(width, *x0.shape), batch_size)  # (width, D) = (J V)^T
+        (jv,) = yield [Ask("jvp", x0, basis.T.reshape(width, *x0.shape))]  # (width, D)
+        (jtjv,) = yield [Ask("vjp", x0, jv)]  # (width, 3, H, W)
+        basis = torch.linalg.qr(jtjv.flatten(1).T).Q
+    (jv,) = yield [Ask("jvp", x0, basis.T.reshape(width, *x0.shape))]  # (width, D) = (J V)^T
     _, sigma, rot_t = torch.linalg.svd(jv.T, full_matrices=False)  # J V = U S R^T
     k = min(k, sigma.numel())  # J has rank <= D: no more than D singular values exist
     v_top = (basis @ rot_t.T).T[:k]  # (k, d): V R, ordered by sigma
     return _unit(v_top.reshape(k, *x0.shape)), sigma[:k]
-
-
-def _matching_gradient(enc: Any, x0: torch.Tensor, e_t: torch.Tensor) -> torch.Tensor:
-    """(3, H, W) gradient of 1/2 ||f(x) - f(t)||^2 at x0."""
-    with torch.no_grad():
-        diff = enc.embed(x0[None]) - e_t[None]
-    return _vjp(enc, x0, diff)[0]
 
 
 def _matched_direction(enc: Any, pair: PairInput, params: MatchParams, seed: int) -> torch.Tensor | None:

@@ -15,6 +15,12 @@ size eps, whose L-inf norm survives the clamp. Both norms are recorded (`delta_n
 `random_norm`; the latter is below eps only where even an unbounded scale cannot reach eps).
 Displacements are reported absolutely, relative to ||f(x0)||, and relative to the pair's own
 distance ||f(x0) - f(t)||. (The targeted variant is `match` with an eps-ball.)
+
+Batching across pairs: an item of the shared continuous loop (sweep/probes/loop.py) is one
+(pair, eps) of the grid, so the loop's slots hold items of many pairs and refill as they finish;
+the random baseline embeds the draws of all items finishing together (draws x items rows)
+`batch_size` at a time. Every random draw is seeded by (run seed, pair, eps index, draw), so a
+pair's numbers do not depend on its batch neighbours beyond float rounding.
 """
 
 from __future__ import annotations
@@ -77,7 +83,7 @@ class PerturbProbe(Probe):
         grid = list(self.params.eps or [])
         pending: dict[str, PairResult] = {}
         items = (_Item(pair, eps, i) for pair in pairs for i, eps in enumerate(grid))
-        task = _PerturbTask(encoder, self.params, seed)
+        task = _PerturbTask(encoder, self.params, seed, batch_size)
         for pair_id, i, row, emb, images, embeddings in run_continuous(task, items, batch_size, self.sync_every):
             result = pending.setdefault(pair_id, PairResult(pair_id, rows=[None] * len(grid)))  # type: ignore[list-item]
             result.rows[i] = row
@@ -94,10 +100,11 @@ class PerturbProbe(Probe):
 
 
 class _PerturbTask:
-    def __init__(self, encoder: Any, p: PerturbParams, seed: int) -> None:
+    def __init__(self, encoder: Any, p: PerturbParams, seed: int, batch_size: int) -> None:
         self.enc = encoder
         self.p = p
         self.seed = seed
+        self.batch_size = batch_size
         self.device = encoder.device
         self._clean: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # pair -> fp32 (e_src, e_tgt), (D,) each
 
@@ -207,22 +214,33 @@ class _PerturbTask:
 
     def _random_baseline(self, items: list[_Item], x0: torch.Tensor, e0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B,) best embedding displacement over `random_draws` random deltas whose norm after
-        the [0, 1] clamp is eps, and (B,) the norm of that best delta."""
-        best = torch.full((len(items),), -1.0, device=self.device)
-        best_norm = torch.zeros(len(items), device=self.device)
+        the [0, 1] clamp is eps, and (B,) the norm of that best delta (the first draw on ties).
+
+        The B x random_draws draws of the finished items (all pairs and eps alike) are embedded
+        together, `batch_size` at a time, draw-major: every forward is full but the last."""
+        b, draws = len(items), self.p.random_draws
         eps = torch.tensor([it.eps for it in items], device=self.device)
-        for draw in range(self.p.random_draws):
-            raw = torch.stack([self._random_direction(it, draw) for it in items]).to(self.device)
+        disp = torch.empty(draws * b, device=self.device)  # row r: draw r // b of item r % b
+        size = torch.empty(draws * b, device=self.device)
+        for start in range(0, draws * b, self.batch_size):
+            rows = torch.arange(start, min(start + self.batch_size, draws * b))
+            item, draw = (rows % b).tolist(), (rows // b).tolist()
+            raw = torch.stack([self._random_direction(items[i], k) for i, k in zip(item, draw)]).to(self.device)
+            x, r_eps = x0[item], eps[item]
             if self.p.norm == "linf":
-                deltas = (x0 + raw * eps.view(-1, 1, 1, 1)).clamp(0, 1) - x0
+                deltas = (x + raw * r_eps.view(-1, 1, 1, 1)).clamp(0, 1) - x
             else:
-                deltas = clamped_to_norm(x0, raw, eps)
-            deltas = (x0 + deltas).clamp(0, 1) - x0  # the delta of the image actually embedded
-            e = embed_fp32(self.enc, x0 + deltas)
-            disp = (e - e0).norm(dim=-1)
-            better = disp > best
-            best = torch.where(better, disp, best)
-            best_norm = torch.where(better, _norm(deltas, self.p.norm), best_norm)
+                deltas = clamped_to_norm(x, raw, r_eps)
+            deltas = (x + deltas).clamp(0, 1) - x  # the delta of the image actually embedded
+            disp[start:start + len(rows)] = (embed_fp32(self.enc, x + deltas, self.batch_size) - e0[item]).norm(dim=-1)
+            size[start:start + len(rows)] = _norm(deltas, self.p.norm)
+        disp, size = disp.view(draws, b), size.view(draws, b)
+        best = torch.full((b,), -1.0, device=self.device)
+        best_norm = torch.zeros(b, device=self.device)
+        for k in range(draws):  # in draw order: a later draw must be strictly better to win
+            better = disp[k] > best
+            best = torch.where(better, disp[k], best)
+            best_norm = torch.where(better, size[k], best_norm)
         return best, best_norm
 
     def _random_direction(self, it: _Item, draw: int) -> torch.Tensor:
