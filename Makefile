@@ -8,9 +8,8 @@ export VITSWEEP_CHROMIUM ?= /usr/bin/chromium
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
-# pytest-xdist workers for `make test`: one per core, at most 4 (each imports torch); the tests
-# that start Ray run one after another on one of them (tests/conftest.py)
-TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; [ $$n -lt 2 ] && n=2; echo $$n)
+# extra pytest arguments, e.g. PYTEST_ARGS="-n 2 --dist loadgroup" for two pytest-xdist workers (tests/conftest.py)
+PYTEST_ARGS ?=
 
 .PHONY: demo test test-fast browser bench mutants clean
 
@@ -24,14 +23,14 @@ demo: $(STAMP)
 	$(VENV)/bin/vitsweep demo
 
 test: browser $(STAMP)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 browser:
 	@.ci/ensure-chromium
 
 # Everything but the multi-process Ray and browser tests.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not slow"
+	$(PY) -m pytest -q $(PYTEST_ARGS) -m "not slow"
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_match.py

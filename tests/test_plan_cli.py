@@ -37,7 +37,7 @@ def test_imagenet_val_plan_by_hand(tmp_path: Path) -> None:
     def lipschitz(dim: int) -> int:  # the whole Jacobian (null): D reverse-mode rows; top and off_top from its SVD
         directions = 4 + 8 + 1 + 4 + 4  # random, top, grad, null, off_top
         return (
-            (4 + 1 + 1 + 4 * directions)  # plain: f64 f(x0), f(t), fp32 f(x0), f(t); D's forward; the loss; 4 h each
+            (4 + 4 * directions)  # plain: f64 f(x0), f(t) (D and the loss's gradient reuse them), fp32 f(x0), f(t); 4 h each
             + 2 * (dim + 1)  # backward: the Jacobian's D rows, the matching gradient
             + 2 * directions  # jvp: ||J v|| per direction
         )

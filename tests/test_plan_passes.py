@@ -154,7 +154,7 @@ def test_lipschitz_dims_are_required() -> None:
     p = build_probe("lipschitz", {"families": ["null"]}).params
     with pytest.raises(ValueError, match="embedding size"):
         passes_per_pair("lipschitz", p)
-    # the Jacobian: one forward for D, D reverse-mode rows
+    # the Jacobian: D reverse-mode rows (D is known from the clean forward)
     assert passes_per_pair("lipschitz", p, (768, 150_528)).backward == 768
 
 

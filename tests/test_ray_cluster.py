@@ -168,11 +168,17 @@ def test_ray_job_submit_end_to_end_with_token_auth(tmp_path: Path, cluster_env: 
                              capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0 and "token" in (refused.stdout + refused.stderr).lower()
 
-    job = subprocess.run(
-        [RAY, "job", "submit", "--address", address, "--",
-         PYTHON, "-m", "sweep.cli", "run", str(spec), "--no-progress"],
-        env=cluster_env, cwd=REPO, capture_output=True, text=True, timeout=300,
-    )
+    # A fresh head answers "No available agent to submit job, please try again later" until its
+    # job agent is up (seen on a loaded machine); nothing was submitted then, so try again.
+    for _ in range(30):
+        job = subprocess.run(
+            [RAY, "job", "submit", "--address", address, "--",
+             PYTHON, "-m", "sweep.cli", "run", str(spec), "--no-progress"],
+            env=cluster_env, cwd=REPO, capture_output=True, text=True, timeout=300,
+        )
+        if "No available agent" not in job.stdout + job.stderr:
+            break
+        time.sleep(2)
     assert job.returncode == 0, job.stdout + job.stderr
     assert "2/2 units done" in job.stdout
     run = tmp_path / "run"

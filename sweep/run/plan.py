@@ -117,13 +117,13 @@ def _lipschitz_passes(p: Any, dims: tuple[int, int] | None) -> Passes:
             raise ValueError("lipschitz's top, null and off_top counts need the embedding size D")
         dim, d = dims
         n_top = min(p.top_k, dim, d)  # J has at most min(D, d) singular values
-        if "null" in families:  # one forward for D, then the Jacobian's D rows J^T e_i; top from its SVD
-            total += Passes(plain=1, backward=dim)
+        if "null" in families:  # the Jacobian's D rows J^T e_i (each a forward + backward); top from its SVD
+            total += Passes(backward=dim)
         else:  # subspace iteration: iters x (J V, J^T J V), then J V once more (Rayleigh-Ritz)
             width = min(min(p.top_k, d) + p.oversample, d)
             total += Passes(backward=p.iters * width, jvp=(p.iters + 1) * width)
-    if "grad" in families:  # the matching loss's gradient at x0: one forward, one backward
-        total += Passes(plain=1, backward=1)
+    if "grad" in families:  # the matching loss's gradient at x0: one backward (f(x0), f(t) are known)
+        total += Passes(backward=1)
     if "match" in families:  # a whole match run on the pair (upper bound)
         total += _match_passes(p.match)
     counts = {"random": p.n_random, "top": n_top, "grad": 1, "null": p.n_null, "off_top": p.n_null, "match": 1}
