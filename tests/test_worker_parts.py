@@ -14,7 +14,8 @@ from sweep.encoders import default_device
 from sweep.probes.base import PairResult
 from sweep.run.spec import WorkUnit
 from sweep.run.worker import (EncoderCache, UnitSummary, _embeddings_table, _image_rows, _pair_error, _Pair,
-                              _Unit, units_row)
+                              _Unit, embeddings_table, units_row)
+from sweep.schema import SCHEMAS
 
 LINEAR = "tests.encoders_for_tests:linear_encoder"
 
@@ -112,3 +113,12 @@ def test_image_rows_are_written_for_ok_gallery_pairs_only() -> None:
          "tgt_png": to_png_bytes(tgt)},
         {**common, "pair_id": "p2", "variant": "", "src_png": None, "adv_png": None, "tgt_png": to_png_bytes(tgt)},
     ]
+
+
+def test_embeddings_table_of_no_rows_and_of_one_dimensional_embeddings() -> None:
+    empty = embeddings_table([], [])
+    assert empty.num_rows == 0 and empty.schema == SCHEMAS["embeddings"]
+    rows = [{"run_id": "r", "unit_id": "u", "pair_id": p, "role": "src", "model": "m", "weights": "w",
+             "probe": "match", "config_hash": "c"} for p in ("p0", "p1")]
+    table = embeddings_table(rows, [torch.tensor([1.5]), torch.tensor([-2.0])])
+    assert table.schema == SCHEMAS["embeddings"] and table.column("embedding").to_pylist() == [[1.5], [-2.0]]
