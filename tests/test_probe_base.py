@@ -80,3 +80,30 @@ def test_a_parameter_error_of_the_whole_setting_is_one_line() -> None:
         build_probe("match", {"preset": "paper", "eps": 0.1})
     assert str(info.value) == ("bad match parameter ?={'preset': 'paper', 'eps': 0.1}: "
                                "Value error, the paper preset has no eps-ball (use preset=default)")
+
+
+class _RecordingProbe(RowsProbe):
+    """RowsProbe that remembers the batch size and seed `run` handed to `_run`."""
+
+    def _run(self, encoder: Any, pairs: Iterator[PairInput], *, batch_size: int, seed: int) -> Iterator[PairResult]:
+        self.calls = [*getattr(self, "calls", []), (batch_size, seed)]
+        yield from super()._run(encoder, pairs, batch_size=batch_size, seed=seed)
+
+
+def test_run_hands_its_batch_size_and_seed_to_the_probe() -> None:
+    probe = _RecordingProbe(RowsParams())
+    list(probe.run(_Enc(), [_pair("a")]))
+    list(probe.run(_Enc(), [_pair("a")], batch_size=3, seed=7))
+    assert probe.calls == [(16, 0), (3, 7)]  # the documented defaults, then what the caller asked
+
+
+def test_a_refused_pair_comes_out_before_pairs_read_after_it() -> None:
+    """Refused pairs are finished when they are read: they do not wait for the end of the run."""
+    got = list(RowsProbe(RowsParams()).run(_Enc(), [_pair("x", 2.0), _pair("a"), _pair("b")]))
+    assert [(r.pair_id, r.error) for r in got] == [("x", "source pixels outside [0, 1]"), ("a", None), ("b", None)]
+
+
+def test_a_parameter_error_inside_a_list_names_the_item() -> None:
+    with pytest.raises(UserError) as info:
+        RowsProbe.from_mapping({"nan_keys": ["a", 3]})
+    assert str(info.value) == "bad rows parameter nan_keys.1=3: Input should be a valid string"

@@ -61,3 +61,24 @@ def test_majority() -> None:
     assert majority([3, 1, 1]) == 1
     assert majority([3, 1, 1, 3]) == 3  # a tie goes to the nearest voter
     assert majority([2, 3, 1, 3, 1]) == 3
+
+
+def _fan(labels: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A query at angle 0 and a bank at angles 0.1, 0.2, ...: bank entry i is the (i+1)-th nearest."""
+    angles = torch.tensor([0.1 * (i + 1) for i in range(len(labels))], dtype=torch.float64)
+    bank = torch.stack([angles.cos(), angles.sin()], dim=1)
+    return torch.tensor([[1.0, 0.0]], dtype=torch.float64), bank, torch.tensor(labels)
+
+
+def test_knn_defaults_to_five_voters_and_works_without_exclusions() -> None:
+    query, bank, labels = _fan([0, 0, 1, 1, 1, 0, 0])
+    # five nearest: 0, 0, 1, 1, 1 -> 1; six would tie 3-3 and go to the nearest voter's 0
+    assert knn_vote(query, bank, labels).labels == [1] and knn_vote(query, bank, labels, k=6).labels == [0]
+    assert knn_predict(query, bank, labels) == [1] and knn_predict(query, bank, labels, k=6) == [0]
+
+
+def test_knn_with_a_bank_of_one_and_with_no_queries() -> None:
+    query, bank, labels = _fan([7])
+    assert knn_vote(query, bank, labels).labels == [7] and knn_vote(query, bank, labels).bank_sizes == [1]
+    none = knn_vote(torch.zeros(0, 2), bank, labels)
+    assert none.labels == [] and none.bank_sizes == []
