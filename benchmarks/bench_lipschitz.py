@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from typing import Any
 
 import torch
 from lipschitz_one_pair import Float64Encoder as OldFloat64Encoder
 from lipschitz_one_pair import OnePairLipschitz
+from timing import timed
 
 from sweep.encoders import load_encoder
 from sweep.probes import build_probe
@@ -49,19 +49,6 @@ class PassCounter:
             return original(encoder, pixels)
 
         cls.embed = embed
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(device: torch.device, fn: Any) -> tuple[Any, float]:
-    sync(device)
-    start = time.perf_counter()
-    out = fn()
-    sync(device)
-    return out, time.perf_counter() - start
 
 
 def plain_step_rate(encoder: Any, pairs: list[PairInput], dtype: torch.dtype, repeats: int) -> float:

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from typing import Any
 
 import torch
+from timing import timed
 
 from sweep.encoders import load_encoder
 from sweep.probes import build_probe
@@ -29,19 +29,6 @@ from sweep.probes.base import PairInput
 from sweep.probes.common import autocast
 
 COMPARED = ("emb_disp", "rel_disp", "disp_over_pair", "random_disp", "random_norm", "cos_after", "delta_norm", "pix_l2", "pix_linf")
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(device: torch.device, fn: Any) -> tuple[Any, float]:
-    sync(device)
-    start = time.perf_counter()
-    out = fn()
-    sync(device)
-    return out, time.perf_counter() - start
 
 
 def count_passes(encoder: Any) -> list[int]:
