@@ -27,6 +27,11 @@ parameters that differ between the settings of that probe in the opened runs (`l
 preset=paper`); where a probe has one setting it lists every parameter that is not null. Named
 queries join it to label their per-setting rows.
 
+A derived view `unit_rows` has one row per unit and key (`run_id, unit_id, model, weights, embed,
+probe, config_hash, params`) that has result rows, with `rows_ok`, `rows_error` and `rows`: the one
+scan of every result row that `settings`, the `overview` query and the `claims` query's list of
+settings share.
+
 Table macros (`MACROS`) hold the row filters the named queries share; each takes the bound
 filters `(run_id, model, weights, config_hash)`, positionally, where NULL means all:
 
@@ -42,8 +47,8 @@ Resources: every connection gets the same `Limits` (DuckDB `memory_limit`, `thre
 Parquet footer cache. `time_limit(con, seconds)` gives a cursor whose query DuckDB interrupts
 after `seconds` (QueryStopped: "Query stopped after N s"). `file_listing(runs)` (names, sizes,
 mtimes of the Parquet files) is the key callers cache results on; `read_stats` counts the units,
-files and rows the runs hold. `open_runs(…, snapshot=True)` computes `settings` and reads `units`
-once (for callers that ask many questions and re-open when the listing changes: the report, the
+files and rows the runs hold. `open_runs(…, snapshot=True)` computes `unit_rows` and `settings`
+and reads `units` once (for callers that ask many questions and re-open when the listing changes: the report, the
 dashboard), and `snapshot_estimates(con)` then does the same for `lipschitz_estimates` when the caller needs it
 (the report at once, the dashboard at its first Lipschitz question).
 
@@ -99,7 +104,22 @@ class Limits:
 
 
 VIEWS: tuple[str, ...] = UNIT_TABLES  # match, perturb, lipschitz, pairs, units, images
-DERIVED_VIEWS: tuple[str, ...] = ("settings",)  # views over VIEWS (no files of their own)
+DERIVED_VIEWS: tuple[str, ...] = ("unit_rows", "settings")  # views over VIEWS (no files of their own)
+
+# One row per unit and key that has result rows: how many rows of each status it holds. The one
+# scan of the result tables that `settings`, the overview and the claims' per-setting markers share
+# (a snapshot connection computes it once). `params` is a key too, so `settings` can read it here.
+_UNIT_ROWS_KEYS = "run_id, unit_id, model, weights, embed, probe, config_hash, params"
+_UNIT_ROWS_SQL = (
+    "CREATE OR REPLACE VIEW unit_rows AS\n"
+    f"SELECT {_UNIT_ROWS_KEYS},\n"
+    f"       count(*) FILTER (WHERE status = '{STATUS_OK}') AS rows_ok,\n"
+    "       count(*) FILTER (WHERE status = 'error') AS rows_error,\n"
+    "       count(*) AS rows\n"
+    "FROM (" + "\n      UNION ALL ".join(f"SELECT {_UNIT_ROWS_KEYS}, status FROM {table}"
+                                          for table in RESULT_TABLES) + ")\n"
+    f"GROUP BY {_UNIT_ROWS_KEYS}"
+)
 
 # One row per config_hash. Every CTE keeps `probe` as a group key, so a query that asks for one
 # probe's settings (`WHERE probe = 'match'`) reads only that probe's files (hive partitions).
@@ -109,9 +129,7 @@ WITH configs AS (
     SELECT probe, config_hash, any_value(model) AS model, any_value(weights) AS weights,
            any_value(embed) AS embed, any_value(params) AS params
     FROM (SELECT probe, config_hash, model, weights, embed, params FROM units
-          UNION ALL SELECT DISTINCT probe, config_hash, model, weights, embed, params FROM match
-          UNION ALL SELECT DISTINCT probe, config_hash, model, weights, embed, params FROM perturb
-          UNION ALL SELECT DISTINCT probe, config_hash, model, weights, embed, params FROM lipschitz)
+          UNION ALL SELECT DISTINCT probe, config_hash, model, weights, embed, params FROM unit_rows)
     GROUP BY probe, config_hash
 ),
 objects AS (
@@ -313,11 +331,11 @@ def open_runs(run_dirs: Sequence[str | Path], *, sandbox: bool = True,
               limits: Limits | None = None, snapshot: bool = False,
               writable: Sequence[Path] = ()) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with views `match`, `perturb`, `lipschitz`, `units`,
-    `pairs`, `images` over the union of the given runs, the derived view `settings` and the
-    table macros `MACROS`, under `limits` (memory, threads; default `Limits()`).
+    `pairs`, `images` over the union of the given runs, the derived views `unit_rows` and
+    `settings` and the table macros `MACROS`, under `limits` (memory, threads; default `Limits()`).
 
-    snapshot: compute `settings` once now (a scan of every table) instead of at every query
-    that joins it, and read the `units` files (one small file per unit) once into memory; for
+    snapshot: compute `unit_rows` and `settings` once now (one scan of the result tables)
+    instead of at every query that reads them, and read the `units` files (one small file per unit) once into memory; for
     a caller that asks many questions of the files as they are now and opens a new connection
     when they change (the report; the dashboard, whose connection is keyed on the file
     listing). The other views stay live either way. RunNotFound for a bad path.
@@ -347,12 +365,16 @@ def open_runs(run_dirs: Sequence[str | Path], *, sandbox: bool = True,
             labels = f"_labels_{table}"
             _create_view(con, "labels", reads, name=labels)
         con.execute(_knn_view_sql(table, labels))
+    con.execute(_UNIT_ROWS_SQL)
     con.execute(_SETTINGS_SQL)
     if snapshot:
         # `units` has one small file per unit (450 files for 450 rows): opening them costs more
         # than the rows, so a snapshot reads them once (settings below reads the copy too)
         con.execute("CREATE TABLE _units_snapshot AS SELECT * FROM units")
         con.execute("CREATE OR REPLACE VIEW units AS SELECT * FROM _units_snapshot")
+        # the one scan of every result row that settings, overview and claims share
+        con.execute("CREATE TABLE _unit_rows_snapshot AS SELECT * FROM unit_rows")
+        con.execute("CREATE OR REPLACE VIEW unit_rows AS SELECT * FROM _unit_rows_snapshot")
         con.execute("CREATE TABLE _settings_snapshot AS SELECT * FROM settings")
         con.execute("CREATE OR REPLACE VIEW settings AS SELECT * FROM _settings_snapshot")
     for macro in _MACRO_SQL:

@@ -210,8 +210,10 @@ def row_counts(runs: Runs, key: str) -> pd.DataFrame:
 @keyed
 def run_ids(runs: Runs, key: str) -> list[str]:
     """The run_id values in the results (a run's id, not its folder name)."""
-    parts = " UNION ".join(f"SELECT DISTINCT run_id FROM {_view(t)}" for t in (*RESULT_TABLES, "units"))
-    return _connection(runs).df(f"SELECT run_id FROM ({parts}) ORDER BY run_id")["run_id"].tolist()
+    # unit_rows: every unit with result rows (a snapshot: no second scan of the result files)
+    return _connection(runs).df(
+        "SELECT run_id FROM (SELECT DISTINCT run_id FROM unit_rows UNION SELECT DISTINCT run_id FROM units) "
+        "ORDER BY run_id")["run_id"].tolist()
 
 
 # ---------------------------------------------------------------- Pairs page

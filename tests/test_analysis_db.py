@@ -121,7 +121,7 @@ def test_settings_view(run: Path, partial: Path, tmp_path: Path) -> None:
     """One row per config_hash; `setting` names what differs between a probe's settings, or
     every non-null parameter where the probe has one setting; in a run still being written the
     result rows stand in for the missing units table."""
-    assert DERIVED_VIEWS == ("settings",)
+    assert DERIVED_VIEWS == ("unit_rows", "settings")
     for path in (run, partial):
         con = open_runs([path])
         rows = con.execute("SELECT config_hash, probe, setting FROM settings").fetchall()

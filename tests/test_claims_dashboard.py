@@ -23,15 +23,27 @@ def test_models_page_shows_a_verdict_beside_each_claim(tmp_path: Path,
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
     at.switch_page("views/models.py").run()
     assert not at.exception, [e.value for e in at.exception]
-    frames = [d.value for d in at.dataframe]
-    at_verdicts = [i for i, f in enumerate(frames) if {"verdict", "reason"} <= set(f.columns)]
-    verdicts = [frames[i] for i in at_verdicts]
-    # one verdict table per claim query, in the page's order, each right before its numbers
-    got = [(list(f["verdict"]), f["n"].tolist()) for f in verdicts[:5]]
-    assert got == [(["✔ supported"], [40]), (["✘ not supported"], [40]),
-                   (["✔ supported"], [34]), (["✔ supported"], [40]), (["✔ supported"], [40])]
-    assert "success_rate" in frames[at_verdicts[0] + 1].columns  # the equivalence numbers follow
-    assert "median_psnr" in frames[at_verdicts[1] + 1].columns
-    markdown = "\n".join(str(m.value) for m in at.markdown)
-    for claim in ("equivalence", "invisibility", "overgeneralisation", "normal_space", "lipschitz"):
+    expected = {"equivalence": (["✔ supported"], [40], "success_rate"),
+                "invisibility": (["✘ not supported"], [40], "median_psnr"),
+                "overgeneralisation": (["✔ supported"], [34], "n_success"),
+                "normal_space": (["✔ supported"], [40], "median_disp_over_pair"),
+                "lipschitz": (["✔ supported"], [40], "median_sigma1_over_random")}
+    # first, every claim's verdict in one table (one setting here: one row per claim)
+    summary = [d.value for d in at.dataframe if {"claim", "verdict", "reason"} <= set(d.value.columns)]
+    assert len(summary) == 1
+    assert {c: (v, n) for c, v, n in zip(summary[0]["claim"], summary[0]["verdict"], summary[0]["n"])} == {
+        claim: (verdicts[0], ns[0]) for claim, (verdicts, ns, _) in expected.items()}
+    assert len(summary[0]) == len(expected)
+    # then each claim, once picked: its verdict rows right before its numbers
+    for claim, (verdicts, ns, column) in expected.items():
+        at.radio(key="models_question").set_value(claim).run()
+        assert not at.exception, [e.value for e in at.exception]
+        frames = [d.value for d in at.dataframe]
+        at_verdicts = [i for i, f in enumerate(frames)
+                       if {"verdict", "reason"} <= set(f.columns) and "claim" not in f.columns]
+        assert len(at_verdicts) == 1, claim
+        shown = frames[at_verdicts[0]]
+        assert (list(shown["verdict"]), shown["n"].tolist()) == (verdicts, ns), claim
+        assert column in frames[at_verdicts[0] + 1].columns, claim  # the claim's numbers follow
+        markdown = "\n".join(str(m.value) for m in at.markdown)
         assert f"**Verdict on {claim}**" in markdown

@@ -158,7 +158,12 @@ def test_models_page(open_app: Callable[..., AppTest], fixture_run: Path) -> Non
     assert list(equivalence["model"]) == ["vit_a", "vit_a", "vit_b"]
     assert list(equivalence["setting"]) == [MATCH_SETTING_TEXT[s] for s in ("default", "paper", "default")]
     assert list(equivalence["success_rate"]) == [0.75, 0.5, 0.75]
-    assert len(at.dataframe) >= 4  # several claims, side by side per model
+    verdicts = find_frame(at, "claim", "verdict", "reason")  # every claim's verdict, first
+    assert {"equivalence", "invisibility", "normal_space", "lipschitz"} <= set(verdicts["claim"])
+    for name in at.radio(key="models_question").options:  # each headline question, side by side per model
+        at.radio(key="models_question").set_value(name.replace(" ", "_")).run()
+        assert_clean(at, "models")
+        assert len(at.dataframe) >= 2 and texts(at.subheader).count(name.capitalize()) == 1
     for name in at.selectbox(key="models_other").options:
         at.selectbox(key="models_other").set_value(name).run()
         assert_clean(at, "models")

@@ -206,15 +206,60 @@ def test_pairs_page_pages(open_app: Callable[..., AppTest], scale_run: Path,
     assert set(shown["pair_id"]) == {"p000003"} and len(shown) == (table("match")["pair_id"] == "p000003").sum()
 
 
+HEADLINE_COLUMNS = {"equivalence": "success_rate", "invisibility": "median_psnr",
+                    "overgeneralisation": "n_success", "normal_space": "median_disp_over_pair",
+                    "lipschitz": "median_sigma1_over_random", "lipschitz_families": "median_estimate",
+                    "overview": "units_ok"}
+
+
+def _assert_same_table(shown: pd.DataFrame, expected: pd.DataFrame, name: str) -> None:
+    """Every column of the named query's result, row for row (numbers to 1e-12)."""
+    assert list(shown.columns) == list(expected.columns), name
+    assert len(shown) == len(expected), name
+    for column in expected.columns:
+        got, want = shown[column].reset_index(drop=True), expected[column].reset_index(drop=True)
+        if pd.api.types.is_numeric_dtype(want) and not pd.api.types.is_bool_dtype(want):
+            np.testing.assert_allclose(got.astype(float), want.astype(float), rtol=1e-12,
+                                       err_msg=f"{name}.{column}")
+        else:
+            assert got.astype(str).tolist() == want.astype(str).tolist(), f"{name}.{column}"
+
+
 def test_models_page_shows_the_named_queries(open_app: Callable[..., AppTest], scale_run: Path) -> None:
+    """The verdict table is the `claims` query's verdicts; each headline question, once picked,
+    shows its named query's whole result and (for a claim) that claim's verdict rows."""
     at = open_app(scale_run, page="models")
     assert not at.exception
     con = open_runs([scale_run])
-    for name, column in (("equivalence", "success_rate"), ("lipschitz", "median_sigma1_over_random")):
-        expected = run_named(con, name)
-        shown = next(d.value for d in at.dataframe if column in d.value.columns)
-        assert list(shown["config_hash"]) == list(expected["config_hash"])
-        np.testing.assert_allclose(shown[column].astype(float), expected[column].astype(float))
+    claims = run_named(con, "claims")
+    summaries = [d.value for d in at.dataframe if {"claim", "verdict"} <= set(d.value.columns)]
+    assert len(summaries) == 1
+    summary = summaries[0]
+    assert list(summary.columns) == list(claims.columns)
+    assert list(summary["reason"]) == list(claims["reason"]) and list(summary["checks"]) == list(claims["checks"])
+    assert list(summary["claim"]) == list(claims["claim"])
+    assert list(summary["config_hash"]) == list(claims["config_hash"])
+    assert [v.split(" ", 1)[1].replace(" ", "_") for v in summary["verdict"]] == list(claims["verdict"])
+    assert list(summary["n"]) == list(claims["n"])
+    np.testing.assert_allclose(summary["estimate"].astype(float), claims["estimate"].astype(float))
+    assert set(claims["claim"]) == {"equivalence", "invisibility", "overgeneralisation",
+                                    "normal_space", "lipschitz"}
+    assert list(at.radio(key="models_question").options) == [n.replace("_", " ") for n in HEADLINE_COLUMNS]
+    for name, column in HEADLINE_COLUMNS.items():
+        at.radio(key="models_question").set_value(name).run()
+        assert not at.exception, (name, [e.value for e in at.exception])
+        shown = [d.value for d in at.dataframe if column in d.value.columns]
+        assert len(shown) == 1, name  # only the picked question's numbers are on the page
+        _assert_same_table(shown[0], run_named(con, name), name)
+        verdicts = [d.value for d in at.dataframe
+                    if {"verdict", "reason"} <= set(d.value.columns) and "claim" not in d.value.columns]
+        if name in claims["claim"].tolist():
+            assert len(verdicts) == 1, name
+            mine = claims[claims["claim"] == name]
+            assert list(verdicts[0]["config_hash"]) == list(mine["config_hash"]), name
+            assert list(verdicts[0]["reason"]) == list(mine["reason"]), name
+        else:
+            assert not verdicts, name
 
 
 def test_sql_console_stops_a_runaway_query(open_app: Callable[..., AppTest], scale_run: Path) -> None:

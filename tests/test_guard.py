@@ -30,6 +30,7 @@ ALLOWED = [
     ("SELECT * FROM memory.main.units", 8),
     ("SELECT m.model, s.setting, count(*) FROM match AS m JOIN settings AS s USING (config_hash) "
      "GROUP BY ALL", 3),
+    ("SELECT probe, sum(rows) FROM unit_rows GROUP BY probe", 3),  # a derived view
     ("SELECT * FROM match_ok(NULL, NULL, NULL, NULL)", 12),  # the run's table macros
     ("SELECT * FROM match_rows(NULL, 'vit_a', NULL, NULL)", 9),
     ("SELECT count(*) FROM memory.main.lipschitz_estimates(NULL, NULL, NULL, NULL)", 1),
@@ -143,7 +144,7 @@ def test_sandbox_even_without_the_parser_check(con) -> None:
         con.execute("SET lock_configuration = false")
 
 
-VIEW_LIST = "images, lipschitz, match, pairs, perturb, settings, units"
+VIEW_LIST = "images, lipschitz, match, pairs, perturb, settings, unit_rows, units"
 MACRO_LIST = ("lipschitz_estimates, lipschitz_ok, lipschitz_rows, match_ok, match_rows, perturb_ok, "
               "perturb_rows")
 REFUSAL_MESSAGES = [

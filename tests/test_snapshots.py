@@ -68,3 +68,41 @@ def test_units_read_once(run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         assert db.open_runs([run]).execute("SELECT count(*) FROM units").fetchone()[0] < n
     finally:
         moved.rename(victim)
+
+
+def test_unit_rows_counts_every_result_row_once(run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`unit_rows` (one row per unit and key with rows, its ok / error / all row counts) equals a
+    count made here with pyarrow from the files; the snapshot holds the same rows and stands in for
+    the files; overview, claims and settings read it and answer as on a live connection."""
+    import pyarrow.dataset as ds
+
+    monkeypatch.setenv(db.THREADS_ENV, "1")
+    keys = ["run_id", "unit_id", "model", "weights", "embed", "probe", "config_hash", "params"]
+    expected: dict[tuple, list[int]] = {}
+    for table in ("match", "perturb", "lipschitz"):
+        files = sorted(str(p) for p in (run / "results" / table).rglob("*.parquet"))
+        df = ds.dataset(files, format="parquet").to_table(columns=[*keys[:5], "config_hash", "params",
+                                                                  "status"]).to_pandas()
+        df["probe"] = table  # the hive partition folder probe=<table>
+        for row in df.itertuples(index=False):
+            key = tuple(getattr(row, k) for k in keys)
+            counts = expected.setdefault(key, [0, 0, 0])
+            counts[0] += row.status == "ok"
+            counts[1] += row.status == "error"
+            counts[2] += 1
+    live = db.open_runs([run])
+    snap = db.open_runs([run], snapshot=True)
+    sql = f"SELECT {', '.join(keys)}, rows_ok, rows_error, rows FROM unit_rows"
+    got = {tuple(r[:8]): list(r[8:]) for r in live.execute(sql).fetchall()}
+    assert got == expected and len(got) >= 12  # 3 probes x 2 models x 2 settings at least
+    assert sorted(snap.execute(sql).fetchall()) == sorted(live.execute(sql).fetchall())
+    assert "unit_rows" in db.DERIVED_VIEWS
+    for name in ("overview", "claims"):
+        assert "unit_rows" in named.get_named(name).sql
+        assert named.run_named_arrow(snap, name).equals(named.run_named_arrow(live, name)), name
+    settings = "SELECT * FROM settings ORDER BY ALL"
+    assert snap.execute(settings).fetchall() == live.execute(settings).fetchall()
+    # the snapshot stands in for the files: emptying a result view leaves it unchanged
+    before = sorted(snap.execute(sql).fetchall())
+    snap.execute("CREATE OR REPLACE VIEW match AS SELECT * FROM match WHERE false")
+    assert sorted(snap.execute(sql).fetchall()) == before

@@ -36,11 +36,11 @@ lratio AS (
                    WHEN nul = 0 AND top > 0 THEN 'inf'::DOUBLE END AS ratio
     FROM lpairs
 ),
-markers AS (
+markers AS (  -- every setting with rows of any status (unit_rows: one row per unit with rows)
     SELECT DISTINCT model, weights, embed, probe, config_hash
-    FROM (SELECT model, weights, embed, probe, config_hash FROM match_rows($run_id, $model, $weights, $config_hash)
-          UNION ALL SELECT model, weights, embed, probe, config_hash FROM perturb_rows($run_id, $model, $weights, $config_hash)
-          UNION ALL SELECT model, weights, embed, probe, config_hash FROM lipschitz_rows($run_id, $model, $weights, $config_hash))
+    FROM unit_rows
+    WHERE ($run_id IS NULL OR run_id = $run_id) AND ($model IS NULL OR model = $model)
+      AND ($weights IS NULL OR weights = $weights) AND ($config_hash IS NULL OR config_hash = $config_hash)
 ),
 checks AS (
     SELECT model, weights, embed, 'match' AS probe, config_hash, 'equivalence' AS claim,

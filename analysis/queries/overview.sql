@@ -5,17 +5,14 @@
 -- param: probe = NULL | only this probe (NULL: all probes)
 -- param: config_hash = NULL | only this probe setting (NULL: all settings)
 -- A unit with result rows but no `units` row yet is counted as in progress.
-WITH unit_rows AS (  -- one pass over the result rows: each unit's keys and row counts
+WITH unit_counts AS (  -- each unit's keys and row counts (the view unit_rows: one pass over the rows)
     SELECT run_id, unit_id, model, weights, embed, probe, config_hash,
-           count(*) FILTER (WHERE status = 'ok') AS rows_ok,
-           count(*) FILTER (WHERE status = 'error') AS rows_error
-    FROM (SELECT run_id, unit_id, model, weights, embed, probe, config_hash, status FROM match
-          UNION ALL SELECT run_id, unit_id, model, weights, embed, probe, config_hash, status FROM perturb
-          UNION ALL SELECT run_id, unit_id, model, weights, embed, probe, config_hash, status FROM lipschitz)
+           sum(rows_ok) AS rows_ok, sum(rows_error) AS rows_error
+    FROM unit_rows
     GROUP BY run_id, unit_id, model, weights, embed, probe, config_hash
 ),
 result_units AS (
-    SELECT run_id, unit_id, model, weights, embed, probe, config_hash FROM unit_rows
+    SELECT run_id, unit_id, model, weights, embed, probe, config_hash FROM unit_counts
 ),
 keys AS (
     SELECT run_id, unit_id, model, weights, embed, probe, config_hash FROM units
@@ -29,7 +26,7 @@ pair_counts AS (
 ),
 row_counts AS (
     SELECT run_id, unit_id, sum(rows_ok) AS rows_ok, sum(rows_error) AS rows_error
-    FROM unit_rows GROUP BY run_id, unit_id
+    FROM unit_counts GROUP BY run_id, unit_id
 ),
 grouped AS (
     SELECT k.model, k.weights, k.embed, k.probe, k.config_hash,

@@ -1,14 +1,21 @@
-"""Models page: the headline numbers of every claim side by side across models, weights,
-embedding points and probe settings (one row per setting: a probe run with several settings is
-never pooled), each claim's verdict (named query `claims`, default criteria) shown beside it."""
+"""Models page: every claim's verdict per model, weights, embedding point and probe setting (named
+query `claims`, default criteria) in one table, then the numbers behind one claim at a time (its
+headline named query, with that claim's verdict rows beside it; one row per setting: a probe run
+with several settings is never pooled), then any other named query.
+
+Only the picked claim's query runs: on a 75,000-pair run each headline query reads every file of
+its probe, and running all of them for every visit made the page's first visit the slowest of the
+dashboard. The verdict table needs only `claims`, which is cached like every other read."""
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from dashboard import common, data
 
-# Named queries shown first, in this order, when analysis/ has them (others are one pick away).
+# The questions the page offers first, in this order, when analysis/ has them (others are one pick
+# away under "Any named query").
 HEADLINE = ("equivalence", "invisibility", "overgeneralisation", "normal_space", "lipschitz",
             "lipschitz_families", "overview")
 BULKY = ("gallery",)  # PNG bytes: the Pairs page shows those
@@ -18,11 +25,13 @@ VERDICT_MARKS = {"supported": "✔ supported", "not_supported": "✘ not support
                  "inconclusive": "? inconclusive"}
 VERDICT_COLUMNS = ["model", "weights", "embed", "setting", "verdict", "n", "statistic", "estimate",
                    "ci_low", "ci_high", "reason", "criterion", "config_hash"]
+CRITERIA_NOTE = ("criteria: analysis/criteria.yaml; `vitsweep report --criteria FILE` to change them")
 
 runs = common.page(
     "Models",
-    "The same numbers, one row per model, weights, embedding point and probe setting "
-    "(named queries from analysis/; `setting` names the parameters that differ between settings).",
+    "Every claim's verdict, then the numbers behind one claim at a time: one row per model, "
+    "weights, embedding point and probe setting (named queries from analysis/; `setting` names "
+    "the parameters that differ between settings).",
 )
 queries = {q.name: q for q in data.named_queries()}
 run_ids = data.run_ids(runs)
@@ -31,22 +40,44 @@ if len(run_ids) > 1:
     run_id = st.selectbox("Run", ["", *run_ids], format_func=lambda r: r or "all runs", key="models_run")
 
 
+def bound_params(name: str, params: dict[str, str | None]) -> tuple[tuple[str, str | None], ...]:
+    """The parameters `name` accepts, as the cached reads take them."""
+    accepted = {p[0] for p in queries[name].params}
+    return tuple(sorted((k, v) for k, v in params.items() if k in accepted and v))
+
+
+def marked(rows: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The verdict rows' `columns` (those present), verdicts with their marks."""
+    shown = rows[[c for c in columns if c in rows.columns]].copy()
+    shown["verdict"] = shown["verdict"].map(lambda v: VERDICT_MARKS.get(v, v))
+    return shown
+
+
+def all_verdicts(params: dict[str, str | None]) -> None:
+    """One table: every claim's verdict per model, weights, embedding point and setting."""
+    if "claims" not in queries:
+        return
+    table = data.named_query(runs, "claims", bound_params("claims", params))
+    st.subheader("Verdicts")
+    if table.empty:
+        st.info("No verdicts yet: no probe rows.")
+        return
+    st.caption(f"One row per claim and probe setting: the named query `claims` ({CRITERIA_NOTE}). "
+               "Each claim's rows are shown again beside its numbers below.")
+    st.dataframe(marked(table, list(table.columns)), hide_index=True, width="stretch")
+
+
 def verdicts_of(claim: str, params: dict[str, str | None]) -> None:
     """The verdicts on `claim`, one row per model, weights, embedding point and setting."""
     if "claims" not in queries:
         return
-    accepted = {p[0] for p in queries["claims"].params}
-    bound = tuple(sorted((k, v) for k, v in params.items() if k in accepted and v))
-    table = data.named_query(runs, "claims", bound)
+    table = data.named_query(runs, "claims", bound_params("claims", params))
     rows = table[table["claim"] == claim] if not table.empty else table
     if rows.empty:
         st.caption(f"No verdict on {claim}: no rows of its probe yet.")
         return
-    shown = rows[[c for c in VERDICT_COLUMNS if c in rows.columns]].copy()
-    shown["verdict"] = shown["verdict"].map(lambda v: VERDICT_MARKS.get(v, v))
-    st.markdown(f"**Verdict on {claim}** (criteria: analysis/criteria.yaml; "
-                "`vitsweep report --criteria FILE` to change them)")
-    st.dataframe(shown, hide_index=True, width="stretch")
+    st.markdown(f"**Verdict on {claim}** ({CRITERIA_NOTE})")
+    st.dataframe(marked(rows, VERDICT_COLUMNS), hide_index=True, width="stretch")
 
 
 def show(name: str, params: dict[str, str | None]) -> None:
@@ -55,20 +86,24 @@ def show(name: str, params: dict[str, str | None]) -> None:
     st.caption(query.description + (f" {query.notes}" if query.notes else ""))
     if name in CLAIM_QUERIES:
         verdicts_of(name, params)
-    accepted = {p[0] for p in query.params}
-    bound = tuple(sorted((k, v) for k, v in params.items() if k in accepted and v))
-    result = data.named_query(runs, name, bound)
+    result = data.named_query(runs, name, bound_params(name, params))
     if result.empty:
         st.info("No rows for this question yet.")
     else:
         st.dataframe(data.displayable(result), hide_index=True, width="stretch")
 
 
-for name in (n for n in HEADLINE if n in queries):
-    show(name, {"run_id": run_id or None})
+all_verdicts({"run_id": run_id or None})
+
+headline = [n for n in HEADLINE if n in queries]
+if headline:
+    st.header("The numbers behind a claim", divider="gray")
+    question = st.radio("Question", headline, horizontal=True, key="models_question",
+                        format_func=lambda n: n.replace("_", " "))
+    show(question, {"run_id": run_id or None})
 
 st.header("Any named query", divider="gray")
-others = [n for n in queries if n not in HEADLINE and n not in BULKY]
+others = [n for n in queries if n not in HEADLINE and n not in BULKY and n != "claims"]  # claims: above
 if others:
     pick = st.selectbox("Query", others, key="models_other")
     values: dict[str, str | None] = {}
