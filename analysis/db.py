@@ -27,10 +27,10 @@ parameters that differ between the settings of that probe in the opened runs (`l
 preset=paper`); where a probe has one setting it lists every parameter that is not null. Named
 queries join it to label their per-setting rows.
 
-A derived view `unit_rows` has one row per unit and key (`run_id, unit_id, model, weights, embed,
-probe, config_hash, params`) that has result rows, with `rows_ok`, `rows_error` and `rows`: the one
-scan of every result row that `settings`, the `overview` query and the `claims` query's list of
-settings share.
+A derived view `unit_rows` has one row per unit, key and status (`run_id, unit_id, model,
+weights, embed, probe, config_hash, params, status`) that has result rows, with their count
+`rows`: the one scan of every result row that `settings`, the `overview` query, the `claims`
+query's list of settings and `read_stats` share.
 
 Table macros (`MACROS`) hold the row filters the named queries share; each takes the bound
 filters `(run_id, model, weights, config_hash)`, positionally, where NULL means all:
@@ -106,20 +106,19 @@ class Limits:
 VIEWS: tuple[str, ...] = UNIT_TABLES  # match, perturb, lipschitz, pairs, units, images
 DERIVED_VIEWS: tuple[str, ...] = ("unit_rows", "settings")  # views over VIEWS (no files of their own)
 
-# One row per unit and key that has result rows: how many rows of each status it holds. The one
-# scan of the result tables that `settings`, the overview and the claims' per-setting markers share
-# (a snapshot connection computes it once). `params` is a key too, so `settings` can read it here.
-_UNIT_ROWS_KEYS = "run_id, unit_id, model, weights, embed, probe, config_hash, params"
+# One row per unit, key and status that has result rows, with how many rows it holds. The one
+# scan of the result tables that `settings`, the overview, the claims' per-setting markers and the
+# read counts share (a snapshot connection computes it once). `params` is a key too, so `settings`
+# can read it here. `probe` is the files' partition folder, which for a result table is its name.
+_UNIT_ROWS_KEYS = "run_id, unit_id, model, weights, embed, probe, config_hash, params, status"
 _UNIT_ROWS_SQL = (
     "CREATE OR REPLACE VIEW unit_rows AS\n"
-    f"SELECT {_UNIT_ROWS_KEYS},\n"
-    f"       count(*) FILTER (WHERE status = '{STATUS_OK}') AS rows_ok,\n"
-    "       count(*) FILTER (WHERE status = 'error') AS rows_error,\n"
-    "       count(*) AS rows\n"
-    "FROM (" + "\n      UNION ALL ".join(f"SELECT {_UNIT_ROWS_KEYS}, status FROM {table}"
+    f"SELECT {_UNIT_ROWS_KEYS}, count(*) AS rows\n"
+    "FROM (" + "\n      UNION ALL ".join(f"SELECT {_UNIT_ROWS_KEYS} FROM {table}"
                                           for table in RESULT_TABLES) + ")\n"
     f"GROUP BY {_UNIT_ROWS_KEYS}"
 )
+_UNIT_ROWS_SNAPSHOT = "_unit_rows_snapshot"
 
 # One row per config_hash. Every CTE keeps `probe` as a group key, so a query that asks for one
 # probe's settings (`WHERE probe = 'match'`) reads only that probe's files (hive partitions).
@@ -373,8 +372,8 @@ def open_runs(run_dirs: Sequence[str | Path], *, sandbox: bool = True,
         con.execute("CREATE TABLE _units_snapshot AS SELECT * FROM units")
         con.execute("CREATE OR REPLACE VIEW units AS SELECT * FROM _units_snapshot")
         # the one scan of every result row that settings, overview and claims share
-        con.execute("CREATE TABLE _unit_rows_snapshot AS SELECT * FROM unit_rows")
-        con.execute("CREATE OR REPLACE VIEW unit_rows AS SELECT * FROM _unit_rows_snapshot")
+        con.execute(f"CREATE TABLE {_UNIT_ROWS_SNAPSHOT} AS SELECT * FROM unit_rows")
+        con.execute(f"CREATE OR REPLACE VIEW unit_rows AS SELECT * FROM {_UNIT_ROWS_SNAPSHOT}")
         con.execute("CREATE TABLE _settings_snapshot AS SELECT * FROM settings")
         con.execute("CREATE OR REPLACE VIEW settings AS SELECT * FROM _settings_snapshot")
     for macro in _MACRO_SQL:
@@ -394,6 +393,13 @@ def open_runs(run_dirs: Sequence[str | Path], *, sandbox: bool = True,
 _ESTIMATES_SNAPSHOT = "_lipschitz_estimates_snapshot"
 
 
+def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """Whether the connection's in-memory database holds table `name` (a snapshot)."""
+    found = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'memory' "
+                        "AND schema_name = 'main' AND table_name = $1", [name]).fetchone()
+    return bool(found and found[0])
+
+
 def snapshot_estimates(con: duckdb.DuckDBPyConnection) -> None:
     """Compute `lipschitz_estimates` once (every ok direction's estimate: one scan and group-by
     of the lipschitz rows) and let the macro filter that table from now on, so the named
@@ -401,9 +407,7 @@ def snapshot_estimates(con: duckdb.DuckDBPyConnection) -> None:
     claims) stop re-reading every lipschitz file. The same rows as the live macro; for a
     connection opened with `snapshot=True` (its caller re-opens it when the files change).
     Idempotent; not thread-safe (callers hold their connection's lock)."""
-    done = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'memory' "
-                       "AND schema_name = 'main' AND table_name = $1", [_ESTIMATES_SNAPSHOT]).fetchone()
-    if done and done[0]:
+    if _has_table(con, _ESTIMATES_SNAPSHOT):
         return
     nulls = ", ".join("NULL" for _ in _FILTERS)
     con.execute(f"CREATE TABLE {_ESTIMATES_SNAPSHOT} AS "
@@ -535,13 +539,21 @@ class ReadStats:
 
 
 def read_stats(con: duckdb.DuckDBPyConnection, run_dirs: Sequence[str | Path]) -> ReadStats:
-    """Count what the runs hold (row counts come from the Parquet footers: cheap)."""
+    """Count what the runs hold (row counts come from the Parquet footers: cheap; on a snapshot
+    connection the result tables' counts come from its `unit_rows`, already in memory)."""
     start = time.perf_counter()
     files = len(file_listing(check_runs(run_dirs)))
     cur = con.cursor()
     try:
-        sql = " UNION ALL ".join(f"SELECT '{t}', count(*) FROM {t}" for t in VIEWS)
-        counts = {name: int(n) for name, n in cur.execute(sql).fetchall()}
+        counted = VIEWS
+        counts: dict[str, int] = {}
+        if _has_table(cur, _UNIT_ROWS_SNAPSHOT):
+            counted = tuple(t for t in VIEWS if t not in RESULT_TABLES)
+            by_probe = dict(cur.execute("SELECT probe, sum(rows) FROM unit_rows GROUP BY probe").fetchall())
+            counts = {t: int(by_probe.get(t, 0)) for t in RESULT_TABLES}
+        sql = " UNION ALL ".join(f"SELECT '{t}', count(*) FROM {t}" for t in counted)
+        counts.update({name: int(n) for name, n in cur.execute(sql).fetchall()})
+        counts = {t: counts[t] for t in VIEWS}
     finally:
         cur.close()
     return ReadStats(counts.get("units", 0), files, sum(counts.values()),

@@ -200,11 +200,10 @@ def pair_errors(runs: Runs, key: str) -> pd.DataFrame:
 @keyed
 def row_counts(runs: Runs, key: str) -> pd.DataFrame:
     """Rows per result table and status."""
-    parts = " UNION ALL ".join(
-        f"SELECT '{t}' AS table_name, status, count(*) AS rows FROM {_view(t)} GROUP BY status"
-        for t in RESULT_TABLES
-    )
-    return _connection(runs).df(f"{parts} ORDER BY table_name, status")
+    # unit_rows (in memory on the dashboard's snapshot connection): `probe` is the table's name
+    return _connection(runs).df(
+        "SELECT probe AS table_name, status, sum(rows)::BIGINT AS rows FROM unit_rows "
+        "GROUP BY probe, status ORDER BY table_name, status")
 
 
 @keyed
@@ -222,8 +221,7 @@ def run_ids(runs: Runs, key: str) -> list[str]:
 @keyed
 def probes_and_models(runs: Runs, key: str) -> dict[str, list[str]]:
     """{probe: [models with rows]} over the result tables that have rows."""
-    parts = " UNION ".join(f"SELECT DISTINCT '{t}' AS probe, model FROM {_view(t)}" for t in RESULT_TABLES)
-    df = _connection(runs).df(f"SELECT probe, model FROM ({parts}) ORDER BY probe, model")
+    df = _connection(runs).df("SELECT DISTINCT probe, model FROM unit_rows ORDER BY probe, model")
     return {t: df.loc[df["probe"] == t, "model"].tolist() for t in RESULT_TABLES
             if (df["probe"] == t).any()}
 

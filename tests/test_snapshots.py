@@ -71,29 +71,26 @@ def test_units_read_once(run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_unit_rows_counts_every_result_row_once(run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`unit_rows` (one row per unit and key with rows, its ok / error / all row counts) equals a
-    count made here with pyarrow from the files; the snapshot holds the same rows and stands in for
-    the files; overview, claims and settings read it and answer as on a live connection."""
+    """`unit_rows` (one row per unit, key and status with rows, and how many) equals a count made
+    here with pyarrow from the files; the snapshot holds the same rows and stands in for the files;
+    overview, claims, settings and the read counts use it and answer as on a live connection."""
     import pyarrow.dataset as ds
 
     monkeypatch.setenv(db.THREADS_ENV, "1")
-    keys = ["run_id", "unit_id", "model", "weights", "embed", "probe", "config_hash", "params"]
-    expected: dict[tuple, list[int]] = {}
+    keys = ["run_id", "unit_id", "model", "weights", "embed", "probe", "config_hash", "params", "status"]
+    expected: dict[tuple, int] = {}
     for table in ("match", "perturb", "lipschitz"):
         files = sorted(str(p) for p in (run / "results" / table).rglob("*.parquet"))
-        df = ds.dataset(files, format="parquet").to_table(columns=[*keys[:5], "config_hash", "params",
-                                                                  "status"]).to_pandas()
+        df = ds.dataset(files, format="parquet").to_table(columns=keys).to_pandas()
         df["probe"] = table  # the hive partition folder probe=<table>
         for row in df.itertuples(index=False):
             key = tuple(getattr(row, k) for k in keys)
-            counts = expected.setdefault(key, [0, 0, 0])
-            counts[0] += row.status == "ok"
-            counts[1] += row.status == "error"
-            counts[2] += 1
+            expected[key] = expected.get(key, 0) + 1
+    assert {k[-1] for k in expected} == {"ok", "error"}
     live = db.open_runs([run])
     snap = db.open_runs([run], snapshot=True)
-    sql = f"SELECT {', '.join(keys)}, rows_ok, rows_error, rows FROM unit_rows"
-    got = {tuple(r[:8]): list(r[8:]) for r in live.execute(sql).fetchall()}
+    sql = f"SELECT {', '.join(keys)}, rows FROM unit_rows"
+    got = {tuple(r[:9]): r[9] for r in live.execute(sql).fetchall()}
     assert got == expected and len(got) >= 12  # 3 probes x 2 models x 2 settings at least
     assert sorted(snap.execute(sql).fetchall()) == sorted(live.execute(sql).fetchall())
     assert "unit_rows" in db.DERIVED_VIEWS
@@ -102,6 +99,9 @@ def test_unit_rows_counts_every_result_row_once(run: Path, monkeypatch: pytest.M
         assert named.run_named_arrow(snap, name).equals(named.run_named_arrow(live, name)), name
     settings = "SELECT * FROM settings ORDER BY ALL"
     assert snap.execute(settings).fetchall() == live.execute(settings).fetchall()
+    snap_stats, live_stats = db.read_stats(snap, [run]), db.read_stats(live, [run])
+    assert snap_stats.rows_by_table == live_stats.rows_by_table
+    assert snap_stats.rows_by_table["match"] == sum(n for k, n in expected.items() if k[5] == "match")
     # the snapshot stands in for the files: emptying a result view leaves it unchanged
     before = sorted(snap.execute(sql).fetchall())
     snap.execute("CREATE OR REPLACE VIEW match AS SELECT * FROM match WHERE false")

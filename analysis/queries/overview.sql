@@ -7,7 +7,8 @@
 -- A unit with result rows but no `units` row yet is counted as in progress.
 WITH unit_counts AS (  -- each unit's keys and row counts (the view unit_rows: one pass over the rows)
     SELECT run_id, unit_id, model, weights, embed, probe, config_hash,
-           sum(rows_ok) AS rows_ok, sum(rows_error) AS rows_error
+           coalesce(sum(rows) FILTER (WHERE status = 'ok'), 0) AS rows_ok,
+           coalesce(sum(rows) FILTER (WHERE status = 'error'), 0) AS rows_error
     FROM unit_rows
     GROUP BY run_id, unit_id, model, weights, embed, probe, config_hash
 ),

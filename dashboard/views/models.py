@@ -104,8 +104,9 @@ if headline:
 
 st.header("Any named query", divider="gray")
 others = [n for n in queries if n not in HEADLINE and n not in BULKY and n != "claims"]  # claims: above
-if others:
-    pick = st.selectbox("Query", others, key="models_other")
+pick = st.selectbox("Query", others, key="models_other", index=None,
+                    placeholder="Pick a named query (nothing runs until you do)") if others else None
+if pick is not None:
     values: dict[str, str | None] = {}
     cols = st.columns(max(1, len(queries[pick].params)))
     for col, (pname, default, help_text) in zip(cols, queries[pick].params, strict=False):
