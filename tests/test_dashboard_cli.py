@@ -44,7 +44,7 @@ def test_console_script_missing_dir(tmp_path: Path) -> None:
 
 def test_streamlit_command_line(tmp_path: Path) -> None:
     cmd = dashboard.streamlit_command([tmp_path], "127.0.0.1", 8765)
-    assert cmd[:4] == [sys.executable, "-m", "streamlit", "run"]
+    assert cmd[:4] == [sys.executable, "-m", "dashboard.serve", "run"]
     assert cmd[4].endswith("dashboard/app.py") and Path(cmd[4]).is_file()
     joined = " ".join(cmd)
     for flag in ("--server.headless true", "--server.address 127.0.0.1", "--server.port 8765",
@@ -67,6 +67,7 @@ def test_dashboard_command_does_not_import_torch() -> None:
         "import sys, argparse\n"
         "from sweep.commands import dashboard\n"
         "import dashboard.data, dashboard.charts, dashboard.images, dashboard.pairview, dashboard.common\n"
+        "import dashboard.serve\n"
         "bad = [m for m in ('torch', 'ray', 'timm') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )

@@ -1,6 +1,7 @@
 """`vitsweep dashboard RUN [RUN...]`: browse runs in the Streamlit app (dashboard/app.py).
 
-Starts `python -m streamlit run dashboard/app.py` headless, bound to 127.0.0.1 unless `--host`
+Starts `python -m dashboard.serve run dashboard/app.py` (Streamlit's `streamlit run`, with the
+app's libraries imported first: dashboard/serve.py) headless, bound to 127.0.0.1 unless `--host`
 says otherwise, prints the address and waits until Streamlit exits. Ctrl-C or SIGTERM stops it
 and Streamlit with it, exit status 0 (a stopped server is the normal end, unlike `vitsweep run`'s
 130). The run directories are passed after `--` (the app reads them from its argv) and in the
@@ -41,9 +42,10 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def streamlit_command(runs: list[Path], host: str, port: int) -> list[str]:
-    """The exact `streamlit run` command line for these runs."""
+    """The exact `streamlit run` command line for these runs (through dashboard/serve.py, which
+    imports DuckDB, pandas and pyarrow before Streamlit starts, then runs Streamlit's own CLI)."""
     return [
-        sys.executable, "-m", "streamlit", "run", str(APP),
+        sys.executable, "-m", "dashboard.serve", "run", str(APP),
         "--server.headless", "true",
         "--server.address", host,
         "--server.port", str(port),
