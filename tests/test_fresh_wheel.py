@@ -1,5 +1,6 @@
 """The built wheel on its own: it builds without warnings, carries the example specs, and runs
-`vitsweep init` and `vitsweep demo` from a temporary install with no checkout on the path."""
+`vitsweep init`, `vitsweep demo` and `vitsweep dashboard` (a page in headless Chromium) from a
+temporary install with no checkout on the path."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ def wheel_install(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pa
     # Build from a clean copy: an in-tree build would leave build/ in the checkout (and reuse a stale one).
     source = tmp / "src"
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "dist", "*.egg-info", "artifacts", "demo-run*", "__pycache__", ".pytest_cache"))
+        ".git", ".venv", "build", "dist", "*.egg-info", "artifacts", "demo-run*", "__pycache__", ".pytest_cache",
+        ".bench-cache", ".mutants"))
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE")}
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "-w", str(tmp / "dist"), str(source)],
@@ -94,3 +96,58 @@ def test_wheel_alone_runs_the_demo(wheel_install: tuple[Path, str], tmp_path: Pa
         "WHERE status = 'ok' GROUP BY probe"
     ).fetchall())  # fmt: skip
     assert counts == {"match": 2, "perturb": 2, "lipschitz": 2}
+
+
+@pytest.mark.slow
+def test_wheel_alone_serves_the_dashboard(wheel_install: tuple[Path, str], tmp_path: Path) -> None:
+    """`vitsweep dashboard` from the install (dashboard/serve.py, the app and its pages are package
+    data) serves a run, and its Models page renders in Chromium with no error box."""
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    from runfixture import make_fixture_run
+    from test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, wait_rendered
+
+    site, _ = wheel_install
+    run = make_fixture_run(tmp_path / "fixture")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-P", "-m", "sweep.cli", "dashboard", str(run), "--port", str(port)],
+                            cwd=tmp_path, env=_isolated(site), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "the installed dashboard did not answer"
+                time.sleep(0.5)
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as pw:
+            chrome = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+            try:
+                page = chrome.new_page()
+                page.goto(f"http://127.0.0.1:{port}/models", wait_until="domcontentloaded")
+                wait_rendered(page, "Models")
+                assert page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]').count() == 0
+                body = page.inner_text("body")
+                assert "Verdicts" in body and "Claim 1 (equivalence)" in body
+            finally:
+                chrome.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert proc.returncode == 0
