@@ -515,3 +515,12 @@ def test_bf16_asked_on_the_cpu_runs_the_loop_in_bf16() -> None:
     in_bf16 = 0.5 * float((e_bf16 - e_t).pow(2).sum())
     assert abs(in_bf16 - exact) > 1e-4 * exact  # the two are told apart (float32 is within 1e-6)
     assert result.rows[0]["loss_trajectory"][0] == pytest.approx(in_bf16, rel=1e-5)
+
+
+@pytest.mark.parametrize("optimizer", ["sign", "adam"])
+def test_the_paper_preset_refuses_any_optimizer_but_plain_gradient_descent(optimizer: str) -> None:
+    from sweep.errors import UserError
+
+    with pytest.raises(UserError, match="plain gradient descent"):
+        build_probe("match", {"preset": "paper", "optimizer": optimizer})
+    assert build_probe("match", {"preset": "paper", "optimizer": "gd"}).params.optimizer == "gd"
