@@ -63,7 +63,7 @@ def reference_default(W, src, tgt, *, optimizer, lr, rho, min_cos, max_steps, lo
     and `std` (per channel), the encoder normalises first: f(x) = W ((x - mean) / std), which is
     the linear map (W / std) x - W (mean / std), so the gradient is (W / std)^T (f(x) - f(t))."""
     if mean is not None:
-        per_value = lambda v: torch.tensor(v, dtype=torch.float64).view(3, 1, 1).expand(3, 8, 8).flatten()  # noqa: E731
+        per_value = lambda v: torch.tensor(v, dtype=torch.float64).view(3, 1, 1).expand(3, 8, 8).flatten()
         offset = W @ (per_value(mean) / per_value(std))
         W = W / per_value(std)
     x0 = src.double().flatten()
