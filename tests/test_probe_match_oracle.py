@@ -56,14 +56,23 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def reference_default(W, src, tgt, *, optimizer, lr, rho, min_cos, max_steps, log_every, eps=None, norm="linf",
-                      bias=None, margin=None):
+                      bias=None, margin=None, mean=None, std=None):
     """One pair, preset "default": x in [0, 1], loss 1/2 ||f(x) - f(t)||^2. With `bias`, the
     in-loop forward is W x + bias (the step's own embedding) while the stopping test is judged on
-    W x as well: a step stops only where both pass (the probe's fp32 confirmation)."""
+    W x as well: a step stops only where both pass (the probe's fp32 confirmation). With `mean`
+    and `std` (per channel), the encoder normalises first: f(x) = W ((x - mean) / std), which is
+    the linear map (W / std) x - W (mean / std), so the gradient is (W / std)^T (f(x) - f(t))."""
+    if mean is not None:
+        per_value = lambda v: torch.tensor(v, dtype=torch.float64).view(3, 1, 1).expand(3, 8, 8).flatten()
+        offset = W @ (per_value(mean) / per_value(std))
+        W = W / per_value(std)
     x0 = src.double().flatten()
     x = x0.clone()
     e_t = W @ tgt.double().flatten()
     b = torch.zeros_like(e_t) if bias is None else bias.double()
+    if mean is not None:
+        e_t = e_t - offset
+        b = b - offset
     m, v = torch.zeros_like(x), torch.zeros_like(x)
     traj: list[float] = []
     steps, vetoes = 0, 0
@@ -81,7 +90,7 @@ def reference_default(W, src, tgt, *, optimizer, lr, rho, min_cos, max_steps, lo
         if steps % log_every == 0:
             traj.append(0.5 * float(diff @ diff))
         if passes(g_e):
-            if bias is None or passes(W @ x):
+            if bias is None or passes(g_e - bias.double()):
                 break
             vetoes += 1
         grad = W.T @ diff
@@ -102,7 +111,8 @@ def reference_default(W, src, tgt, *, optimizer, lr, rho, min_cos, max_steps, lo
         steps += 1
         if steps >= max_steps:
             if steps % log_every == 0:  # no forward ran at the last x: the final loss fills the slot
-                traj.append(0.5 * float((W @ x - e_t) @ (W @ x - e_t)))
+                d = W @ x + b - (0 if bias is None else bias.double()) - e_t
+                traj.append(0.5 * float(d @ d))
             break
     return x.view(3, 8, 8), steps, traj, vetoes
 
@@ -331,3 +341,186 @@ def test_a_pair_waits_at_most_one_sync_round_after_it_matched(sync_every) -> Non
     (result,) = list(probe.run(enc, [pair]))
     assert result.rows[0]["steps"] == s
     assert len(calls) == every * math.ceil((s + 1) / every) and set(calls) == {1}
+
+
+# -- cases the tests above leave open (mutation-testing survivors of match.py) -------------------
+
+@pytest.mark.parametrize("optimizer,lr,max_steps", [("gd", 0.02, 9), ("adam", 0.02, 30)])
+def test_default_preset_on_a_normalising_encoder_moves_pixels(optimizer: str, lr: float, max_steps: int) -> None:
+    """The default preset works in pixel space through the encoder's own normalisation: the
+    reference's map is W ((x - mean) / std), its gradient carries the 1 / std factor, and the
+    fp32 test and the reported numbers embed the pixels, not x taken as normalised input."""
+    mean, std = (0.45, 0.5, 0.55), (0.2, 0.25, 0.3)
+    enc = _encoder(mean, std)
+    W = enc.module.weight.detach().double()
+    C, c = enc.head.weight.detach().double(), enc.head.bias.detach().double()
+    params = {"optimizer": optimizer, "lr": lr, "rho": 0.1, "min_cos": 0.99, "max_steps": max_steps, "log_every": 4}
+    probe = build_probe("match", {**params, "precision": "fp32"})
+    probe.sync_every = 3
+    pairs = _pairs(6, seed=12)
+    results = {r.pair_id: r for r in probe.run(enc, pairs, batch_size=4)}
+    margin = Margin()
+    steps = []
+    for pair in pairs:
+        x, n, traj, _ = reference_default(W, pair.src, pair.tgt, optimizer=optimizer, lr=lr, rho=0.1, min_cos=0.99,
+                                          max_steps=max_steps, log_every=4, margin=margin, mean=mean, std=std)
+        _check(results[pair.pair_id], pair, x, n, traj, W, C, c, lambda sq, cos, rel: rel <= 0.1 and cos >= 0.99, 4,
+               paper_mean=mean, paper_std=std)
+        steps.append(n)
+    assert margin.low > 2e-5
+    assert max_steps in steps and any(1 < n < max_steps for n in steps), steps
+
+
+def _pixel_blind_encoder(scale_tiny: float = 1e-8):
+    """The linear encoder with pixels 0-19 unseen (zero weight columns: zero gradient) and pixels
+    20-39 barely seen (columns times 1e-8: gradients near Adam's 1e-8)."""
+    enc = _encoder()
+    with torch.no_grad():
+        enc.module.weight[:, :20] = 0.0
+        enc.module.weight[:, 20:40] *= scale_tiny
+    return enc
+
+
+@pytest.mark.parametrize("optimizer,lr,max_steps", [("sign", 0.01, 15), ("adam", 0.02, 10)])
+def test_pixels_with_zero_or_tiny_gradient(optimizer: str, lr: float, max_steps: int) -> None:
+    """sign(0) = 0 leaves an unseen pixel where it is; Adam divides by sqrt(v_hat) + 1e-8, so a
+    pixel whose gradient is about 1e-9 moves by about lr / 10 a step, in the gradient's direction."""
+    enc = _pixel_blind_encoder()
+    W = enc.module.weight.detach().double()
+    C, c = enc.head.weight.detach().double(), enc.head.bias.detach().double()
+    params = {"optimizer": optimizer, "lr": lr, "rho": 0.2, "min_cos": 0.95, "max_steps": max_steps, "log_every": 5}
+    probe = build_probe("match", {**params, "precision": "fp32"})
+    pairs = _pairs(4, seed=21)
+    results = {r.pair_id: r for r in probe.run(enc, pairs, batch_size=4)}
+    margin = Margin()
+    steps = []
+    for pair in pairs:
+        x, n, traj, _ = reference_default(W, pair.src, pair.tgt, optimizer=optimizer, lr=lr, rho=0.2, min_cos=0.95,
+                                          max_steps=max_steps, log_every=5, margin=margin)
+        _check(results[pair.pair_id], pair, x, n, traj, W, C, c, lambda sq, cos, rel: rel <= 0.2 and cos >= 0.95, 5)
+        moved = (results[pair.pair_id].images["adv"] - pair.src).flatten().abs()
+        assert n >= 3 and float(moved[:20].max()) == 0.0  # the unseen pixels stay put
+        if optimizer == "adam":
+            assert float(moved[20:40].max()) > 0.005  # the barely seen ones move: 1e-8 is not 0
+        steps.append(n)
+    assert margin.low > 2e-5 and max_steps in steps, steps
+
+
+def _selecting_encoder():
+    """The linear encoder reading pixels 0-15 as they are (W = [I 0]): exact embeddings."""
+    enc = _encoder()
+    with torch.no_grad():
+        enc.module.weight.zero_()
+        enc.module.weight[:, :16] = torch.eye(16)
+    return enc
+
+
+def _pair_on_the_thresholds() -> PairInput:
+    """f(src) = (1/2, 1/2, 1/2, 1/2, 0, ...), f(tgt) = (1, 0, ...): exactly ||f(s) - f(t)||^2 = 1,
+    rel_dist = 1 and cos = 1/2, all representable, so the probe's float32 numbers are exact."""
+    src, tgt = torch.zeros(3, 8, 8), torch.zeros(3, 8, 8)
+    src.view(-1)[:4] = 0.5
+    tgt.view(-1)[0] = 1.0
+    return PairInput("edge", src, tgt)
+
+
+@pytest.mark.parametrize("params,stops", [
+    ({"rho": 1.0, "min_cos": 0.5}, True),  # default preset: rel_dist <= rho and cos >= min_cos
+    ({"rho": 0.99, "min_cos": 0.5}, False),
+    ({"rho": 1.0, "min_cos": 0.51}, False),
+    ({"preset": "paper", "tau": 1.0, "min_cos": 0.4}, False),  # paper: sq_l2 < tau and cos > min_cos
+    ({"preset": "paper", "tau": 1.01, "min_cos": 0.4}, True),
+    ({"preset": "paper", "tau": 2.0, "min_cos": 0.5}, False),
+    ({"preset": "paper", "tau": 2.0, "min_cos": 0.49}, True),
+])
+def test_the_stopping_tests_at_their_thresholds(params: dict, stops: bool) -> None:
+    """A pair whose start sits exactly on a threshold: the default preset's test includes
+    equality (<=, >=), the paper's excludes it (<, >)."""
+    (result,) = list(build_probe("match", {**params, "max_steps": 3, "lr": 0.01, "precision": "fp32"})
+                     .run(_selecting_encoder(), [_pair_on_the_thresholds()]))
+    row = result.rows[0]
+    assert row["rel_dist_start"] == 1.0 and row["cos_start"] == 0.5  # the construction is exact
+    if stops:
+        assert row["steps"] == 0 and row["success"] is True and row["sq_l2"] == 1.0
+    else:
+        assert row["steps"] >= 1
+
+
+def test_a_pair_that_matches_after_one_update_stops_at_step_one() -> None:
+    """rho between the reference's rel_dist at x_0 and at x_1: the pair stops with steps = 1."""
+    enc = _encoder()
+    W = enc.module.weight.detach().double()
+    C, c = enc.head.weight.detach().double(), enc.head.bias.detach().double()
+    (pair,) = _pairs(1, seed=5)
+    lr = 0.25
+    e_t = W @ pair.tgt.double().flatten()
+    x0 = pair.src.double().flatten()
+    x1 = (x0 - lr * W.T @ (W @ x0 - e_t)).clamp(0, 1)
+    rel0, rel1 = (float((W @ x - e_t).norm() / e_t.norm()) for x in (x0, x1))
+    assert rel1 < 0.9 * rel0
+    rho = (rel0 * rel1) ** 0.5
+    params = {"optimizer": "gd", "lr": lr, "rho": rho, "min_cos": -1.0, "max_steps": 10, "log_every": 1}
+    margin = Margin()
+    x, n, traj, _ = reference_default(W, pair.src, pair.tgt, **{k: v for k, v in params.items() if k != "rho"},
+                                      rho=rho, margin=margin)
+    assert n == 1 and margin.low > 2e-5
+    (result,) = list(build_probe("match", {**params, "precision": "fp32"}).run(enc, [pair]))
+    _check(result, pair, x, n, traj, W, C, c, lambda sq, cos, rel: rel <= rho, 1)
+
+
+def test_the_in_loop_test_divides_by_each_targets_own_norm() -> None:
+    """Targets with embeddings shorter than 1, four pairs in one batch: an in-loop rel_dist off
+    from the reported one would flag rows the fp32 check then sends on, costing forwards. With
+    W / 4 and lr x 16 the pixels move exactly as with W and lr (rel_dist and cos are scale-free)."""
+    enc = _encoder()
+    with torch.no_grad():
+        enc.module.weight /= 4
+    calls = []
+    enc.loop_fn = lambda module, x: (calls.append(len(x)), module(x))[1]
+    W = enc.module.weight.detach().double()
+    C, c = enc.head.weight.detach().double(), enc.head.bias.detach().double()
+    params = {"optimizer": "gd", "lr": 4.0, "rho": 0.05, "min_cos": 0.99, "max_steps": 60, "log_every": 3}
+    pairs = _pairs(4, seed=3)
+    assert all(float((W @ p.tgt.double().flatten()).norm()) < 1 for p in pairs)
+    probe = build_probe("match", {**params, "precision": "fp32"})
+    probe.sync_every = 3
+    results = {r.pair_id: r for r in probe.run(enc, pairs, batch_size=4)}
+    margin = Margin()
+    steps = []
+    for pair in pairs:
+        x, n, traj, _ = reference_default(W, pair.src, pair.tgt, optimizer="gd", lr=4.0, rho=0.05, min_cos=0.99,
+                                          max_steps=60, log_every=3, margin=margin)
+        _check(results[pair.pair_id], pair, x, n, traj, W, C, c, lambda sq, cos, rel: rel <= 0.05 and cos >= 0.99, 3)
+        steps.append(n)
+    assert margin.low > 2e-5 and max(steps) < 60 and len(set(steps)) > 1, steps
+    # every pair stops on its test, passing at x_n, and leaves at the sync after that forward
+    # (call n + 1): pair i is in the batch for calls 1 .. 3 ceil((n_i + 1) / 3), nothing more
+    last = [3 * math.ceil((n + 1) / 3) for n in steps]
+    assert calls == [sum(k <= end for end in last) for k in range(1, max(last) + 1)], (calls, steps)
+
+
+def test_bf16_asked_on_the_cpu_runs_the_loop_in_bf16() -> None:
+    """precision=bf16 reaches the loop's forward: the first logged loss is the one of a bf16
+    matmul (plain torch autocast here), not the float32 one."""
+    enc = _encoder()
+    W32 = enc.module.weight.detach()
+    (pair,) = _pairs(1, seed=9)
+    probe = build_probe("match", {"optimizer": "gd", "lr": 0.1, "max_steps": 2, "log_every": 1, "precision": "bf16"})
+    (result,) = list(probe.run(enc, [pair]))
+    x, t = pair.src.view(1, -1), pair.tgt.view(1, -1)
+    e_t = (t.double() @ W32.double().T).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        e_bf16 = (x @ W32.T).float()
+    exact = 0.5 * float(((x.double() @ W32.double().T) - e_t.double()).pow(2).sum())
+    in_bf16 = 0.5 * float((e_bf16 - e_t).pow(2).sum())
+    assert abs(in_bf16 - exact) > 1e-4 * exact  # the two are told apart (float32 is within 1e-6)
+    assert result.rows[0]["loss_trajectory"][0] == pytest.approx(in_bf16, rel=1e-5)
+
+
+@pytest.mark.parametrize("optimizer", ["sign", "adam"])
+def test_the_paper_preset_refuses_any_optimizer_but_plain_gradient_descent(optimizer: str) -> None:
+    from sweep.errors import UserError
+
+    with pytest.raises(UserError, match="plain gradient descent"):
+        build_probe("match", {"preset": "paper", "optimizer": optimizer})
+    assert build_probe("match", {"preset": "paper", "optimizer": "gd"}).params.optimizer == "gd"
