@@ -292,7 +292,7 @@ def test_each_row_of_a_batch_is_taken_at_its_own_programs_point():
 def test_asks_of_one_kind_with_and_without_a_point_are_refused():
     events: list[tuple] = []
     programs = [(1, _traced(events, 1, [[("add", 1.0, [1.0])]])), (2, _traced(events, 2, [[("add", None, [2.0])]]))]
-    with pytest.raises(AssertionError, match="asks of one kind either all have a point or none has"):
+    with pytest.raises(AssertionError, match="^asks of one kind either all have a point or none has$"):
         list(run_rows(_traced_ops(events), programs, batch_size=4))
 
 
