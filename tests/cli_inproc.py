@@ -11,6 +11,9 @@ test). In this process those imports are paid once. What stays the same as a sub
   the command runs), so what C code or a child process writes is captured too;
 - an exception that escapes `main` is printed as the interpreter prints it ("Traceback ...") and
   gives status 1, so a test asserting "no traceback" or a status still fails on a crash;
+- a warning raised while the command runs is printed to stderr as a fresh interpreter prints it
+  (Python's default filters, not pytest's recording, and not hidden because an earlier test
+  already triggered it), so "one line on stderr" still fails on a warning;
 - the working folder and environment are the ones given, and are restored afterwards.
 
 What a subprocess still checks and this does not: start-up noise printed when a module is first
@@ -26,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import traceback
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -72,6 +76,22 @@ def _fd_capture() -> Iterator[tuple[object, object]]:
         os.close(saved_fds[1])
 
 
+@contextlib.contextmanager
+def _interpreter_warnings() -> Iterator[None]:
+    """The warning filters of a plain `python` run, printing to (the captured) sys.stderr."""
+    with warnings.catch_warnings():
+        warnings.resetwarnings()  # also forgets which warnings were shown already
+        for category in (ResourceWarning, ImportWarning, PendingDeprecationWarning, DeprecationWarning):
+            warnings.filterwarnings("ignore", category=category)
+        warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
+
+        def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+            sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+        warnings.showwarning = show
+        yield
+
+
 def _read(file: object) -> str:
     file.seek(0)  # type: ignore[attr-defined]
     return file.read().decode("utf-8", errors="replace")  # type: ignore[attr-defined]
@@ -84,7 +104,7 @@ def run_cli(*args: str | Path, cwd: Path | str | None = None,
 
     argv = [str(a) for a in args]
     old_cwd = os.getcwd()
-    with _environment(env), _fd_capture() as (out_file, err_file):
+    with _environment(env), _fd_capture() as (out_file, err_file), _interpreter_warnings():
         if cwd is not None:
             os.chdir(cwd)
         try:
