@@ -1,6 +1,12 @@
-"""Bad input to every command, as a careless or hostile user gives it (issue 12): each is the
-real CLI in a subprocess, and each asserts the exit status, one line on stderr naming the
-problem, no traceback, and that no user file changed. None of these starts Ray."""
+"""Bad input to every command, as a careless or hostile user gives it (issue 12): each runs the
+real CLI and asserts the exit status, one line on stderr naming the problem, no traceback, and
+that no user file changed. None of these starts Ray.
+
+`vitsweep(...)` is the CLI in a subprocess (`python -m sweep.cli`), as a user runs it: used for
+every command at least once, and wherever a connection is tried (Ray, an object store), so start-up
+noise and the entry point stay tested end to end. `vitsweep_here(...)` is the same entry point in
+this process (tests/cli_inproc.py): used where a subprocess would spend its time importing torch
+to reach the same check."""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cli_inproc import run_cli
 from runfixture import make_fixture_run
 from sweep_helpers import LINEAR, REPO, make_shards
 
@@ -26,6 +33,12 @@ def vitsweep(*args: str | Path, cwd: Path = REPO, env: dict[str, str] | None = N
              timeout: float = 180) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "sweep.cli", *map(str, args)], cwd=cwd, env=env or ENV,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def vitsweep_here(*args: str | Path, cwd: Path = REPO, env: dict[str, str] | None = None,
+                  timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """As vitsweep(), in this process (`timeout` is unused: nothing here waits on a network)."""
+    return run_cli(*args, cwd=cwd, env=env or ENV)
 
 
 def one_line_error(result: subprocess.CompletedProcess[str], code: int = 2) -> str:
@@ -86,14 +99,14 @@ def test_run_output_is_a_file(tmp_path: Path, shards: Path) -> None:
     target = tmp_path / "results.txt"
     target.write_text("my notes\n")
     spec = spec_file(tmp_path, shards, output=str(target))
-    line = one_line_error(vitsweep("run", spec))
+    line = one_line_error(vitsweep_here("run", spec))
     assert line == f"vitsweep run: error: {target}: exists and is a file, not a run folder"
     assert target.read_text() == "my notes\n"
 
 
 def test_run_out_unwritable(tmp_path: Path, shards: Path, unwritable: Path) -> None:
     before = snapshot(tmp_path)
-    line = one_line_error(vitsweep("run", spec_file(tmp_path, shards), "--out", unwritable / "run"))
+    line = one_line_error(vitsweep_here("run", spec_file(tmp_path, shards), "--out", unwritable / "run"))
     assert line.startswith(f"vitsweep run: error: {unwritable / 'run'}: cannot write there ({unwritable}: ")
     assert snapshot(tmp_path) == {**before, "spec.yaml": snapshot(tmp_path)["spec.yaml"]}
 
@@ -110,7 +123,7 @@ def test_run_corrupt_manifest_is_refused_and_kept(tmp_path: Path, shards: Path) 
     run.mkdir()
     (run / "manifest.json").write_text('{"run_id": "t-1", "devices": [')
     before = snapshot(run)
-    line = one_line_error(vitsweep("run", spec_file(tmp_path, shards)))
+    line = one_line_error(vitsweep_here("run", spec_file(tmp_path, shards)))
     assert line.startswith(f"vitsweep run: error: {run / 'manifest.json'}: corrupt manifest (")
     assert snapshot(run) == before
 
@@ -128,7 +141,7 @@ def test_probe_out_is_a_file(tmp_path: Path) -> None:
     from PIL import Image
 
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
-    line = one_line_error(vitsweep("probe", "match", "--model", LINEAR, "--weights", "factory",
+    line = one_line_error(vitsweep_here("probe", "match", "--model", LINEAR, "--weights", "factory",
                                    "--src", tmp_path / "a.png", "--tgt", tmp_path / "a.png", "--out", target))
     assert line == f"vitsweep probe: error: --out {target}: exists and is a file, not a folder"
     assert target.read_text() == "keep me"
@@ -152,7 +165,7 @@ def test_query_output_unusable(fixture_run: Path, tmp_path: Path, case: str, req
 def test_demo_out_is_a_file(tmp_path: Path) -> None:
     target = tmp_path / "demo"
     target.write_text("keep me")
-    line = one_line_error(vitsweep("demo", "--out", target))
+    line = one_line_error(vitsweep_here("demo", "--out", target))
     assert line == f"vitsweep demo: error: --out {target}: exists and is a file, not a folder"
     assert target.read_text() == "keep me"
 
@@ -202,7 +215,7 @@ def test_bad_model_is_refused_before_ray(tmp_path: Path, shards: Path, model: di
 
 def test_unknown_model_suggestions_by_distance_and_family(tmp_path: Path, shards: Path) -> None:
     spec = spec_file(tmp_path, shards, models=["deit_small_patch16_22"])
-    line = one_line_error(vitsweep("run", spec))
+    line = one_line_error(vitsweep_here("run", spec))
     assert "closest: deit_small_patch16_224," in line
     assert "same family: " in line and "deit_small_distilled_patch16_224" in line
 
@@ -225,7 +238,7 @@ def test_bad_shard_set_is_refused_before_ray(tmp_path: Path, kind: str) -> None:
             tar.addfile(info, io.BytesIO(data))
         expected = "not a pair shard"
     spec = spec_file(tmp_path, folder)
-    line = one_line_error(vitsweep("run", spec, "--address", "127.0.0.1:9"))
+    line = one_line_error(vitsweep_here("run", spec, "--address", "127.0.0.1:9"))
     assert "shards check" in line and expected in line, line
     assert not (tmp_path / "run").exists()
 
@@ -239,7 +252,7 @@ def test_output_dot_beside_the_users_spec_is_refused(tmp_path: Path, shards: Pat
          "output": "."})
     spec.write_text(text)
     before = snapshot(tmp_path)
-    line = one_line_error(vitsweep("run", "spec.yaml", cwd=tmp_path))
+    line = one_line_error(vitsweep_here("run", "spec.yaml", cwd=tmp_path))
     assert "holds files (spec.yaml) but is not a vitsweep run" in line
     assert snapshot(tmp_path) == before
 
@@ -250,7 +263,7 @@ def test_demo_into_another_run_writes_nothing(tmp_path: Path) -> None:
     (run / "manifest.json").write_text('{"run_id": "other-1", "result_hash": "abc"}\n')
     (run / "spec.yaml").write_text("name: other\n")
     before = snapshot(run)
-    line = one_line_error(vitsweep("demo", "--out", run))
+    line = one_line_error(vitsweep_here("demo", "--out", run))
     assert line == f"vitsweep demo: error: --out {run}: holds a run that is not a demo; choose another --out"
     assert snapshot(run) == before and not (run / "shards").exists()
 
@@ -266,7 +279,7 @@ def test_actors_zero_is_refused_before_the_spec_is_read(tmp_path: Path) -> None:
 def test_a_large_grid_asks_for_yes(tmp_path: Path, shards: Path) -> None:
     lrs = [round(0.001 * (i + 1), 6) for i in range(1000)]  # 1000 settings x 2 shards
     spec = spec_file(tmp_path, shards, probes=[{"name": "match", "params": {"lr": lrs}}])
-    line = one_line_error(vitsweep("run", spec, "--address", "127.0.0.1:9"))
+    line = one_line_error(vitsweep_here("run", spec, "--address", "127.0.0.1:9"))
     assert line == "vitsweep run: error: 2000 units to run (2000 in the spec); check the grid, then rerun with --yes"
     assert not (tmp_path / "run").exists()
     # with --yes it goes on (to the unreachable address, refused there)
@@ -297,7 +310,7 @@ def test_query_named_with_sql_shows_querys_usage(fixture_run: Path) -> None:
 # ---- rows 15-18: parameters, values, strict types ---------------------------------------------------------
 
 def test_probe_empty_eps_names_the_parameter(tmp_path: Path) -> None:
-    line = one_line_error(vitsweep("probe", "perturb", "--model", LINEAR, "--src", "a", "--tgt", "b",
+    line = one_line_error(vitsweep_here("probe", "perturb", "--model", LINEAR, "--src", "a", "--tgt", "b",
                                    "--out", tmp_path / "o", "--param", "eps=[]"))
     assert line == "vitsweep probe: error: bad perturb parameter eps=[]: must be a non-empty list"
 
@@ -323,7 +336,7 @@ def test_run_a_folder(tmp_path: Path) -> None:
 ])
 def test_spec_types_are_strict(tmp_path: Path, shards: Path, change: dict, expected: str) -> None:
     spec = spec_file(tmp_path, shards, **change)
-    line = one_line_error(vitsweep("run", spec))
+    line = one_line_error(vitsweep_here("run", spec))
     assert line == f"vitsweep run: error: {spec}: {expected}"
 
 
@@ -334,7 +347,7 @@ def test_spec_types_are_strict(tmp_path: Path, shards: Path, change: dict, expec
      "argument --seed: must be at least 0, got -1"),
 ])
 def test_negative_counts_are_refused(fixture_run: Path, tmp_path: Path, args: tuple[str, ...], expected: str) -> None:
-    result = vitsweep(*(a.format(run=fixture_run, tmp=tmp_path) for a in args))
+    result = vitsweep_here(*(a.format(run=fixture_run, tmp=tmp_path) for a in args))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].endswith(f"error: {expected}")
     assert list(tmp_path.iterdir()) == []
@@ -359,10 +372,10 @@ def test_every_command_help_has_a_description_and_examples(command: str) -> None
 
 
 def test_probe_help_lists_parameters_and_defaults_and_run_help_the_spec_format() -> None:
-    text = vitsweep("probe", "--help").stdout
+    text = vitsweep_here("probe", "--help").stdout
     assert "match: " in text and "max_steps=1000" in text and "lr=0.01" in text
     assert "perturb: " in text and "steps=20" in text and "lipschitz: " in text and "top_k=4" in text
-    text = vitsweep("run", "--help").stdout
+    text = vitsweep_here("run", "--help").stdout
     assert "spec format" in text and "vitsweep init" in text and "--yes" in text
 
 
@@ -384,13 +397,13 @@ def test_failed_address_leaves_no_run_folder(tmp_path: Path, shards: Path) -> No
 
 def test_report_into_a_used_folder_replaces_the_old_figures(fixture_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
-    result = vitsweep("report", fixture_run, "--out", out)
+    result = vitsweep_here("report", fixture_run, "--out", out)
     assert result.returncode == 0, result.stderr
     figures = sorted(p.name for p in out.glob("*.png"))
     assert figures
     (out / "fig-old-model-match.png").write_bytes(b"an old figure")
     (out / "notes.txt").write_text("mine")
-    result = vitsweep("report", fixture_run, "--out", out)
+    result = vitsweep_here("report", fixture_run, "--out", out)
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.glob("*.png")) == figures
     assert (out / "notes.txt").read_text() == "mine"

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_demo_runs_all_three_probes_and_resumes(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    cmd = [sys.executable, "-m", "sweep.cli", "demo", "--out", str(out), "--pairs", "4", "--no-progress"]
+    cmd = [sys.executable, "-m", "sweep.cli", "demo", "--out", str(out), "--pairs", "2", "--no-progress"]
     first = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]
     for heading in ("match (equivalence)", "perturb (normal space)", "lipschitz (directional)", "dashboard"):

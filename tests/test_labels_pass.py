@@ -27,6 +27,7 @@ from sweep.errors import UserError
 from sweep.run.labels import label_run
 from sweep.run.spec import load_spec
 from sweep.run.worker import EncoderCache, run_unit
+from cli_inproc import run_cli
 from sweep_helpers import REPO, read_table, write_spec
 from tests.encoders_for_tests import LinearEncoder
 
@@ -248,17 +249,22 @@ def test_labels_command_redoes_the_pass_and_refuses_bad_input(run: dict[str, Any
         return subprocess.run([sys.executable, "-m", "sweep.cli", "labels", *args], cwd=REPO, capture_output=True,
                               text=True, timeout=300)
 
+    def here(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_cli("labels", *args, cwd=REPO)
+
     before = sorted(p.relative_to(run["dir"]) for p in (run["dir"] / "results" / "labels").rglob("*.parquet"))
     done = vitsweep(str(run["dir"]), "--k", "3")
     assert done.returncode == 0, done.stderr
     assert "24 rows labelled by 3-NN over" in done.stdout
     assert {r["knn_k"] for r in read_table(run["dir"], "labels").to_pylist()} == {3}
     assert sorted(p.relative_to(run["dir"]) for p in (run["dir"] / "results" / "labels").rglob("*.parquet")) == before
-    for args, message in (([str(tmp_path / "nope")], "run directory not found"),
-                          ([str(run["dir"]), "--bank", str(tmp_path / "nope")], "knn_bank: no such shard"),
-                          ([str(run["dir"]), "--k", "0"], "--k must be at least 1"),
-                          ([str(run["dir"]), "--device", "cuda:7"], "no such CUDA device")):
-        bad = vitsweep(*args)
+    # the first refusal as a user meets it (a subprocess), the others through the same entry point
+    # in this process (tests/cli_inproc.py), which would otherwise spend their time importing torch
+    for args, message, how in (([str(tmp_path / "nope")], "run directory not found", vitsweep),
+                               ([str(run["dir"]), "--bank", str(tmp_path / "nope")], "knn_bank: no such shard", here),
+                               ([str(run["dir"]), "--k", "0"], "--k must be at least 1", here),
+                               ([str(run["dir"]), "--device", "cuda:7"], "no such CUDA device", here)):
+        bad = how(*args)
         assert bad.returncode == 2 and message in bad.stderr, bad.stderr
         assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
     label_run(run["dir"])  # back to the spec's k

@@ -1,6 +1,8 @@
 """`vitsweep plan` from the command line: the full ImageNet spec's counts worked out by hand,
 `--calibrate` on the CPU for ViT-Tiny, a factory encoder's lipschitz count (its embedding size
-from the calibration), and bad input."""
+from the calibration), and bad input. `vitsweep(...)` is a subprocess as a user runs it;
+`vitsweep_here(...)` the same entry point in this process (tests/cli_inproc.py), for the second
+and third look at a spec whose first look was a subprocess (it would spend its time importing torch)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cli_inproc import run_cli  # noqa: E402
 from sweep_helpers import make_shards, write_spec  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,6 +25,10 @@ def vitsweep(cwd: Path, *args: str, timeout: int = 600) -> subprocess.CompletedP
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "sweep.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+
+def vitsweep_here(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(*args, cwd=cwd)
 
 
 def test_imagenet_val_plan_by_hand(tmp_path: Path) -> None:
@@ -52,7 +59,7 @@ def test_imagenet_val_plan_by_hand(tmp_path: Path) -> None:
     assert plan["gpu_hours"] == pytest.approx(plan["seconds"] / 3600, rel=1e-3)
     assert plan["wall_seconds"] == pytest.approx(plan["seconds"] / 8, rel=1e-3)
     assert plan["gpus"] == 8 and all("H100" in s for s in plan["rate_sources"])
-    text = vitsweep(tmp_path, "plan", "imagenet-val.yaml", "--pairs-per-shard", "1000", "--gpus", "8")
+    text = vitsweep_here(tmp_path, "plan", "imagenet-val.yaml", "--pairs-per-shard", "1000", "--gpus", "8")
     assert text.returncode == 0 and "GPU-hours" in text.stdout and "vit_huge_patch14_clip_224.laion2b" in text.stdout
     assert "upper bound, match (preset=paper" in text.stdout and "embedding size D = 1280" in text.stdout
 
@@ -79,10 +86,10 @@ def test_factory_encoder_lipschitz_count_from_calibration(tmp_path: Path) -> Non
     lipschitz = next(r for r in plan["rows"] if r["probe"] == "lipschitz")
     assert lipschitz["per_pair"] is None and plan["image_passes"] is None and plan["seconds"] is None
     assert all(r["per_pair"] is not None for r in plan["rows"] if r["probe"] != "lipschitz")
-    text = vitsweep(tmp_path, "plan", str(spec))
+    text = vitsweep_here(tmp_path, "plan", str(spec))
     assert text.returncode == 0 and "use --calibrate" in text.stdout
 
-    proc = vitsweep(tmp_path, "plan", str(spec), "--calibrate", "--device", "cpu", "--json")
+    proc = vitsweep_here(tmp_path, "plan", str(spec), "--calibrate", "--device", "cpu", "--json")
     assert proc.returncode == 0, proc.stderr
     lipschitz = next(r for r in json.loads(proc.stdout)["rows"] if r["probe"] == "lipschitz")
     assert lipschitz["dims"] == [16, 3 * 8 * 8] and lipschitz["exact"]

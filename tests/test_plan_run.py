@@ -1,6 +1,8 @@
 """`vitsweep plan` predicts exactly the units and pairs a real run then makes (local Ray, real
 shards: a folder of tars without a manifest and a shard set with one), `vitsweep run` prints the
-plan's line first and leaves plan.json, and a second plan learns the expected steps from the run."""
+plan's line first and leaves plan.json, and a second plan learns the expected steps from the run.
+The run is a subprocess, as a user runs it; the two plans go through the same CLI entry point in
+this process (tests/cli_inproc.py: `vitsweep plan` as a subprocess is tested in test_plan_cli)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cli_inproc import run_cli  # noqa: E402
 from sweep_helpers import LINEAR, REPO, kill_ray_processes, ray_env, read_table, write_shard  # noqa: E402
 
 from sweep.data.build import make_demo_shards  # noqa: E402
@@ -43,7 +46,7 @@ def test_plan_predicts_the_run(tmp_path: Path) -> None:
     (tmp_path / "spec.yaml").write_text(json.dumps(spec))
     env = ray_env()
     try:
-        before = vitsweep(env, "plan", str(tmp_path / "spec.yaml"), "--json")
+        before = run_cli("plan", str(tmp_path / "spec.yaml"), "--json", cwd=REPO, env=env)
         assert before.returncode == 0, before.stderr
         plan = json.loads(before.stdout)
         assert (plan["units"], plan["pairs"], plan["unit_pairs"], plan["units_done"]) == (4 * 5, 16, 4 * 16, 0)
@@ -63,7 +66,7 @@ def test_plan_predicts_the_run(tmp_path: Path) -> None:
     assert len({p["pair_id"] for p in read_table(run, "pairs").to_pylist()}) == plan["pairs"]
 
     # A second plan sees the finished units and the steps the match pairs took.
-    after = json.loads(vitsweep(env, "plan", str(tmp_path / "spec.yaml"), "--json").stdout)
+    after = json.loads(run_cli("plan", str(tmp_path / "spec.yaml"), "--json", cwd=REPO, env=env).stdout)
     assert after["units_done"] == 20
     seen: dict[str, list[int]] = defaultdict(list)
     for row in read_table(run, "match").to_pylist():

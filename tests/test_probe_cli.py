@@ -1,4 +1,7 @@
-"""`vitsweep probe`: the single-pair command end to end, in a subprocess, as a user runs it."""
+"""`vitsweep probe`: the single-pair command end to end. `vitsweep(...)` runs it in a subprocess as
+a user runs it (the two full probes and two refusals); `vitsweep_here(...)` runs the same entry
+point in this process (tests/cli_inproc.py) for the image formats and the other refusals, where a
+subprocess would spend its time importing torch."""
 
 from __future__ import annotations
 
@@ -12,11 +15,17 @@ import pytest
 from PIL import Image
 from skimage import data
 
+from cli_inproc import run_cli
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def vitsweep(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "sweep.cli", "probe", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def vitsweep_here(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return run_cli("probe", *args, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -75,13 +84,16 @@ def test_lipschitz_json_lists_every_estimate_and_the_sigmas(images, tmp_path):
 
 @pytest.mark.parametrize("name", ["gray.png", "rgba.png", "palette.gif", "tiny.png", "wide.webp"])
 def test_any_image_pillow_reads_is_accepted(images, tmp_path, name):
-    proc = vitsweep("perturb", "--model", "tests.encoders_for_tests:linear_encoder", "--src", str(images[name]),
-                    "--tgt", str(images["b.jpg"]), "--out", str(tmp_path), "--json", "--param", "steps=2",
-                    "--param", "eps=[0.01, 0.02]")
+    proc = vitsweep_here("perturb", "--model", "tests.encoders_for_tests:linear_encoder", "--src", str(images[name]),
+                         "--tgt", str(images["b.jpg"]), "--out", str(tmp_path), "--json", "--param", "steps=2",
+                         "--param", "eps=[0.01, 0.02]")
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)["results"]
     assert [r["eps"] for r in rows] == [0.01, 0.02]
     assert all(r["pix_linf"] <= r["eps"] + 1e-6 for r in rows)
+
+
+SUBPROCESS_REFUSALS = ("no such file", "unknown timm model")
 
 
 @pytest.mark.parametrize(
@@ -108,7 +120,8 @@ def test_bad_input_is_one_line_and_exit_2(images, tmp_path, change, message):
         if flag in ("--src", "--tgt"):
             value = str(images.get(value, images["a.jpg"].parent / value))
         argv += [flag, value]
-    proc = vitsweep(*argv)
+    # two of them as a user runs them (a subprocess), the rest through the same entry point here
+    proc = (vitsweep if message in SUBPROCESS_REFUSALS else vitsweep_here)(*argv)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from cli_inproc import run_cli
 from sweep.commands.run import execute
 from sweep.run.replay import replay_pair
 from sweep.run.spec import load_spec
@@ -123,13 +124,17 @@ def test_replay_cli_bad_input(cpu_run: Path, tmp_path: Path) -> None:
         return subprocess.run([PYTHON, "-m", "sweep.cli", "replay", *args], cwd=REPO, env=ray_env(),
                               capture_output=True, text=True, timeout=300)
 
-    for args, needle in (
-        ((str(cpu_run), "--pair", "no-such-pair"), "no pair 'no-such-pair'"),
-        ((str(tmp_path / "missing"), "--pair", "pair-000000"), "no such run directory"),
-        ((str(cpu_run), "--pair", "pair-000000", "--probe", "nope"), "was not measured"),
-        ((str(cpu_run), "--pair", "pair-000000", "--rtol", "-1"), "--rtol must be"),
+    def here(*args: str) -> subprocess.CompletedProcess:
+        """The same entry point in this process (tests/cli_inproc.py): no torch import to wait for."""
+        return run_cli("replay", *args, cwd=REPO, env=ray_env())
+
+    for args, needle, how in (
+        ((str(cpu_run), "--pair", "no-such-pair"), "no pair 'no-such-pair'", cli),
+        ((str(tmp_path / "missing"), "--pair", "pair-000000"), "no such run directory", here),
+        ((str(cpu_run), "--pair", "pair-000000", "--probe", "nope"), "was not measured", here),
+        ((str(cpu_run), "--pair", "pair-000000", "--rtol", "-1"), "--rtol must be", here),
     ):
-        proc = cli(*args, "--out", str(tmp_path / "o"))
+        proc = how(*args, "--out", str(tmp_path / "o"))
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and needle in proc.stderr, proc.stderr
     assert not (tmp_path / "o").exists()
     ok = cli(str(cpu_run), "--pair", "pair-000002", "--out", str(tmp_path / "ok"))
