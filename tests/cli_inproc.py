@@ -123,4 +123,6 @@ def run_cli(*args: str | Path, cwd: Path | str | None = None,
         finally:
             os.chdir(old_cwd)
     stdout, stderr = _read(out_file), _read(err_file)
+    out_file.close()  # type: ignore[attr-defined]
+    err_file.close()  # type: ignore[attr-defined]
     return subprocess.CompletedProcess(["vitsweep", *argv], int(code), stdout, stderr)
