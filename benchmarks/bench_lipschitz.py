@@ -25,6 +25,7 @@ import json
 from typing import Any
 
 import torch
+from inputs import random_pairs
 from lipschitz_one_pair import Float64Encoder as OldFloat64Encoder
 from lipschitz_one_pair import OnePairLipschitz
 from timing import timed
@@ -138,7 +139,7 @@ def main() -> None:
     device = encoder.device
     g = torch.Generator().manual_seed(0)
     size = encoder.input_size
-    pairs = [PairInput(f"p{i}", torch.rand(size, generator=g), torch.rand(size, generator=g)) for i in range(args.pairs)]
+    pairs = random_pairs(size, args.pairs, g)
     counters = (PassCounter(new_module.Float64Encoder), PassCounter(OldFloat64Encoder))
     figures: dict[str, Any] = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu x{torch.get_num_threads()} threads",
@@ -155,7 +156,7 @@ def main() -> None:
         null_model = args.null_model or args.model
         null_encoder = encoder if null_model == args.model else load_encoder(null_model, "random:0", device=args.device)
         size = null_encoder.input_size
-        null_pairs = [PairInput(f"n{i}", torch.rand(size, generator=g), torch.rand(size, generator=g)) for i in range(args.null_pairs)]
+        null_pairs = random_pairs(size, args.null_pairs, g, prefix="n")
         null_batch = args.null_batch or args.batch
         plain = plain_step_rate(null_encoder, null_pairs[:1] * null_batch, torch.float64, 3)
         null = run_case(null_encoder, null_pairs, {**common, "families": ["null"]}, null_batch, counters, args.null_pairs, args.repeats)

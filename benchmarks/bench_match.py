@@ -19,6 +19,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from inputs import random_pairs
 
 from sweep.encoders import load_encoder
 from sweep.probes import build_probe
@@ -99,7 +100,7 @@ def main() -> None:
     device = encoder.device
     g = torch.Generator().manual_seed(0)
     size = encoder.input_size
-    pairs = [PairInput(f"p{i}", torch.rand(size, generator=g), torch.rand(size, generator=g)) for i in range(args.pairs)]
+    pairs = random_pairs(size, args.pairs, g)
     tau, min_cos = 1e-12, 0.9999999  # out of reach: every pair runs max_steps, in both loops alike
     # The paper preset's own default is fp32 (its tau is below bf16's error); for speed on a GPU
     # this benchmark runs its loop in bf16 unless told otherwise.

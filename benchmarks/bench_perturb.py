@@ -21,6 +21,7 @@ import json
 from typing import Any
 
 import torch
+from inputs import random_pairs
 from timing import timed
 
 from sweep.encoders import load_encoder
@@ -79,7 +80,7 @@ def main() -> None:
     device = encoder.device
     g = torch.Generator().manual_seed(0)
     size = encoder.input_size
-    pairs = [PairInput(f"p{i}", torch.rand(size, generator=g), torch.rand(size, generator=g)) for i in range(args.pairs)]
+    pairs = random_pairs(size, args.pairs, g)
     eps = [2 / 255, 8 / 255] if args.norm == "linf" else [0.5, 2.0]
     probe = build_probe("perturb", {"norm": args.norm, "eps": eps, "steps": args.steps, "random_draws": args.draws, "precision": args.precision})
     precision = probe.params.precision
