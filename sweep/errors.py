@@ -6,7 +6,8 @@ unreachable endpoints; undecodable JSON, YAML, text or Parquet; a Ray cluster th
 reached) become such a line; `sweep.cli.main` applies it to every subcommand, so a new command
 inherits it. Anything else is a bug and keeps its traceback.
 
-`int_at_least(n)` is an argparse `type=` that refuses, at parse time, a count below n.
+`one_line(err)` folds any message into one line (every module that prints or stores an error
+message uses it). `int_at_least(n)` is an argparse `type=` that refuses, at parse time, a count below n.
 """
 
 from __future__ import annotations
@@ -70,6 +71,20 @@ def as_user_error(err: BaseException) -> UserError | None:
     if module.startswith("duckdb"):
         return UserError(_short(str(err).split("\nLINE ")[0]))
     return None
+
+
+def one_line(err: BaseException | str, *, with_type: bool = False, limit: int | None = None) -> str:
+    """The one way a message becomes a single line: whitespace runs folded to one space, DuckDB's
+    caret pointer ("\nLINE ...") dropped, the exception's type name when it has no text (or always,
+    with `with_type`), cut to `limit` characters."""
+    raw = str(err).split("\nLINE ")[0]
+    text = " ".join(raw.split())
+    if isinstance(err, BaseException):
+        name = type(err).__name__
+        text = f"{name}: {text}" if with_type and text else (text or name)
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
