@@ -20,7 +20,7 @@ from sweep.cli import main as cli_main
 from sweep.errors import UserError
 from sweep.data.images import Preprocess, decode_image, preprocess
 from sweep.data.build import make_demo_shards, make_shards
-from sweep.data.locations import expand_shard_urls
+from sweep.data.shardset import expand_shard_urls
 from sweep.data.shards import check_shards, iter_samples, read_pairs
 from sweep.data.sources import list_demo, list_folder, list_wds, make_key
 
