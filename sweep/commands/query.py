@@ -1,6 +1,6 @@
 """`vitsweep query`: ask a run's results a question in SQL or by a named query.
 
-    vitsweep query RUN [RUN ...] "SELECT model, avg(psnr) FROM match GROUP BY model"
+    vitsweep query RUN [RUN ...] SQL            # one read-only statement over the views
     vitsweep query RUN --named equivalence [--param model=vit_b ...]
     vitsweep query --list
     ... --format table|csv|json|parquet [--output FILE [--force]]
@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sweep.errors import UserError, int_at_least
+from sweep.errors import UserError, int_at_least, one_line
+from sweep.params import parse_params
 
 if TYPE_CHECKING:
     from analysis.db import Limits
@@ -51,41 +51,6 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory-limit", metavar="SIZE",
                         help="DuckDB memory limit, e.g. 512MB or 2GB (default 1GB, or "
                              "$VITSWEEP_MEMORY_LIMIT)")
-
-
-def _one_line(err: BaseException) -> str:
-    """DuckDB's message without its multi-line caret pointer."""
-    text = str(err).split("\nLINE ")[0]
-    return " ".join(text.split())
-
-
-def _single_select(con, sql: str) -> str:
-    """The one read-only statement in `sql` (SELECT, DESCRIBE, SUMMARIZE, SHOW or EXPLAIN);
-    UserError for anything else. Files outside the runs are refused by the sandboxed connection."""
-    import duckdb
-
-    statements = con.extract_statements(sql)
-    if len(statements) != 1:
-        raise UserError(f"give exactly one SQL statement, got {len(statements)}")
-    statement = statements[0]
-    if statement.type == duckdb.StatementType.EXPLAIN:
-        # EXPLAIN ANALYZE runs its statement: only a plain EXPLAIN of a SELECT is read-only
-        inner = re.sub(r"^\s*EXPLAIN\s+", "", statement.query, count=1, flags=re.IGNORECASE)
-        if re.match(r"\s*ANALY[SZ]E\b", inner, flags=re.IGNORECASE):
-            raise UserError("vitsweep query is read-only: EXPLAIN ANALYZE runs its statement and is refused")
-        inner_statements = con.extract_statements(inner)
-        if len(inner_statements) != 1 or inner_statements[0].type != duckdb.StatementType.SELECT:
-            raise UserError("vitsweep query is read-only: only EXPLAIN of a SELECT is allowed")
-    elif statement.type != duckdb.StatementType.SELECT:
-        raise UserError(f"vitsweep query is read-only: {_statement_word(statement)} statements are refused")
-    return statement.query
-
-
-def _statement_word(statement) -> str:
-    """The statement's keyword as the user wrote it (INSTALL, USE, CHECKPOINT), not DuckDB's
-    internal type (LOAD, SET, CALL)."""
-    match = re.match(r"\s*(?:(?:--[^\n]*\n|/\*.*?\*/)\s*)*([A-Za-z]+)", statement.query, flags=re.DOTALL)
-    return match.group(1).upper() if match else statement.type.name
 
 
 def _check_output(path: Path | None, force: bool) -> None:
@@ -127,16 +92,6 @@ def _publish(staging: Path, path: Path) -> None:
         os.umask(umask)
         os.chmod(staging, 0o666 & ~umask)
     os.replace(staging, path)
-
-
-def _parse_params(pairs: list[str]) -> dict[str, str]:
-    params: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--param wants KEY=VALUE, got {pair!r}")
-        params[key.strip()] = value
-    return params
 
 
 def _list_text(fmt: str) -> str:
@@ -211,6 +166,7 @@ def _answer(args: argparse.Namespace, runs: list[str], sql: str | None, limits: 
 
     from analysis.db import QueryStopped, RunNotFound, open_runs, time_limit
     from analysis.export import copy_result
+    from analysis.guard import QueryRefused, read_only_statement
     from analysis.named import UnknownQuery, bind_params, finish_named, get_named, relation_arrow
     from analysis.output import write_result
 
@@ -219,7 +175,7 @@ def _answer(args: argparse.Namespace, runs: list[str], sql: str | None, limits: 
     except RunNotFound as err:
         raise UserError(str(err)) from None
     except duckdb.Error as err:  # a memory limit DuckDB cannot read
-        raise UserError(f"--memory-limit: {_one_line(err)}") from None
+        raise UserError(f"--memory-limit: {one_line(err)}") from None
     # COPY writes every row: used without --limit, for a query SQL alone answers
     copy_ok = staging is not None and args.limit is None
     table = None
@@ -227,23 +183,23 @@ def _answer(args: argparse.Namespace, runs: list[str], sql: str | None, limits: 
         with time_limit(con, args.timeout) as cur:
             if args.named:
                 query = get_named(args.named)
-                params = _parse_params(args.param)
+                params = parse_params(args.param, as_text=True)
                 bound = bind_params(query, params)
                 if not (copy_ok and query.finisher is None
                         and copy_result(cur, query.sql, bound, args.format, staging)):
                     # finished in Python where the query has a finisher (claims: bootstrap and verdicts)
                     table = finish_named(query, relation_arrow(cur.sql(query.sql, params=bound or None)), params)
             else:
-                statement = _single_select(con, sql)
+                statement = read_only_statement(con, sql)
                 plain = con.extract_statements(statement)[0].type == duckdb.StatementType.SELECT
                 if not (copy_ok and plain and copy_result(cur, statement, None, args.format, staging)):
                     table = relation_arrow(cur.sql(statement))
-    except QueryStopped as err:
+    except (QueryStopped, QueryRefused) as err:
         raise UserError(str(err)) from None
     except (UnknownQuery, ValueError) as err:
         raise UserError(str(err)) from None
     except duckdb.Error as err:
-        raise UserError(_one_line(err)) from None
+        raise UserError(one_line(err)) from None
     finally:
         con.close()
     if table is not None:
