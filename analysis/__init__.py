@@ -9,7 +9,7 @@ a guarded SQL console and the findings report. Never imports torch or Ray.
 
 Modules: db (views, run files), named (queries/*.sql), guard (untrusted SQL), output (table/csv/
 json/parquet), export (CSV/Parquet files written by DuckDB's COPY, the same bytes as output's),
-figures (matplotlib), gallery (image triples), report (HTML + Markdown).
+report (a package: the findings report in HTML, Markdown and JSON, with its figures and gallery).
 The report modules (matplotlib, jinja2) are not imported here.
 """
 

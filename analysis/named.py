@@ -236,3 +236,18 @@ def relation_arrow(relation: duckdb.DuckDBPyRelation) -> pa.Table:
     fetch = getattr(relation, "to_arrow_table", None) or getattr(relation, "arrow")
     table = fetch()
     return table if isinstance(table, pa.Table) else table.read_all()
+
+
+STATEMENT_GROUPS = ("report", "dashboard")  # folders of analysis/queries/ that hold statements
+
+
+@lru_cache(maxsize=None)
+def statement(name: str) -> str:
+    """The SQL text of one internal statement, `analysis/queries/<group>/<stem>.sql` for a name
+    `group/stem` (the report's and the dashboard's reads: not named queries, so neither listed
+    nor offered to users; parameters bound by the caller). KeyError for an unknown name."""
+    group, _, stem = name.partition("/")
+    path = QUERY_DIR / group / f"{stem}.sql"
+    if group not in STATEMENT_GROUPS or not stem.isidentifier() or not path.is_file():
+        raise KeyError(f"no SQL statement {name!r} in {QUERY_DIR}")
+    return path.read_text(encoding="utf-8")

@@ -19,6 +19,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sweep.files import json_safe
+
 FORMATS = ("table", "csv", "json", "parquet")
 
 
@@ -30,12 +32,10 @@ def _plain(value: Any, *, binary: str) -> Any:
             kind = "png" if raw.startswith(b"\x89PNG") else "binary"
             return f"<{kind}, {len(raw)} bytes>"
         return base64.b64encode(raw).decode("ascii")
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if binary != "summary" else str(value)
-    if isinstance(value, (dt.datetime, dt.date, dt.time)):
-        return value.isoformat()
-    if isinstance(value, dt.timedelta):
-        return value.total_seconds()
+    if isinstance(value, float):  # the one JSON policy (NaN, ±inf -> null), shown as text in a table
+        return str(value) if binary == "summary" and not math.isfinite(value) else json_safe(value)
+    if isinstance(value, (dt.datetime, dt.date, dt.time, dt.timedelta)):
+        return json_safe(value)
     if isinstance(value, list):
         return [_plain(v, binary=binary) for v in value]
     if isinstance(value, dict):
