@@ -31,6 +31,7 @@ a number itself (`CAST($limit AS BIGINT)`).
 from __future__ import annotations
 
 import importlib
+import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -236,6 +237,22 @@ def relation_arrow(relation: duckdb.DuckDBPyRelation) -> pa.Table:
     fetch = getattr(relation, "to_arrow_table", None) or getattr(relation, "arrow")
     table = fetch()
     return table if isinstance(table, pa.Table) else table.read_all()
+
+
+def list_text(fmt: str) -> str:
+    """The named queries as `vitsweep query --list` prints them: text (fmt table) or JSON."""
+    queries = list_named()
+    if fmt == "json":
+        return json.dumps([{"name": q.name, "description": q.description, "notes": q.notes,
+                            "params": [{"name": p.name, "default": p.default, "help": p.help}
+                                       for p in q.params]} for q in queries], indent=1) + "\n"
+    lines = []
+    for q in queries:
+        lines.append(f"{q.name}\n    {q.description}")
+        for p in q.params:
+            default = "NULL" if p.default is None else p.default
+            lines.append(f"    --param {p.name}={default}    {p.help}".rstrip())
+    return "\n".join(lines) + "\n"
 
 
 STATEMENT_GROUPS = ("report", "dashboard")  # folders of analysis/queries/ that hold statements

@@ -19,10 +19,7 @@ a stopped or failed query leaves FILE as it was. Never imports torch or Ray.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -53,72 +50,16 @@ def register(parser: argparse.ArgumentParser) -> None:
                              "$VITSWEEP_MEMORY_LIMIT)")
 
 
-def _check_output(path: Path | None, force: bool) -> None:
-    """--output must be a file that can be written, not replaced unless --force: checked before
-    the query runs."""
-    if path is None:
-        return
-    if path.is_dir():
-        raise UserError(f"--output {path}: is a folder; give a file name")
-    if not path.parent.is_dir():
-        raise UserError(f"--output {path}: the folder {path.parent} does not exist")
-    if path.exists() and not force:
-        raise UserError(f"--output {path}: exists; add --force to replace it")
-
-
-def _staging(path: Path) -> Path | None:
-    """A new empty file beside `path` that the result is written to and then renamed over it,
-    so a failed or stopped query leaves `path` as it was; None when `path` is not a plain file
-    (a device, a pipe, a link) or its folder takes no new file: the result is then written to it
-    directly, as before."""
-    if path.is_symlink() or (path.exists() and not path.is_file()):
-        return None
-    try:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    except OSError as err:
-        if path.is_file() and os.access(path, os.W_OK):  # a folder only the file is writable in
-            return None
-        raise UserError(f"{path}: {err.strerror or err}") from None
-    os.close(fd)
-    return Path(name)
-
-
-def _publish(staging: Path, path: Path) -> None:
-    """Move the written `staging` file to `path`, with the mode `path` had (or a new file's)."""
-    if path.is_file():
-        shutil.copymode(path, staging)
-    else:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o666 & ~umask)
-    os.replace(staging, path)
-
-
-def _list_text(fmt: str) -> str:
-    import json
-
-    from analysis.named import list_named
-
-    queries = list_named()
-    if fmt == "json":
-        return json.dumps([{"name": q.name, "description": q.description, "notes": q.notes,
-                            "params": [{"name": p.name, "default": p.default, "help": p.help}
-                                       for p in q.params]} for q in queries], indent=1) + "\n"
-    lines = []
-    for q in queries:
-        lines.append(f"{q.name}\n    {q.description}")
-        for p in q.params:
-            default = "NULL" if p.default is None else p.default
-            lines.append(f"    --param {p.name}={default}    {p.help}".rstrip())
-    return "\n".join(lines) + "\n"
-
-
 def run(args: argparse.Namespace) -> int:
-    _check_output(args.output, args.force)
+    from analysis.output import check_output, staging_file
+
+    check_output(args.output, args.force)
     if args.list:
         if args.format not in ("table", "json"):
             raise UserError("--list prints as table or json")
-        text = _list_text(args.format)
+        from analysis.named import list_text
+
+        text = list_text(args.format)
         if args.output:
             args.output.write_text(text, encoding="utf-8")
         else:
@@ -144,11 +85,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("give at least one run directory")
     if args.format == "parquet" and args.output is None:
         raise UserError("--format parquet needs --output FILE")
-
     if args.timeout < 0:
         raise UserError("--timeout must be 0 (no limit) or more seconds")
     limits = Limits() if args.memory_limit is None else Limits(memory_limit=args.memory_limit)
-    staging = _staging(args.output) if args.output is not None else None
+    staging = staging_file(args.output) if args.output is not None else None
     try:
         _answer(args, runs, sql, limits, staging)
     finally:
@@ -168,7 +108,7 @@ def _answer(args: argparse.Namespace, runs: list[str], sql: str | None, limits: 
     from analysis.export import copy_result
     from analysis.guard import QueryRefused, read_only_statement
     from analysis.named import UnknownQuery, bind_params, finish_named, get_named, relation_arrow
-    from analysis.output import write_result
+    from analysis.output import publish, write_result
 
     try:
         con = open_runs(runs, limits=limits, writable=[staging] if staging else [])
@@ -194,9 +134,7 @@ def _answer(args: argparse.Namespace, runs: list[str], sql: str | None, limits: 
                 plain = con.extract_statements(statement)[0].type == duckdb.StatementType.SELECT
                 if not (copy_ok and plain and copy_result(cur, statement, None, args.format, staging)):
                     table = relation_arrow(cur.sql(statement))
-    except (QueryStopped, QueryRefused) as err:
-        raise UserError(str(err)) from None
-    except (UnknownQuery, ValueError) as err:
+    except (QueryStopped, QueryRefused, UnknownQuery, ValueError) as err:
         raise UserError(str(err)) from None
     except duckdb.Error as err:
         raise UserError(one_line(err)) from None
@@ -209,4 +147,4 @@ def _answer(args: argparse.Namespace, runs: list[str], sql: str | None, limits: 
         if text is not None:
             sys.stdout.write(text)
     if staging is not None:
-        _publish(staging, args.output)
+        publish(staging, args.output)
