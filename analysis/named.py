@@ -26,6 +26,10 @@ a number itself (`CAST($limit AS BIGINT)`).
 
     list_named() -> [NamedQuery(name, description, params, notes, sql), ...]
     run_named(con, "equivalence", {"model": "vit_b"}) -> pandas.DataFrame
+
+The report's and the dashboard's own reads are SQL files too, in analysis/queries/report/ and
+analysis/queries/dashboard/ (no header needed; not listed or offered as named queries), read by
+`statement("dashboard/pair_images")`; their callers bind the parameters.
 """
 
 from __future__ import annotations
