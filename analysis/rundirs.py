@@ -91,7 +91,6 @@ def _same_schema(files: Sequence[Path]) -> bool:
         return False  # a file vanished or is odd: let DuckDB's union_by_name sort it out
 
 
-
 def check_runs(run_dirs: Sequence[str | Path] | str | Path) -> list[Path]:
     """The run directories, resolved and without duplicates; RunNotFound for a bad path."""
     if isinstance(run_dirs, (str, Path)):
@@ -104,7 +103,6 @@ def check_runs(run_dirs: Sequence[str | Path] | str | Path) -> list[Path]:
         if run not in runs:
             runs.append(run)
     return runs
-
 
 
 # ---------------------------------------------------------------- what a run holds
@@ -146,7 +144,6 @@ def _remote_listing(run: str) -> list[tuple[str, int, int]]:
             stamp = int(modified.timestamp() * 1e9) if hasattr(modified, "timestamp") else int(modified)
             out.append((fs.unstrip_protocol(path), int(info.get("size") or 0), stamp))
     return out
-
 
 
 def _read_text(path: Path | str) -> str | None:

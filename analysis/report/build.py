@@ -53,7 +53,6 @@ def _claim_verdicts(con: duckdb.DuckDBPyConnection, criteria: Criteria) -> list[
     return claims_records(con, criteria)
 
 
-
 def _gallery(gallery_rows: list[dict[str, Any]], group: Group, slug: str) -> list[GalleryBlock]:
     """The gallery blocks of one group, from the rows of one `gallery` query over every group
     (its limit applies per model, weights, embedding point and setting)."""
@@ -81,7 +80,6 @@ def _gallery(gallery_rows: list[dict[str, Any]], group: Group, slug: str) -> lis
             out.append(GalleryRow(triple, files))
         blocks.append(GalleryBlock(part[0].get("setting"), config_hash, out))
     return blocks
-
 
 
 def _section(data: _Data, group: Group, claim_rows: Sequence[dict[str, Any]] = ()) -> Section:
@@ -201,5 +199,3 @@ def build_report(run_dirs: Sequence[str | Path], *, gallery_limit: int = 6,
         criteria_source=criteria_source or "analysis/criteria.yaml (as shipped)",
         read=read,
     )
-
-

@@ -20,6 +20,7 @@ from analysis.named import run_named, statement
 CLAIM_QUERIES = ("equivalence", "invisibility", "normal_space", "lipschitz", "lipschitz_families",
                  "overgeneralisation")
 
+
 # ---------------------------------------------------------------- number formatting
 
 def fmt(value: Any, kind: str = "num") -> str:
@@ -169,7 +170,7 @@ class Report:
         return self.read.text() if self.read else ""
 
 
-# ---------------------------------------------------------------- claims
+# ---------------------------------------------------------------- groups and settings
 
 Group = tuple[str, str, "str | None"]  # model, weights, embed
 
@@ -196,7 +197,6 @@ def _slug_cfg(config_hash: str) -> str:
     return _slug(config_hash)
 
 
-
 # ---------------------------------------------------------------- verdicts (analysis/claims.py)
 
 VerdictRows = dict[tuple[str, str], dict[str, Any]]  # (config_hash, claim) -> claims-table row
@@ -204,12 +204,10 @@ _VERDICT_WORDS = {"supported": "supported", "not_supported": "not supported",
                   "inconclusive": "inconclusive"}
 
 
-
 def _interval(v: dict[str, Any], kind: str = "num") -> str:
     if v.get("ci_low") is None:
         return "n/a"
     return f"{fmt(v['ci_low'], kind)}–{fmt(v['ci_high'], kind)}"
-
 
 
 def _verdict_table(verdicts: list[dict[str, Any]], overview: bool = False) -> Table | None:
@@ -262,8 +260,6 @@ def _df(con: duckdb.DuckDBPyConnection, sql: str) -> pd.DataFrame:
         cur.close()
 
 
-
-
 def _histograms(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, dict[str, Any]]:
     """{config_hash: {part: (edges, counts)}} of one histogram statement."""
     df = _df(con, sql)
@@ -299,5 +295,3 @@ def _table(rows: list[dict[str, Any]], columns: Sequence[str]) -> Table | None:
     return Table(list(columns), [[("" if r.get(c) is None else
                                    fmt(r[c]) if isinstance(r.get(c), float) else str(r[c]))
                                   for c in columns] for r in rows])
-
-

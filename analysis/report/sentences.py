@@ -15,7 +15,6 @@ def _verdict_of(verdicts: VerdictRows, config_hash: str | None, claim: str) -> d
     return verdicts.get((config_hash, claim)) if config_hash else None
 
 
-
 def _verdict_sentence(label: str, v: dict[str, Any] | None) -> str:
     """One sentence stating a claim's verdict, its criterion and what decided it."""
     if v is None:
@@ -212,5 +211,3 @@ def _named(row: dict[str, Any], column: str) -> str:
     """A label index with its class name where the run knows it: `277 (red fox, Vulpes vulpes)`."""
     name = row.get(f"{column}_name")
     return f"{row.get(column)} ({name})" if name else str(row.get(column))
-
-
