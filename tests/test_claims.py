@@ -29,7 +29,8 @@ from analysis.claims import (
 )
 from analysis.db import open_runs
 from analysis.named import get_named, run_named, run_named_arrow
-from analysis.report import _top_null_sentence, write_report
+from analysis.report import write_report
+from analysis.report.sentences import _top_null_sentence
 from sweep.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.report import _named
+from analysis.report.sentences import _named
 from dashboard.pairview import labels_frame
 
 

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from analysis import report
+from analysis.report import model
 from analysis.db import open_runs
 from runfixture import SCALE_MODELS, make_scale_run
 
@@ -51,8 +52,8 @@ def test_match_histograms_equal_numpy(scale_run: Path) -> None:
     match = _table(scale_run, "match")
     ok = match[match["status"] == "ok"]
     con = open_runs([scale_run])
-    rel = report._histograms(con, report._MATCH_REL)
-    psnr = report._histograms(con, report._MATCH_PSNR)
+    rel = model._histograms(con, model._MATCH_REL)
+    psnr = model._histograms(con, model._MATCH_PSNR)
     assert set(rel) == set(ok["config_hash"])
     for cfg, group in ok.groupby("config_hash"):
         values = group["rel_dist"].to_numpy(dtype=float)
@@ -73,13 +74,13 @@ def test_lipschitz_box_summaries_equal_numpy(scale_run: Path) -> None:
     lip = _table(scale_run, "lipschitz")
     ok = lip[lip["status"] == "ok"]
     per_direction = ok.groupby(["config_hash", "family", "run_id", "unit_id", "pair_id", "direction"])["l_jvp"].max()
-    boxes = report._df(open_runs([scale_run]), report._LIP_BOXES_SQL)
+    boxes = model._df(open_runs([scale_run]), model._LIP_BOXES_SQL)
     assert len(boxes) == per_direction.reset_index().groupby(["config_hash", "family"]).ngroups
     for row in boxes.itertuples(index=False):
         values = per_direction.loc[(row.config_hash, row.family)].to_numpy()
         assert row.n == values.size
         np.testing.assert_allclose([row.p05, row.q1, row.median, row.q3, row.p95],
                                    np.quantile(values, [0.05, 0.25, 0.5, 0.75, 0.95]), rtol=1e-9)
-    points = report._df(open_runs([scale_run]), report._LIP_POINTS_SQL)
+    points = model._df(open_runs([scale_run]), model._LIP_POINTS_SQL)
     counts = points.groupby(["config_hash", "family"]).size()
     assert (counts <= 200).all() and len(counts) == len(boxes)

@@ -1,7 +1,7 @@
 """The report's plots, drawn with matplotlib's Agg backend into PNG bytes (no display, no files).
 
 Each function takes what it draws for one model, weights, embedding point and probe setting, already
-aggregated in DuckDB by analysis/report.py (histogram bins, quantiles, a bounded sample of points,
+aggregated in DuckDB by analysis/report/model.py (histogram bins, quantiles, a bounded sample of points,
 or the rows of an aggregate named query), and returns PNG bytes, or None when there is nothing to
 draw: a figure costs the same on 80 pairs as on 75,000.
 """
