@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from claimrun import make_claims_run
+from tests.support.claim_runs import make_claims_run
 
 from analysis.claims import (
     CLAIMS,
@@ -32,7 +32,7 @@ from analysis.named import get_named, run_named, run_named_arrow
 from analysis.report import _top_null_sentence, write_report
 from sweep.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # What the report may say about how matched images look only under a supported invisibility verdict.
 LOOKS_LIKE = ("look like their sources", "looks like its source", "pass as their sources",
               "still look", "indistinguishable")

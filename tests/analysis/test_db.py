@@ -17,7 +17,7 @@ from analysis.db import (
     read_progress,
     read_spec_text,
 )
-from runfixture import MATCH_SETTING_TEXT, config_hash, fixture_rows, make_fixture_run
+from tests.support.runs import MATCH_SETTING_TEXT, config_hash, fixture_rows, make_fixture_run
 from sweep.schema import SCHEMAS, partition_dir, to_table
 
 
@@ -247,7 +247,7 @@ def test_a_run_resumed_by_another_version(tmp_path: Path) -> None:
 
 def test_scale_fixture_views_hold_every_row(tmp_path: Path) -> None:
     """The multi-model, multi-setting scale fixture (written by RunStore) reads back whole."""
-    from runfixture import SCALE_MODELS, make_scale_run
+    from tests.support.runs import SCALE_MODELS, make_scale_run
 
     run = make_scale_run(tmp_path, pairs=60, pairs_per_unit=10)
     con = open_runs([run])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from analysis import db, named
-from runfixture import SCALE_MODELS, make_scale_run
+from tests.support.runs import SCALE_MODELS, make_scale_run
 
 USERS = ("lipschitz", "lipschitz_families", "lipschitz_pairs", "lipschitz_directions", "claims")
 

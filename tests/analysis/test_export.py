@@ -15,7 +15,7 @@ import pytest
 
 from analysis import db, export, named
 from analysis.output import format_csv, write_result
-from runfixture import make_scale_run
+from tests.support.runs import make_scale_run
 from sweep.cli import main
 
 CROSS_JOIN = ("SELECT count(*) FROM lipschitz a, lipschitz b, lipschitz c, lipschitz d, "

@@ -7,7 +7,7 @@ import pytest
 
 from analysis.db import open_runs
 from analysis.guard import QueryRefused, run_readonly
-from runfixture import make_fixture_run
+from tests.support.runs import make_fixture_run
 from analysis.db import KNN_EXTRA_COLUMNS
 from sweep.schema import SCHEMAS
 

@@ -15,7 +15,7 @@ import pytest
 
 from analysis.db import open_runs
 from analysis.named import UnknownQuery, list_named, run_named, run_named_arrow
-from runfixture import (
+from tests.support.runs import (
     LIPSCHITZ_SETTING_TEXT,
     MATCH_PARAMS,
     MATCH_SETTING_TEXT,

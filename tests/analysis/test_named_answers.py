@@ -370,7 +370,7 @@ def test_every_query_has_a_hand_checked_answer_here() -> None:
     tested = {"equivalence", "invisibility", "overgeneralisation", "match_pairs", "loss_curves", "gallery",
               "normal_space", "lipschitz_pairs", "lipschitz", "lipschitz_families", "lipschitz_directions",
               "nonlinearity", "overview", "failures",
-              "claims"}  # claims: verdicts against plain-Python answers in tests/test_claims.py
+              "claims"}  # claims: verdicts against plain-Python answers in tests/analysis/test_claims.py
     assert {q.name for q in list_named()} <= tested, "a new named query needs its hand-checked test"
 
 

@@ -18,7 +18,7 @@ from PIL import Image
 from analysis.db import open_runs
 from analysis.named import run_named
 from analysis.report import fmt, write_report
-from runfixture import (
+from tests.support.runs import (
     LIPSCHITZ_SETTING_TEXT,
     MATCH_SETTING_TEXT,
     PERTURB_SETTING_TEXT,
@@ -28,7 +28,7 @@ from runfixture import (
 )
 from sweep.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA_URI = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 # Images of the fixture report. vit_b: 4 figures (match, eps, lipschitz families, nonlinearity)
 # and 2 gallery rows x 4; vit_a has a second match setting: one more match figure and one more

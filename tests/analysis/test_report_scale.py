@@ -15,7 +15,7 @@ import pytest
 
 from analysis import report
 from analysis.db import open_runs
-from runfixture import SCALE_MODELS, make_scale_run
+from tests.support.runs import SCALE_MODELS, make_scale_run
 
 
 @pytest.fixture(scope="module")

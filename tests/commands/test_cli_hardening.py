@@ -5,7 +5,7 @@ that no user file changed. None of these starts Ray.
 `vitsweep(...)` is the CLI in a subprocess (`python -m sweep.cli`), as a user runs it: used for
 every command at least once, and wherever a connection is tried (Ray, an object store), so start-up
 noise and the entry point stay tested end to end. `vitsweep_here(...)` is the same entry point in
-this process (tests/cli_inproc.py): used where a subprocess would spend its time importing torch
+this process (tests/support/cli_inproc.py): used where a subprocess would spend its time importing torch
 to reach the same check."""
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cli_inproc import run_cli
-from runfixture import make_fixture_run
-from sweep_helpers import LINEAR, REPO, make_shards
+from tests.support.cli_inproc import run_cli
+from tests.support.runs import make_fixture_run
+from tests.support.sweeps import LINEAR, REPO, make_shards
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
        "RAY_USAGE_STATS_ENABLED": "0"}

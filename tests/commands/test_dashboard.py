@@ -11,7 +11,7 @@ import pytest
 from sweep.cli import main
 from sweep.commands import dashboard
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_missing_run_dir_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

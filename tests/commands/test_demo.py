@@ -13,7 +13,7 @@ from pathlib import Path
 from sweep.commands import demo
 from sweep.probes import build_probe
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_pretrained_demo_spec_is_the_trained_tiny_with_the_paper_preset() -> None:

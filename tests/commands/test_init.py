@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "sweep" / "examples"
 
 
@@ -52,7 +52,6 @@ def test_written_specs_are_accepted_by_run(tmp_path: Path) -> None:
     shards = vitsweep(tmp_path, *shlex.split(header[0])[1:])
     assert shards.returncode == 0, shards.stderr
 
-    sys.path.insert(0, str(ROOT))
     from sweep.run.spec import load_spec
 
     cwd = os.getcwd()

@@ -1,7 +1,7 @@
 """`vitsweep plan` from the command line: the full ImageNet spec's counts worked out by hand,
 `--calibrate` on the CPU for ViT-Tiny, a factory encoder's lipschitz count (its embedding size
 from the calibration), and bad input. `vitsweep(...)` is a subprocess as a user runs it;
-`vitsweep_here(...)` the same entry point in this process (tests/cli_inproc.py), for the second
+`vitsweep_here(...)` the same entry point in this process (tests/support/cli_inproc.py), for the second
 and third look at a spec whose first look was a subprocess (it would spend its time importing torch)."""
 
 from __future__ import annotations
@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cli_inproc import run_cli  # noqa: E402
-from sweep_helpers import make_shards, write_spec  # noqa: E402
+from tests.support.cli_inproc import run_cli
+from tests.support.sweeps import make_shards, write_spec
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def vitsweep(cwd: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:

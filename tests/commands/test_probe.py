@@ -1,6 +1,6 @@
 """`vitsweep probe`: the single-pair command end to end. `vitsweep(...)` runs it in a subprocess as
 a user runs it (the two full probes and two refusals); `vitsweep_here(...)` runs the same entry
-point in this process (tests/cli_inproc.py) for the image formats and the other refusals, where a
+point in this process (tests/support/cli_inproc.py) for the image formats and the other refusals, where a
 subprocess would spend its time importing torch."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from cli_inproc import run_cli
+from tests.support.cli_inproc import run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def vitsweep(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
@@ -70,7 +70,7 @@ def test_match_on_two_photos_with_a_random_init_vit(images, tmp_path):
 
 
 def test_lipschitz_json_lists_every_estimate_and_the_sigmas(images, tmp_path):
-    proc = vitsweep("lipschitz", "--model", "tests.encoders_for_tests:linear_encoder",
+    proc = vitsweep("lipschitz", "--model", "tests.support.encoders:linear_encoder",
                     "--src", str(images["a.jpg"]), "--tgt", str(images["b.jpg"]), "--out", str(tmp_path), "--json",
                     "--param", "top_k=3", "--param", "h=[0.1, 1.0]", "--param", "n_random=2", "--param", "n_null=2")
     assert proc.returncode == 0, proc.stderr
@@ -84,7 +84,7 @@ def test_lipschitz_json_lists_every_estimate_and_the_sigmas(images, tmp_path):
 
 @pytest.mark.parametrize("name", ["gray.png", "rgba.png", "palette.gif", "tiny.png", "wide.webp"])
 def test_any_image_pillow_reads_is_accepted(images, tmp_path, name):
-    proc = vitsweep_here("perturb", "--model", "tests.encoders_for_tests:linear_encoder", "--src", str(images[name]),
+    proc = vitsweep_here("perturb", "--model", "tests.support.encoders:linear_encoder", "--src", str(images[name]),
                          "--tgt", str(images["b.jpg"]), "--out", str(tmp_path), "--json", "--param", "steps=2",
                          "--param", "eps=[0.01, 0.02]")
     assert proc.returncode == 0, proc.stderr
@@ -113,7 +113,7 @@ SUBPROCESS_REFUSALS = ("no such file", "unknown timm model")
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(images, tmp_path, change, message):
-    args = {"--model": "tests.encoders_for_tests:linear_encoder", "--src": "a.jpg", "--tgt": "b.jpg"}
+    args = {"--model": "tests.support.encoders:linear_encoder", "--src": "a.jpg", "--tgt": "b.jpg"}
     args.update(change)
     argv = ["match", "--out", str(tmp_path)]
     for flag, value in args.items():

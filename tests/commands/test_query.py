@@ -10,10 +10,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from runfixture import MATCH_SETTING_TEXT, config_hash, make_fixture_run
+from tests.support.runs import MATCH_SETTING_TEXT, config_hash, make_fixture_run
 from sweep.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def vitsweep(*args: str | Path) -> subprocess.CompletedProcess[str]:

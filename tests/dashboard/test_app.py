@@ -1,10 +1,9 @@
-"""Every dashboard page under Streamlit's AppTest on the fixture run (tests/runfixture.py):
+"""Every dashboard page under Streamlit's AppTest on the fixture run (tests/support/runs.py):
 no exception, the fixture's known numbers on the page, clear messages for missing, empty and
 half-written runs, and a SQL console that refuses every escape and keeps working afterwards."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,10 +11,9 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runfixture import MATCH_SETTING_TEXT, make_fixture_run  # noqa: E402
+from tests.support.runs import MATCH_SETTING_TEXT, make_fixture_run
 
-APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 PAGES = ("runs", "pairs", "distributions", "models", "sql")
 TITLES = {"runs": "Runs", "pairs": "Pairs", "distributions": "Distributions", "models": "Models", "sql": "SQL"}
 TIMEOUT = 90  # the CI machine is small and shared

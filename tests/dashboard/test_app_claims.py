@@ -1,18 +1,16 @@
 """The dashboard's Models page shows each claim's verdicts beside its numbers (Streamlit AppTest
-on a run built with known verdicts: tests/claimrun.py, the demo-like mode)."""
+on a run built with known verdicts: tests/support/claim_runs.py, the demo-like mode)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from claimrun import make_claims_run  # noqa: E402
+from tests.support.claim_runs import make_claims_run
 
-APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 TIMEOUT = 90
 
 

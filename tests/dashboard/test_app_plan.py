@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runfixture import make_fixture_run  # noqa: E402
+from tests.support.runs import make_fixture_run
 
-APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 
 
 def test_runs_page_shows_the_plan(tmp_path: Path, monkeypatch: object) -> None:

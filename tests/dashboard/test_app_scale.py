@@ -1,4 +1,4 @@
-"""The dashboard on the multi-model, multi-setting scale fixture (tests/runfixture.py,
+"""The dashboard on the multi-model, multi-setting scale fixture (tests/support/runs.py,
 `make_scale_run`, a few thousand rows written by RunStore): every page renders, and what the pages
 draw (histogram bins, ECDF quantiles, box-plot summaries, success rates, paged pair tables, read
 counts) equals numbers computed here independently with pyarrow and numpy, and the named
@@ -6,7 +6,6 @@ queries' numbers."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,14 +16,13 @@ import pyarrow.parquet as pq
 import pytest
 from streamlit.testing.v1 import AppTest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runfixture import SCALE_MODELS, make_scale_run  # noqa: E402
+from tests.support.runs import SCALE_MODELS, make_scale_run
 
-from analysis.db import open_runs  # noqa: E402
-from analysis.named import run_named  # noqa: E402
-from dashboard import data  # noqa: E402
+from analysis.db import open_runs
+from analysis.named import run_named
+from dashboard import data
 
-APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 PAGES = ("runs", "pairs", "distributions", "models", "sql")
 TIMEOUT = 90
 CROSS_JOIN = ("SELECT count(*) FROM lipschitz a, lipschitz b, lipschitz c, lipschitz d, "

@@ -15,7 +15,7 @@ import pytest
 import torch
 import webdataset as wds
 
-from conftest_data import BAD, CLASSES, GOOD, image_bytes, make_messy_folder
+from tests.support.messy_folder import BAD, CLASSES, GOOD, image_bytes, make_messy_folder
 from sweep.cli import main as cli_main
 from sweep.errors import UserError
 from sweep.data.images import Preprocess, decode_image, preprocess
@@ -25,7 +25,7 @@ from sweep.data.shards import check_shards, iter_samples, read_pairs
 from sweep.data.sources import list_demo, list_folder, list_wds, make_key
 
 GEOMETRY = Preprocess(size=(32, 32))
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

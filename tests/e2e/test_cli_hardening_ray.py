@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sweep_helpers import (
+from tests.support.sweeps import (
     SLOW_MATCH,
     LINEAR,
     REPO,
@@ -124,7 +124,7 @@ def test_bar_failed_units_and_compile_on_cpu(tmp_path: Path, env: dict[str, str]
     it; `compile: true` on CPU actors is one line; failed units are listed with their reasons."""
     make_shards(tmp_path / "shards", 1, 2)
     run = tmp_path / "run"
-    models = [{"name": LINEAR, "weights": "factory"}, {"name": "tests.encoders_for_tests:broken_factory", "weights": "factory"}]
+    models = [{"name": LINEAR, "weights": "factory"}, {"name": "tests.support.encoders:broken_factory", "weights": "factory"}]
     spec = write_spec(tmp_path / "spec.yaml", str(tmp_path / "shards"), run, models=models,
                       probes=["match"], max_attempts=1, compile=True)
     env = {k: v for k, v in env.items() if k != "RAY_AUTH_MODE"}  # Ray warns when the mode is unset

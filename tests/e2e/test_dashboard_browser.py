@@ -19,12 +19,11 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runfixture import make_fixture_run  # noqa: E402
+from tests.support.runs import make_fixture_run
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "artifacts" / "screenshots"
 CHROMIUM = Path(os.environ.get("VITSWEEP_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -218,7 +217,7 @@ CROSS_JOIN = ("SELECT count(*) FROM lipschitz a, lipschitz b, lipschitz c, lipsc
 
 @pytest.fixture(scope="module")
 def scale_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    from runfixture import make_scale_run
+    from tests.support.runs import make_scale_run
 
     run = make_scale_run(tmp_path_factory.mktemp("scale"), pairs=240, pairs_per_unit=20)
     port = _free_port()

@@ -17,7 +17,7 @@ from sweep.errors import RunFailed
 from sweep.run import distribute
 from sweep.run.distribute import ACTOR_MAX_RESTARTS, Sweep
 from sweep.run.spec import WorkUnit, load_spec
-from sweep_helpers import kill_ray_processes, make_shards, ray_env, write_spec
+from tests.support.sweeps import kill_ray_processes, make_shards, ray_env, write_spec
 
 pytestmark = pytest.mark.slow
 
@@ -66,8 +66,8 @@ class _Calls:
 
 def test_user_error_is_never_retried_other_errors_are(local_ray: None, good_unit: tuple[WorkUnit, Path]) -> None:
     unit, run_dir = good_unit
-    bad_name = dataclasses.replace(unit, unit_id="bad-name", model="tests.encoders_for_tests:no_such_factory")
-    broken = dataclasses.replace(unit, unit_id="broken", model="tests.encoders_for_tests:broken_factory")
+    bad_name = dataclasses.replace(unit, unit_id="bad-name", model="tests.support.encoders:no_such_factory")
+    broken = dataclasses.replace(unit, unit_id="broken", model="tests.support.encoders:broken_factory")
     calls = _Calls()
     sweep = Sweep([bad_name, broken, unit], run_root=str(run_dir), run_id="r", actors=1, use_gpu=False,
                   max_attempts=3, poll_s=0.1, **calls.hooks())

@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BUILD_NOISE = re.compile(r"deprecat|BuildBackendWarning|SetuptoolsWarning|^\s*warning:", re.IGNORECASE | re.MULTILINE)
 
 
@@ -107,8 +107,8 @@ def test_wheel_alone_serves_the_dashboard(wheel_install: tuple[Path, str], tmp_p
     import time
     import urllib.request
 
-    from runfixture import make_fixture_run
-    from test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, wait_rendered
+    from tests.support.runs import make_fixture_run
+    from tests.e2e.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, wait_rendered
 
     site, _ = wheel_install
     run = make_fixture_run(tmp_path / "fixture")

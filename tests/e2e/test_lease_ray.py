@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sweep.run.lease import LEASE_FILE
-from sweep_helpers import (
+from tests.support.sweeps import (
     SLOW_MATCH,
     PYTHON,
     REPO,
@@ -30,7 +30,7 @@ from sweep_helpers import (
 pytestmark = pytest.mark.slow
 
 # Held at its first forward until the test opens the gate, then 0.15 s per forward (units take seconds).
-GATED = "tests.encoders_for_tests:gated_linear_encoder"
+GATED = "tests.support.encoders:gated_linear_encoder"
 
 
 def _driver(spec: Path, env: dict[str, str], *extra: str) -> subprocess.Popen:

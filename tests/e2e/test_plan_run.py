@@ -2,7 +2,7 @@
 shards: a folder of tars without a manifest and a shard set with one), `vitsweep run` prints the
 plan's line first and leaves plan.json, and a second plan learns the expected steps from the run.
 The run is a subprocess, as a user runs it; the two plans go through the same CLI entry point in
-this process (tests/cli_inproc.py: `vitsweep plan` as a subprocess is tested in test_plan_cli)."""
+this process (tests/support/cli_inproc.py: `vitsweep plan` as a subprocess is tested in tests/commands/test_plan.py)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cli_inproc import run_cli  # noqa: E402
-from sweep_helpers import LINEAR, REPO, kill_ray_processes, ray_env, read_table, write_shard  # noqa: E402
+from tests.support.cli_inproc import run_cli
+from tests.support.sweeps import LINEAR, REPO, kill_ray_processes, ray_env, read_table, write_shard
 
-from sweep.data.build import make_demo_shards  # noqa: E402
+from sweep.data.build import make_demo_shards
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sweep_helpers import (
+from tests.support.sweeps import (
     SLOW_MATCH,
     PYTHON,
     REPO,

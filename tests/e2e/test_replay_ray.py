@@ -13,11 +13,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cli_inproc import run_cli
+from tests.support.cli_inproc import run_cli
 from sweep.commands.run import execute
 from sweep.run.replay import replay_pair
 from sweep.run.spec import load_spec
-from sweep_helpers import PYTHON, REPO, kill_ray_processes, make_shards, ray_env, read_table, write_spec
+from tests.support.sweeps import PYTHON, REPO, kill_ray_processes, make_shards, ray_env, read_table, write_spec
 
 pytestmark = pytest.mark.slow
 
@@ -125,7 +125,7 @@ def test_replay_cli_bad_input(cpu_run: Path, tmp_path: Path) -> None:
                               capture_output=True, text=True, timeout=300)
 
     def here(*args: str) -> subprocess.CompletedProcess:
-        """The same entry point in this process (tests/cli_inproc.py): no torch import to wait for."""
+        """The same entry point in this process (tests/support/cli_inproc.py): no torch import to wait for."""
         return run_cli("replay", *args, cwd=REPO, env=ray_env())
 
     for args, needle, how in (

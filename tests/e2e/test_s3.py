@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from s3_helpers import moto_server
-from sweep_helpers import LINEAR, PYTHON, REPO, ROWS_PER_PAIR, kill_ray_processes, make_shards, ray_env, write_spec
+from tests.support.s3 import moto_server
+from tests.support.sweeps import LINEAR, PYTHON, REPO, ROWS_PER_PAIR, kill_ray_processes, make_shards, ray_env, write_spec
 
 pytestmark = pytest.mark.slow
 
 BUCKET = "vitsweep-test"
-GATED = "tests.encoders_for_tests:gated_linear_encoder"
+GATED = "tests.support.encoders:gated_linear_encoder"
 KEYS = {  # the identity of one row in each table
     "match": ("unit_id", "pair_id"),
     "perturb": ("unit_id", "pair_id", "eps"),

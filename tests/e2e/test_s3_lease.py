@@ -16,7 +16,7 @@ import pytest
 from sweep.errors import UserError
 from sweep.run.lease import LEASE_FILE, Lease, LeaseHeld, LeaseLost, S3Backend
 from sweep.run.store import RunStore
-from s3_helpers import moto_server
+from tests.support.s3 import moto_server
 
 BUCKET = "vitsweep-lease"
 

@@ -15,7 +15,7 @@ import pytest
 
 from sweep.commands.run import execute
 from sweep.run.spec import load_spec
-from sweep_helpers import (
+from tests.support.sweeps import (
     SLOW_MATCH,
     LINEAR,
     PYTHON,
@@ -53,7 +53,7 @@ def local_ray(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
 
 def test_sweep_rows_failed_unit_and_resume(tmp_path: Path, local_ray: dict[str, str]) -> None:
     make_shards(tmp_path / "shards", 2, 4, corrupt={1})  # pair 1 (shard 0) does not decode
-    models = [{"name": LINEAR, "weights": "factory"}, {"name": "tests.encoders_for_tests:broken_factory", "weights": "factory"}]
+    models = [{"name": LINEAR, "weights": "factory"}, {"name": "tests.support.encoders:broken_factory", "weights": "factory"}]
     spec = write_spec(tmp_path / "spec.yaml", str(tmp_path / "shards"), tmp_path / "run", models=models, max_attempts=2)
     outcome = execute(load_spec(spec), actors=2, show_progress=False)
     run = tmp_path / "run"

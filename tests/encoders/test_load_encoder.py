@@ -74,7 +74,7 @@ def test_cls_of_an_early_block_differs_from_the_last(pixels):
 
 
 def test_factory_encoder_keeps_its_input_size_and_identity_normalisation():
-    enc = load_encoder("tests.encoders_for_tests:linear_encoder", device="cpu")
+    enc = load_encoder("tests.support.encoders:linear_encoder", device="cpu")
     assert enc.input_size == (3, 8, 8)
     x = torch.rand(4, 3, 8, 8)
     assert torch.allclose(enc(x), x.flatten(1) @ enc.module.weight.T)
@@ -112,9 +112,9 @@ def test_compiled_hot_loop_gives_the_eager_results():
     g = torch.Generator().manual_seed(2)
     pairs = [PairInput(f"p{i}", torch.rand(3, 8, 8, generator=g), torch.rand(3, 8, 8, generator=g)) for i in range(3)]
     probe = build_probe("match", {"max_steps": 5, "lr": 0.05})
-    eager_enc = load_encoder("tests.encoders_for_tests:linear_encoder", "factory", device="cpu")
+    eager_enc = load_encoder("tests.support.encoders:linear_encoder", "factory", device="cpu")
     eager = {r.pair_id: r.rows[0] for r in probe.run(eager_enc, pairs, batch_size=3)}
-    compiled_enc = load_encoder("tests.encoders_for_tests:linear_encoder", "factory", device="cpu").compile()
+    compiled_enc = load_encoder("tests.support.encoders:linear_encoder", "factory", device="cpu").compile()
     compiled = {r.pair_id: r.rows[0] for r in probe.run(compiled_enc, pairs, batch_size=3)}
     assert compiled_enc.loop_fn is not None
     for pid, row in eager.items():
@@ -173,7 +173,7 @@ def test_head_labels_need_the_pre_logits_embedding():
 def named_tiny_vit() -> torch.nn.Module:
     """A factory (named in the test as `tests.test_encoders:named_tiny_vit`) whose classifier's
     classes have names."""
-    from tests.tiny_models import tiny_vit
+    from tests.support.tiny_models import tiny_vit
 
     module = tiny_vit()
     module.label_names = [f"class {i}" for i in range(10)]
@@ -181,9 +181,9 @@ def named_tiny_vit() -> torch.nn.Module:
 
 
 def test_a_factory_classifier_is_a_head_named_by_its_label_names():
-    unnamed = load_encoder("tests.tiny_models:tiny_vit", device="cpu")
+    unnamed = load_encoder("tests.support.tiny_models:tiny_vit", device="cpu")
     assert unnamed.has_head and unnamed.label_set == "factory" and unnamed.class_names([3]) == [None]
     named = load_encoder("tests.test_encoders:named_tiny_vit", device="cpu")
     assert named.has_head and named.class_names([3, 10]) == ["class 3", None]
-    plain = load_encoder("tests.encoders_for_tests:linear_encoder", device="cpu")
+    plain = load_encoder("tests.support.encoders:linear_encoder", device="cpu")
     assert not plain.has_head and "no `classifier`" in plain.head_note

@@ -27,9 +27,9 @@ from sweep.errors import UserError
 from sweep.run.labels import label_run
 from sweep.run.spec import load_spec
 from sweep.run.worker import EncoderCache, run_unit
-from cli_inproc import run_cli
-from sweep_helpers import REPO, read_table, write_spec
-from tests.encoders_for_tests import LinearEncoder
+from tests.support.cli_inproc import run_cli
+from tests.support.sweeps import REPO, read_table, write_spec
+from tests.support.encoders import LinearEncoder
 
 K = 4
 PROBES = [
@@ -259,7 +259,7 @@ def test_labels_command_redoes_the_pass_and_refuses_bad_input(run: dict[str, Any
     assert {r["knn_k"] for r in read_table(run["dir"], "labels").to_pylist()} == {3}
     assert sorted(p.relative_to(run["dir"]) for p in (run["dir"] / "results" / "labels").rglob("*.parquet")) == before
     # the first refusal as a user meets it (a subprocess), the others through the same entry point
-    # in this process (tests/cli_inproc.py), which would otherwise spend their time importing torch
+    # in this process (tests/support/cli_inproc.py), which would otherwise spend their time importing torch
     for args, message, how in (([str(tmp_path / "nope")], "run directory not found", vitsweep),
                                ([str(run["dir"]), "--bank", str(tmp_path / "nope")], "knn_bank: no such shard", here),
                                ([str(run["dir"]), "--k", "0"], "--k must be at least 1", here),
@@ -284,7 +284,7 @@ def test_the_summary_and_the_note_say_what_was_labelled(run: dict[str, Any]) -> 
         str(p.relative_to(run["dir"])) for p in (run["dir"] / "results" / "labels").rglob("*.parquet"))
     assert sorted(f.split("/")[2] for f in summary.files) == ["probe=match", "probe=perturb"]
     (setting,) = summary.settings
-    model = "tests.encoders_for_tests:linear_encoder"
+    model = "tests.support.encoders:linear_encoder"
     assert (setting.model, setting.weights, setting.embed, setting.bank) == (model, "factory", "pre_logits", "run")
     assert (setting.bank_images, setting.bank_labelled, setting.rows, setting.skipped) == (n_images, n_labelled, 24, None)
     assert summary.describe() == (

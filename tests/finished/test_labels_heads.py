@@ -12,9 +12,9 @@ from sweep.errors import UserError
 from sweep.run.labels import label_run
 from sweep.run.spec import load_spec
 from sweep.run.worker import EncoderCache, run_unit
-from sweep_helpers import make_shards, read_table, write_spec
+from tests.support.sweeps import make_shards, read_table, write_spec
 
-TINY = "tests.tiny_models:tiny_vit"  # a factory whose `classifier` has 10 unnamed classes
+TINY = "tests.support.tiny_models:tiny_vit"  # a factory whose `classifier` has 10 unnamed classes
 MATCH = [{"name": "match", "params": {"max_steps": 3}}]
 
 
@@ -59,7 +59,7 @@ def test_head_none_switches_head_labels_off_and_changes_the_unit_ids(tmp_path: P
 @pytest.mark.parametrize(
     "head,message",
     [
-        ("imagenet-1k", "names 1000 classes; the head of tests.tiny_models:tiny_vit has 10"),
+        ("imagenet-1k", "names 1000 classes; the head of tests.support.tiny_models:tiny_vit has 10"),
         ("imagenet-99k", "unknown head label set 'imagenet-99k'"),
         ("file:/no/such/names.txt", "no such class-name file"),
     ],

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import shlex
-import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -19,12 +18,11 @@ from sweep.run.replay import compare_values, replay_pair
 from sweep.run.spec import load_spec
 from sweep.run.store import RunStore
 from sweep.run.worker import EncoderCache, run_unit
-from sweep_helpers import make_shards, read_table, write_spec
+from tests.support.sweeps import make_shards, read_table, write_spec
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runfixture import make_fixture_run  # noqa: E402
+from tests.support.runs import make_fixture_run
 
-APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 
 
 @pytest.mark.parametrize(

@@ -9,15 +9,13 @@ rate table's FLOP formula against the science notes' measured figures."""
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from encoders_for_tests import DIM, INPUT_SIZE, LinearEncoder  # noqa: E402
+from tests.support.encoders import DIM, INPUT_SIZE, LinearEncoder
 
 from sweep.encoders import load_encoder
 from sweep.probes import build_probe
@@ -177,7 +175,7 @@ def test_flop_formula_matches_the_measured_figures() -> None:
     # The science notes' figures per matching step: ViT-B/16 72 GFLOP, ViT-H/14 685 GFLOP.
     assert vit_gflop("vit_base_patch16_224.augreg2_in21k_ft_in1k") == pytest.approx(72, rel=0.05)
     assert vit_gflop("vit_huge_patch14_clip_224.laion2b") == pytest.approx(685, rel=0.05)
-    assert vit_gflop("tests.encoders_for_tests:linear_encoder") is None
+    assert vit_gflop("tests.support.encoders:linear_encoder") is None
     base = table_rates("vit_base_patch16_224")
     assert base is not None and base.step("bf16") == 3293 and base.step("bf16", compiled=True) == 4297
     assert base.step("fp32") == pytest.approx(3293 * 67 / 794) and base.forward == pytest.approx(2 * 3293 * 67 / 794)

@@ -25,7 +25,7 @@ from sweep.probes import build_probe
 from sweep.probes import metrics
 from sweep.probes.base import PairInput, PairResult, Probe, ProbeParams
 from sweep.data.images import quantize_8bit
-from tests.encoders_for_tests import LinearEncoder
+from tests.support.encoders import LinearEncoder
 
 
 class _Enc:
@@ -187,7 +187,7 @@ def test_match_8bit_recheck_is_judged_on_the_rounded_image() -> None:
     from sweep.encoders import load_encoder
 
     rho = 0.1
-    encoder = load_encoder("tests.encoders_for_tests:linear_encoder", "factory", device="cpu")
+    encoder = load_encoder("tests.support.encoders:linear_encoder", "factory", device="cpu")
     weight = LinearEncoder().weight.detach().double()  # (16, 192): the same seeded map
     g = torch.Generator().manual_seed(0)
     pairs = [PairInput(f"p{i}", torch.rand(3, 8, 8, generator=g), torch.rand(3, 8, 8, generator=g)) for i in range(16)]

@@ -17,7 +17,7 @@ from sweep.probes.labels import head_top1
 
 @pytest.fixture(scope="module")
 def linear():
-    return load_encoder("tests.encoders_for_tests:linear_encoder", "factory", device="cpu")
+    return load_encoder("tests.support.encoders:linear_encoder", "factory", device="cpu")
 
 
 def _product_dtype(ctx: contextlib.AbstractContextManager) -> torch.dtype:

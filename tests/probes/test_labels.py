@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from sweep.probes.labels import cosine_matrix, knn_predict, knn_vote, majority
-from tests.test_labels_knn import brute_force
+from tests.probes.test_labels_knn import brute_force
 
 
 def test_cosine_matrix_against_numpy_with_zero_vectors() -> None:

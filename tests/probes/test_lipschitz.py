@@ -17,7 +17,7 @@ REL = 1e-3
 
 @pytest.fixture(scope="module")
 def linear():
-    encoder = load_encoder("tests.encoders_for_tests:linear_encoder", device="cpu")
+    encoder = load_encoder("tests.support.encoders:linear_encoder", device="cpu")
     weight = encoder.module.weight.detach().double()  # (16, 192)
     g = torch.Generator().manual_seed(3)
     pair = PairInput("p0", torch.rand(3, 8, 8, generator=g), torch.rand(3, 8, 8, generator=g))
@@ -121,7 +121,7 @@ def test_a_failed_match_gives_no_match_rows(linear):
 def test_top_is_far_above_random_and_null_far_below_for_a_vit():
     """The gap the probe exists to measure, on a real (tiny, random-init) ViT: sigma_1 well above
     random directions, and the true null space (row space of J projected out) >= 1000x below."""
-    encoder = load_encoder("tests.tiny_models:tiny_vit", device="cpu")
+    encoder = load_encoder("tests.support.tiny_models:tiny_vit", device="cpu")
     g = torch.Generator().manual_seed(0)
     pair = PairInput("v", torch.rand(3, 32, 32, generator=g), torch.rand(3, 32, 32, generator=g))
     probe = build_probe("lipschitz", {
@@ -165,7 +165,7 @@ def test_families_are_validated_and_the_default_is_affordable():
 
 
 def _linear_pair():
-    encoder = load_encoder("tests.encoders_for_tests:linear_encoder", device="cpu")
+    encoder = load_encoder("tests.support.encoders:linear_encoder", device="cpu")
     g = torch.Generator().manual_seed(3)
     return encoder, encoder.module.weight.detach().double(), PairInput("p0", torch.rand(3, 8, 8, generator=g), torch.rand(3, 8, 8, generator=g))
 

@@ -32,7 +32,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def micro():
-    return load_encoder("tests.tiny_models:micro_vit", device="cpu")
+    return load_encoder("tests.support.tiny_models:micro_vit", device="cpu")
 
 
 def _pairs(n: int, size: int, tag: str = "m") -> list[PairInput]:
@@ -214,7 +214,7 @@ def test_rows_do_not_depend_on_batch_neighbours(micro, families):
 def test_linear_encoder_pairs_in_shared_batches_give_the_closed_forms():
     """f(x) = W x: every pair's sigmas are W's, every l_fd and l_jvp is ||W v||, null rows are
     W v = 0, with 16 Jacobian rows per pair split over batches of 5 mixing pairs."""
-    encoder = load_encoder("tests.encoders_for_tests:linear_encoder", device="cpu")
+    encoder = load_encoder("tests.support.encoders:linear_encoder", device="cpu")
     weight = encoder.module.weight.detach().double()
     probe = build_probe("lipschitz", {"families": ["random", "top", "grad", "null", "off_top"], "h": H, "top_k": 3, "n_random": 2, "n_null": 2})
     pairs = _pairs(4, 8, "w")
@@ -254,7 +254,7 @@ def test_match_family_needs_a_match_that_moved():
     (||delta|| < 1) gives the direction delta / ||delta|| with l_jvp = ||W delta|| / ||delta||."""
     from sweep.probes.match import MatchParams, MatchProbe
 
-    encoder = load_encoder("tests.encoders_for_tests:linear_encoder", device="cpu")
+    encoder = load_encoder("tests.support.encoders:linear_encoder", device="cpu")
     weight = encoder.module.weight.detach().double()
     g = torch.Generator().manual_seed(8)
     src = torch.rand(3, 8, 8, generator=g) * 0.8 + 0.1
@@ -276,9 +276,9 @@ def test_match_family_needs_a_match_that_moved():
 def test_a_failing_float64_product_fails_its_pairs_with_one_clean_line():
     """Every float64 product fails: each pair gets an error result (type and message on one line,
     at most 300 characters of it) and no rows; none is lost, the unit does not fail."""
-    from tests.encoders_for_tests import FLOAT64_MESSAGE
+    from tests.support.encoders import FLOAT64_MESSAGE
 
-    encoder = load_encoder("tests.encoders_for_tests:float64_failing_encoder", device="cpu")
+    encoder = load_encoder("tests.support.encoders:float64_failing_encoder", device="cpu")
     probe = build_probe("lipschitz", {"families": ["random"], "h": [1.0], "n_random": 1})
     results = list(probe.run(encoder, _pairs(3, 8, "e"), batch_size=4, seed=SEED))
     assert sorted(r.pair_id for r in results) == ["e0", "e1", "e2"]
@@ -288,7 +288,7 @@ def test_a_failing_float64_product_fails_its_pairs_with_one_clean_line():
 
 
 def test_an_encoder_that_cannot_be_copied_fails_every_pair():
-    encoder = load_encoder("tests.encoders_for_tests:uncopyable_encoder", device="cpu")
+    encoder = load_encoder("tests.support.encoders:uncopyable_encoder", device="cpu")
     probe = build_probe("lipschitz", {"families": ["random"], "h": [1.0], "n_random": 1})
     results = list(probe.run(encoder, _pairs(3, 8, "c"), batch_size=4, seed=SEED))
     assert sorted(r.pair_id for r in results) == ["c0", "c1", "c2"]
@@ -335,7 +335,7 @@ def test_rank_rtol_sets_the_numerical_rank(micro):
 def test_fd_floor_when_fp32_is_exact():
     """An encoder whose fp32 and float64 forwards agree exactly: the forward error estimate falls
     back to 2^-53 ||f(x0)||, so fd_floor = 64 * 2^-53 * ||f(x0)|| / h."""
-    encoder = load_encoder("tests.encoders_for_tests:select_encoder", device="cpu")
+    encoder = load_encoder("tests.support.encoders:select_encoder", device="cpu")
     pair = _pairs(1, 8, "x")[0]
     (result,) = list(build_probe("lipschitz", {"families": ["random"], "h": [0.5, 2.0], "n_random": 1}).run(encoder, [pair], batch_size=4, seed=SEED))
     norm = float(pair.src.flatten()[:16].double().norm())

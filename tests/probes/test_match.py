@@ -29,7 +29,7 @@ def photos(vit_tiny):
 
 @pytest.fixture(scope="module")
 def tiny():
-    return load_encoder("tests.tiny_models:tiny_vit", device="cpu")
+    return load_encoder("tests.support.tiny_models:tiny_vit", device="cpu")
 
 
 def _pairs(n: int, seed: int = 0, size: int = 32) -> list[PairInput]:

@@ -25,7 +25,7 @@ N_CLASSES = 5
 
 
 def _encoder(mean: tuple[float, float, float] | None = None, std: tuple[float, float, float] | None = None):
-    enc = load_encoder("tests.encoders_for_tests:linear_encoder", "factory", device="cpu")
+    enc = load_encoder("tests.support.encoders:linear_encoder", "factory", device="cpu")
     head = torch.nn.Linear(16, N_CLASSES)
     with torch.no_grad():
         head.weight.copy_(torch.randn(N_CLASSES, 16, generator=torch.Generator().manual_seed(5)))

@@ -22,7 +22,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def tiny():
-    return load_encoder("tests.tiny_models:tiny_vit", device="cpu")
+    return load_encoder("tests.support.tiny_models:tiny_vit", device="cpu")
 
 
 def _pairs(n: int) -> list[PairInput]:

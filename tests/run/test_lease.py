@@ -138,7 +138,7 @@ def test_concurrent_acquire_has_one_winner(tmp_path: Path, stale: bool) -> None:
 def test_cli_refuses_a_held_run_before_writing_anything(tmp_path: Path) -> None:
     """`vitsweep run` on a directory whose lease a live process holds (this test): one line naming
     it, exit 2, the directory untouched (no spec.yaml, manifest.json or progress.json)."""
-    from sweep_helpers import LINEAR, PYTHON, REPO, make_shards, ray_env, write_spec
+    from tests.support.sweeps import LINEAR, PYTHON, REPO, make_shards, ray_env, write_spec
 
     make_shards(tmp_path / "shards", 1, 2)
     run = tmp_path / "run"

@@ -10,7 +10,7 @@ import yaml
 from sweep.cli import main
 from sweep.errors import UserError
 from sweep.run.spec import load_spec, parse_spec
-from sweep_helpers import LINEAR, make_shards, write_spec
+from tests.support.sweeps import LINEAR, make_shards, write_spec
 
 
 @pytest.fixture()

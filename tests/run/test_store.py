@@ -96,7 +96,7 @@ def test_rerun_with_another_spec_is_refused_unless_force(tmp_path: Path) -> None
     from sweep.errors import UserError
     from sweep.run.manifest import prepare_run
     from sweep.run.spec import load_spec
-    from sweep_helpers import make_shards, write_spec
+    from tests.support.sweeps import make_shards, write_spec
 
     make_shards(tmp_path / "shards", 1, 2)
     store = RunStore(tmp_path / "run")

@@ -15,7 +15,7 @@ from sweep.run.spec import load_spec
 from sweep.run.store import TMP_SUFFIX, RunStore
 from sweep.run.worker import EncoderCache, run_unit
 from sweep.schema import to_table
-from sweep_helpers import make_shards, read_table, write_spec
+from tests.support.sweeps import make_shards, read_table, write_spec
 
 MATCH_ONLY = [{"name": "match", "params": {"max_steps": 5, "log_every": 5}}]
 

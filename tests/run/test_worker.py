@@ -22,7 +22,7 @@ from sweep.run.labels import label_run
 from sweep.run.spec import load_spec
 from sweep.run.store import RunStore
 from sweep.run.worker import EncoderCache, run_unit
-from sweep_helpers import LINEAR, ROWS_PER_PAIR, make_shards, read_table, write_spec
+from tests.support.sweeps import LINEAR, ROWS_PER_PAIR, make_shards, read_table, write_spec
 
 PAIRS = 5
 CORRUPT = 2  # pair index with an undecodable source image

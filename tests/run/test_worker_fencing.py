@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 from sweep.run.spec import load_spec
 from sweep.run.store import RunStore
 from sweep.run.worker import EncoderCache, run_unit
-from sweep_helpers import PYTHON, REPO, make_shards, ray_env, read_table, write_spec
+from tests.support.sweeps import PYTHON, REPO, make_shards, ray_env, read_table, write_spec
 
-GATED = "tests.encoders_for_tests:gated_linear_encoder"
+GATED = "tests.support.encoders:gated_linear_encoder"
 PROBES = [{"name": "match", "params": {"max_steps": 10, "log_every": 5}}]
 
 ATTEMPT_1 = """

@@ -17,7 +17,7 @@ from sweep.run.worker import (EncoderCache, UnitSummary, _embeddings_table, _ima
                               _Unit, embeddings_table, units_row)
 from sweep.schema import SCHEMAS
 
-LINEAR = "tests.encoders_for_tests:linear_encoder"
+LINEAR = "tests.support.encoders:linear_encoder"
 
 
 def test_encoder_cache_keeps_the_most_recently_used() -> None:

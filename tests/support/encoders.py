@@ -1,5 +1,5 @@
 """Tiny encoder factories for tests and benchmarks, named in specs as
-`tests.encoders_for_tests:<factory>`: pixels (B, 3, 8, 8) in [0, 1] -> (B, 16) by a fixed,
+`tests.support.encoders:<factory>`: pixels (B, 3, 8, 8) in [0, 1] -> (B, 16) by a fixed,
 seeded linear map (the same weights in every process, so results are reproducible anywhere)."""
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sweep_helpers import PYTHON
+from tests.support.sweeps import PYTHON
 
 
 @contextmanager

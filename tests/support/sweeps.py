@@ -7,7 +7,6 @@ import io
 import json
 import os
 import secrets
-import sys
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -18,12 +17,10 @@ import pyarrow.dataset as ds
 import yaml
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # specs name encoders as `tests.encoders_for_tests:<factory>`
-    sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[2]
 PYTHON = str(REPO / ".venv" / "bin" / "python")
-LINEAR = "tests.encoders_for_tests:linear_encoder"
-SLOW = "tests.encoders_for_tests:slow_linear_encoder"
+LINEAR = "tests.support.encoders:linear_encoder"
+SLOW = "tests.support.encoders:slow_linear_encoder"
 # match settings no pair can meet: every pair runs all 40 steps (units last long enough to interrupt)
 SLOW_MATCH = [{"name": "match", "params": {"max_steps": 40, "log_every": 10, "min_cos": 1.0, "rho": 1e-9}}]
 

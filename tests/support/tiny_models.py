@@ -1,4 +1,4 @@
-"""Small, fast encoders for the probe tests, named as `tests.tiny_models:<factory>`.
+"""Small, fast encoders for the probe tests, named as `tests.support.tiny_models:<factory>`.
 
 `tiny_vit` is a real timm VisionTransformer (2 blocks, 32x32 input, seeded random weights) that
 maps pixels in [0, 1] to its pre-logits embedding, with its classifier exposed as `classifier`.
