@@ -32,7 +32,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture()
-def one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+def one_duckdb_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     """One DuckDB thread: a parallel avg() sums in a varying order (last-digit differences
     between any two runs), so only single-threaded runs can be compared byte for byte."""
     monkeypatch.setenv(db.THREADS_ENV, "1")
@@ -92,7 +92,7 @@ def test_types_it_does_not_cover_are_left_to_python(tmp_path: Path) -> None:
     assert not _copied("SELECT 1 AS a", "json", tmp_path / "x.json")
 
 
-def test_every_named_query_same_csv_and_parquet(run: Path, tmp_path: Path, one_thread: None) -> None:
+def test_every_named_query_same_csv_and_parquet(run: Path, tmp_path: Path, one_duckdb_thread: None) -> None:
     """Every named query that SQL alone answers: written by COPY, byte for byte the CSV and
     value for value the Parquet that the Python writer gives for the same rows."""
     copied = []

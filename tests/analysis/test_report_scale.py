@@ -11,16 +11,10 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
-import pytest
 
 from analysis import report
 from analysis.db import open_runs
-from tests.support.runs import SCALE_MODELS, make_scale_run
-
-
-@pytest.fixture(scope="module")
-def scale_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_scale_run(tmp_path_factory.mktemp("scale-report"), pairs=240, pairs_per_unit=20)
+from tests.support.runs import SCALE_MODELS
 
 
 def _table(run: Path, name: str) -> pd.DataFrame:

@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 import yaml
 from tests.support.cli_inproc import run_cli
-from tests.support.runs import make_fixture_run
 from tests.support.sweeps import LINEAR, REPO, make_shards
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
@@ -61,11 +60,6 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("shards")
     make_shards(folder, 2, 3)
     return folder
-
-
-@pytest.fixture(scope="module")
-def fixture_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_fixture_run(tmp_path_factory.mktemp("runs"))
 
 
 @pytest.fixture()

@@ -4,7 +4,7 @@ half-written runs, and a SQL console that refuses every escape and keeps working
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -13,34 +13,13 @@ from streamlit.testing.v1 import AppTest
 
 from tests.support.runs import MATCH_SETTING_TEXT, make_fixture_run
 
-APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 PAGES = ("runs", "pairs", "distributions", "models", "sql")
 TITLES = {"runs": "Runs", "pairs": "Pairs", "distributions": "Distributions", "models": "Models", "sql": "SQL"}
-TIMEOUT = 90  # the CI machine is small and shared
-
-
-@pytest.fixture(scope="module")
-def fixture_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_fixture_run(tmp_path_factory.mktemp("complete"))
 
 
 @pytest.fixture(scope="module")
 def partial_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_fixture_run(tmp_path_factory.mktemp("partial"), complete=False, run_id="live-run")
-
-
-@pytest.fixture
-def open_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., AppTest]]:
-    """open_app(*runs, page="runs") -> the app, run, on that page."""
-
-    def _open(*runs: Path, page: str = "runs") -> AppTest:
-        monkeypatch.setenv("VITSWEEP_RUNS", ":".join(str(r) for r in runs))
-        at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
-        if page != "runs":
-            at.switch_page(f"views/{page}.py").run()
-        return at
-
-    yield _open
 
 
 def assert_clean(at: AppTest, page: str) -> None:

@@ -3,23 +3,17 @@ on a run built with known verdicts: tests/support/claim_runs.py, the demo-like m
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.support.claim_runs import make_claims_run
 
-APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
-TIMEOUT = 90
 
-
-def test_models_page_shows_a_verdict_beside_each_claim(tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_models_page_shows_a_verdict_beside_each_claim(tmp_path: Path, open_app: Callable[..., AppTest]) -> None:
     run, _ = make_claims_run(tmp_path, "demo")
-    monkeypatch.setenv("VITSWEEP_RUNS", str(run))
-    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
-    at.switch_page("views/models.py").run()
+    at = open_app(run, page="models")
     assert not at.exception, [e.value for e in at.exception]
     expected = {"equivalence": (["✔ supported"], [40], "success_rate"),
                 "invisibility": (["✘ not supported"], [40], "median_psnr"),

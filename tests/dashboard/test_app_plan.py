@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
 from tests.support.runs import make_fixture_run
 
-APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 
-
-def test_runs_page_shows_the_plan(tmp_path: Path, monkeypatch: object) -> None:
+def test_runs_page_shows_the_plan(tmp_path: Path, open_app: Callable[..., AppTest]) -> None:
     run = make_fixture_run(tmp_path)
     plan = {"units": 8, "units_done": 0, "unit_pairs": 24, "image_passes": 123_456, "image_passes_expected": 100_000,
             "gpu_hours": 0.5, "seconds": 1800.0, "created_at": "2026-01-01T00:00:00Z",
@@ -20,8 +19,7 @@ def test_runs_page_shows_the_plan(tmp_path: Path, monkeypatch: object) -> None:
             "rows": [{"model": "vit_a", "weights": "random:0", "probe": "match", "setting": "max_steps=100",
                       "units": 8, "pairs": 24, "image_passes": 123_456, "image_passes_expected": 100_000}]}
     (run / "plan.json").write_text(json.dumps(plan))
-    monkeypatch.setenv("VITSWEEP_RUNS", str(run))  # type: ignore[attr-defined]
-    at = AppTest.from_file(str(APP), default_timeout=90).run()
+    at = open_app(run)
     assert not at.exception, [e.value for e in at.exception]
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Planned units"] == "8" and metrics["Planned pairs"] == "24"
@@ -30,9 +28,8 @@ def test_runs_page_shows_the_plan(tmp_path: Path, monkeypatch: object) -> None:
     assert any("image_passes_expected" in d.value.columns for d in at.dataframe)
 
 
-def test_runs_page_without_a_plan_still_renders(tmp_path: Path, monkeypatch: object) -> None:
+def test_runs_page_without_a_plan_still_renders(tmp_path: Path, open_app: Callable[..., AppTest]) -> None:
     run = make_fixture_run(tmp_path)
-    monkeypatch.setenv("VITSWEEP_RUNS", str(run))  # type: ignore[attr-defined]
-    at = AppTest.from_file(str(APP), default_timeout=90).run()
+    at = open_app(run)
     assert not at.exception
     assert "Planned units" not in {m.label for m in at.metric}

@@ -6,7 +6,7 @@ queries' numbers."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,16 +22,9 @@ from analysis.db import open_runs
 from analysis.named import run_named
 from dashboard import data
 
-APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 PAGES = ("runs", "pairs", "distributions", "models", "sql")
-TIMEOUT = 90
 CROSS_JOIN = ("SELECT count(*) FROM lipschitz a, lipschitz b, lipschitz c, lipschitz d, "
               "lipschitz e, lipschitz f")
-
-
-@pytest.fixture(scope="module")
-def scale_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_scale_run(tmp_path_factory.mktemp("scale"), pairs=240, pairs_per_unit=20)
 
 
 @pytest.fixture(scope="module")
@@ -46,18 +39,6 @@ def table(scale_run: Path) -> Callable[[str], pd.DataFrame]:
         return cache[name]
 
     return read
-
-
-@pytest.fixture
-def open_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., AppTest]]:
-    def _open(*runs: Path, page: str = "runs") -> AppTest:
-        monkeypatch.setenv("VITSWEEP_RUNS", ":".join(str(r) for r in runs))
-        at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
-        if page != "runs":
-            at.switch_page(f"views/{page}.py").run()
-        return at
-
-    yield _open
 
 
 def _runs(run: Path) -> tuple[str, ...]:

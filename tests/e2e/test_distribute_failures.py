@@ -5,8 +5,6 @@ sweep whose actors never start gives up after the start-up timeout."""
 from __future__ import annotations
 
 import dataclasses
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,29 +15,11 @@ from sweep.errors import RunFailed
 from sweep.run import distribute
 from sweep.run.distribute import ACTOR_MAX_RESTARTS, Sweep
 from sweep.run.spec import WorkUnit, load_spec
-from tests.support.sweeps import kill_ray_processes, make_shards, ray_env, write_spec
+from tests.support.sweeps import make_shards, write_spec
 
 pytestmark = pytest.mark.slow
 
 MATCH_ONLY = [{"name": "match", "params": {"max_steps": 5, "log_every": 5}}]
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    """One local Ray (2 CPUs, no GPU) for the module, in this process, with a private temp dir."""
-    env = ray_env()
-    env["RAY_AUTH_MODE"] = "disabled"  # Ray reads the mode once per process (see test_sweep_ray)
-    with pytest.MonkeyPatch.context() as mp:
-        for key in ("RAY_TMPDIR", "RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED"):
-            mp.setenv(key, env[key])
-        info = distribute.connect(num_cpus=2, num_gpus=0)
-        assert info.started_local and info.gpus == 0
-        try:
-            yield
-        finally:
-            distribute.shutdown()
-            kill_ray_processes(env["RAY_TMPDIR"])
-            shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +44,7 @@ class _Calls:
         }
 
 
-def test_user_error_is_never_retried_other_errors_are(local_ray: None, good_unit: tuple[WorkUnit, Path]) -> None:
+def test_user_error_is_never_retried_other_errors_are(connected_ray: dict[str, str], good_unit: tuple[WorkUnit, Path]) -> None:
     unit, run_dir = good_unit
     bad_name = dataclasses.replace(unit, unit_id="bad-name", model="tests.support.encoders:no_such_factory")
     broken = dataclasses.replace(unit, unit_id="broken", model="tests.support.encoders:broken_factory")
@@ -95,7 +75,7 @@ class _Doomed:
         return {}
 
 
-def test_actors_that_keep_dying_are_replaced_only_so_often(local_ray: None, good_unit: tuple[WorkUnit, Path]) -> None:
+def test_actors_that_keep_dying_are_replaced_only_so_often(connected_ray: dict[str, str], good_unit: tuple[WorkUnit, Path]) -> None:
     unit, run_dir = good_unit
     created: list[Any] = []
 
@@ -117,7 +97,7 @@ def test_actors_that_keep_dying_are_replaced_only_so_often(local_ray: None, good
 
 
 @pytest.mark.timeout(240)  # a sweep that never gives up fails here instead of hanging
-def test_a_sweep_whose_actors_never_start_times_out(local_ray: None, good_unit: tuple[WorkUnit, Path]) -> None:
+def test_a_sweep_whose_actors_never_start_times_out(connected_ray: dict[str, str], good_unit: tuple[WorkUnit, Path]) -> None:
     """Asking for a GPU on a cluster without one: the actors stay pending, the sweep gives up
     after startup_timeout_s with a message naming the resources."""
     unit, run_dir = good_unit

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,23 +31,6 @@ from tests.support.sweeps import (
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture()
-def local_ray(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    """Ray started by the code under test, in this process, with a private temp dir. Token
-    authentication is off here: Ray reads the mode once per process, and an earlier test may
-    have imported Ray already (the subprocess tests run with tokens)."""
-    env = ray_env()
-    env["RAY_AUTH_MODE"] = "disabled"
-    for key in ("RAY_TMPDIR", "RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED"):
-        monkeypatch.setenv(key, env[key])
-    yield env
-    from sweep.run import distribute
-
-    distribute.shutdown()
-    kill_ray_processes(env["RAY_TMPDIR"])
-    shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
 
 
 def test_sweep_rows_failed_unit_and_resume(tmp_path: Path, local_ray: dict[str, str]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,8 +22,6 @@ from sweep.run.worker import EncoderCache, run_unit
 from tests.support.sweeps import make_shards, read_table, write_spec
 
 from tests.support.runs import make_fixture_run
-
-APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 
 
 @pytest.mark.parametrize(
@@ -107,11 +106,9 @@ def test_altered_lipschitz_value_is_reported(local_run: Path, tmp_path: Path) ->
     assert diff.abs_diff == pytest.approx(0.5)
 
 
-def test_pairs_page_shows_the_replay_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pairs_page_shows_the_replay_command(tmp_path: Path, open_app: Callable[..., AppTest]) -> None:
     run = make_fixture_run(tmp_path)
-    monkeypatch.setenv("VITSWEEP_RUNS", str(run))
-    at = AppTest.from_file(str(APP), default_timeout=90).run()
-    at.switch_page("views/pairs.py").run()
+    at = open_app(run, page="pairs")
     assert not at.exception, [e.value for e in at.exception]
     commands = [c.value for c in at.code if c.value.startswith("vitsweep replay")]
     assert len(commands) == 1

@@ -9,7 +9,6 @@ rate table's FLOP formula against the science notes' measured figures."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import pytest

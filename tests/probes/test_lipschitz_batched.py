@@ -20,14 +20,7 @@ H = [0.01, 1.0]
 SEED = 4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Products of a few rows of a tiny model: one torch thread is several times faster than two
-    on a shared machine (no thread hand-offs)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/probes/conftest.py
 
 
 @pytest.fixture(scope="module")

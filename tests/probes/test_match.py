@@ -13,6 +13,7 @@ from sweep.encoders import load_encoder
 from sweep.data.images import preprocess
 from sweep.probes import build_probe
 from sweep.probes.base import PairInput
+from tests.support.reference import authors_match_loop
 
 
 @pytest.fixture(scope="module")
@@ -27,34 +28,9 @@ def photos(vit_tiny):
     return astronaut, cat
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    return load_encoder("tests.support.tiny_models:tiny_vit", device="cpu")
-
-
 def _pairs(n: int, seed: int = 0, size: int = 32) -> list[PairInput]:
     g = torch.Generator().manual_seed(seed)
     return [PairInput(f"p{i}", torch.rand(3, size, size, generator=g), torch.rand(3, size, size, generator=g)) for i in range(n)]
-
-
-def reference_paper_loop(encoder, src, tgt, lr, tau, min_cos, max_steps):
-    """The authors' loop, one pair, fp32, with its extra no-grad forward per step."""
-    x = encoder.normalize(src[None]).clone()
-    lo, hi = x.min(), x.max()
-    with torch.no_grad():
-        e_t = encoder.embed(tgt[None])
-    steps = 0
-    for _ in range(max_steps):
-        x.requires_grad_(True)
-        loss = F.mse_loss(encoder.embed_normalized(x), e_t)
-        (grad,) = torch.autograd.grad(loss, x)
-        x = torch.clamp(x.detach() - lr * grad, lo, hi)
-        steps += 1
-        with torch.no_grad():
-            e = encoder.embed_normalized(x)
-            if ((e - e_t) ** 2).sum() < tau and F.cosine_similarity(e, e_t).item() > min_cos:
-                break
-    return encoder.denormalize(x)[0], steps
 
 
 def test_paper_preset_reproduces_the_authors_loop(vit_tiny, photos):
@@ -62,7 +38,7 @@ def test_paper_preset_reproduces_the_authors_loop(vit_tiny, photos):
     with torch.no_grad():
         sq0 = float(((vit_tiny.embed(src[None]) - vit_tiny.embed(tgt[None])) ** 2).sum())
     params = {"preset": "paper", "lr": 10.0, "tau": 0.45 * sq0, "min_cos": -1.0, "max_steps": 40}
-    want_x, want_steps = reference_paper_loop(vit_tiny, src, tgt, params["lr"], params["tau"], params["min_cos"], 40)
+    want_x, want_steps = authors_match_loop(vit_tiny, src, tgt, params["lr"], params["tau"], params["min_cos"], 40)
     assert 1 < want_steps < 40, "the pair must stop on the threshold, not on max_steps"
     probe = build_probe("match", params)
     (result,) = list(probe.run(vit_tiny, [PairInput("p", src, tgt)], batch_size=4))

@@ -5,24 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sweep.encoders import load_encoder
 from sweep.probes import build_probe
 from sweep.probes.base import PairInput
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Batches of a few 32-pixel images: one torch thread is several times faster than two on a
-    shared machine (no thread hand-offs)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return load_encoder("tests.support.tiny_models:tiny_vit", device="cpu")
+pytestmark = pytest.mark.usefixtures("one_thread")  # one_thread and tiny: tests/probes/conftest.py
 
 
 def _pairs(n: int) -> list[PairInput]:
