@@ -1,6 +1,6 @@
 """A small but realistic run directory with known values, for analysis/dashboard tests.
 
-`make_fixture_run(root)` writes `root/<run_id>/` exactly as docs/CONTRACTS.md describes
+`make_fixture_run(root)` writes `root/<run_id>/` exactly as docs/results.md describes
 (spec.yaml, manifest.json, progress.json, results/<table>/probe=…/model=…/<unit>.parquet), with
 every table built by `sweep.schema.to_table`, so the schemas are the real ones.
 `fixture_rows(models)` returns the same rows as plain dicts, so a test can compute its expected
