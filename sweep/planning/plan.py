@@ -23,7 +23,7 @@ the plan marks these rows. An overruled bf16 stop costs more than the bound, up 
 and a forward each (rare; not counted). Where a previous run of the same model and setting
 (the same `config_hash`) left `match` rows in the output folder, the expected count uses the
 steps those pairs really took. Time = plain / forward rate + backward / step rate + jvp / jvp
-rate, with rates measured now (`calibrate`) or from the rate table (sweep/run/rates.py).
+rate, with rates measured now (`calibrate`) or from the rate table (sweep/planning/rates.py).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sweep.run.rates import Rates, table_rates
+from sweep.planning.rates import Rates, table_rates
 from sweep.run.spec import LoadedSpec, WorkUnit
 
 PLAN_FILE = "plan.json"
@@ -366,7 +366,7 @@ def _dims(unit: WorkUnit, cache: dict[tuple[str, str, str], tuple[int, int] | No
         return rate.dims if rate is not None else None
     key = (unit.model, unit.weights, unit.embed)
     if key not in cache:
-        from sweep.run.calibrate import model_dims
+        from sweep.planning.calibrate import model_dims
 
         try:
             cache[key] = model_dims(*key)
