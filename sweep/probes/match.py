@@ -1,6 +1,6 @@
 """Probe `match` (equivalence): move a source image until its embedding equals a target's.
 
-Two variants (SCIENCE.md, Probe 1):
+Two variants (docs/science.md, "Probe `match` (claim 1)"):
 
 - preset "paper", the authors' algorithm: x in the model's normalised input space, loss = mean
   over embedding dims of (f(x) - f(t))^2, plain gradient descent, clamp to the source's global
@@ -30,6 +30,7 @@ from pydantic import Field, model_validator
 from sweep.probes import metrics
 from sweep.probes.base import PairInput, PairResult, Probe, ProbeParams
 from sweep.probes.common import Precision, autocast, embed_fp32, floats, head_labels
+from sweep.probes.geometry import project
 from sweep.probes.loop import State, run_continuous
 from sweep.data.images import quantize_8bit
 
@@ -241,11 +242,3 @@ class _MatchTask:
             return (sq < p.tau) & (cos > p.min_cos)
         return (rel <= p.rho) & (cos >= p.min_cos)
 
-
-def project(delta: torch.Tensor, norm: str, eps: float | torch.Tensor) -> torch.Tensor:
-    """Project (B, 3, H, W) perturbations onto the L2 or L-inf ball of radius eps (scalar or (B,))."""
-    eps_t = torch.as_tensor(eps, dtype=delta.dtype, device=delta.device).reshape(-1, 1, 1, 1)
-    if norm == "linf":
-        return torch.maximum(torch.minimum(delta, eps_t), -eps_t)
-    length = delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
-    return delta * torch.clamp(eps_t / length.clamp_min(1e-12), max=1.0)
