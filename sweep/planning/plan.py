@@ -5,8 +5,9 @@
 
 Counts come from the spec and the shards' manifests (a shard set without one is counted by
 reading its tar headers); nothing is run on the data. Per pair, each probe setting needs a known
-number of encoder passes (`passes_per_pair`, written from the probes' code: the tests count the
-passes of a real probe run and compare):
+number of encoder passes, which each probe states itself (`Probe.passes_per_pair`,
+`needs_dims`, `bound_note` in sweep/probes/; the tests count the passes of a real probe run
+and compare):
 
 - `plain`: forwards without a gradient (clean embeddings, fp32 re-checks and confirmations,
   finite differences, the random baseline),
@@ -24,273 +25,46 @@ and a forward each (rare; not counted). Where a previous run of the same model a
 (the same `config_hash`) left `match` rows in the output folder, the expected count uses the
 steps those pairs really took. Time = plain / forward rate + backward / step rate + jvp / jvp
 rate, with rates measured now (`calibrate`) or from the rate table (sweep/planning/rates.py).
+The plan's rows, totals, JSON and table are in sweep/planning/table.py; the pairs per shard
+come from sweep/planning/shard_pairs.py.
 """
+
 
 from __future__ import annotations
 
-import json
-import os
-import tarfile
-import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sweep.planning.rates import Rates, table_rates
+from sweep.planning.shard_pairs import shard_pairs
+from sweep.planning.table import Plan, Row
+from sweep.probes.base import Passes, Probe
 from sweep.run.spec import LoadedSpec, WorkUnit
 
 PLAN_FILE = "plan.json"
 
 
-@dataclass(frozen=True)
-class Passes:
-    """Encoder passes for one pair (image rows)."""
-
-    plain: float = 0
-    backward: float = 0
-    jvp: float = 0
-
-    @property
-    def total(self) -> float:
-        """Image passes: every forward, backward and tangent pass over one image counts one."""
-        return self.plain + 2 * self.backward + 2 * self.jvp
-
-    def __add__(self, other: "Passes") -> "Passes":
-        return Passes(self.plain + other.plain, self.backward + other.backward, self.jvp + other.jvp)
-
-    def __mul__(self, k: float) -> "Passes":
-        return Passes(self.plain * k, self.backward * k, self.jvp * k)
-
-
 def passes_per_pair(probe: str, params: Any, dims: tuple[int, int] | None = None) -> Passes:
-    """One pair's encoder passes for a probe setting (validated params): exact where the probe's
-    work does not depend on the data, else an upper bound (`bound_note` says which and why).
-    `dims` = (D, d), the embedding size and the number of input values: `lipschitz` needs them
-    for `top`, `null` and `off_top` (`needs_dims`)."""
-    if probe == "match":
-        return _match_passes(params)
-    if probe == "perturb":
-        n_eps = len(params.eps or [])
-        # clean source and target once; per eps: the steps, the fp32 forwards of the last and the
-        # best iterate (the loop never evaluated the last one), the random draws
-        return Passes(plain=2 + n_eps * (2 + params.random_draws), backward=n_eps * params.steps)
-    if probe == "lipschitz":
-        return _lipschitz_passes(params, dims)
-    raise ValueError(f"no pass count for probe {probe!r}")
+    """One pair's encoder passes for a probe setting (validated params): see `Probe.passes_per_pair`."""
+    return _probe(probe, params).passes_per_pair(dims)
 
 
 def needs_dims(probe: str, params: Any) -> bool:
     """Whether the setting's count depends on the model's embedding and input sizes."""
-    return probe == "lipschitz" and any(f in params.families for f in ("top", "null", "off_top"))
-
-
-# What makes a count an upper bound rather than exact (the match loop syncs every 10 steps).
-_MATCH_BOUND = ("a pair stops at max_steps at the latest and the fp32 check confirms at most one "
-                "in-loop stop; each stop that check overrules (bf16 loop) would add up to 10 steps "
-                "and 1 forward, not counted")
+    return _probe(probe, params).needs_dims()
 
 
 def bound_note(probe: str, params: Any) -> str:
     """'' where `passes_per_pair` is exact; else why it is an upper bound."""
-    if probe == "match":
-        return _MATCH_BOUND
-    if probe == "lipschitz" and "match" in params.families:
-        return ("family match: its match run as for probe match (" + _MATCH_BOUND + "); "
-                "the match direction's products only when that match succeeds")
-    return ""
+    return _probe(probe, params).bound_note()
 
 
-def _match_passes(p: Any) -> Passes:
-    # the target at admission; max_steps steps (the loop syncs when a pair's step budget is spent,
-    # so without an overruled stop no pair steps more); the fp32 forward confirming a stop the
-    # in-loop test flagged; the fp32 re-checks of source, result and 8-bit result
-    return Passes(plain=1 + 1 + 3, backward=p.max_steps)
+def _probe(name: str, params: Any) -> Probe:
+    from sweep.probes import PROBES
 
-
-def _lipschitz_passes(p: Any, dims: tuple[int, int] | None) -> Passes:
-    families = set(p.families)
-    # float64 f(x0) and f(t); the fp32 embeddings of source and target the results carry
-    total = Passes(plain=4)
-    n_top = 0
-    if families & {"top", "null", "off_top"}:
-        if dims is None:
-            raise ValueError("lipschitz's top, null and off_top counts need the embedding size D")
-        dim, d = dims
-        n_top = min(p.top_k, dim, d)  # J has at most min(D, d) singular values
-        if "null" in families:  # the Jacobian's D rows J^T e_i (each a forward + backward); top from its SVD
-            total += Passes(backward=dim)
-        else:  # subspace iteration: iters x (J V, J^T J V), then J V once more (Rayleigh-Ritz)
-            width = min(min(p.top_k, d) + p.oversample, d)
-            total += Passes(backward=p.iters * width, jvp=(p.iters + 1) * width)
-    if "grad" in families:  # the matching loss's gradient at x0: one backward (f(x0), f(t) are known)
-        total += Passes(backward=1)
-    if "match" in families:  # a whole match run on the pair (upper bound)
-        total += _match_passes(p.match)
-    counts = {"random": p.n_random, "top": n_top, "grad": 1, "null": p.n_null, "off_top": p.n_null, "match": 1}
-    n = sum(counts[f] for f in p.families)  # a family listed twice is measured twice
-    return total + Passes(plain=n * len(p.h), jvp=n)  # the finite differences at every h, ||J v||
-
-
-@dataclass
-class Row:
-    """One model x probe setting of the plan."""
-
-    model: str
-    weights: str
-    probe: str
-    config_hash: str
-    setting: str
-    units: int
-    pairs: int | None
-    per_pair: Passes | None  # None: the count needs an embedding size D nobody could tell
-    per_pair_expected: Passes | None
-    expected_from: int = 0  # pairs of earlier runs the expected count comes from
-    seconds_per_pair: float | None = None
-    seconds_per_pair_expected: float | None = None
-    rate_source: str | None = None
-    bound: str = ""  # why per_pair is an upper bound; "" where it is exact
-    dims: tuple[int, int] | None = None  # (D, d) where the count depends on them
-
-
-@dataclass
-class Plan:
-    spec: str
-    units: int
-    units_done: int
-    shards: int
-    pairs: int | None  # distinct pairs in the shards (None: some shard could not be counted)
-    unit_pairs: int | None  # pairs summed over units (every unit reads its shard's pairs)
-    rows: list[Row]
-    gpus: int
-    longest_unit_s: float | None
-    shards_uncounted: list[str] = field(default_factory=list)
-    calibrated: bool = False
-    created_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-
-    # -- totals ----------------------------------------------------------------------------------
-    def _sum(self, attr: str) -> float | None:
-        total = 0.0
-        for row in self.rows:
-            per, count = getattr(row, attr), row.pairs
-            if per is None or count is None:
-                return None
-            total += per * count if isinstance(per, float) else per.total * count
-        return total
-
-    @property
-    def image_passes(self) -> float | None:
-        return self._sum("per_pair")
-
-    @property
-    def image_passes_expected(self) -> float | None:
-        return self._sum("per_pair_expected")
-
-    @property
-    def seconds(self) -> float | None:
-        return self._sum("seconds_per_pair")
-
-    @property
-    def seconds_expected(self) -> float | None:
-        return self._sum("seconds_per_pair_expected")
-
-    @property
-    def gpu_hours(self) -> float | None:
-        return None if self.seconds is None else self.seconds / 3600
-
-    def wall_seconds(self, seconds: float | None) -> float | None:
-        """On `gpus` devices: the work shared out, but never less than the longest unit."""
-        if seconds is None:
-            return None
-        return max(seconds / self.gpus, self.longest_unit_s or 0.0)
-
-    # -- output ----------------------------------------------------------------------------------
-    def to_json(self) -> dict[str, Any]:
-        known = self.pairs is not None and all(r.per_pair is not None for r in self.rows)
-        total = sum((r.per_pair * (r.pairs or 0) for r in self.rows if r.per_pair is not None), Passes())
-        return {
-            "spec": self.spec, "created_at": self.created_at, "calibrated": self.calibrated,
-            "units": self.units, "units_done": self.units_done, "shards": self.shards,
-            "pairs": self.pairs, "unit_pairs": self.unit_pairs, "shards_uncounted": self.shards_uncounted,
-            "image_passes": _int(self.image_passes), "image_passes_expected": _int(self.image_passes_expected),
-            "forward_passes": _int(total.plain + total.backward + total.jvp) if known else None,
-            "backward_passes": _int(total.backward) if known else None,
-            "jvp_passes": _int(total.jvp) if known else None,
-            "seconds": _round(self.seconds), "seconds_expected": _round(self.seconds_expected),
-            "gpu_hours": _round(self.gpu_hours, 4), "gpus": self.gpus,
-            "wall_seconds": _round(self.wall_seconds(self.seconds)),
-            "wall_seconds_expected": _round(self.wall_seconds(self.seconds_expected)),
-            "rate_sources": sorted({r.rate_source for r in self.rows if r.rate_source}),
-            "rows": [{**{k: v for k, v in asdict(r).items() if k not in ("per_pair", "per_pair_expected")},
-                      "per_pair": _asdict(r.per_pair), "per_pair_expected": _asdict(r.per_pair_expected),
-                      "exact": not r.bound,
-                      "image_passes": _passes(r.per_pair, r.pairs),
-                      "image_passes_expected": _passes(r.per_pair_expected, r.pairs)}
-                     for r in self.rows],
-        }
-
-    def summary(self, with_wall: bool = True) -> str:
-        """One line: what `vitsweep run` prints before it starts."""
-        pairs = "? pairs" if self.pairs is None else f"{self.pairs:,} pairs"
-        text = f"plan: {self.units} units ({self.units_done} done), {pairs}"
-        if self.image_passes is not None:
-            text += f", ≤ {_big(self.image_passes)} image passes"
-            if self.image_passes_expected is not None and self.image_passes_expected < self.image_passes:
-                text += f" (~{_big(self.image_passes_expected)} expected)"
-        if self.seconds is not None:
-            where = "measured now" if self.calibrated else "H100 rate table"
-            text += f", ≤ {_secs(self.gpu_hours or 0)} GPU-h ({where})"
-            if with_wall:
-                text += f": ≤ {_duration(self.wall_seconds(self.seconds))} on {self.gpus} GPU{'s' if self.gpus > 1 else ''}"
-        return text
-
-    def render(self) -> str:
-        """The table per model and probe setting, and the totals."""
-        header = ["model", "weights", "probe", "setting", "units", "pairs", "plain/pair", "bwd/pair", "jvp/pair",
-                  "count", "image passes ≤", "expected", "seconds ≤", "GPU-h ≤"]
-        lines = [header]
-        for r in self.rows:
-            n = r.pairs
-            per, expected = r.per_pair, r.per_pair_expected
-            lines.append([
-                r.model, r.weights, r.probe, r.setting, str(r.units), "?" if n is None else f"{n:,}",
-                *(("?", "?", "?") if per is None else (_num(per.plain), _num(per.backward), _num(per.jvp))),
-                "?" if per is None else "upper bound" if r.bound else "exact",
-                "?" if n is None or per is None else _big(per.total * n),
-                "?" if n is None or expected is None else
-                _big(expected.total * n) + (f" ({r.expected_from} pairs seen)" if r.expected_from else ""),
-                "?" if n is None or r.seconds_per_pair is None else _secs(r.seconds_per_pair * n),
-                "?" if n is None or r.seconds_per_pair is None else _secs(r.seconds_per_pair * n / 3600),
-            ])
-        widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
-        out = [f"plan for {self.spec}: {self.units} units ({self.units_done} already done), {self.shards} shards, "
-               f"{'?' if self.pairs is None else format(self.pairs, ',')} pairs "
-               f"({'?' if self.unit_pairs is None else format(self.unit_pairs, ',')} pair-units)"]
-        out += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in lines]
-        notes = {f"{r.probe} ({r.setting})": r.bound for r in self.rows if r.bound}
-        for name, note in notes.items():
-            out.append(f"upper bound, {name}: {note}")
-        for model, (dim, d) in {r.model: r.dims for r in self.rows if r.dims is not None}.items():
-            out.append(f"{model}: lipschitz counts with embedding size D = {dim}, input size d = {d:,}")
-        for model in sorted({r.model for r in self.rows if r.per_pair is None}):
-            out.append(f"{model}: lipschitz's top/null/off_top count needs its embedding size D, known for a "
-                       "factory encoder only by running it: use --calibrate")
-        if self.shards_uncounted:
-            out.append(f"pairs unknown for {len(self.shards_uncounted)} shard(s) (no readable manifest), e.g. "
-                       f"{self.shards_uncounted[0]}: pass --pairs-per-shard N")
-        if self.seconds is not None:
-            out.append(f"total: ≤ {_secs(self.seconds)} device-seconds = {_secs(self.gpu_hours or 0)} GPU-hours"
-                       + (f" (~{_secs(self.seconds_expected / 3600)} expected)" if self.seconds_expected and
-                          self.seconds_expected < self.seconds else "")
-                       + f"; on {self.gpus} GPU(s): ≤ {_duration(self.wall_seconds(self.seconds))} wall")
-        elif self.pairs is None:
-            out.append("time: unknown until the pairs are known")
-        elif any(r.per_pair is None for r in self.rows):
-            out.append("time: unknown until every count is known")
-        else:
-            out.append("time: unknown (a model has no rate in the table: use --calibrate)")
-        for source in sorted({r.rate_source for r in self.rows if r.rate_source}):
-            out.append(f"rates: {source}")
-        return "\n".join(out)
+    if name not in PROBES:
+        raise ValueError(f"no pass count for probe {name!r}")
+    return PROBES[name](params)
 
 
 # ------------------------------------------------------------------------------------- building
@@ -305,13 +79,9 @@ def make_plan(
 ) -> Plan:
     """Count `loaded`'s work; `rates` by model (else the rate table), `pairs_per_shard` instead of
     reading manifests, `previous`: look for earlier results in the output folder."""
-    counts, uncounted, manifests = {}, [], {}
-    for shard in loaded.shards:
-        n = pairs_per_shard if pairs_per_shard is not None else count_pairs(shard, manifests)
-        counts[shard] = n
-        if n is None:
-            uncounted.append(shard)
-    params = {p.params_json(): p.params for p, _ in loaded.settings}
+    counts = shard_pairs(loaded.shards, pairs_per_shard)
+    uncounted = [shard for shard in loaded.shards if counts[shard] is None]
+    probes: dict[tuple[str, str], Probe] = {(p.name, p.params_json()): p for p, _ in loaded.settings}
     store = _store(loaded) if previous else None
     seen = _steps_seen(store) if store is not None else {}
     done_ids = _done_units(store) if store is not None else set()
@@ -322,27 +92,26 @@ def make_plan(
 
     rows: list[Row] = []
     longest: float | None = 0.0
-    for (model, weights, probe, config_hash), units in groups.items():
-        p = params[units[0].params_json]
-        shard_pairs = [counts[u.shard] for u in units]
-        n_pairs = None if any(n is None for n in shard_pairs) else sum(shard_pairs)  # type: ignore[misc]
+    for (model, weights, probe_name, config_hash), units in groups.items():
+        probe = probes[(probe_name, units[0].params_json)]
+        per_shard = [counts[u.shard] for u in units]
+        n_pairs = None if any(n is None for n in per_shard) else sum(per_shard)  # type: ignore[misc]
         rate = (rates or {}).get(model) or table_rates(model)
-        dim = _dims(units[0], dims, rate) if needs_dims(probe, p) else None
-        upper = passes_per_pair(probe, p, dim) if dim is not None or not needs_dims(probe, p) else None
+        dim = _dims(units[0], dims, rate) if probe.needs_dims() else None
+        upper = probe.passes_per_pair(dim) if dim is not None or not probe.needs_dims() else None
         expected, n_seen = upper, 0
-        if upper is not None and probe == "match" and config_hash in seen:
+        if upper is not None and config_hash in seen:  # earlier rows of this very setting
             mean_steps, n_seen, confirmed = seen[config_hash]
-            # the upper bound's one confirmation forward, as often as earlier pairs needed it
-            expected = Passes(plain=upper.plain - 1 + confirmed, backward=min(mean_steps, upper.backward))
-        row = Row(model, weights, probe, config_hash, _setting(units[0].params), len(units), n_pairs,
-                  upper, expected, n_seen, bound=bound_note(probe, p), dims=dim)
+            expected = probe.expected_passes(upper, mean_steps, confirmed)
+        row = Row(model, weights, probe_name, config_hash, _setting(units[0].params), len(units), n_pairs,
+                  upper, expected, n_seen, bound=probe.bound_note(), dims=dim)
         if rate is not None and upper is not None and expected is not None:
-            precision = _loop_precision(probe, p, cuda=rate.cuda)
+            precision = probe.loop_precision(cuda=rate.cuda)
             row.seconds_per_pair = _seconds(upper, rate, precision, units[0].compile)
             row.seconds_per_pair_expected = _seconds(expected, rate, precision, units[0].compile)
             row.rate_source = rate.source
             if longest is not None:
-                longest = max([longest, *(row.seconds_per_pair * (n or 0) for n in shard_pairs)])
+                longest = max([longest, *(row.seconds_per_pair * (n or 0) for n in per_shard)])
         else:
             longest = None
         rows.append(row)
@@ -379,78 +148,8 @@ def _seconds(passes: Passes, rate: Rates, precision: str, compiled: bool) -> flo
     return passes.plain / rate.forward + passes.backward / rate.step(precision, compiled) + passes.jvp / rate.jvp
 
 
-def _loop_precision(probe: str, params: Any, cuda: bool) -> str:
-    """The precision of the probe's gradient steps: bf16 on CUDA unless the setting says fp32
-    (the paper preset runs fp32). lipschitz's products run in float64 and are timed at the fp32
-    rate (H100: the float64 tensor-core peak is about the fp32 one; unmeasured), its `match`
-    family's steps too (an over-estimate where they run bf16)."""
-    precision = getattr(params, "precision", "fp32")
-    if probe == "lipschitz" or precision == "fp32" or not cuda:
-        return "fp32"
-    return "bf16"
-
-
 def _setting(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in params.items()) or "defaults"
-
-
-# ----------------------------------------------------------------------------------- counting pairs
-
-def count_pairs(url: str, manifests: dict[str, dict[str, int] | None] | None = None) -> int | None:
-    """Pairs in one shard: from its shard set's manifest, else (a local tar) by reading the tar's
-    headers (samples grouped by key, as the reader groups them); None when neither is possible.
-    `manifests` caches the manifests read so far, by folder."""
-    from_manifest = _manifest_count(url, {} if manifests is None else manifests)
-    if from_manifest is not None:
-        return from_manifest
-    if "://" not in url and os.path.isfile(url):
-        return _tar_count(url)
-    return None
-
-
-def _manifest_count(url: str, manifests: dict[str, dict[str, int] | None]) -> int | None:
-    folder, name = url.rsplit("/", 1) if "/" in url else (".", url)
-    if folder not in manifests:
-        manifests[folder] = _read_manifest(folder)
-    table = manifests[folder]
-    return None if table is None else table.get(name)
-
-
-def _read_manifest(folder: str) -> dict[str, int] | None:
-    from sweep.data.locations import MANIFEST
-
-    path = f"{folder}/{MANIFEST}"
-    try:
-        if "://" in path:
-            import fsspec
-
-            with fsspec.open(path, "rb") as f:
-                data = json.load(f)
-        else:
-            if not os.path.isfile(path):
-                return None
-            with open(path, "rb") as f:
-                data = json.load(f)
-        return {s["name"]: int(s["pairs"]) for s in data["shards"]}
-    except Exception:  # unreachable, missing or foreign: the caller counts another way or says "?"
-        return None
-
-
-def _tar_count(path: str) -> int | None:
-    from webdataset.tariterators import base_plus_ext
-
-    count, last = 0, None
-    try:
-        with tarfile.open(path, "r:*") as tar:
-            for info in tar:
-                if not info.isreg():
-                    continue
-                key, _ = base_plus_ext(info.name)
-                if key is not None and key != last:
-                    count, last = count + 1, key
-    except (OSError, tarfile.TarError):
-        return count or None
-    return count
 
 
 # ------------------------------------------------------------------------------- earlier results
@@ -503,57 +202,4 @@ def _done_units(store: Any) -> set[str]:
         return set()
 
 
-# ----------------------------------------------------------------------------------- run start
-
-def record_plan(loaded: LoadedSpec, store: Any, gpus: int = 1) -> Plan | None:
-    """The plan of a run at its start, written to the run directory (plan.json) for the dashboard;
-    None (and nothing written) when it cannot be made: a plan never stops a run."""
-    try:
-        plan = make_plan(loaded, gpus=gpus)
-        store.write_json(PLAN_FILE, plan.to_json())
-        return plan
-    except Exception:
-        return None
-
-
-# ------------------------------------------------------------------------------------- formatting
-
-def _asdict(passes: Passes | None) -> dict[str, float] | None:
-    return None if passes is None else asdict(passes)
-
-
-def _passes(per: Passes | None, pairs: int | None) -> int | None:
-    return None if per is None or pairs is None else _int(per.total * pairs)
-
-
-def _int(x: float | None) -> int | None:
-    return None if x is None else int(round(x))
-
-
-def _round(x: float | None, digits: int = 1) -> float | None:
-    return None if x is None else round(x, digits)
-
-
-def _num(x: float) -> str:
-    return f"{x:,.0f}" if float(x).is_integer() else f"{x:,.1f}"
-
-
-def _secs(x: float) -> str:
-    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
-
-
-def _big(x: float) -> str:
-    for unit, size in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if x >= size:
-            return f"{x / size:.3g}{unit}"
-    return f"{x:.0f}"
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+__all__ = ["PLAN_FILE", "Passes", "Plan", "Row", "bound_note", "make_plan", "needs_dims", "passes_per_pair"]

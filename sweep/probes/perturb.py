@@ -33,7 +33,7 @@ import torch
 from pydantic import Field, model_validator
 
 from sweep.probes import metrics
-from sweep.probes.base import PairInput, PairResult, Probe, ProbeParams
+from sweep.probes.base import PairInput, PairResult, Passes, Probe, ProbeParams
 from sweep.probes.common import Precision, autocast, embed_fp32, floats, head_labels, item_generator
 from sweep.probes.geometry import ball_point, clamped_at_norm, norms, project, random_direction, steepest_ascent
 from sweep.probes.loop import State, run_continuous
@@ -97,6 +97,22 @@ class PerturbProbe(Probe):
             if all(r is not None for r in result.rows):
                 task.forget(pair_id)
                 yield pending.pop(pair_id)
+
+
+    # -- the planner's count: exact --------------------------------------------------------------
+    def passes_per_pair(self, dims: tuple[int, int] | None = None) -> Passes:
+        n_eps = len(self.params.eps or [])
+        # clean source and target once; per eps: the steps, the fp32 forwards of the last and the
+        # best iterate (the loop never evaluated the last one), the random draws
+        return Passes(plain=2 + n_eps * (2 + self.params.random_draws), backward=n_eps * self.params.steps)
+
+    # -- `vitsweep probe perturb` ------------------------------------------------------------------
+    def cli_fields(self, result: PairResult) -> dict[str, Any]:
+        return {"results": result.rows}
+
+    def cli_summary(self, fields: dict[str, Any]) -> list[str]:
+        return [f"perturb {row['norm']} eps={row['eps']:.4g}: displacement {row['disp_over_pair']:.3f} of the pair "
+                f"distance (random: {row['random_disp_over_pair']:.3f})" for row in fields["results"]]
 
 
 class _PerturbTask:
