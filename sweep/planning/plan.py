@@ -29,7 +29,6 @@ The plan's rows, totals, JSON and table are in sweep/planning/table.py; the pair
 come from sweep/planning/shard_pairs.py.
 """
 
-
 from __future__ import annotations
 
 from collections import defaultdict
@@ -167,7 +166,8 @@ def _store(loaded: LoadedSpec) -> Any:
 
 def _steps_seen(store: Any) -> dict[str, tuple[float, int, float]]:
     """config_hash -> (mean gradient steps computed per pair, pairs, share of pairs whose stop an
-    fp32 forward confirmed) over earlier `match` rows."""
+    fp32 forward confirmed) over earlier `match` rows. (Reads the table itself until
+    `RunStore.read(table, columns)`, the one reader of result tables, replaces the try block.)"""
     try:
         import pyarrow.dataset as ds
         import pyarrow.fs as pafs
