@@ -26,7 +26,7 @@ and a forward each (rare; not counted). Where a previous run of the same model a
 steps those pairs really took. Time = plain / forward rate + backward / step rate + jvp / jvp
 rate, with rates measured now (`calibrate`) or from the rate table (sweep/planning/rates.py).
 The plan's rows, totals, JSON and table are in sweep/planning/table.py; the pairs per shard
-come from sweep/planning/shard_pairs.py.
+come from the shard set (sweep/data/shardset.py).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from collections import defaultdict
 from typing import Any
 
 from sweep.planning.rates import Rates, table_rates
-from sweep.planning.shard_pairs import shard_pairs
+from sweep.data.shardset import ShardSet
 from sweep.planning.table import Plan, Row
 from sweep.probes.base import Passes, Probe
 from sweep.run.spec import LoadedSpec, WorkUnit
@@ -78,7 +78,7 @@ def make_plan(
 ) -> Plan:
     """Count `loaded`'s work; `rates` by model (else the rate table), `pairs_per_shard` instead of
     reading manifests, `previous`: look for earlier results in the output folder."""
-    counts = shard_pairs(loaded.shards, pairs_per_shard)
+    counts = _shard_pairs(loaded.shards, pairs_per_shard)
     uncounted = [shard for shard in loaded.shards if counts[shard] is None]
     probes: dict[tuple[str, str], Probe] = {(p.name, p.params_json()): p for p, _ in loaded.settings}
     store = _store(loaded) if previous else None
@@ -203,3 +203,12 @@ def _done_units(store: Any) -> set[str]:
 
 
 __all__ = ["PLAN_FILE", "Passes", "Plan", "Row", "bound_note", "make_plan", "needs_dims", "passes_per_pair"]
+
+
+def _shard_pairs(shards: list[str], pairs_per_shard: int | None) -> dict[str, int | None]:
+    """Pairs in each shard (None: could not be counted): `pairs_per_shard` when given, else the
+    shard set's manifest, else (a local tar) its headers; one manifest read per folder."""
+    if pairs_per_shard is not None:
+        return {shard: pairs_per_shard for shard in shards}
+    sets: dict[str, ShardSet] = {}
+    return {shard: ShardSet.of(shard, sets).pairs(shard) for shard in shards}
