@@ -15,7 +15,7 @@ import pytest
 
 from cli_inproc import run_cli
 from sweep.commands.run import execute
-from sweep.run.replay import replay_pair
+from sweep.finished.replay import replay_pair
 from sweep.run.spec import load_spec
 from sweep_helpers import PYTHON, REPO, kill_ray_processes, make_shards, ray_env, read_table, write_spec
 

@@ -6,8 +6,9 @@ in `.parquet` (`.<unit_id>.<uuid>.tmp`) and renamed into place, so readers globb
 never see half a file. On object stores an object becomes visible only once its upload completes,
 so files are written under their final name directly.
 
-A unit's tables are written one file each, the `units` row last: that file is the unit's
-done-marker. A retried unit writes the same names again, so a retry replaces rather than adds.
+A unit's tables are written one file each by `write_unit`, the `units` row last: that file is
+the unit's done-marker. A retried unit writes the same names again, so a retry replaces rather
+than adds. `read(table, columns, filter)` is the one reader of result tables in sweep/.
 
 Fencing (no late writes): inside a sweep, a unit attempt only *stages* its files, under names of
 its own (`.<unit_id>.a<attempt>.<uuid>.tmp`, on every filesystem), and returns their names; the
@@ -21,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,10 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from sweep.errors import UserError
-from sweep.schema import ALL_TABLES, STATUS_OK, partition_dir
+from sweep.files import TMP_SUFFIX, atomic_write
+from sweep.schema import ALL_TABLES, SCHEMAS, STATUS_OK, partition_dir, to_table
 
-TMP_SUFFIX = ".tmp"
+__all__ = ["TMP_SUFFIX", "RunStore"]
 
 
 class RunStore:
@@ -71,6 +73,24 @@ class RunStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def write_unit(
+        self,
+        probe: str,
+        model: str,
+        unit_id: str,
+        tables: Mapping[str, pa.Table | Sequence[Mapping[str, Any]]],
+        done: Callable[[], Mapping[str, Any]],
+        *,
+        stage: int | None = None,
+    ) -> list[tuple[str, str]]:
+        """Write all of a unit's tables (Arrow tables, or row dicts of the table's schema) and
+        then its `units` row, the done-marker, LAST: `done()` is called once every other table is
+        written, so the row can say when the unit finished. stage: see `write_unit_tables`."""
+        converted = {name: t if isinstance(t, pa.Table) else to_table(name, t) for name, t in tables.items()}
+        staged = self.write_unit_tables(probe, model, unit_id, converted, stage=stage)
+        marker = {"units": to_table("units", [done()])}
+        return staged + self.write_unit_tables(probe, model, unit_id, marker, stage=stage)
 
     def write_unit_tables(
         self, probe: str, model: str, unit_id: str, tables: Mapping[str, pa.Table], *, stage: int | None = None
@@ -120,13 +140,7 @@ class RunStore:
 
     def unit_status(self) -> dict[str, str]:
         """unit_id -> status ("ok" | "error") of every unit with a units row."""
-        folder = self.path("results/units")
-        if self.fs.get_file_info(folder).type != pafs.FileType.Directory:
-            return {}
-        files = [f.path for f in self._files("results/units") if f.path.endswith(".parquet")]
-        if not files:
-            return {}
-        table = ds.dataset(files, filesystem=self.fs, format="parquet").to_table(columns=["unit_id", "status"])
+        table = self.read("units", columns=["unit_id", "status"])
         return dict(zip(table.column("unit_id").to_pylist(), table.column("status").to_pylist()))
 
     def done_unit_ids(self) -> set[str]:
@@ -142,6 +156,42 @@ class RunStore:
         for path in stale:
             self.fs.delete_file(path)
         return len(stale)
+
+    def read(
+        self,
+        table: str,
+        columns: Sequence[str] | None = None,
+        filter: Any = None,
+        *,
+        unit: tuple[str, str, str] | None = None,
+        on_bad_file: Callable[[str, Exception], None] | None = None,
+    ) -> pa.Table:
+        """The rows of result table `table` (`results/<table>/`, every finished file) as one
+        Arrow table, `columns` only and `filter` (a pyarrow expression) applied; no file: an
+        empty table of the schema. unit: only that unit's file, (probe, model, unit_id), in the
+        order it was written. on_bad_file(path, error): a file that cannot be read is handed to
+        it and left out (the others are read one by one); without it the error is raised."""
+        if unit is not None:
+            path = self.path(self.unit_file(table, *unit))
+            files = [path] if self.fs.get_file_info(path).type == pafs.FileType.File else []
+        else:
+            files = self.parquet_files(f"results/{table}")
+        if not files:
+            return _empty(table, columns)
+        try:  # one read of all files; only when one of them is bad, file by file
+            return ds.dataset(files, filesystem=self.fs, format="parquet").to_table(columns=columns, filter=filter)
+        except (pa.ArrowException, OSError):
+            if on_bad_file is None:
+                raise
+        parts = []
+        for path in files:
+            try:
+                with self.fs.open_input_file(path) as handle:
+                    part = pq.read_table(handle, columns=columns)
+                parts.append(part if filter is None else part.filter(filter))
+            except (pa.ArrowException, OSError) as err:
+                on_bad_file(path, err)
+        return pa.concat_tables(parts, promote_options="default") if parts else _empty(table, columns)
 
     def parquet_files(self, relative: str) -> list[str]:
         """Paths (for `self.fs`) of the finished Parquet files under `relative`."""
@@ -170,9 +220,7 @@ class RunStore:
             with self.fs.open_output_stream(final) as stream:
                 stream.write(text.encode())
             return
-        tmp = f"{final}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}"
-        Path(tmp).write_text(text)
-        os.replace(tmp, final)
+        atomic_write(final, text)
 
     def read_json(self, relative: str) -> Any:
         text = self.read_text(relative)
@@ -180,6 +228,11 @@ class RunStore:
 
     def write_json(self, relative: str, obj: Any) -> None:
         self.write_text(relative, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def _empty(table: str, columns: Sequence[str] | None) -> pa.Table:
+    empty = SCHEMAS[table].empty_table() if table in SCHEMAS else pa.table({})
+    return empty.select(list(columns)) if columns is not None else empty
 
 
 def _open_filesystem(root: str) -> tuple[pafs.FileSystem, str]:
