@@ -22,7 +22,8 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from sweep.errors import UserError
 from sweep.files import TMP_SUFFIX, atomic_write
 from sweep.schema import ALL_TABLES, SCHEMAS, STATUS_OK, partition_dir, to_table
 
-__all__ = ["TMP_SUFFIX", "RunStore"]
+__all__ = ["TMP_SUFFIX", "Conflict", "NoKey", "RunStore", "s3_client", "s3_errors"]
 
 
 class RunStore:
@@ -228,6 +229,46 @@ class RunStore:
 
     def write_json(self, relative: str, obj: Any) -> None:
         self.write_text(relative, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+# ---- S3 (the lease's conditional requests) ---------------------------------------------------------
+class NoKey(Exception):
+    """s3_errors: the object does not exist."""
+
+
+class Conflict(Exception):
+    """s3_errors (conflict_ok): a conditional request's precondition failed."""
+
+
+@contextmanager
+def s3_errors(where: str, conflict_ok: bool = False) -> Iterator[None]:
+    """Turn botocore errors into one-line UserErrors (bad credentials, no bucket, no endpoint);
+    a missing key and a failed precondition become NoKey and Conflict for the caller."""
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    try:
+        yield
+    except ClientError as err:
+        code = str(err.response.get("Error", {}).get("Code", ""))
+        if code in ("NoSuchKey", "404"):
+            raise NoKey() from None
+        if conflict_ok and code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
+            raise Conflict() from None
+        message = err.response.get("Error", {}).get("Message") or code
+        raise UserError(f"{where}: {code}: {message}") from None
+    except NoCredentialsError:
+        raise UserError(f"{where}: no AWS credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)") from None
+    except BotoCoreError as err:
+        raise UserError(f"{where}: {err}") from None
+
+
+def s3_client() -> Any:
+    """A botocore S3 client from the usual AWS variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, …)."""
+    import botocore.session
+
+    session = botocore.session.get_session()
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    return session.create_client("s3", region_name=region, endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
 
 
 def _empty(table: str, columns: Sequence[str] | None) -> pa.Table:
