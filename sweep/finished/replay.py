@@ -2,6 +2,7 @@
 
     report = replay_pair("runs/demo", "pair-000003", probe="match")
     report.agrees, report.units[0].differences
+    report = replay_to_folder("runs/demo", "pair-000003", "replay/")   # and its images, replay.json
 
 The unit(s) that measured the pair are found in the run's `pairs` table (narrowed by probe and
 config hash); each is re-run on that one pair exactly as the worker ran it: the run's spec.yaml
@@ -29,13 +30,14 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pyarrow.compute as pc
 import yaml
 
 from sweep.errors import UserError
-from sweep.files import json_safe
+from sweep.files import atomic_write, dumps_json, json_safe
 from sweep.run.store import RunStore
 from sweep.schema import SCHEMAS, STATUS_OK, to_table
 
@@ -145,6 +147,32 @@ def replay_pair(
     for unit in units:
         report.units.append(_replay_unit(store, unit, pair_id, spec, device=device, rtol=rtol, atol=atol, alone=alone))
     return report
+
+
+def replay_to_folder(run: str, pair_id: str, out: str | Path, **options: Any) -> ReplayReport:
+    """`replay_pair(run, pair_id, **options)`, and per unit the replayed images (src, tgt, adv and
+    their amplified difference as PNG) and replay.json in `out/<probe>-<config hash>/`."""
+    report = replay_pair(run, pair_id, **options)
+    for unit in report.units:
+        folder = Path(out) / f"{unit.probe}-{unit.config_hash[:12]}"
+        unit.images = _write_images(unit, folder)
+        atomic_write(folder / "replay.json", dumps_json(unit.to_json(), indent=2) + "\n")
+    return report
+
+
+def _write_images(unit: UnitReplay, folder: Path) -> dict[str, str]:
+    from sweep.data.images import amplified_difference, to_uint8_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    images = dict(unit.result.images) if unit.result is not None else {}
+    if "adv" in images and "src" in images:
+        images["diff"] = amplified_difference(images["adv"], images["src"])
+    written = {}
+    for name, pixels in images.items():
+        path = folder / f"{name}.png"
+        to_uint8_image(pixels).save(path)
+        written[name] = str(path)
+    return written
 
 
 def _replay_unit(
