@@ -4,5 +4,4 @@ spec and its work units (spec), one unit end to end (worker), Ray actors and the
 (distribute, the only Ray import), the run directory's storage: atomic Parquet writes, the one
 reader of result tables, small JSON files, the S3 client (store), one driver per run directory
 (lease), the run's provenance (manifest) and its progress file and bar (progress). Operations
-on a finished run are in sweep/finished/; cost planning is in sweep/run/plan.py for now
-(sweep/planning/ after the re-layout)."""
+on a finished run (labels pass, replay) are in sweep/finished/, cost planning in sweep/planning/."""
