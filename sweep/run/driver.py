@@ -115,27 +115,27 @@ def run_sweep(
     store = output_store(loaded, actors)
     work = find_work(store, loaded, force=force, allow=allow_in_output, yes=yes)
     estimate = announce_estimate(loaded)
-    sweep = _Invocation(store, loaded, work)
+    run = _Invocation(store, loaded, work)
     try:
-        sweep.sigterm_interrupts()
+        run.sigterm_interrupts()
         if work.todo:
-            sweep.start_ray(address, actors=actors, device=device)
-        sweep.take_lease()
-        sweep.open_manifest(force=force)
+            run.start_ray(address, actors=actors, device=device)
+        run.take_lease()
+        run.open_manifest(force=force)
         store.clean_tmp()
         record_estimate(estimate, store)
-        sweep.open_progress(show_progress)
+        run.open_progress(show_progress)
         if work.todo:
-            sweep.run_units()
+            run.run_units()
         if work.todo or not store.exists("labels.json"):
-            sweep.labels = label_pass(store)
-        sweep.state = "finished"
+            run.labels = label_pass(store)
+        run.state = "finished"
     except KeyboardInterrupt:
-        sweep.state = "interrupted"
+        run.state = "interrupted"
         raise
     finally:
-        sweep.close()
-    return sweep.outcome()
+        run.close()
+    return run.outcome()
 
 
 # ---- 1. the work -----------------------------------------------------------------------------
