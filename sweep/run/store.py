@@ -9,6 +9,7 @@ so files are written under their final name directly.
 A unit's tables are written one file each by `write_unit`, the `units` row last: that file is
 the unit's done-marker. A retried unit writes the same names again, so a retry replaces rather
 than adds. `read(table, columns, filter)` is the one reader of result tables in sweep/.
+`s3_client()` and `s3_errors()` (botocore's errors as one line) serve the lease's S3 requests.
 
 Fencing (no late writes): inside a sweep, a unit attempt only *stages* its files, under names of
 its own (`.<unit_id>.a<attempt>.<uuid>.tmp`, on every filesystem), and returns their names; the
