@@ -22,7 +22,6 @@ note of each setting's labellers (head label set, or why there is none; k, bank,
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -32,6 +31,7 @@ import pyarrow as pa
 import torch
 import yaml
 
+from sweep.data.shardset import ShardSet
 from sweep.errors import UserError
 from sweep.finished.banks import Bank, Setting, embedding_matrix, reference_bank, run_bank, setting_id
 from sweep.probes.labels import knn_vote
@@ -272,7 +272,7 @@ def _spec_defaults(store: RunStore) -> dict[str, Any]:
 
 
 def _expand_bank(bank: str | Sequence[str]) -> list[str]:
-    from sweep.data.locations import expand_shard_urls
+    from sweep.data.shardset import expand_shard_urls
 
     try:
         return expand_shard_urls(bank)
@@ -304,26 +304,13 @@ class _LabelNames:
 
     def __init__(self) -> None:
         self.names: dict[int, str] = {}
-        self.seen: set[str] = set()
+        self.sets: dict[str, ShardSet] = {}  # one ShardSet (one manifest read) per folder
 
     def add_shard(self, url: str | None) -> None:
         if not url or url.startswith("pipe:"):
             return
-        folder = url.rpartition("/")[0] if url.endswith(".tar") else url.rstrip("/")
-        if folder in self.seen:
-            return
-        self.seen.add(folder)
-        import fsspec
-
-        from sweep.data.locations import MANIFEST
-
-        try:
-            with fsspec.open(f"{folder}/{MANIFEST}", "rb") as f:
-                manifest = json.load(f)
-            for index, name in (manifest.get("label_names") or {}).items():
-                self.names.setdefault(int(index), str(name))
-        except (OSError, ValueError, TypeError, AttributeError):
-            return  # no manifest (or not one of ours): labels stay unnamed
+        for index, name in ShardSet.of(url, self.sets).label_names.items():
+            self.names.setdefault(index, name)  # no manifest (or not one of ours): labels stay unnamed
 
     def name(self, label: int | None) -> str | None:
         return None if label is None else self.names.get(label)

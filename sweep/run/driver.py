@@ -235,7 +235,7 @@ def refuse_if_held(spec_path: str, out: str | None) -> None:
 def announce_estimate(loaded: LoadedSpec) -> Any:
     """Print the cost estimate's one-line summary; None when it cannot be made (an estimate never
     stops a run)."""
-    from sweep.run.plan import make_plan
+    from sweep.planning.plan import make_plan
 
     try:
         estimate = make_plan(loaded)
@@ -247,7 +247,7 @@ def announce_estimate(loaded: LoadedSpec) -> Any:
 
 def record_estimate(estimate: Any, store: RunStore) -> None:
     """plan.json: what the dashboard's Runs page shows beside the progress."""
-    from sweep.run.plan import PLAN_FILE
+    from sweep.planning.plan import PLAN_FILE
 
     if estimate is None:
         return

@@ -203,7 +203,7 @@ def parse_spec(data: dict[str, Any], source: str = "<spec>") -> LoadedSpec:
     _check_heads(spec, source)
     shards = _expand_shards(spec, source)
     if spec.knn_bank is not None:  # the labels pass reads it after the units: check it before
-        from sweep.data.locations import expand_shard_urls
+        from sweep.data.shardset import expand_shard_urls
 
         try:
             expand_shard_urls(spec.knn_bank)
@@ -335,7 +335,7 @@ def _check_models(spec: SweepSpec, source: str) -> None:
 
 
 def _expand_shards(spec: SweepSpec, source: str) -> list[str]:
-    from sweep.data.locations import expand_shard_urls
+    from sweep.data.shardset import expand_shard_urls
 
     try:
         shards = expand_shard_urls(spec.shards)
