@@ -123,9 +123,9 @@ def print_summary(run_dir: Path) -> None:
     """A few headline numbers per probe, through DuckDB over the run's Parquet files (the
     statements: analysis/queries/demo/)."""
     from analysis.db import open_runs
-    from analysis.named import QUERY_DIR
+    from analysis.named import statement
 
     con = open_runs([str(run_dir)])
     for title, name in SUMMARY:
         print(f"\n{title}")
-        con.sql((QUERY_DIR / "demo" / f"{name}.sql").read_text(encoding="utf-8")).show(max_width=160)
+        con.sql(statement(f"demo/{name}")).show(max_width=160)
