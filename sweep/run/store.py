@@ -181,7 +181,7 @@ class RunStore:
         if not files:
             return _empty(table, columns)
         try:  # one read of all files; only when one of them is bad, file by file
-            return ds.dataset(files, filesystem=self.fs, format="parquet").to_table(columns=columns, filter=filter)
+            return _dataset(files, self.fs, table).to_table(columns=columns, filter=filter)
         except (pa.ArrowException, OSError):
             if on_bad_file is None:
                 raise
@@ -270,6 +270,21 @@ def s3_client() -> Any:
     session = botocore.session.get_session()
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     return session.create_client("s3", region_name=region, endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
+
+
+def _dataset(files: list[str], fs: pafs.FileSystem, table: str) -> ds.Dataset:
+    """The files as one dataset with the table's current schema, so a column that files of an
+    older version lack (the units table's seed, say) reads as null rather than vanishing when
+    the first file is old; files whose types differ from it are read with the inferred schema."""
+    schema = SCHEMAS.get(table)
+    if schema is not None:
+        try:
+            dataset = ds.dataset(files, filesystem=fs, format="parquet", schema=schema)
+            dataset.head(0)  # a type that does not cast shows here
+            return dataset
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            pass
+    return ds.dataset(files, filesystem=fs, format="parquet")
 
 
 def _empty(table: str, columns: Sequence[str] | None) -> pa.Table:
