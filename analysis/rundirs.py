@@ -98,11 +98,28 @@ def check_runs(run_dirs: Sequence[str | Path] | str | Path) -> list[Path]:
     if not run_dirs:
         raise RunNotFound("no run directory given")
     runs: list[Path] = []
+    given: dict[str, str] = {}  # run_id -> the path it was first given as
     for path in run_dirs:
         run = _check_run_dir(path)
-        if run not in runs:
-            runs.append(run)
+        if run in runs:
+            continue
+        run_id = _run_id(run)
+        if run_id is not None:
+            if run_id in given:  # a copy: its rows (and its k-NN labels, joined on run_id) would count twice
+                raise RunNotFound(f"{path} and {given[run_id]} are the same run (run_id {run_id}; "
+                                  f"one is a copy of the other): give only one of them")
+            given[run_id] = str(path)
+        runs.append(run)
     return runs
+
+
+def _run_id(run: str | Path) -> str | None:
+    """The run's id from its manifest.json (else progress.json), None when neither says it."""
+    for read in (read_manifest, read_progress):
+        value = (read(run) or {}).get("run_id")
+        if isinstance(value, str) and value:
+            return value
+    return None
 
 
 # ---------------------------------------------------------------- what a run holds
