@@ -47,6 +47,15 @@ def _check_remote_run(path: str) -> _Remote:
     except (OSError, ValueError) as err:  # no bucket, bad credentials, endpoint unreachable
         raise RunNotFound(f"cannot read {path}: {err}") from None
     if not found:
+        bucket = url.split("://", 1)[1].split("/", 1)[0]
+        try:
+            has_bucket = fs.exists(bucket)
+        except (OSError, ValueError):
+            has_bucket = True  # cannot tell: say what is known
+        if not has_bucket:
+            scheme = url.split("://", 1)[0]
+            raise RunNotFound(f"{path}: the bucket {scheme}://{bucket} does not exist "
+                              f"(check the name{', and AWS_ENDPOINT_URL' if scheme == 's3' else ''})")
         raise RunNotFound(f"not a vitsweep run (no spec.yaml, manifest.json, progress.json or results/): {path}")
     return url
 

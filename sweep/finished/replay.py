@@ -137,6 +137,7 @@ def replay_pair(
     store = RunStore(run)
     spec_text = store.read_text("spec.yaml")
     if spec_text is None:
+        store.check_bucket()
         raise UserError(f"{run}: no spec.yaml (not a run directory?)")
     spec = yaml.safe_load(spec_text)
     manifest = store.read_json("manifest.json") or {}

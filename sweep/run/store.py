@@ -201,7 +201,21 @@ class RunStore:
 
     def _files(self, relative: str) -> list[pafs.FileInfo]:
         selector = pafs.FileSelector(self.path(relative), recursive=True, allow_not_found=True)
-        return [f for f in self.fs.get_file_info(selector) if f.type == pafs.FileType.File]
+        found = [f for f in self.fs.get_file_info(selector) if f.type == pafs.FileType.File]
+        if not found:
+            self.check_bucket()  # "no such bucket", not "no finished units"
+        return found
+
+    def check_bucket(self) -> None:
+        """UserError when the run is in object storage and its bucket does not exist (an empty
+        listing or a missing file then means the bucket, not the run); nothing for a local run."""
+        if self.is_local or "://" not in self.root:
+            return
+        bucket = self.base.split("/", 1)[0]
+        if bucket and self.fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+            scheme = self.root.split("://", 1)[0]
+            raise UserError(f"{self.root}: the bucket {scheme}://{bucket} does not exist "
+                            f"(check the name{', and AWS_ENDPOINT_URL' if scheme == 's3' else ''})")
 
     # ---- small files -------------------------------------------------------------------------
     def exists(self, relative: str) -> bool:
