@@ -128,6 +128,15 @@ def _run_id(run: str | Path) -> str | None:
         value = (read(run) or {}).get("run_id")
         if isinstance(value, str) and value:
             return value
+    if isinstance(run, Path):  # a folder of results only (copied without its json files)
+        for table in ("units", "pairs"):
+            for path in _table_files(run, table)[:1]:
+                try:
+                    ids = pq.read_table(path, columns=["run_id"]).column("run_id")
+                except (OSError, pa.ArrowException, KeyError):
+                    continue
+                if len(ids):
+                    return str(ids[0].as_py())
     return None
 
 

@@ -183,3 +183,14 @@ def test_a_copied_run_is_refused_not_counted_twice(run: Path, tmp_path: Path,
         assert "same run" in lines[0] and str(run) in lines[0] and str(copy) in lines[0]
     # each folder alone is still itself
     assert main(["query", str(copy), "SELECT count(*) FROM match", "--format", "csv"]) == 0
+
+
+def test_a_copy_of_only_the_results_is_refused_too(run: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 24 item 1: without manifest.json and progress.json the run id comes from the rows."""
+    import shutil
+
+    copy = tmp_path / "results-only"
+    shutil.copytree(run / "results", copy / "results")
+    assert main(["query", str(run), str(copy), "SELECT count(*) FROM match"]) == 2
+    assert "same run" in capsys.readouterr().err
