@@ -77,6 +77,13 @@ def check_runs(runs: list[str]) -> list[Path | str]:
         if not any((path / marker).exists() for marker in RUN_MARKERS):
             raise UserError(f"{run}: not a vitsweep run (no spec.yaml, manifest.json, progress.json or results/)")
         resolved.append(path.resolve())
+    from analysis.rundirs import RunNotFound
+    from analysis.rundirs import check_runs as check_all
+
+    try:
+        check_all(resolved)  # a copy of another run given (same run_id): its rows would count twice
+    except RunNotFound as err:
+        raise UserError(str(err)) from None
     return resolved
 
 
