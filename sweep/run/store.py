@@ -212,7 +212,11 @@ class RunStore:
         if self.is_local or "://" not in self.root:
             return
         bucket = self.base.split("/", 1)[0]
-        if bucket and self.fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+        try:
+            missing = bool(bucket) and self.fs.get_file_info(bucket).type == pafs.FileType.NotFound
+        except OSError:  # not allowed to look at the bucket itself: cannot tell, say nothing more
+            return
+        if missing:
             scheme = self.root.split("://", 1)[0]
             raise UserError(f"{self.root}: the bucket {scheme}://{bucket} does not exist "
                             f"(check the name{', and AWS_ENDPOINT_URL' if scheme == 's3' else ''})")

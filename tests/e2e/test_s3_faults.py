@@ -75,6 +75,7 @@ def test_s3_failures_are_one_line_naming_credentials_endpoint_or_bucket(s3: dict
         (nocreds, ["query", run, "SELECT 1"], "credentials"),
         (nocreds, ["report", run, "--out", str(tmp / "r1")], "credentials"),
         (nocreds, ["plan", str(spec)], "credentials"),
+        (nocreds, ["run", str(spec), "--out", str(tmp / "nocreds-run")], "credentials"),
         (nocreds, ["shards", "check", f"s3://{BUCKET}/shards"], "credentials"),
         (nocreds, ["labels", str(s3["local_run"]), "--bank", f"s3://{BUCKET}/shards"], "credentials"),
         (dead, ["query", run, "SELECT 1"], "cannot reach the endpoint"),
@@ -96,7 +97,7 @@ def test_s3_failures_are_one_line_naming_credentials_endpoint_or_bucket(s3: dict
         if proc.returncode != 2 or len(lines) != 1 or needle not in proc.stderr or "Traceback" in proc.stderr:
             bad.append((args[:2], proc.returncode, proc.stderr[-400:]))
     assert not bad, bad
-    if dead["AWS_ENDPOINT_URL"] not in " ".join(p.stderr for p in done[5:10]):
+    if dead["AWS_ENDPOINT_URL"] not in " ".join(p.stderr for p in done[6:11]):
         pytest.fail("the endpoint is not named")
 
 
