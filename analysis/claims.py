@@ -53,7 +53,9 @@ Verdict = Literal["supported", "not_supported", "inconclusive"]
 # ---------------------------------------------------------------- criteria
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: `min_n: true` or `"3"` is refused, not read as 1 or 3; no NaN or infinity as a
+    # threshold (`.nan` would make every check "contains n/a") - as the spec loader refuses them
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class _Claim(_Strict):

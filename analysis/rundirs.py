@@ -47,6 +47,15 @@ def _check_remote_run(path: str) -> _Remote:
     except (OSError, ValueError) as err:  # no bucket, bad credentials, endpoint unreachable
         raise RunNotFound(f"cannot read {path}: {err}") from None
     if not found:
+        bucket = url.split("://", 1)[1].split("/", 1)[0]
+        try:
+            has_bucket = fs.exists(bucket)
+        except (OSError, ValueError):
+            has_bucket = True  # cannot tell: say what is known
+        if not has_bucket:
+            scheme = url.split("://", 1)[0]
+            raise RunNotFound(f"{path}: the bucket {scheme}://{bucket} does not exist "
+                              f"(check the name{', and AWS_ENDPOINT_URL' if scheme == 's3' else ''})")
         raise RunNotFound(f"not a vitsweep run (no spec.yaml, manifest.json, progress.json or results/): {path}")
     return url
 
@@ -98,11 +107,37 @@ def check_runs(run_dirs: Sequence[str | Path] | str | Path) -> list[Path]:
     if not run_dirs:
         raise RunNotFound("no run directory given")
     runs: list[Path] = []
+    given: dict[str, str] = {}  # run_id -> the path it was first given as
     for path in run_dirs:
         run = _check_run_dir(path)
-        if run not in runs:
-            runs.append(run)
+        if run in runs:
+            continue
+        run_id = _run_id(run)
+        if run_id is not None:
+            if run_id in given:  # a copy: its rows (and its k-NN labels, joined on run_id) would count twice
+                raise RunNotFound(f"{path} and {given[run_id]} are the same run (run_id {run_id}; "
+                                  f"one is a copy of the other): give only one of them")
+            given[run_id] = str(path)
+        runs.append(run)
     return runs
+
+
+def _run_id(run: str | Path) -> str | None:
+    """The run's id from its manifest.json (else progress.json), None when neither says it."""
+    for read in (read_manifest, read_progress):
+        value = (read(run) or {}).get("run_id")
+        if isinstance(value, str) and value:
+            return value
+    if isinstance(run, Path):  # a folder of results only (copied without its json files)
+        for table in ("units", "pairs"):
+            for path in _table_files(run, table)[:1]:
+                try:
+                    ids = pq.read_table(path, columns=["run_id"]).column("run_id")
+                except (OSError, pa.ArrowException, KeyError):
+                    continue
+                if len(ids):
+                    return str(ids[0].as_py())
+    return None
 
 
 # ---------------------------------------------------------------- what a run holds

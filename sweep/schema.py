@@ -180,6 +180,8 @@ UNITS = pa.schema(
         pa.field("host", pa.string()),
         pa.field("device", pa.string()),
         pa.field("batch_size", pa.int32()),  # pairs per probe batch (what a bitwise replay needs)
+        pa.field("seed", _I64),  # the run seed the unit's random draws used (replay needs it; null in older runs)
+        pa.field("head", pa.string()),  # the model's head label set (auto | none | a label set | file:<path>)
     ]
 )
 

@@ -34,14 +34,14 @@ RUN_MARKERS = ("spec.yaml", "manifest.json", "progress.json", "results")  # what
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories to browse")
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories (or URIs, s3://bucket/prefix) to browse")
     parser.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
 
 
-def streamlit_command(runs: list[Path], host: str, port: int) -> list[str]:
+def streamlit_command(runs: list[Path | str], host: str, port: int) -> list[str]:
     """The exact `streamlit run` command line for these runs (through dashboard/serve.py, which
     imports DuckDB, pandas and pyarrow before Streamlit starts, then runs Streamlit's own CLI)."""
     return [
@@ -54,10 +54,21 @@ def streamlit_command(runs: list[Path], host: str, port: int) -> list[str]:
     ]  # fmt: skip
 
 
-def check_runs(runs: list[str]) -> list[Path]:
-    """Resolve the run directories; a missing one (or a file) is a UserError."""
-    resolved = []
+def check_runs(runs: list[str]) -> list[Path | str]:
+    """Resolve the run directories; a missing one (or a file) is a UserError. A run in object
+    storage (`s3://bucket/prefix`) is checked as query and report check it and kept as its URI."""
+    resolved: list[Path | str] = []
     for run in runs:
+        if "://" in run and not run.startswith("file://"):
+            from analysis.rundirs import RunNotFound
+            from analysis.rundirs import check_runs as check_remote
+
+            try:
+                (url,) = check_remote([run])
+            except RunNotFound as err:
+                raise UserError(str(err)) from None
+            resolved.append(str(url))
+            continue
         path = Path(run).expanduser()
         if not path.exists():
             raise UserError(f"{run}: no such run directory")
@@ -66,6 +77,13 @@ def check_runs(runs: list[str]) -> list[Path]:
         if not any((path / marker).exists() for marker in RUN_MARKERS):
             raise UserError(f"{run}: not a vitsweep run (no spec.yaml, manifest.json, progress.json or results/)")
         resolved.append(path.resolve())
+    from analysis.rundirs import RunNotFound
+    from analysis.rundirs import check_runs as check_all
+
+    try:
+        check_all(resolved)  # a copy of another run given (same run_id): its rows would count twice
+    except RunNotFound as err:
+        raise UserError(str(err)) from None
     return resolved
 
 

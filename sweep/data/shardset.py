@@ -135,6 +135,9 @@ class ShardSet:
                 raise UserError(f"no .tar shards in {url}")
             return [as_url(p) for p in found]
         if not fs.exists(path):
+            bucket = path.split("/", 1)[0]
+            if not local and bucket and bucket != path and not fs.exists(bucket):
+                raise UserError(f"no such shard: {url} (the bucket {url.split('://', 1)[0]}://{bucket} does not exist)")
             raise UserError(f"no such shard: {url}")
         return [url]
 

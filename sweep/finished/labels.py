@@ -35,6 +35,7 @@ from sweep.data.shardset import ShardSet
 from sweep.errors import UserError
 from sweep.finished.banks import Bank, Setting, embedding_matrix, reference_bank, run_bank, setting_id
 from sweep.probes.labels import knn_vote
+from sweep.run.spec import MAX_KNN_K
 from sweep.run.store import RunStore
 from sweep.schema import LABEL_TABLES, STATUS_OK, partition_dir, to_table
 
@@ -88,8 +89,8 @@ def label_run(
     store = root if isinstance(root, RunStore) else RunStore(root)
     spec = _spec_defaults(store)
     k = k if k is not None else int(spec.get("knn_k") or DEFAULT_K)
-    if k < 1:
-        raise UserError(f"k must be at least 1, got {k}")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_KNN_K:
+        raise UserError(f"k must be a whole number from 1 to {MAX_KNN_K}, got {k}")
     bank = bank if bank is not None else spec.get("knn_bank")
     bank_urls = _expand_bank(bank) if bank else None
     bank_text = "run" if not bank else (bank if isinstance(bank, str) else ",".join(bank))

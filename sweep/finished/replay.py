@@ -5,10 +5,10 @@
     report = replay_to_folder("runs/demo", "pair-000003", "replay/")   # and its images, replay.json
 
 The unit(s) that measured the pair are found in the run's `pairs` table (narrowed by probe and
-config hash); each is re-run on that one pair exactly as the worker ran it: the run's spec.yaml
-gives seed and batch size, the unit's `units` row gives model, weights, embedding point, probe
-parameters and shard, the pair is read from that shard through the same decoder, and the probe
-runs through the same `Probe.run` (every random draw is seeded by the run seed and the pair id,
+config hash); each is re-run on that one pair exactly as the worker ran it: the unit's `units`
+row gives model, weights, embedding point, head, probe parameters, shard, seed and batch size
+(runs written before it stored seed and head: the run's spec.yaml's seed, the automatic head),
+the pair is read from that shard through the same decoder, and the probe runs through the same `Probe.run` (every random draw is seeded by the run seed and the pair id,
 so which pairs share a batch changes no random draw). To be exact to the bit, the replay also
 feeds the probe the shard's pairs in read order with the unit's batch size, as the worker did,
 and stops as soon as the pair's result comes out: a batched matrix product need not round a row
@@ -137,6 +137,7 @@ def replay_pair(
     store = RunStore(run)
     spec_text = store.read_text("spec.yaml")
     if spec_text is None:
+        store.check_bucket()
         raise UserError(f"{run}: no spec.yaml (not a run directory?)")
     spec = yaml.safe_load(spec_text)
     manifest = store.read_json("manifest.json") or {}
@@ -153,11 +154,19 @@ def replay_to_folder(run: str, pair_id: str, out: str | Path, **options: Any) ->
     """`replay_pair(run, pair_id, **options)`, and per unit the replayed images (src, tgt, adv and
     their amplified difference as PNG) and replay.json in `out/<probe>-<config hash>/`."""
     report = replay_pair(run, pair_id, **options)
-    for unit in report.units:
-        folder = Path(out) / f"{unit.probe}-{unit.config_hash[:12]}"
+    for unit, name in zip(report.units, replay_folders(report.units)):
+        folder = Path(out) / name
         unit.images = _write_images(unit, folder)
         atomic_write(folder / "replay.json", dumps_json(unit.to_json(), indent=2) + "\n")
     return report
+
+
+def replay_folders(units: list[UnitReplay]) -> list[str]:
+    """Each unit's folder name under the replay output: `<probe>-<config hash>`, with
+    `-<unit id>` added where two units share it (a run rerun with `--force` and another seed
+    holds units of both seeds with one config hash), so no two units write to one folder."""
+    names = [f"{u.probe}-{u.config_hash[:12]}" for u in units]
+    return [f"{name}-{u.unit_id[:12]}" if names.count(name) > 1 else name for u, name in zip(units, names)]
 
 
 def _write_images(unit: UnitReplay, folder: Path) -> dict[str, str]:
@@ -198,8 +207,11 @@ def _replay_unit(
     stored = store.read(table, unit=(unit["probe"], unit["model"], unit["unit_id"])).to_pylist()  # as written
     stored_rows = [r for r in stored if r["pair_id"] == pair_id]
 
-    encoder = load_encoder(unit["model"], unit["weights"], unit["embed"], device=device)
-    seed = int(spec.get("seed", 0))
+    encoder = load_encoder(unit["model"], unit["weights"], unit["embed"], device=device,
+                           head=unit.get("head") or "auto")
+    # the unit's own seed (a rerun with --force and a new seed leaves units of the old seed
+    # beside the new spec.yaml); runs written before the units table stored it: the spec's
+    seed = int(unit["seed"]) if unit.get("seed") is not None else int(spec.get("seed", 0))
     batch_size = int(unit.get("batch_size") or spec.get("batch_size", 16))
     threads = torch.get_num_threads()
     if device == "cpu":

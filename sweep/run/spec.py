@@ -53,6 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Valida
 from sweep.errors import UserError
 
 _WEIGHTS_HELP = "pretrained, random:<seed> or file:<path>"
+MAX_KNN_K = 1000  # the most voters a k-NN label may have (spec knn_k, `labels --k`)
 
 
 class ModelSpec(BaseModel):
@@ -110,7 +111,7 @@ class SweepSpec(BaseModel):
     gallery: StrictInt = Field(default=4, ge=0, le=1000)
     max_attempts: StrictInt = Field(default=3, ge=1, le=100)
     compile: StrictBool = False
-    knn_k: StrictInt = Field(default=5, ge=1, le=1000)
+    knn_k: StrictInt = Field(default=5, ge=1, le=MAX_KNN_K)
     knn_bank: str | list[str] | None = None
 
     @model_validator(mode="before")

@@ -181,7 +181,7 @@ class RunStore:
         if not files:
             return _empty(table, columns)
         try:  # one read of all files; only when one of them is bad, file by file
-            return ds.dataset(files, filesystem=self.fs, format="parquet").to_table(columns=columns, filter=filter)
+            return _dataset(files, self.fs, table).to_table(columns=columns, filter=filter)
         except (pa.ArrowException, OSError):
             if on_bad_file is None:
                 raise
@@ -201,7 +201,25 @@ class RunStore:
 
     def _files(self, relative: str) -> list[pafs.FileInfo]:
         selector = pafs.FileSelector(self.path(relative), recursive=True, allow_not_found=True)
-        return [f for f in self.fs.get_file_info(selector) if f.type == pafs.FileType.File]
+        found = [f for f in self.fs.get_file_info(selector) if f.type == pafs.FileType.File]
+        if not found:
+            self.check_bucket()  # "no such bucket", not "no finished units"
+        return found
+
+    def check_bucket(self) -> None:
+        """UserError when the run is in object storage and its bucket does not exist (an empty
+        listing or a missing file then means the bucket, not the run); nothing for a local run."""
+        if self.is_local or "://" not in self.root:
+            return
+        bucket = self.base.split("/", 1)[0]
+        try:
+            missing = bool(bucket) and self.fs.get_file_info(bucket).type == pafs.FileType.NotFound
+        except OSError:  # not allowed to look at the bucket itself: cannot tell, say nothing more
+            return
+        if missing:
+            scheme = self.root.split("://", 1)[0]
+            raise UserError(f"{self.root}: the bucket {scheme}://{bucket} does not exist "
+                            f"(check the name{', and AWS_ENDPOINT_URL' if scheme == 's3' else ''})")
 
     # ---- small files -------------------------------------------------------------------------
     def exists(self, relative: str) -> bool:
@@ -270,6 +288,21 @@ def s3_client() -> Any:
     session = botocore.session.get_session()
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     return session.create_client("s3", region_name=region, endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
+
+
+def _dataset(files: list[str], fs: pafs.FileSystem, table: str) -> ds.Dataset:
+    """The files as one dataset with the table's current schema, so a column that files of an
+    older version lack (the units table's seed, say) reads as null rather than vanishing when
+    the first file is old; files whose types differ from it are read with the inferred schema."""
+    schema = SCHEMAS.get(table)
+    if schema is not None:
+        try:
+            dataset = ds.dataset(files, filesystem=fs, format="parquet", schema=schema)
+            dataset.head(0)  # a type that does not cast shows here
+            return dataset
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            pass
+    return ds.dataset(files, filesystem=fs, format="parquet")
 
 
 def _empty(table: str, columns: Sequence[str] | None) -> pa.Table:

@@ -198,6 +198,8 @@ def units_row(
         "host": summary.worker.split(":")[0] if summary.worker else None,
         "device": summary.device,
         "batch_size": unit.batch_size,
+        "seed": unit.seed,
+        "head": unit.head,
     }
 
 

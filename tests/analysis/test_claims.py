@@ -334,3 +334,22 @@ def test_missing_criteria_file_from_a_subprocess(runs, tmp_path: Path) -> None:
                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "criteria file not found" in out.stderr
+
+
+@pytest.mark.parametrize("text, message", [
+    ("invisibility:\n  min_median_psnr: .nan\n", "invisibility.min_median_psnr"),
+    ("lipschitz:\n  min_top_over_null: .inf\n", "lipschitz.min_top_over_null"),
+    ("min_n: true\n", "min_n"),
+    ("min_n: \"3\"\n", "min_n"),
+    ("equivalence:\n  min_n: \"3\"\n", "equivalence.min_n"),
+    ("seed: 1.5\n", "seed"),
+])
+def test_criteria_files_refuse_nan_bool_and_quoted_numbers(tmp_path: Path, text: str, message: str) -> None:
+    """Issue 24 item 11 (failed before: `.nan` gave verdicts that "contain n/a", `min_n: true`
+    read as 1, `min_n: "3"` as 3); one line, as the spec loader's."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    with pytest.raises(CriteriaError, match="bad.yaml") as err:
+        load_criteria(bad)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert load_criteria().min_n >= 1  # the shipped file still validates

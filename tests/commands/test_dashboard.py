@@ -119,3 +119,16 @@ def test_sigterm_stops_streamlit_too(tmp_path: Path) -> None:
             os.killpg(proc.pid, signal.SIGKILL)  # anything left of the group this test started
         except ProcessLookupError:
             pass
+
+
+def test_a_copied_run_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 24 item 1: a run and its copy (one run_id) would show every row twice."""
+    import shutil
+
+    from tests.support.runs import make_fixture_run
+
+    run = make_fixture_run(tmp_path / "a")
+    shutil.copytree(run, tmp_path / "copy")
+    assert main(["dashboard", str(run), str(tmp_path / "copy")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "same run" in lines[0], lines

@@ -164,3 +164,33 @@ def test_memory_limit_caps_duckdb(run: Path, capsys: pytest.CaptureFixture[str])
                  "--memory-limit", "300MB"]) == 0
     value = capsys.readouterr().out.splitlines()[1].replace(" ", "")
     assert value in ("286.1MiB", "300.0MB"), value
+
+
+def test_a_copied_run_is_refused_not_counted_twice(run: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 24 item 1 (failed before: `query run run-copy` counted every row twice, and the
+    k-NN labels, joined on run_id, multiplied rows)."""
+    import shutil
+
+    copy = tmp_path / "run-copy"
+    shutil.copytree(run, copy)
+    for argv in (["query", str(run), str(copy), "SELECT count(*) FROM match"],
+                 ["report", str(run), str(copy), "--out", str(tmp_path / "report")]):
+        rc = main(argv)
+        err = capsys.readouterr().err
+        lines = err.strip().splitlines()
+        assert rc == 2 and len(lines) == 1, err
+        assert "same run" in lines[0] and str(run) in lines[0] and str(copy) in lines[0]
+    # each folder alone is still itself
+    assert main(["query", str(copy), "SELECT count(*) FROM match", "--format", "csv"]) == 0
+
+
+def test_a_copy_of_only_the_results_is_refused_too(run: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 24 item 1: without manifest.json and progress.json the run id comes from the rows."""
+    import shutil
+
+    copy = tmp_path / "results-only"
+    shutil.copytree(run / "results", copy / "results")
+    assert main(["query", str(run), str(copy), "SELECT count(*) FROM match"]) == 2
+    assert "same run" in capsys.readouterr().err

@@ -358,3 +358,23 @@ def test_describe_gives_one_line_per_setting_with_its_head() -> None:
         "vit_a [timm, pre_logits]: 6 rows labelled by 3-NN over 8 labelled of 10 images (shards/ref); head labels: imagenet-1k\n"
         "vit_b [random:0, block:3]: no k-NN labels (no embeddings); head labels: none ()\n"
         "vit_c [random:1, pre_logits]: 2 rows labelled by 3-NN over 4 labelled of 4 images (shards/ref); head labels: none (no head)")
+
+
+def test_a_huge_k_is_refused_as_k_not_as_a_parquet_file(run: dict[str, Any]) -> None:
+    """Issue 24 item 10 (failed before: `labels --k 100000000000` ran the pass and ended in
+    "cannot read a Parquet/Arrow file", the k overflowing the knn_k column)."""
+    import argparse
+
+    from sweep.errors import int_at_least
+    from sweep.run.spec import MAX_KNN_K
+
+    bad = run_cli("labels", str(run["dir"]), "--k", "100000000000", cwd=REPO)
+    assert bad.returncode == 2 and "k must be a whole number from 1 to 1000" in bad.stderr, bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and "Parquet" not in bad.stderr
+    with pytest.raises(UserError, match="from 1 to 1000"):
+        label_run(run["dir"], k=MAX_KNN_K + 1)
+    parse = int_at_least(1, maximum=MAX_KNN_K)  # the parse-time check for `labels --k`
+    assert parse("7") == 7
+    for text in ("1e11", "100000000000", "0", "true"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse(text)

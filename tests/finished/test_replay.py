@@ -118,3 +118,31 @@ def test_pairs_page_shows_the_replay_command(tmp_path: Path, open_app: Callable[
     assert words[:3] == ["vitsweep", "replay", str(run)] and words[words.index("--probe") + 1] == "match"
     rows = [r for r in read_table(run, "match").to_pylist() if r["pair_id"] == pair and r["config_hash"] == config]
     assert rows  # the command names a pair and setting that the run holds
+
+
+def test_replay_after_a_forced_rerun_with_a_new_seed_uses_each_units_own_seed(tmp_path: Path) -> None:
+    """Issue 24 item 2 (failed before: the units table stored no seed, so the seed-1 units were
+    replayed with the new spec's seed 2 and reported DIFFERS, and both units wrote to one
+    `perturb-<hash>` folder)."""
+    from sweep.finished.replay import replay_to_folder
+
+    make_shards(tmp_path / "shards", 1, 3)
+    probes = [{"name": "perturb", "params": {"eps": [0.03], "steps": 2, "random_draws": 2}}]
+    run = tmp_path / "run"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for seed in (1, 2):  # as `run` and then `run --force` with a new seed write the run
+            spec = write_spec(tmp_path / f"spec{seed}.yaml", str(tmp_path / "shards"), run,
+                              probes=probes, seed=seed, batch_size=2)
+            loaded = load_spec(spec)
+            prepare_run(RunStore(run), loaded, force=True)
+            for unit in loaded.units:
+                run_unit(unit, EncoderCache("cpu"), str(run), run_id="run-1")
+    finally:
+        torch.set_num_threads(threads)
+    report = replay_to_folder(str(run), "pair-000000", tmp_path / "replay", probe="perturb")
+    assert sorted(u.seed for u in report.units) == [1, 2]
+    assert report.agrees, [(u.seed, u.differences[:2]) for u in report.units]
+    folders = sorted(p.parent.name for p in (tmp_path / "replay").glob("*/replay.json"))
+    assert len(folders) == 2 and len(set(folders)) == 2
