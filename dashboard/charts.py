@@ -94,3 +94,65 @@ def loss_trajectory(losses: list[float], log_every: int | None) -> pd.DataFrame:
     return pd.DataFrame({"step": np.arange(len(losses)) * stride, "loss": np.asarray(losses, dtype=float)}).set_index(
         "step"
     )
+
+
+VERDICT_SCALE = alt.Scale(domain=["supported", "not_supported", "inconclusive"],
+                          range=["#2ca02c", "#d62728", "#7f7f7f"])
+FOREST_WIDTH = 640  # px for the panels of one claim, beside the row labels
+
+
+def forest(points: pd.DataFrame, claim: str) -> alt.HConcatChart | None:
+    """The forest plot of one claim from analysis.report.glance.forest_points (as a frame): a
+    panel per check, a line per model and setting (`row`), the estimate as a dot coloured by the
+    check's verdict, its interval as a bar, the threshold as a dashed rule, the negative
+    control's value as a black cross where the rows carry one; ratio statistics (`log`) on a
+    log axis. Drawn as SVG: each dot's `description` (its aria-label) states the claims row it
+    comes from (config_hash, statistic, estimate, interval, threshold)."""
+    data = points[points["claim"] == claim].copy()
+    if data.empty:
+        return None
+    for col in ("estimate", "ci_low", "ci_high", "control", "threshold"):
+        data[col] = pd.to_numeric(data[col], errors="coerce").astype(float)
+    rows = list(dict.fromkeys(data["row"]))
+    panels = list(dict.fromkeys(data["panel"]))
+    width = max(150, FOREST_WIDTH // len(panels) - 12)
+    data["desc"] = [
+        f"claim={r.claim}; config_hash={r.config_hash}; statistic={r.statistic}; "
+        f"estimate={r.estimate!r}; ci_low={r.ci_low!r}; ci_high={r.ci_high!r}; threshold={r.threshold!r}"
+        for r in data.itertuples()]
+    data["interval"] = [f"{lo:.4g} – {hi:.4g}" if pd.notna(lo) and pd.notna(hi) else "n/a"
+                        for lo, hi in zip(data["ci_low"], data["ci_high"])]
+    charts = []
+    for i, panel in enumerate(panels):
+        part = data[data["panel"] == panel].copy()
+        log = bool(part["log"].any())
+        if log:  # a log axis cannot show zero or less
+            for col in ("estimate", "ci_low", "ci_high", "control", "threshold"):
+                part[col] = part[col].where(part[col] > 0)
+        scale = alt.Scale(type="log" if log else "linear", zero=False, nice=False)
+        y = alt.Y("row:N", sort=rows, title=None,
+                  axis=alt.Axis(labelLimit=300) if i == 0 else None,
+                  scale=alt.Scale(domain=rows))
+        colour = alt.Color("verdict:N", scale=VERDICT_SCALE, legend=None)  # the caption says it
+        tooltip = ["row:N", "setting:N", "statistic:N", "n:Q", "estimate_text:N", "interval:N",
+                   alt.Tooltip("threshold:Q", format=".4g"), alt.Tooltip("control:Q", format=".4g"),
+                   "verdict:N"]
+        base = alt.Chart(part)
+        bars = base.transform_filter("isValid(datum.ci_low) && isValid(datum.ci_high)").mark_rule(
+            strokeWidth=3).encode(x=alt.X("ci_low:Q", scale=scale, title=panel), x2="ci_high:Q",
+                                  y=y, color=colour, tooltip=tooltip)
+        dots = base.transform_filter("isValid(datum.estimate)").mark_circle(size=70, opacity=1).encode(
+            x=alt.X("estimate:Q", scale=scale), y=y, color=colour, tooltip=tooltip,
+            description="desc:N")
+        limit = alt.Chart(part.drop_duplicates("threshold")).transform_filter(
+            "isValid(datum.threshold)").mark_rule(color="black", strokeDash=[5, 3]).encode(
+            x=alt.X("threshold:Q", scale=scale))
+        layers = [bars, dots, limit]
+        if part["control"].notna().any():
+            layers.append(base.transform_filter("isValid(datum.control)").mark_point(
+                shape="cross", color="black", size=80, filled=True).encode(
+                x=alt.X("control:Q", scale=scale), y=y, tooltip=tooltip))
+        charts.append(alt.layer(*layers).properties(width=width, height=24 * len(rows)))
+    return alt.hconcat(*charts, spacing=8).resolve_scale(x="independent").properties(
+        title=f"{claim.replace('_', ' ')}: estimate, 95% interval, threshold (dashed)",
+        usermeta={"embedOptions": {"renderer": "svg"}})

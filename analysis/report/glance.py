@@ -35,7 +35,7 @@ RATIO_STATISTICS = frozenset({"median_disp_over_pair", "median_over_random", "me
 SHORT_STATISTIC = {"success_rate": "success", "median_psnr": "PSNR", "median_ssim": "SSIM",
                    "quant_rate": "8-bit", "median_disp_over_pair": "disp/pair",
                    "median_over_random": "opt/random", "median_top_over_null": "top/null",
-                   "head_target_rate": "head→target", "knn_target_rate": "k-NN→target"}
+                   "head_target_rate": "head→tgt", "knn_target_rate": "k-NN→tgt"}
 UNITS = {"median_psnr": " dB"}
 BADGES = {"supported": "✔ supported", "not_supported": "✘ not supported",
           "inconclusive": "? inconclusive"}
@@ -201,6 +201,12 @@ class Grid:
     rows: list[GridRow]
     legend: list[Setting]
     counts: dict[str, int]  # verdict -> number of claims rows
+
+    @property
+    def headers(self) -> list[str]:
+        """Column headings: claims with spaces, the long one with a soft hyphen."""
+        return [c.replace("_", " ").replace("overgeneralisation", "over\u00adgeneralisation")
+                for c in self.claims]
 
     @property
     def labelled(self) -> list[Setting]:
