@@ -15,6 +15,7 @@ of their own and as a tooltip: no verdict table carries the long text.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -413,9 +414,14 @@ def setting_rows(grid: Grid) -> list[list[str]]:
     return [[s.label or "—", s.probe, ", ".join(s.models), s.full] for s in grid.legend]
 
 
+@functools.lru_cache(maxsize=1)
+def _grid_template() -> jinja2.Template:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+    return env.get_template("glance.html.j2")
+
+
 def grid_html(rows: Sequence[Mapping[str, Any]]) -> str:
     """The verdict grid of claims rows as an HTML fragment with its own CSS
     (analysis/templates/glance.html.j2; the dashboard's Models page shows it with st.html)."""
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
-                             trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
-    return env.get_template("glance.html.j2").render(grid=verdict_grid(rows))
+    return _grid_template().render(grid=verdict_grid(rows))

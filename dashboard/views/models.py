@@ -82,9 +82,9 @@ def all_verdicts(params: dict[str, str | None]) -> None:
                "(dashed), the negative control (cross, where the run has one); ratios on a log "
                "axis.")
     for claim in grid.claims:
-        chart = charts.forest(points, claim)
-        if chart is not None:
-            st.altair_chart(chart, width="content")
+        spec = charts.forest(points, claim)
+        if spec is not None:
+            st.vega_lite_chart(spec=spec, width="content")
     with st.expander("Every verdict, and the settings' parameters", expanded=False):
         st.dataframe(marked(table, SUMMARY_COLUMNS), hide_index=True, width="stretch")
         st.dataframe(pd.DataFrame(glance.setting_rows(grid), columns=list(glance.SETTING_COLUMNS)),
