@@ -61,10 +61,11 @@ class Glance:
                      glance.markdown_rows(self.grid))
 
 
-FOREST_CAPTION = ("Forest plot of {claim}: per model and setting, the estimate (dot; green "
-                  "supported, red not supported, grey inconclusive), its 95% interval (bar), the "
-                  "threshold (dashed line) and the negative control's value (×, where the run has "
-                  "one){log}.")
+FOREST_LEGEND = ("Per model and setting, each check's estimate (dot: green supported, red not "
+                 "supported, grey inconclusive), its 95% interval (bar), the threshold (dashed "
+                 "line) and the negative control's value (×, where the run has one). Ratio "
+                 "statistics on a log axis.")
+FOREST_CAPTION = "Forest plot of {claim}{log}."
 
 
 def glance_of(report: Report) -> Glance:
@@ -77,9 +78,8 @@ def glance_of(report: Report) -> Glance:
         if png is None:
             continue
         mine = [p for p in points if p["claim"] == claim]
-        log = " Ratio statistics on a log axis" if any(p["log"] for p in mine) else ""
-        caption = FOREST_CAPTION.format(claim=claim.replace("_", " "),
-                                        log=f";{log.lower()}" if log else "")
+        log = " (log axis)" if any(p["log"] for p in mine) else ""
+        caption = FOREST_CAPTION.format(claim=claim.replace("_", " "), log=log)
         forests.append(Forest(claim, Figure(caption, png, f"forest-{claim}.png"), mine))
     columns, details = glance.detail_table(report.claims)
     settings = glance.setting_rows(grid)
@@ -91,8 +91,9 @@ def render(report: Report, at_a_glance: Glance | None = None) -> tuple[str, str]
     """(HTML, Markdown) text of the report."""
     env = _environment()
     top = at_a_glance or glance_of(report)
-    return (env.get_template("report.html.j2").render(report=report, glance=top, grid=top.grid),
-            env.get_template("report.md.j2").render(report=report, glance=top, grid=top.grid))
+    context = {"report": report, "glance": top, "grid": top.grid, "forest_legend": FOREST_LEGEND}
+    return (env.get_template("report.html.j2").render(**context),
+            env.get_template("report.md.j2").render(**context))
 
 
 def _numbers_json(report: Report) -> dict[str, Any]:

@@ -149,7 +149,7 @@ def test_report_opens_with_the_grid_and_forest_plots(fixture_run: Path, tmp_path
     html, md = paths["html"].read_text(), paths["md"].read_text()
     numbers = json.loads(paths["json"].read_text())
     assert html.index('id="verdict-grid"') < html.index('id="forest-plots"') < html.index('id="runs"')
-    assert md.index("## Verdicts at a glance") < md.index("![forest plot of") < md.index("## Runs")
+    assert md.index("## Verdicts at a glance") < md.index("![Forest plot of") < md.index("## Runs")
     for claim in ("equivalence", "invisibility", "normal_space", "lipschitz", "overgeneralisation"):
         assert (tmp_path / "report" / f"forest-{claim}.png").is_file()
         assert f"](forest-{claim}.png)" in md and f'data-claim="{claim}"><img src="data:image/png' in html
@@ -174,6 +174,6 @@ def test_report_grid_on_a_one_setting_run(tmp_path: Path) -> None:
     run, _ = make_claims_run(tmp_path, "demo")
     paths = write_report([run], tmp_path / "report")
     md = paths["md"].read_text()
-    grid = md[md.index("## Verdicts at a glance"):md.index("![forest plot of")]
+    grid = md[md.index("## Verdicts at a glance"):md.index("![Forest plot of")]
     assert "| **vit_v** (random:0 · pre_logits) | **✔ supported** success 100.0% |" in grid
     assert "✘ not supported** PSNR 15.9 dB" in grid and "`" not in grid.split("|", 8)[-1]

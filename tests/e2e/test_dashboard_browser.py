@@ -343,7 +343,7 @@ def check_models_glance(url: str, run: Path, browser: object, shot: Path) -> Non
         labels = page.evaluate(
             "() => Array.from(document.querySelectorAll('.vega-embed svg [aria-label]'))"
             ".map(e => e.getAttribute('aria-label')).filter(s => s.startsWith('claim='))")
-        drawn = sorted({tuple(m.group(1), m.group(2), m.group(3), *map(_parse, m.groups()[3:]))  # type: ignore[misc]
+        drawn = sorted({(m.group(1), m.group(2), m.group(3), *map(_parse, m.groups()[3:]))
                         for m in map(DESCRIPTION.match, labels) if m}, key=repr)
         expected = [c for c in _checks(claims) if c[3] is not None]  # dots: finite estimates
         assert drawn == sorted(set(expected), key=repr)
