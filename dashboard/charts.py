@@ -114,7 +114,7 @@ def _plain(value: object) -> object:
 
 def forest(points: pd.DataFrame, claim: str) -> dict | None:
     """The forest plot of one claim, as a Vega-Lite spec (st.vega_lite_chart), from
-    analysis.report.glance.forest_points (as a frame): a panel per check (a facet: a claim's
+    analysis.glance.forest_points (as a frame): a panel per check (a facet: a claim's
     checks are all ratios or none is), a line per model and setting (`row`), the estimate as a dot
     coloured by the check's verdict, its interval as a bar, the threshold as a dashed rule and
     the negative control's value as a black cross where the rows carry one; ratio statistics

@@ -164,7 +164,7 @@ _VERDICT_COLOURS = {"supported": "#2ca02c", "not_supported": "#d62728", "inconcl
 
 
 def forest(points: list[dict], claim: str) -> bytes | None:
-    """The forest plot of one claim from analysis.report.glance.forest_points: a panel per check
+    """The forest plot of one claim from analysis.glance.forest_points: a panel per check
     (statistic, and norm where it has one), a line per model and setting (`row`), the estimate
     as a dot coloured by the check's verdict, its interval as a horizontal bar, the threshold as
     a dashed vertical line and the negative control's value (where the claims rows carry one)

@@ -2,7 +2,7 @@
 under the one JSON policy (sweep.files: NaN and ±inf become null), and the PNGs beside them.
 
 The report opens with the verdicts at a glance (`glance`): the model × claim grid and a forest
-plot per claim, drawn from `report.claims` alone (analysis/report/glance.py), so report.json
+plot per claim, drawn from `report.claims` alone (analysis/glance.py), so report.json
 holds nothing new: the grid and the plots are views of its `claims` rows."""
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Any
 import jinja2
 
 from analysis.claims import Criteria
-from analysis.report import figures, glance
+from analysis import glance
+from analysis.report import figures
 from analysis.report.build import build_report
 from analysis.report.model import _VERDICT_WORDS, Figure, Report, Table
 from sweep.files import dumps_json

@@ -1,5 +1,5 @@
 """Models page: the verdicts at a glance (the model × claim grid and a forest plot per claim, from
-the named query `claims`, default criteria; analysis/report/glance.py, as in the report), every
+the named query `claims`, default criteria; analysis.glance.py, as in the report), every
 verdict in one table with its setting's short label and the settings' legend, then the numbers
 behind one claim at a time (its
 headline named query, with that claim's verdict rows beside it; one row per setting: a probe run
@@ -14,7 +14,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from analysis.report import glance
+from analysis import glance
 from dashboard import charts, common, data
 
 # The questions the page offers first, in this order, when analysis/ has them (others are one pick
@@ -27,7 +27,7 @@ CLAIM_QUERIES = ("equivalence", "invisibility", "overgeneralisation", "normal_sp
 VERDICT_MARKS = {"supported": "✔ supported", "not_supported": "✘ not supported",
                  "inconclusive": "? inconclusive"}
 VERDICT_COLUMNS = ["model", "weights", "embed", "setting", "verdict", "n", "statistic", "estimate",
-                   "ci_low", "ci_high", "threshold", "reason", "config_hash"]
+                   "ci_low", "ci_high", "threshold", "reason", "config_hash", "criterion"]
 # every verdict: the setting as its short label (the settings' table below has every parameter)
 SUMMARY_COLUMNS = ["model", "weights", "embed", "setting", "claim", "verdict", "n", "statistic",
                    "estimate", "ci_low", "ci_high", "threshold", "reason", "config_hash"]

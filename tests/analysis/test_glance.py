@@ -1,4 +1,4 @@
-"""Verdicts at a glance (analysis/report/glance.py): short setting labels, the model × claim grid
+"""Verdicts at a glance (analysis.glance.py): short setting labels, the model × claim grid
 and the forest-plot points are views of the `claims` rows; the report opens with them (HTML and
 Markdown), writes a forest plot per claim and leaves report.json as it was."""
 
@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from analysis import glance
 from analysis.claims import claims_records, load_criteria
 from analysis.db import open_runs
-from analysis.report import figures, glance, write_report
+from analysis.report import figures, write_report
 from tests.support.claim_runs import make_claims_run
 from tests.support.runs import MATCH_SETTING_TEXT, make_fixture_run
 
@@ -177,3 +178,15 @@ def test_report_grid_on_a_one_setting_run(tmp_path: Path) -> None:
     grid = md[md.index("## Verdicts at a glance"):md.index("![Forest plot of")]
     assert "| **vit_v** (random:0 · pre_logits) | **✔ supported** success 100.0% |" in grid
     assert "✘ not supported** PSNR 15.9 dB" in grid and "`" not in grid  # one setting: no labels
+
+
+def test_the_dashboard_reads_the_grid_without_the_report_package() -> None:
+    """analysis.glance (the Models page's import) loads neither matplotlib nor analysis.report."""
+    import subprocess
+    import sys
+
+    code = ("import sys, analysis.glance; "
+            "print(sorted(m for m in ('matplotlib', 'analysis.report') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == "[]"

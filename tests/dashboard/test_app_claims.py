@@ -93,7 +93,7 @@ def test_forest_spec_is_valid_vega_lite(tmp_path: Path) -> None:
     import altair as alt
     import pandas as pd
 
-    from analysis.report import glance
+    from analysis import glance
     from dashboard import charts
 
     rows = [{"model": "m", "weights": "w", "embed": None, "probe": "lipschitz", "claim": "lipschitz",

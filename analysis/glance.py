@@ -1,6 +1,6 @@
 """Verdicts at a glance: the model × claim grid, short setting labels and the forest-plot points,
 all views of the `claims` rows (analysis/claims.py; the named query `claims`). The report
-(render.py, analysis/templates/glance.html.j2) and the dashboard's Models page draw them; nothing
+(analysis/report/render.py, analysis/templates/glance.html.j2) and the dashboard's Models page draw them; nothing
 here reads a run.
 
     grid = verdict_grid(claims)          # rows: model, weights, embed; sub-rows: probe settings
@@ -27,7 +27,7 @@ import jinja2
 
 from analysis.claims import CLAIMS
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 MAX_LABEL = 22
 PREFERRED_KEYS = ("preset",)  # a key that names a bundle of parameters labels best
 PROBE_ORDER = ("match", "perturb", "lipschitz")
