@@ -1,13 +1,14 @@
 """Models page: the verdicts at a glance (the model × claim grid and a forest plot per claim, from
-the named query `claims`, default criteria; analysis.glance.py, as in the report), every
-verdict in one table with its setting's short label and the settings' legend, then the numbers
-behind one claim at a time (its
-headline named query, with that claim's verdict rows beside it; one row per setting: a probe run
-with several settings is never pooled), then any other named query.
+the named query `claims`, default criteria; analysis/glance.py, as at the top of the report),
+every verdict in one table with its setting's short label and the settings' legend, then the
+numbers behind one claim at a time (its headline named query, with that claim's verdict rows
+beside it; one row per setting: a probe run with several settings is never pooled), then any
+other named query.
 
 Only the picked claim's query runs: on a 75,000-pair run each headline query reads every file of
 its probe, and running all of them for every visit made the page's first visit the slowest of the
-dashboard. The verdict table needs only `claims`, which is cached like every other read."""
+dashboard. The grid and the forest plots need only `claims`, which is cached like every other
+read; drawing them from its rows costs a few hundredths of a second a visit."""
 
 from __future__ import annotations
 
