@@ -140,8 +140,9 @@ def test_forest_figure_per_claim(claims: list[dict[str, Any]]) -> None:
         assert width <= 1100 and height > 80, claim
     assert figures.forest(points, "no such claim") is None
     # a ratio with zero and infinite values still draws (they are left off the log axis)
-    odd = [dict(p, estimate=v, ci_low=0.0, ci_high=math.inf)
-           for p, v in zip([p for p in points if p["log"]], (0.0, 5.0, None), strict=False)]
+    odd = [dict(p, estimate=v, ci_low=0.0, ci_high=math.inf, control=c)
+           for p, v, c in zip([p for p in points if p["log"]], (0.0, 5.0, None), (1.5, None, -1.0),
+                              strict=False)]
     assert figures.forest(odd, odd[0]["claim"]) is not None
 
 

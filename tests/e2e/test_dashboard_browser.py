@@ -336,6 +336,7 @@ def check_models_glance(url: str, run: Path, browser: object, shot: Path) -> Non
         shown = sorted((cells.nth(i).get_attribute("data-claim"), cells.nth(i).get_attribute("data-verdict"))
                        for i in range(cells.count()))
         assert shown == sorted((c["claim"], c["verdict"]) for c in claims)
+        assert "threshold" in (cells.first.get_attribute("title") or "")  # the tooltip survives st.html
         # a forest plot per claim, each dot labelled with the claims row it draws
         n_claims = len({c["claim"] for c in claims})
         page.wait_for_function(f"document.querySelectorAll('.vega-embed svg').length >= {n_claims}",
