@@ -142,3 +142,77 @@ def nonlinearity_curves(nonlin: pd.DataFrame) -> bytes | None:
     ax.set_ylabel("median |L_fd - L_jvp| / L_jvp")
     ax.legend(fontsize=8)
     return _png(fig)
+
+
+def _log_ticks(ax: Axes) -> None:
+    """Enough labelled ticks on a log x axis that spans less than a few decades: 1, 2, 5 × 10^k
+    (or every integer multiple where that gives fewer than three)."""
+    lo, hi = ax.get_xlim()
+    if not (lo > 0 and hi > lo):
+        return
+    for subs in ((1,), (1, 2, 5), tuple(range(1, 10))):
+        ticks = [m * 10.0 ** k for k in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+                 for m in subs if lo <= m * 10.0 ** k <= hi]
+        if len(ticks) >= 3:
+            break
+    ax.set_xticks(ticks)
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.set_xlim(lo, hi)
+
+
+_VERDICT_COLOURS = {"supported": "#2ca02c", "not_supported": "#d62728", "inconclusive": "#7f7f7f"}
+
+
+def forest(points: list[dict], claim: str) -> bytes | None:
+    """The forest plot of one claim from analysis.glance.forest_points: a panel per check
+    (statistic, and norm where it has one), a line per model and setting (`row`), the estimate
+    as a dot coloured by the check's verdict, its interval as a horizontal bar, the threshold as
+    a dashed vertical line and the negative control's value (where the claims rows carry one)
+    as a black ×. Ratio statistics (`log`) on a log axis; values a log axis cannot show, and
+    infinite ones, are left out (the grid and the tables state them)."""
+    mine = [p for p in points if p["claim"] == claim]
+    if not mine:
+        return None
+    panels = list(dict.fromkeys(p["panel"] for p in mine))
+    rows = list(dict.fromkeys(p["row"] for p in mine))
+    height = 0.9 + 0.32 * len(rows)
+    label_in = 0.068 * max(len(r) for r in rows) + 0.15  # 8-point tick labels, in inches
+    fig, axes = plt.subplots(1, len(panels), figsize=(min(label_in + 3.2 * len(panels), 13.5), height),
+                             sharey=True, squeeze=False)
+    y_of = {r: len(rows) - 1 - i for i, r in enumerate(rows)}
+    for ax, panel in zip(axes[0], panels):
+        part = [p for p in mine if p["panel"] == panel]
+        log = any(p["log"] for p in part)
+
+        def ok(v: float | None, log: bool = log) -> bool:
+            return v is not None and math.isfinite(v) and (v > 0 or not log)
+
+        for p in part:
+            y = y_of[p["row"]]
+            colour = _VERDICT_COLOURS.get(p["verdict"], "#1f77b4")
+            if ok(p["ci_low"]) and ok(p["ci_high"]):
+                ax.plot([p["ci_low"], p["ci_high"]], [y, y], color=colour, lw=2.2, solid_capstyle="butt")
+            if ok(p["estimate"]):
+                ax.plot([p["estimate"]], [y], "o", color=colour, ms=6)
+            if ok(p["control"]):
+                ax.plot([p["control"]], [y], "x", color="black", ms=7, mew=1.6)
+        thresholds = sorted({p["threshold"] for p in part if ok(p["threshold"])})
+        for t in thresholds:
+            ax.axvline(t, color="black", lw=0.9, ls="--")
+        ax.margins(x=0.08)
+        if log:
+            _log_axis(ax, "x")
+            _log_ticks(ax)
+        ax.set_title(panel, fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.set_ylim(-0.6, len(rows) - 0.4)
+        ax.grid(axis="x", color="#eee", lw=0.6)
+    axes[0][0].set_yticks(range(len(rows)))
+    axes[0][0].set_yticklabels([rows[len(rows) - 1 - y] for y in range(len(rows))], fontsize=8)
+    buf = io.BytesIO()
+    left = min(0.5, label_in / fig.get_figwidth())
+    fig.subplots_adjust(left=left, right=0.98, bottom=0.36 / height, top=1 - 0.3 / height,
+                        wspace=0.08)
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    return buf.getvalue()

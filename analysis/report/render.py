@@ -1,17 +1,24 @@
 """Render the report: HTML and Markdown from the templates (analysis/templates/), report.json
-under the one JSON policy (sweep.files: NaN and ±inf become null), and the PNGs beside them."""
+under the one JSON policy (sweep.files: NaN and ±inf become null), and the PNGs beside them.
+
+The report opens with the verdicts at a glance (`glance`): the model × claim grid and a forest
+plot per claim, drawn from `report.claims` alone (analysis/glance.py), so report.json
+holds nothing new: the grid and the plots are views of its `claims` rows."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
 from analysis.claims import Criteria
+from analysis import glance
+from analysis.report import figures
 from analysis.report.build import build_report
-from analysis.report.model import _VERDICT_WORDS, Report
+from analysis.report.model import _VERDICT_WORDS, Figure, Report, Table
 from sweep.files import dumps_json
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -30,11 +37,64 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def render(report: Report) -> tuple[str, str]:
+@dataclass
+class Forest:
+    """One claim's forest plot and the points it draws (from the claims rows)."""
+
+    claim: str
+    figure: Figure
+    points: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Glance:
+    """The top of the report: the grid, a forest plot per claim, every verdict with its short
+    setting label, and the settings' legend (every parameter)."""
+
+    grid: glance.Grid
+    forests: list[Forest]
+    details: Table | None
+    settings: Table | None
+
+    @property
+    def markdown_grid(self) -> Table:
+        return Table(["model", *(c.replace("_", " ") for c in self.grid.claims)],
+                     glance.markdown_rows(self.grid))
+
+
+FOREST_LEGEND = ("Per model and setting, each check's estimate (dot: green supported, red not "
+                 "supported, grey inconclusive), its 95% interval (bar), the threshold (dashed "
+                 "line) and the negative control's value (×, where the run has one). Ratio "
+                 "statistics on a log axis.")
+FOREST_CAPTION = "Forest plot of {claim}{log}."
+
+
+def glance_of(report: Report) -> Glance:
+    """The grid, forest plots and tables of `report.claims`."""
+    grid = glance.verdict_grid(report.claims)
+    points = glance.forest_points(report.claims)
+    forests = []
+    for claim in grid.claims:
+        png = figures.forest(points, claim)
+        if png is None:
+            continue
+        mine = [p for p in points if p["claim"] == claim]
+        log = " (log axis)" if any(p["log"] for p in mine) else ""
+        caption = FOREST_CAPTION.format(claim=claim.replace("_", " "), log=log)
+        forests.append(Forest(claim, Figure(caption, png, f"forest-{claim}.png"), mine))
+    columns, details = glance.detail_table(report.claims)
+    settings = glance.setting_rows(grid)
+    return Glance(grid, forests, Table(columns, details) if details else None,
+                  Table(list(glance.SETTING_COLUMNS), settings) if settings else None)
+
+
+def render(report: Report, at_a_glance: Glance | None = None) -> tuple[str, str]:
     """(HTML, Markdown) text of the report."""
     env = _environment()
-    return (env.get_template("report.html.j2").render(report=report),
-            env.get_template("report.md.j2").render(report=report))
+    top = at_a_glance or glance_of(report)
+    context = {"report": report, "glance": top, "grid": top.grid, "forest_legend": FOREST_LEGEND}
+    return (env.get_template("report.html.j2").render(**context),
+            env.get_template("report.md.j2").render(**context))
 
 
 def _numbers_json(report: Report) -> dict[str, Any]:
@@ -55,7 +115,10 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, *,
                           criteria_source=criteria_source)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    html, markdown = render(report)
+    top = glance_of(report)
+    html, markdown = render(report, top)
+    for forest in top.forests:
+        (out / forest.figure.filename).write_bytes(forest.figure.png)
     for section in report.sections:
         for claim in section.claims:
             for fig in claim.figures:

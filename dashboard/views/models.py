@@ -1,18 +1,22 @@
-"""Models page: every claim's verdict per model, weights, embedding point and probe setting (named
-query `claims`, default criteria) in one table, then the numbers behind one claim at a time (its
-headline named query, with that claim's verdict rows beside it; one row per setting: a probe run
-with several settings is never pooled), then any other named query.
+"""Models page: the verdicts at a glance (the model × claim grid and a forest plot per claim, from
+the named query `claims`, default criteria; analysis/glance.py, as at the top of the report),
+every verdict in one table with its setting's short label and the settings' legend, then the
+numbers behind one claim at a time (its headline named query, with that claim's verdict rows
+beside it; one row per setting: a probe run with several settings is never pooled), then any
+other named query.
 
 Only the picked claim's query runs: on a 75,000-pair run each headline query reads every file of
 its probe, and running all of them for every visit made the page's first visit the slowest of the
-dashboard. The verdict table needs only `claims`, which is cached like every other read."""
+dashboard. The grid and the forest plots need only `claims`, which is cached like every other
+read; drawing them from its rows costs a few hundredths of a second a visit."""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from dashboard import common, data
+from analysis import glance
+from dashboard import charts, common, data
 
 # The questions the page offers first, in this order, when analysis/ has them (others are one pick
 # away under "Any named query").
@@ -24,14 +28,16 @@ CLAIM_QUERIES = ("equivalence", "invisibility", "overgeneralisation", "normal_sp
 VERDICT_MARKS = {"supported": "✔ supported", "not_supported": "✘ not supported",
                  "inconclusive": "? inconclusive"}
 VERDICT_COLUMNS = ["model", "weights", "embed", "setting", "verdict", "n", "statistic", "estimate",
-                   "ci_low", "ci_high", "reason", "criterion", "config_hash"]
+                   "ci_low", "ci_high", "threshold", "reason", "config_hash", "criterion"]
+# every verdict: the setting as its short label (the settings' table below has every parameter)
+SUMMARY_COLUMNS = ["model", "weights", "embed", "setting", "claim", "verdict", "n", "statistic",
+                   "estimate", "ci_low", "ci_high", "threshold", "reason", "config_hash"]
 CRITERIA_NOTE = ("criteria: analysis/criteria.yaml; `vitsweep report --criteria FILE` to change them")
 
 runs = common.page(
     "Models",
-    "Every claim's verdict, then the numbers behind one claim at a time: one row per model, "
-    "weights, embedding point and probe setting (named queries from analysis/; `setting` names "
-    "the parameters that differ between settings).",
+    "Every claim's verdict per model and probe setting at a glance, then the numbers behind one "
+    "claim at a time (named queries from analysis/).",
 )
 queries = {q.name: q for q in data.named_queries()}
 run_ids = data.run_ids(runs)
@@ -47,24 +53,43 @@ def bound_params(name: str, params: dict[str, str | None]) -> tuple[tuple[str, s
 
 
 def marked(rows: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """The verdict rows' `columns` (those present), verdicts with their marks."""
+    """The verdict rows' `columns` (those present), verdicts with their marks and `setting` as
+    its short label (where the rows' probe has several settings; else "—")."""
     shown = rows[[c for c in columns if c in rows.columns]].copy()
     shown["verdict"] = shown["verdict"].map(lambda v: VERDICT_MARKS.get(v, v))
+    if "setting" in shown.columns and "config_hash" in rows.columns:
+        by_hash, _ = glance.settings_of(rows.to_dict("records"))
+        shown["setting"] = [by_hash[h].label or "—" if h in by_hash else s
+                            for h, s in zip(rows["config_hash"], shown["setting"])]
     return shown
 
 
 def all_verdicts(params: dict[str, str | None]) -> None:
-    """One table: every claim's verdict per model, weights, embedding point and setting."""
+    """The verdicts at a glance (grid, forest plots), every verdict in one table and the
+    settings' legend."""
     if "claims" not in queries:
         return
     table = data.named_query(runs, "claims", bound_params("claims", params))
-    st.subheader("Verdicts")
+    st.subheader("Verdicts at a glance")
     if table.empty:
         st.info("No verdicts yet: no probe rows.")
         return
-    st.caption(f"One row per claim and probe setting: the named query `claims` ({CRITERIA_NOTE}). "
-               "Each claim's rows are shown again beside its numbers below.")
-    st.dataframe(marked(table, list(table.columns)), hide_index=True, width="stretch")
+    records = table.to_dict("records")
+    st.html(glance.grid_html(records))
+    grid = glance.verdict_grid(records)
+    points = pd.DataFrame(glance.forest_points(records))
+    st.caption(f"The named query `claims` ({CRITERIA_NOTE}); forest plots: the estimate of each "
+               "check (dot, coloured by its verdict), its 95% interval (bar), the threshold "
+               "(dashed), the negative control (cross, where the run has one); ratios on a log "
+               "axis.")
+    for claim in grid.claims:
+        spec = charts.forest(points, claim)
+        if spec is not None:
+            st.vega_lite_chart(spec=spec, width="content")
+    with st.expander("Every verdict, and the settings' parameters", expanded=False):
+        st.dataframe(marked(table, SUMMARY_COLUMNS), hide_index=True, width="stretch")
+        st.dataframe(pd.DataFrame(glance.setting_rows(grid), columns=list(glance.SETTING_COLUMNS)),
+                     hide_index=True, width="stretch")
 
 
 def verdicts_of(claim: str, params: dict[str, str | None]) -> None:

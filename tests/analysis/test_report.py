@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DATA_URI = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 # Images of the fixture report. vit_b: 4 figures (match, eps, lipschitz families, nonlinearity)
 # and 2 gallery rows x 4; vit_a has a second match setting: one more match figure and one more
-# gallery block of 1 row x 4.
-N_IMAGES = 2 * (4 + 2 * 4) + (1 + 4)
+# gallery block of 1 row x 4. At the top, a forest plot per claim (5).
+N_IMAGES = 2 * (4 + 2 * 4) + (1 + 4) + 5
 
 
 def _cfg_slug(model: str, setting: str = "default") -> str:
@@ -183,7 +183,8 @@ def test_sections_without_data_say_so(tmp_path: Path) -> None:
         assert "No lipschitz rows" in text
         assert "No gallery images stored" in text
         assert "75.0% success rate" in text and "50.0% success rate" in text
-    assert len(DATA_URI.findall(html)) == 2  # the match distributions of each setting
+    # the match distributions of each setting, and a forest plot per match claim (3)
+    assert len(DATA_URI.findall(html)) == 2 + 3
 
 
 def test_partial_and_empty_runs_render(tmp_path: Path) -> None:
@@ -210,8 +211,9 @@ def test_cli_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert out.returncode == 0, out.stderr
     assert "IMPORTED []" in out.stderr
     assert (tmp_path / "cli" / "report.html").is_file()
-    # per model and match setting: the match figure and one gallery row of four images
-    assert len(DATA_URI.findall((tmp_path / "cli" / "report.html").read_text())) == 3 * (1 + 4)
+    # per model and match setting: the match figure and one gallery row of four images; a
+    # forest plot per match claim
+    assert len(DATA_URI.findall((tmp_path / "cli" / "report.html").read_text())) == 3 * (1 + 4) + 3
     assert main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not found" in err[0]

@@ -39,3 +39,78 @@ def test_models_page_shows_a_verdict_beside_each_claim(tmp_path: Path, open_app:
         assert column in frames[at_verdicts[0] + 1].columns, claim  # the claim's numbers follow
         markdown = "\n".join(str(m.value) for m in at.markdown)
         assert f"**Verdict on {claim}**" in markdown
+
+
+def _chart_frames(chart: object) -> list[object]:
+    """The data of a vega_lite_chart element as DataFrames: its data and data sets (Arrow IPC
+    bytes; Streamlit moves a spec's inline values there) and any inline values left."""
+    import json
+
+    import pandas as pd
+    import pyarrow as pa
+
+    proto = chart.proto  # type: ignore[attr-defined]
+    frames = [pa.ipc.open_stream(d.data.data).read_all().to_pandas() for d in proto.datasets]
+    if proto.data.data:
+        frames.append(pa.ipc.open_stream(proto.data.data).read_all().to_pandas())
+    inline = json.loads(proto.spec).get("data", {}).get("values")
+    return frames + ([pd.DataFrame(inline)] if inline else [])
+
+
+def test_models_page_opens_with_the_grid_and_a_forest_plot_per_claim(
+        tmp_path: Path, open_app: Callable[..., AppTest]) -> None:
+    """First on the page: the verdict grid (one badge per claims row), then one forest plot per
+    claim whose dots are the claims rows' checks."""
+    from analysis.claims import claims_records, load_criteria
+    from analysis.db import open_runs
+
+    run, _ = make_claims_run(tmp_path, "demo")
+    at = open_app(run, page="models")
+    assert not at.exception, [e.value for e in at.exception]
+    types = [e.type for e in at.main]
+    html = [e for e in at.main if e.type == "html"]
+    charts = [e for e in at.main if e.type == "vega_lite_chart"]
+    assert len(html) == 1 and types.index("html") < types.index("vega_lite_chart") < types.index("radio")
+    body = html[0].proto.body
+    assert 'data-testid="verdict-grid"' in body and body.count('class="vg-badge') == 5
+    con = open_runs([run], snapshot=True)
+    claims = claims_records(con, load_criteria())
+    con.close()
+    assert len(charts) == len({c["claim"] for c in claims}) == 5
+    drawn = set()
+    for chart in charts:
+        for frame in _chart_frames(chart):
+            if "desc" in frame.columns:
+                drawn |= {(r.claim, r.config_hash, r.statistic, r.estimate, r.ci_low, r.ci_high, r.threshold)
+                          for r in frame.itertuples() if r.estimate == r.estimate}  # drawn dots
+    assert drawn == {(c["claim"], c["config_hash"], ch["statistic"], ch["estimate"], ch["ci_low"],
+                      ch["ci_high"], ch["threshold"]) for c in claims for ch in c["checks"]}
+
+
+def test_forest_spec_is_valid_vega_lite(tmp_path: Path) -> None:
+    """dashboard.charts.forest writes its spec by hand (for speed): Altair validates it, a ratio
+    claim gets a log axis, and a control marker layer appears once the rows carry one."""
+    import altair as alt
+    import pandas as pd
+
+    from analysis import glance
+    from dashboard import charts
+
+    rows = [{"model": "m", "weights": "w", "embed": None, "probe": "lipschitz", "claim": "lipschitz",
+             "config_hash": "c1", "params": '{"seed": 0}', "verdict": "supported",
+             "statistic": "median_top_over_null", "n": 40, "estimate": 50.0, "ci_low": 40.0,
+             "ci_high": float("inf"), "threshold": 10.0, "control_estimate": 1.5},
+            {"model": "m", "weights": "w", "embed": None, "probe": "match", "claim": "equivalence",
+             "config_hash": "c2", "params": '{"lr": 1}', "verdict": "inconclusive",
+             "statistic": "success_rate", "n": 0, "estimate": None, "ci_low": None,
+             "ci_high": None, "threshold": 0.9}]
+    points = pd.DataFrame(glance.forest_points(rows))
+    for claim, log, control in (("lipschitz", True, True), ("equivalence", False, False)):
+        spec = charts.forest(points, claim)
+        alt.FacetChart.from_dict(spec, validate=True)
+        layers = spec["spec"]["layer"]
+        assert {layer["encoding"]["x"]["scale"]["type"] for layer in layers} == {"log" if log else "linear"}
+        assert (len(layers) == 4) is control
+    assert charts.forest(points, "invisibility") is None
+    values = charts.forest(points, "lipschitz")["data"]["values"]
+    assert values[0]["ci_high"] is None and values[0]["control"] == 1.5  # inf is not drawn

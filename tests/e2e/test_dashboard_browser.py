@@ -7,7 +7,9 @@ because CI installs it. Never runs `playwright install` (no browser downloads).
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -273,3 +275,138 @@ def test_scale_fixture_every_page_and_a_stopped_query(scale_server: tuple[str, P
         assert f"{n_match:,} pairs" in other.inner_text("body")
     finally:
         context.close()
+
+
+# ------------------------------------------------------------------ verdicts at a glance (issue 25)
+
+GLANCE_VIEWPORT = {"width": 1300, "height": 900}
+DESCRIPTION = re.compile(r"claim=(\w+); config_hash=(\w[\w-]*); statistic=(\w+); estimate=([^;]+); "
+                         r"ci_low=([^;]+); ci_high=([^;]+); threshold=(.+)$")
+
+
+def _claims(run: Path) -> list[dict[str, object]]:
+    from analysis.claims import claims_records, load_criteria
+    from analysis.db import open_runs
+
+    con = open_runs([run], snapshot=True)
+    try:
+        return claims_records(con, load_criteria())
+    finally:
+        con.close()
+
+
+def _checks(claims: list[dict[str, object]]) -> list[tuple[object, ...]]:
+    """(claim, config_hash, statistic, estimate, ci_low, ci_high, threshold) of every check."""
+    def num(v: object) -> float | None:
+        return None if v is None or (isinstance(v, float) and (v != v or v in (float("inf"), float("-inf")))) else float(v)  # type: ignore[arg-type]
+
+    return sorted(((c["claim"], c["config_hash"], ch["statistic"], num(ch["estimate"]), num(ch["ci_low"]),
+                    num(ch["ci_high"]), num(ch["threshold"]))
+                   for c in claims for ch in c["checks"]), key=repr)  # type: ignore[union-attr]
+
+
+def _parse(value: str) -> float | None:
+    return None if value in ("None", "nan", "inf", "-inf") else float(value)
+
+
+def assert_grid_above_the_fold(page: object, where: str, scroller: str) -> None:
+    """The whole grid inside the 1300 x 900 viewport, and nothing to scroll sideways."""
+    box = page.evaluate(  # type: ignore[attr-defined]
+        """(scroller) => { const g = document.querySelector('[data-testid="verdict-grid"]').getBoundingClientRect();
+             const s = document.querySelector(scroller) || document.documentElement;
+             return {top: g.top, bottom: g.bottom, left: g.left, right: g.right,
+                     sw: s.scrollWidth, cw: s.clientWidth, dsw: document.documentElement.scrollWidth}; }""",
+        scroller,
+    )
+    assert 0 <= box["top"] and box["bottom"] <= 900, f"{where}: grid not above the fold: {box}"
+    assert 0 <= box["left"] and box["right"] <= 1300, f"{where}: grid wider than the page: {box}"
+    assert box["sw"] <= box["cw"] and box["dsw"] <= 1300, f"{where}: horizontal scroll: {box}"
+
+
+def check_models_glance(url: str, run: Path, browser: object, shot: Path) -> None:
+    claims = _claims(run)
+    context = browser.new_context(viewport=GLANCE_VIEWPORT)  # type: ignore[attr-defined]
+    page = context.new_page()
+    try:
+        page.goto(f"{url}/models", wait_until="domcontentloaded", timeout=RENDER_TIMEOUT_MS)
+        wait_rendered(page, "Models")
+        assert_no_error_box(page, "Models glance")
+        assert_grid_above_the_fold(page, "Models", '[data-testid="stMain"]')
+        cells = page.locator('[data-testid="verdict-grid"] td[data-claim]')
+        shown = sorted((cells.nth(i).get_attribute("data-claim"), cells.nth(i).get_attribute("data-verdict"))
+                       for i in range(cells.count()))
+        assert shown == sorted((c["claim"], c["verdict"]) for c in claims)
+        assert "threshold" in (cells.first.get_attribute("title") or "")  # the tooltip survives st.html
+        # a forest plot per claim, each dot labelled with the claims row it draws
+        n_claims = len({c["claim"] for c in claims})
+        page.wait_for_function(f"document.querySelectorAll('.vega-embed svg').length >= {n_claims}",
+                               timeout=RENDER_TIMEOUT_MS)
+        labels = page.evaluate(
+            "() => Array.from(document.querySelectorAll('.vega-embed svg [aria-label]'))"
+            ".map(e => e.getAttribute('aria-label')).filter(s => s.startsWith('claim='))")
+        drawn = sorted({(m.group(1), m.group(2), m.group(3), *map(_parse, m.groups()[3:]))
+                        for m in map(DESCRIPTION.match, labels) if m}, key=repr)
+        expected = [c for c in _checks(claims) if c[3] is not None]  # dots: finite estimates
+        assert drawn == sorted(set(expected), key=repr)
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shot))  # the first screen: what a reader sees at 1300 x 900
+    finally:
+        context.close()
+
+
+def check_report_glance(run: Path, out: Path, browser: object, shot: Path) -> None:
+    from analysis.report import write_report
+
+    paths = write_report([run], out)
+    numbers = json.loads(paths["json"].read_text())
+    context = browser.new_context(viewport=GLANCE_VIEWPORT)  # type: ignore[attr-defined]
+    page = context.new_page()
+    try:
+        page.goto(paths["html"].as_uri(), wait_until="load", timeout=RENDER_TIMEOUT_MS)
+        assert_grid_above_the_fold(page, "report", "html")
+        claims = sorted({c["claim"] for c in numbers["claims"]})
+        figs = page.locator("figure.forest img")
+        assert sorted(page.locator("figure.forest").nth(i).get_attribute("data-claim")
+                      for i in range(figs.count())) == claims
+        assert all(figs.nth(i).evaluate("img => img.complete && img.naturalWidth > 200")
+                   for i in range(figs.count()))
+        points = page.evaluate(
+            """() => Array.from(document.querySelectorAll('tr.forest-point')).map(r => [r.dataset.claim,
+                 r.dataset.configHash, r.dataset.statistic, r.dataset.estimate, r.dataset.ciLow,
+                 r.dataset.ciHigh, r.dataset.threshold])""")
+        shown = sorted((p[0], p[1], p[2], *(float(v) if v else None for v in p[3:])) for p in points)
+        assert sorted(shown, key=repr) == _checks(numbers["claims"])
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shot))
+    finally:
+        context.close()
+
+
+def test_verdicts_at_a_glance_claims_run(tmp_path_factory: pytest.TempPathFactory, browser: object) -> None:
+    """A run with the demo's verdicts (tests/support/claim_runs.py): in the report and on the
+    Models page at 1300 x 900 the grid is whole above the fold, with no horizontal scroll; a
+    forest plot per claim, drawing the claims rows' numbers."""
+    from tests.support.claim_runs import make_claims_run
+
+    root = tmp_path_factory.mktemp("glance")
+    run, _ = make_claims_run(root, "demo")
+    check_report_glance(run, root / "report", browser, SHOTS / "glance-report-claims.png")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [*_vitsweep(), "dashboard", str(run), "--port", str(port)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_healthy(url, proc)
+        check_models_glance(url, run, browser, SHOTS / "glance-models-claims.png")
+    finally:
+        stop_server(proc)
+
+
+def test_verdicts_at_a_glance_scale_run(scale_server: tuple[str, Path], browser: object,
+                                        tmp_path: Path) -> None:
+    """The same on the multi-model, two-settings-per-probe scale fixture: sub-rows per setting."""
+    url, run = scale_server
+    check_report_glance(run, tmp_path / "report", browser, SHOTS / "glance-report-scale.png")
+    check_models_glance(url, run, browser, SHOTS / "glance-models-scale.png")
