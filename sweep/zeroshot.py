@@ -88,10 +88,6 @@ TIMM_TO_OPEN_CLIP: dict[str, tuple[str, str]] = {
 }
 # timm's `*_clip_quickgelu_*` archs are the same towers under explicit QuickGELU names.
 _QUICKGELU_ALIAS = re.compile(r"_clip_quickgelu_")
-# The architecture alone (a random-init image tower): the text tower config of its shape.
-_ARCH_TO_CONFIG: dict[str, str] = {}
-for _timm_name, (_config, _tag) in TIMM_TO_OPEN_CLIP.items():
-    _ARCH_TO_CONFIG.setdefault(_timm_name.split(".", 1)[0], _config.removesuffix("-quickgelu"))
 
 _CLIP_ARCH = re.compile(r"(^|_)clip(_|$)")
 _FINE_TUNED_TAG = re.compile(r"(^|_)ft(_|$)")  # e.g. openai_ft_in12k_in1k: an ImageNet classifier
@@ -101,14 +97,22 @@ _NO_PROJECTION_ARCH = re.compile(r"_clip_gap(_|$)")  # timm's resnet*_clip_gap: 
 # ---- which image embedding, which text tower --------------------------------------------------------
 
 
-def forward_is_projected(timm_name: str) -> bool:
+def forward_is_projected(timm_name: str, default_tag: str | None = None) -> bool:
     """Whether the forward output of timm model `name[.tag]` is the CLIP image embedding (its
     image-text projection applied): a CLIP-family tower whose head is that projection. False for
     any other model, a `_clip_gap` tower (no projection) and a CLIP tower fine-tuned into a
     classifier (tag with `ft`, e.g. `openai_ft_in12k_in1k`). The `pre_logits` embedding point of
-    a projected tower is the input of the projection, never the CLIP embedding itself."""
+    a projected tower is the input of the projection, never the CLIP embedding itself.
+
+    A tag-less name is built by timm with its default tag, which for several CLIP archs is a
+    fine-tuned classifier (`vit_base_patch16_clip_224` -> `laion2b_ft_in12k_in1k`, a random
+    1000-way head even at random init) and for others a CLIP tag: pass that default tag (the
+    built model's `pretrained_cfg["tag"]`) as `default_tag`; without one the answer is False.
+    So a random-init CLIP tower for zero-shot tests is named with its tag:
+    `vit_base_patch16_clip_224.openai` with weights `random:<seed>` (a 768 -> 512 projection)."""
     arch, _, tag = timm_name.partition(".")
-    if not _CLIP_ARCH.search(arch) or _NO_PROJECTION_ARCH.search(arch):
+    tag = tag or (default_tag or "")
+    if not tag or not _CLIP_ARCH.search(arch) or _NO_PROJECTION_ARCH.search(arch):
         return False
     return not _FINE_TUNED_TAG.search(tag)
 
@@ -121,29 +125,28 @@ def text_tower_for(timm_name: str) -> tuple[str, str]:
     if key in TIMM_TO_OPEN_CLIP:
         return TIMM_TO_OPEN_CLIP[key]
     known = ", ".join(sorted(TIMM_TO_OPEN_CLIP))
-    if not forward_is_projected(timm_name):
+    if "." not in timm_name and _CLIP_ARCH.search(timm_name):
+        why = "names no pretrained tag (the text tower and the head's shape depend on it)"
+    elif not forward_is_projected(timm_name):
         why = "is not a CLIP image tower with its image-text projection"
-    elif "." not in timm_name:
-        why = "names no pretrained tag (the text tower depends on it)"
     else:
         why = "has no known open_clip text tower"
     raise UserError(f"zero-shot labels: timm model {timm_name!r} {why}; known: {known}")
 
 
-def resolve_text(timm_name: str, text: str, image_dim: int | None = None) -> tuple[str, str]:
+def resolve_text(timm_name: str, text: str) -> tuple[str, str]:
     """A spec's `text:` for image tower `timm_name` -> (open_clip config, weights) for
-    `load_text_tower`. `text` is `pretrained` (the tag the image tower was trained with), an
-    open_clip pretrained tag (`openai`, ...), `random:<seed>` (the paired config, random init;
-    a tag-less random-init image tower maps by its architecture) or `tiny:<seed>` (the tiny
-    random text tower, width `image_dim`)."""
+    `load_text_tower`: `pretrained` (the tag the image tower was trained with), an open_clip
+    pretrained tag (`openai`, ...), `random:<seed>` (the paired config, random init) or
+    `tiny:<seed>` (`TINY_TEXT`, random init; `load_text_tower` gets the image's D as embed_dim).
+    The image tower must be a projected CLIP tower (`forward_is_projected`) in every case."""
+    if not forward_is_projected(timm_name):
+        text_tower_for(timm_name)  # raises the one-line reason
     if text.startswith(f"{TINY_TEXT}:"):
         return TINY_TEXT, "random:" + text.split(":", 1)[1]
-    if text.startswith("random:"):
-        arch = _QUICKGELU_ALIAS.sub("_clip_", timm_name).split(".", 1)[0]
-        if "." not in timm_name and arch in _ARCH_TO_CONFIG:
-            return _ARCH_TO_CONFIG[arch], text
-        return text_tower_for(timm_name)[0], text
     config, tag = text_tower_for(timm_name)
+    if text.startswith("random:"):
+        return config, text
     return config, tag if text == "pretrained" else text
 
 
@@ -338,8 +341,9 @@ def build_classifier(text_model: TextTower, tokenizer: Callable[..., torch.Tenso
     if not templates:
         raise UserError("zero-shot labels: no prompt templates")
     device = next(text_model.parameters()).device
+    prompts = [t.format if isinstance(t, str) else t for t in templates]  # open_clip wants one kind
     weights = _open_clip().build_zero_shot_classifier(
-        text_model, tokenizer, list(classnames), list(templates),
+        text_model, tokenizer, list(classnames), prompts,
         num_classes_per_batch=classes_per_batch, device=device, use_tqdm=False,
     )
     return weights.float()
