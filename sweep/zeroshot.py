@@ -242,7 +242,7 @@ def load_text_tower(model_name: str, weights: str = "random:0", embed_dim: int |
 def _load_pretrained(open_clip: Any, model_name: str, tag: str, width: int) -> TextTower:
     reachable = _hub_reachable()
     try:
-        with _hub_offline(not reachable), warnings_quiet():  # cached weights still load
+        with _hub_offline(not reachable), _quiet():  # cached weights still load
             model = open_clip.create_model(model_name, pretrained=tag, require_pretrained=True)
     except Exception as err:  # network, unknown tag, hub errors: all mean "no text weights here"
         if not reachable:
@@ -259,7 +259,7 @@ def _load_pretrained(open_clip: Any, model_name: str, tag: str, width: int) -> T
 
 
 @contextlib.contextmanager
-def warnings_quiet() -> Iterator[None]:
+def _quiet() -> Iterator[None]:
     """Neither warnings nor open_clip's own `logging.error` lines (the failure becomes ONE line)."""
     import logging
     import warnings

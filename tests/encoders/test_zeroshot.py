@@ -36,7 +36,8 @@ IMAGES = np.array(
 )
 
 
-def numpy_zero_shot(images: np.ndarray, classifier: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def numpy_zero_shot(images: np.ndarray, classifier: np.ndarray,
+                    scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(labels, probs, logits) in float64, written from the definition."""
     x = images.astype(np.float64)
     x = x / np.sqrt((x * x).sum(axis=1, keepdims=True))
@@ -53,8 +54,9 @@ def test_labels_and_probabilities_match_numpy(scale):
     want_labels, want_probs, want_logits = numpy_zero_shot(IMAGES, CLASSIFIER, scale)
     assert labels.dtype == torch.long and labels.shape == (len(IMAGES),)
     assert labels.tolist() == want_labels.tolist()
-    # float32 probabilities: the float64 reference rounded to float32, within one float32 rounding of each step
-    np.testing.assert_allclose(probs.numpy(), want_probs, rtol=2e-6, atol=0)
+    # float32 probabilities against the float64 reference: within a few float32 ulps (torch's
+    # vectorised exp and numpy's differ in the last bit; exact equality is checked on ties below)
+    np.testing.assert_allclose(probs.numpy(), want_probs, rtol=4e-7, atol=0)
     logits = zeroshot.zero_shot_logits(torch.from_numpy(IMAGES), torch.from_numpy(CLASSIFIER), scale).numpy()
     exact_rows = slice(0, 4)  # dyadic rows: the logits are exact, so equal to the last bit
     if scale in (1.0, 4.0):
