@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from sweep import zeroshot
+from sweep.encoders import zeroshot
 from sweep.encoders import load_encoder
 from sweep.probes import build_probe
 from sweep.probes.base import PairInput

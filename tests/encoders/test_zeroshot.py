@@ -1,4 +1,4 @@
-"""Zero-shot CLIP labels (sweep/zeroshot.py): the labels against an independent numpy
+"""Zero-shot CLIP labels (sweep/encoders/zeroshot.py): the labels against an independent numpy
 computation on a hand-built classifier, the classifier against a recomputation through a tiny
 random-init open_clip text tower, class lists from a file, the timm <-> open_clip pairing, and
 the one-line error where pretrained text weights cannot load. No pretrained weight is used."""
@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sweep import zeroshot
+from sweep.encoders import zeroshot
 from sweep.errors import UserError
 
 # A hand-built (D=4, C=4) classifier: unit columns with dyadic entries (exact in float32).
