@@ -64,6 +64,11 @@ class ModelSpec(BaseModel):
     weights: str = "random:0"
     embed: str = "pre_logits"
     head: str = Field(default="auto", min_length=1)
+    # zero-shot CLIP labels (zs_*): the text tower's weights (pretrained | an open_clip tag |
+    # random:<seed> | tiny:<seed>), the class names (imagenet | file:<path>), the prompt templates
+    text: str | None = Field(default=None, min_length=1)
+    classes: str = Field(default="imagenet", min_length=1)
+    templates: str = Field(default="openai", pattern=r"^(openai|simple)$")
 
     @field_validator("weights")
     @classmethod
@@ -112,6 +117,7 @@ class SweepSpec(BaseModel):
     compile: StrictBool = False
     knn_k: StrictInt = Field(default=5, ge=1, le=1000)
     knn_bank: str | list[str] | None = None
+    transfer: StrictBool = False  # store matched images; evaluate them on every other model
 
     @model_validator(mode="before")
     @classmethod
@@ -143,6 +149,10 @@ class WorkUnit:
     gallery: int
     compile: bool = False
     head: str = "auto"  # the head's label set: auto | none | a timm label set | file:<path>
+    text: str | None = None  # zero-shot text tower weights (None: no zs_* labels)
+    classes: str = "imagenet"  # zero-shot class names
+    templates: str = "openai"  # zero-shot prompt templates
+    transfer: bool = False  # match: store the 8-bit matched images (`matched`) for the transfer pass
 
 
 @dataclass(frozen=True)
@@ -201,6 +211,7 @@ def parse_spec(data: dict[str, Any], source: str = "<spec>") -> LoadedSpec:
     _check_models(spec, source)
     settings = _expand_probes(spec, source)
     _check_heads(spec, source)
+    _check_text(spec, source)
     shards = _expand_shards(spec, source)
     if spec.knn_bank is not None:  # the labels pass reads it after the units: check it before
         from sweep.data.shardset import expand_shard_urls
@@ -220,7 +231,28 @@ def parse_spec(data: dict[str, Any], source: str = "<spec>") -> LoadedSpec:
 
 def unit_id_of(model: ModelSpec, probe: str, params_json: str, shard: str, seed: int) -> str:
     head = [] if model.head == "auto" else [f"head={model.head}"]  # the default keeps earlier ids
-    return _hash([model.name, model.weights, model.embed, probe, params_json, shard, seed, *head])[:20]
+    return _hash([model.name, model.weights, model.embed, probe, params_json, shard, seed, *head,
+                  *_text_ids(model)])[:20]
+
+
+def _text_ids(model: ModelSpec) -> list[str]:
+    """What zero-shot labels add to a unit's id and config hash (nothing without `text:`, so
+    earlier ids and resumes are unchanged)."""
+    if model.text is None:
+        return []
+    return [f"text={model.text}", f"classes={model.classes}", f"templates={model.templates}"]
+
+
+def _check_text(spec: SweepSpec, source: str) -> None:
+    """A model's `text:` (zero-shot labels) must fit it: checked before any unit runs."""
+    for index, model in enumerate(spec.models):
+        if model.text is not None:
+            from sweep.run.zeroshot import check_text
+
+            try:
+                check_text(model.name, model.embed, model.text, model.classes, model.templates)
+            except UserError as err:
+                raise UserError(f"{source}: models.{index}.text: {err}") from None
 
 
 def _check_heads(spec: SweepSpec, source: str) -> None:
@@ -246,13 +278,18 @@ def _make_unit(spec: SweepSpec, model: ModelSpec, probe: Any, params: dict[str, 
         params=params,
         params_json=params_json,
         config_hash=probe.config_hash(model.name, model.weights, model.embed,
-                                      *([] if model.head == "auto" else [f"head={model.head}"])),
+                                      *([] if model.head == "auto" else [f"head={model.head}"]),
+                                      *_text_ids(model)),
         shard=shard,
         seed=spec.seed,
         batch_size=spec.batch_size,
         gallery=spec.gallery,
         compile=spec.compile,
         head=model.head,
+        text=model.text,
+        classes=model.classes,
+        templates=model.templates,
+        transfer=spec.transfer,
     )
 
 
