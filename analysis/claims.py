@@ -94,6 +94,10 @@ class OvergeneralisationCriteria(_Claim):
     labellers: list[Literal[LABELLERS]] = Field(min_length=1)
 
 
+class TransferCriteria(_Claim):  # issue 23: "matched images are model-specific" (analysis/transfer.py)
+    max_target_closer_rate: float = Field(ge=0, le=1)
+
+
 class Criteria(_Strict):
     """Every threshold a verdict uses (analysis/criteria.yaml is the documented default)."""
 
@@ -106,6 +110,7 @@ class Criteria(_Strict):
     normal_space: NormalSpaceCriteria
     lipschitz: LipschitzCriteria
     overgeneralisation: OvergeneralisationCriteria
+    transfer: TransferCriteria = TransferCriteria(max_target_closer_rate=0.5)
 
     def min_n_for(self, claim: str) -> int:
         own = getattr(self, claim).min_n

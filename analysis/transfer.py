@@ -14,10 +14,6 @@ from typing import Any
 
 import pyarrow as pa
 
-# "matched images are model-specific": off the diagonal, the share of A's matched images that B
-# embeds nearer the target than the source stays at or below this (the interval's upper end)
-MAX_TARGET_CLOSER_RATE = 0.5
-MIN_N = 30
 
 
 def exact_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float | None, float | None]:
@@ -38,11 +34,17 @@ def finish_named(rows: pa.Table, options: Mapping[str, str | None]) -> pa.Table:
     return rows.append_column("ci_high", pa.array([c[1] for c in ci], pa.float64()))
 
 
-def model_specific(records: list[dict[str, Any]], threshold: float = MAX_TARGET_CLOSER_RATE,
-                   min_n: int = MIN_N) -> list[dict[str, Any]]:
+def model_specific(records: list[dict[str, Any]], threshold: float | None = None,
+                   min_n: int | None = None) -> list[dict[str, Any]]:
     """The claim check per off-diagonal (A, B) cell of the finished `transfer` rows: supported
     when the interval's upper end is at or below `threshold`, not supported when its lower end is
     above it, inconclusive otherwise or below `min_n` images."""
+    if threshold is None or min_n is None:
+        from analysis.claims import load_criteria
+
+        criteria = load_criteria()
+        threshold = criteria.transfer.max_target_closer_rate if threshold is None else threshold
+        min_n = criteria.min_n_for("transfer") if min_n is None else min_n
     out = []
     for r in records:
         if r["same_setting"]:

@@ -72,9 +72,22 @@ def test_identical_models_give_an_all_ones_matrix_and_the_diagonal_reproduces_qu
     assert [c["verdict"] for c in model_specific(many)] == ["not_supported", "not_supported"]
 
 
-def test_unrelated_model_matches_a_brute_force_recomputation(tmp_path: Path) -> None:
-    models = [{"name": LINEAR, "weights": "factory"}, {"name": TINY_CLIP, "weights": "factory"}]
-    run_dir, (loaded, summary) = _run(tmp_path, models, pairs=3)
+@pytest.fixture(scope="module")
+def unrelated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    """A linear 8x8 encoder and an unrelated CLIP-shaped tiny ViT (16x16, zero-shot labels)."""
+    models = [{"name": LINEAR, "weights": "factory"},
+              {"name": TINY_CLIP, "weights": "factory", "text": "tiny:0", "classes": "file:" + _classes(tmp_path_factory)}]
+    return _run(tmp_path_factory.mktemp("unrelated"), models, pairs=3)
+
+
+def _classes(factory: pytest.TempPathFactory) -> str:
+    path = factory.mktemp("classes") / "classes.txt"
+    path.write_text("cat\ndog\nbird\n")
+    return str(path)
+
+
+def test_unrelated_model_matches_a_brute_force_recomputation(unrelated) -> None:
+    run_dir, (loaded, summary) = unrelated
     rows = [r for r in read_table(run_dir, "transfer").to_pylist() if r["model_a"] == LINEAR and r["model"] == TINY_CLIP]
     assert len(rows) == 3 and all(r["resized"] and not r["same_setting"] for r in rows)
     matched = {r["pair_id"]: r for r in read_table(run_dir, "matched").to_pylist() if r["model"] == LINEAR}
@@ -110,3 +123,28 @@ def test_exact_interval_is_clopper_pearson() -> None:
     low, high = exact_interval(3, 10, 0.95)
     assert low == pytest.approx(beta.ppf(0.025, 3, 8)) and high == pytest.approx(beta.ppf(0.975, 4, 7))
     assert exact_interval(0, 0) == (None, None)
+
+
+def test_zero_shot_labels_of_b_and_the_report_and_dashboard_show_the_matrix(unrelated, tmp_path: Path,
+                                                                           open_app) -> None:
+    run_dir, _ = unrelated
+    rows = read_table(run_dir, "transfer").to_pylist()
+    on_clip = [r for r in rows if r["model"] == TINY_CLIP]
+    assert on_clip and all(r["zs_adv_name"] in ("cat", "dog", "bird") and r["zs_prob_adv"] > 1 / 3 for r in on_clip)
+    assert all(r["zs_adv"] is None for r in rows if r["model"] == LINEAR)  # no text: for the linear model
+    clip_match = [r for r in read_table(run_dir, "match").to_pylist() if r["model"] == TINY_CLIP]
+    assert clip_match and all(r["zs_src_name"] is not None for r in clip_match)
+    from analysis.report import write_report
+
+    paths = write_report([run_dir], tmp_path / "report")
+    html, md = paths["html"].read_text(), paths["md"].read_text()
+    assert 'id="transfer"' in html and "data:image/png;base64" in html.split('id="transfer"')[1]
+    assert "## Transfer" in md and (tmp_path / "report" / "transfer_matrix.png").stat().st_size > 1000
+    import json
+
+    assert len(json.loads(paths["json"].read_text())["transfer"]) == 2  # the two off-diagonal cells
+    at = open_app(run_dir, page="transfer")
+    assert not at.exception, [e.value for e in at.exception]
+    assert [t.value for t in at.title] == ["Transfer"]
+    table = next(d.value for d in at.dataframe if "target_closer_rate" in d.value.columns)
+    assert len(table) == len(run_named(open_runs([run_dir]), "transfer", {}))
