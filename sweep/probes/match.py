@@ -91,6 +91,12 @@ class MatchProbe(Probe):
     def bound_note(self) -> str:
         return MATCH_BOUND
 
+    def transfer_passes_per_pair(self, n_models: int) -> Passes:
+        """The transfer pass (`transfer: true`; sweep/finished/transfer.py): each stored matched
+        image evaluated on each of the run's `n_models` model settings (its own: the check row),
+        with that model's forwards of the pair's source and target: 3 plain passes per model."""
+        return Passes(plain=3 * n_models, backward=0)
+
     def expected_passes(self, upper: Passes, mean_steps: float, confirmed: float) -> Passes:
         # the upper bound's one confirmation forward, as often as earlier pairs needed it
         return Passes(plain=upper.plain - 1 + confirmed, backward=min(mean_steps, upper.backward))
