@@ -199,6 +199,9 @@ def _replay_unit(
     stored_rows = [r for r in stored if r["pair_id"] == pair_id]
 
     encoder = load_encoder(unit["model"], unit["weights"], unit["embed"], device=device)
+    from sweep.run.zeroshot import zero_shot_of_unit  # zs_* columns: the classifier the unit used
+
+    encoder.zero_shot = zero_shot_of_unit(store, spec, unit, probe, encoder)
     seed = int(spec.get("seed", 0))
     batch_size = int(unit.get("batch_size") or spec.get("batch_size", 16))
     threads = torch.get_num_threads()

@@ -176,4 +176,58 @@ def _rows(store: RunStore, unit: Any, rows: list[dict[str, Any]], pairs: dict[st
     return to_table("transfer", records)
 
 
-__all__ = ["TransferSummary", "setting_of", "transfer_run", "transfer_stage"]
+def replay_transfer(store: RunStore, loaded: LoadedSpec, pair_id: str, *, device: str | None = None,
+                    rtol: float = 1e-4, atol: float = 1e-6) -> list[tuple[str, str, Any, Any]]:
+    """Re-evaluate the stored matched images of `pair_id` on every model setting and compare with
+    the stored `transfer` rows: (row key, column, stored, replayed) for every value that differs
+    beyond `|a - b| <= atol + rtol |b|` (floats) or at all (the rest). The stored PNGs make the
+    inputs exact; the clean images come from the shard as in the pass."""
+    import pyarrow.compute as pc
+
+    from sweep.finished.replay import compare_values
+
+    stored = store.read("transfer", filter=pc.field("pair_id") == pair_id).to_pylist()
+    if not stored:
+        from sweep.errors import UserError
+
+        raise UserError(f"{store.root}: no transfer rows of pair {pair_id!r}")
+    scratch = _ScratchStore(store)
+    matched = store.read("matched", filter=pc.field("pair_id") == pair_id)
+    scratch.tables["matched"] = matched
+    transfer_run(scratch, loaded, device=device)  # type: ignore[arg-type]
+    replayed = {(r["unit_id"], r["setting_b"]): r for r in scratch.written}
+    out = []
+    for row in stored:
+        key = (row["unit_id"], row["setting_b"])
+        again = replayed.get(key)
+        if again is None:
+            out.append((f"{key}", "(row)", "stored", None))
+            continue
+        for column, value in row.items():
+            if compare_values(value, again.get(column), rtol, atol) is not None:
+                out.append((f"{key}", column, value, again.get(column)))
+    return out
+
+
+class _ScratchStore:
+    """The run's store for reading (classifier cache included), keeping what the pass writes."""
+
+    def __init__(self, store: RunStore) -> None:
+        self._store = store
+        self.tables: dict[str, pa.Table] = {}
+        self.written: list[dict[str, Any]] = []
+
+    def read(self, table: str, *args: Any, **kwargs: Any) -> pa.Table:
+        return self.tables[table] if table in self.tables else self._store.read(table, *args, **kwargs)
+
+    def write_parquet(self, relative: str, table: pa.Table) -> None:
+        if relative.startswith("results/transfer/"):
+            self.written += table.to_pylist()
+        else:
+            self._store.write_parquet(relative, table)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+__all__ = ["TransferSummary", "replay_transfer", "setting_of", "transfer_run", "transfer_stage"]

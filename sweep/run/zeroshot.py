@@ -170,3 +170,19 @@ def records(store: RunStore) -> list[dict[str, Any]]:
         if b"vitsweep.zeroshot" in meta:
             out.append(json.loads(meta[b"vitsweep.zeroshot"]))
     return out
+
+
+def zero_shot_of_unit(store: RunStore, spec: dict[str, Any], unit: dict[str, Any], probe: Any,
+                      encoder: Any) -> ZeroShot | None:
+    """The ZeroShot a finished unit ran with (for replay): the spec's model entry whose setting
+    gives the unit's config hash; its classifier read from the run's cache (None without text)."""
+    from sweep.run.spec import ModelSpec, _text_ids
+
+    for entry in spec.get("models") or []:
+        model = ModelSpec(**({"name": entry} if isinstance(entry, str) else entry))
+        if model.text is None or (model.name, model.weights, model.embed) != (unit["model"], unit["weights"], unit["embed"]):
+            continue
+        head = [] if model.head == "auto" else [f"head={model.head}"]
+        if probe.config_hash(model.name, model.weights, model.embed, *head, *_text_ids(model)) == unit["config_hash"]:
+            return zero_shot_for(store, encoder, model.text, model.classes, model.templates)
+    return None

@@ -148,3 +148,10 @@ def test_zero_shot_labels_of_b_and_the_report_and_dashboard_show_the_matrix(unre
     assert [t.value for t in at.title] == ["Transfer"]
     table = next(d.value for d in at.dataframe if "target_closer_rate" in d.value.columns)
     assert len(table) == len(run_named(open_runs([run_dir]), "transfer", {}))
+
+
+def test_replay_of_transfer_rows_agrees(unrelated) -> None:
+    from sweep.finished.transfer import replay_transfer
+
+    run_dir, (loaded, _) = unrelated
+    assert replay_transfer(RunStore(run_dir), loaded, "pair-000001", device="cpu") == []

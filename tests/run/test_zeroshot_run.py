@@ -37,6 +37,7 @@ def zs_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     cache = EncoderCache("cpu")
     for unit in loaded.units:
         assert run_unit(unit, cache, str(tmp / "run"), run_id="zs").status == "ok"
+    (tmp / "run" / "spec.yaml").write_text(loaded.to_yaml())  # what replay reads
     return tmp / "run", classes
 
 
@@ -111,3 +112,14 @@ def test_hand_built_classifier_argmax_and_probabilities_exactly() -> None:
         assert probs[row] == pytest.approx(float(p.max()), rel=1e-6)
     # the tie of the third row (east and west both 0): the first index, as torch.max does
     assert zs.names(labels) == ["north", "west", "east"]
+
+
+def test_replay_recomputes_the_zs_columns(zs_run: tuple[Path, str]) -> None:
+    from sweep.finished.replay import replay_pair
+
+    run_dir, _ = zs_run
+    report = replay_pair(str(run_dir), "pair-000001", alone=True)
+    assert {u.probe for u in report.units} == {"match", "perturb"}
+    for unit in report.units:
+        assert {"zs_src", "zs_tgt", "zs_adv", "zs_prob_adv"} <= set(unit.compared), unit.not_replayed
+    assert report.agrees, [(u.probe, u.differences) for u in report.units]
