@@ -123,3 +123,25 @@ def test_replay_recomputes_the_zs_columns(zs_run: tuple[Path, str]) -> None:
     for unit in report.units:
         assert {"zs_src", "zs_tgt", "zs_adv", "zs_prob_adv"} <= set(unit.compared), unit.not_replayed
     assert report.agrees, [(u.probe, u.differences) for u in report.units]
+
+
+@pytest.mark.slow  # a ViT-B/32 at random init: ~15 s alone, minutes on a loaded 2-core machine
+def test_a_timm_clip_tower_is_labelled_on_its_projected_embedding(tmp_path: Path) -> None:
+    """vit_base_patch32_clip_224.openai at random init (no download): the classifier is D = 512
+    wide (the projection's output, not the 768-wide pre_logits) and the labels of pre_logits are
+    those of the model's own forward output (its head is the CLIP projection)."""
+    from sweep.encoders import load_encoder
+    from sweep.encoders.zeroshot import zero_shot_labels
+
+    encoder = load_encoder("vit_base_patch32_clip_224.openai", "random:0")
+    zs = run_zs.zero_shot_for(None, encoder, "tiny:0", _classes(tmp_path), "simple")
+    assert tuple(zs.classifier.shape) == (512, len(CLASSES))
+    pixels = torch.rand(3, *encoder.input_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        pre_logits = encoder.embed(pixels)
+        projected = encoder.module(encoder.normalize(pixels))  # the timm forward: the CLIP embedding
+    assert pre_logits.shape[-1] == 768 and projected.shape[-1] == 512
+    labels, probs = zs.labels(pre_logits)
+    want_labels, want_probs = zero_shot_labels(projected, zs.classifier, zs.logit_scale)
+    assert labels == want_labels.tolist()
+    assert probs == pytest.approx(want_probs.double().tolist(), rel=1e-5)
