@@ -6,6 +6,9 @@
       - vit_small_patch16_224       # shorthand: weights random:0, embed pre_logits
       - {name: my_vit, head: imagenet-1k}   # head labels: auto (default) | none | a label set
                                             # timm knows | file:<class names, one a line>
+      - {name: vit_base_patch16_clip_224.openai, text: pretrained, classes: imagenet}
+                                            # zero-shot CLIP labels (zs_*): text: pretrained | an
+                                            # open_clip tag | random:<seed> | tiny:<seed>
     probes:
       - name: match
         params: {max_steps: [100, 1000], lr: 0.01}     # a list of a grid-able key = a grid
@@ -21,6 +24,8 @@
     knn_k: 5                        # voters of the k-NN labels (labels pass, after the units)
     knn_bank: null                  # k-NN bank: null = every clean image of the run; or a
                                     # reference shard set (folder, glob, ...) used instead
+    transfer: false                 # true: store 8-bit matched images and evaluate them on every
+                                    # model of the run after the units (sweep/finished/transfer.py)
 
 Grids: a list value expands into one setting per element (Cartesian product over all such
 keys) when the probe's parameter does not itself take a list; for a parameter that does (e.g.
@@ -30,7 +35,8 @@ Unit ids hash everything that changes a unit's rows: model, weights, embedding p
 its validated parameters, shard URL and seed. `batch_size` is deliberately left out: rows never
 influence each other inside a batch and every random draw is seeded per item, so a rerun with
 another batch size (say, on a GPU with less memory) resumes instead of starting over.
-`gallery`, `max_attempts` and `compile` are left out as well (they do not change the measured rows),
+`text`/`classes`/`templates` join the hash only when `text` is set (earlier ids stay).
+`gallery`, `max_attempts`, `compile` and `transfer` are left out as well (they do not change the measured rows),
 and so are `knn_k` and `knn_bank`: k-NN labels are computed after the units, by the labels pass.
 
 `demo_spec_data()` and `with_weights(data, weights)` give `vitsweep demo`'s packaged spec.
