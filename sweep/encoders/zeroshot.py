@@ -239,6 +239,15 @@ def load_text_tower(model_name: str, weights: str = "random:0", embed_dim: int |
     return tower.to(device), tokenizer
 
 
+def check_pretrained_tag(model_name: str, tag: str) -> None:
+    """One-line UserError unless open_clip knows pretrained weights `tag` for config `model_name`
+    (no download: the spec check before any unit; whether they load is known only when they do)."""
+    tags = list(_open_clip().list_pretrained_tags_by_model(model_name))
+    if tag not in tags:
+        raise UserError(f"zero-shot labels: open_clip has no pretrained text weights {tag!r} for {model_name!r} "
+                        f"(known: {', '.join(tags) or 'none'}; or random:<seed>, tiny:<seed>)")
+
+
 def _load_pretrained(open_clip: Any, model_name: str, tag: str, width: int) -> TextTower:
     reachable = _hub_reachable()
     try:

@@ -93,7 +93,8 @@ def check_text(model: str, embed: str, text: str, classes: str, templates: str) 
         config, weights = zeroshot.resolve_text(model, text)
         if weights.startswith("random:") and not weights[7:].isdigit():
             raise UserError(f"{text!r}: random:<seed> needs a whole-number seed")
-        del config
+        if not weights.startswith("random:"):
+            zeroshot.check_pretrained_tag(config, weights)
     zeroshot.class_names(classes)
     zeroshot.prompt_templates(templates)
 

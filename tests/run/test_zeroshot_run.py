@@ -90,6 +90,7 @@ def test_no_text_leaves_zs_null_and_ids_unchanged(tmp_path: Path) -> None:
     ({"name": "vit_tiny_patch16_224", "text": "tiny:0"}, "models.0.text: zero-shot labels: timm model 'vit_tiny_patch16_224'"),
     ({"name": "vit_base_patch16_clip_224", "text": "random:0"}, "names no pretrained tag"),
     ({"name": "vit_base_patch16_clip_224.openai", "embed": "cls:5", "text": "tiny:0"}, "not cls:5"),
+    ({"name": "vit_base_patch16_clip_224.openai", "text": "laion9000"}, "no pretrained text weights 'laion9000' for 'ViT-B-16-quickgelu'"),
 ])
 def test_text_is_checked_before_any_unit(tmp_path: Path, model: dict, message: str) -> None:
     make_shards(tmp_path / "shards", 1, 1)
