@@ -138,7 +138,7 @@ def _transfer_row(loaded: LoadedSpec, probe: Any, row: Row, per_shard: list[int 
     per_pair = probe.transfer_passes_per_pair(n_models)
     out = Row(row.model, row.weights, "transfer", row.config_hash, f"{row.setting}; on {n_models} models",
               row.units * n_models, row.pairs, per_pair, per_pair,
-              bound="upper bound: only ok pairs are stored and evaluated")
+              bound="only ok pairs are stored and evaluated; 3 forwards per pair and model (the matched image, its source and target)")
     if rate is not None:
         out.seconds_per_pair = out.seconds_per_pair_expected = _seconds(per_pair, rate, "fp32", False)
         out.rate_source = rate.source
