@@ -1,5 +1,7 @@
 -- description: Transfer (issue 23): the A x B matrix of target-closer rates: the share of matched images made on model A that model B embeds nearer the target than the source, with exact (Clopper-Pearson) intervals.
 -- param: run_id = NULL | only this run (NULL: all runs)
+-- param: model = NULL | only images matched on this model A (NULL: all models)
+-- param: weights = NULL | only A's with these weights (NULL: all)
 -- param: config_hash = NULL | only this match setting of A (NULL: all settings)
 -- param: condition = success | which of A's matches count: success, quant_success (still matching as the stored 8-bit image) or all
 -- option: confidence = 0.95 | width of the exact intervals
@@ -19,6 +21,8 @@ WITH cells AS (
            bool_or(resized) AS resized
     FROM transfer
     WHERE ($run_id IS NULL OR run_id = $run_id)
+      AND ($model IS NULL OR model_a = $model)
+      AND ($weights IS NULL OR weights_a = $weights)
       AND ($config_hash IS NULL OR config_hash = $config_hash)
       AND (CASE $condition WHEN 'all' THEN true WHEN 'quant_success' THEN coalesce(a_quant_success, false)
            ELSE coalesce(a_success, false) END)

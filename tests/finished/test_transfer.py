@@ -115,6 +115,10 @@ def test_unrelated_model_matches_a_brute_force_recomputation(unrelated) -> None:
     assert (cell["n"], cell["n_target_closer"]) == (3, k)
     assert (cell["ci_low"], cell["ci_high"]) == pytest.approx(exact_interval(k, 3))
     assert cell["setting_b"] == setting_of(loaded.spec.models[1])
+    # filters: A's model, and the null spellings mean all
+    assert len(run_named(con, "transfer", {"condition": "all", "model": LINEAR})) == 2
+    assert run_named(con, "transfer", {"condition": "all", "model": "no-such-model"}).empty
+    assert len(run_named(con, "transfer", {"condition": "all", "model": "null", "config_hash": ""})) == 4
 
 
 def test_exact_interval_is_clopper_pearson() -> None:
