@@ -305,7 +305,7 @@ TRANSFER = pa.schema(
         pa.field("cos_src", _F64),
         pa.field("rel_dist_start", _F64),  # ||f_B(src) - f_B(tgt)|| / ||f_B(tgt)||
         pa.field("target_closer", pa.bool_()),  # ||f_B(adv) - f_B(tgt)|| < ||f_B(adv) - f_B(src)||
-        *[f for f in LABELS_SRC_TGT_ADV if not f.name.startswith("knn_")],
+        *LABELS_SRC_TGT_ADV,  # knn_*: B's k-NN vote over B's run bank (its clean images), pair's own left out
         *ZEROSHOT_SRC_TGT_ADV,
     ]
 )

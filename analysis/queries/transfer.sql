@@ -17,6 +17,7 @@ WITH cells AS (
            median(rel_dist_tgt) AS median_rel_dist_tgt,
            median(rel_dist_src) AS median_rel_dist_src,
            avg((pred_adv = pred_tgt)::DOUBLE) FILTER (WHERE pred_src <> pred_tgt) AS head_target_rate,
+           avg((knn_adv = knn_tgt)::DOUBLE) FILTER (WHERE knn_src <> knn_tgt) AS knn_target_rate,
            avg((zs_adv = zs_tgt)::DOUBLE) FILTER (WHERE zs_src <> zs_tgt) AS zeroshot_target_rate,
            bool_or(resized) AS resized
     FROM transfer

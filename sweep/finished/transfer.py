@@ -103,6 +103,7 @@ def transfer_run(store: RunStore, loaded: LoadedSpec, *, device: str | None = No
     models = list({setting_of(m): m for m in loaded.spec.models}.items())
     summary.n_models = len(models)
     cache = EncoderCache(device, size=max(2, len(models) + 1))
+    banks: dict[str, Any] = {}  # B's run bank (clean images of B's units), read once per B
     for unit_id, rows in sorted(by_unit.items()):
         unit = units.get(unit_id)
         if unit is None:
@@ -122,12 +123,15 @@ def transfer_run(store: RunStore, loaded: LoadedSpec, *, device: str | None = No
         adv = torch.stack([_decode(r["adv_png"]) for r in rows])
         a_setting = next((s for s, m in models if (m.name, m.weights, m.embed, m.head) ==
                           (unit.model, unit.weights, unit.embed, unit.head)), None)
+        keys = [[pairs[r["pair_id"]].src_key or f"{unit.shard}#{r['pair_id']}.src",
+                 pairs[r["pair_id"]].tgt_key or f"{unit.shard}#{r['pair_id']}.tgt"] for r in rows]
         for b_setting, b in models:
             text = None if b.text is None else (b.text, b.classes, b.templates)
             enc_b = cache.get(b.name, b.weights, b.embed, False, b.head, text=text, store=store)
             size = tuple(enc_b.preprocess.size)
             resized = size != tuple(src.shape[-2:])
             out = _evaluate(enc_b, *(_resize(x, size) for x in (src, tgt, adv)), batch)
+            out.update(_knn(store, b, banks, out.pop("_embeddings"), keys, loaded.spec.knn_k))
             summary.forwards += 3 * len(rows)
             table = _rows(store, unit, rows, pairs, b, b_setting, b_setting == a_setting, resized, out, enc_b)
             store.write_parquet(RunStore.unit_file("transfer", "match", b.name, f"{unit_id}-{b_setting}"), table)
@@ -147,10 +151,39 @@ def _evaluate(enc: Any, src: torch.Tensor, tgt: torch.Tensor, adv: torch.Tensor,
         "rel_dist_start": metrics.rel_dist(e["src"], e["tgt"]), "target_closer": (d_tgt < d_src),
     }
     out = {k: v.detach().cpu().tolist() for k, v in out.items()}
+    out["_embeddings"] = {role: v.cpu() for role, v in e.items()}
     for role, emb in e.items():
         out[f"pred_{role}"], out[f"prob_{role}"] = head_labels(enc, emb)
         out[f"zs_{role}"], out[f"zs_prob_{role}"] = zeroshot_labels(enc, emb)
     return out
+
+
+def _knn(store: RunStore, b: ModelSpec, banks: dict[str, Any], e: dict[str, torch.Tensor],
+         keys: list[list[str]], k: int) -> dict[str, list[int | None]]:
+    """B's k-NN labels (as the labels pass votes: cosine, k voters, the pair's own source and
+    target never vote) of source, target and matched image, over B's run bank; the queries are
+    rounded to fp16 as the bank's stored embeddings are. Nulls where B has no bank."""
+    import pyarrow.compute as pc
+
+    from sweep.finished.banks import run_bank
+    from sweep.probes.labels import knn_predict
+
+    if b.name not in banks or banks[b.name][0] != (b.weights, b.embed):
+        table = store.read("embeddings", filter=(pc.field("model") == b.name) & (pc.field("weights") == b.weights)
+                           & (pc.field("embed") == b.embed))
+        banks[b.name] = ((b.weights, b.embed), run_bank([table]))
+    bank = banks[b.name][1]
+    n = len(keys)
+    if not bank.keys:
+        return {f"knn_{role}": [None] * n for role in ("src", "tgt", "adv")}
+    position = bank.position()
+    exclude = torch.zeros(n, len(bank.keys), dtype=torch.bool)
+    for i, own in enumerate(keys):
+        for key in own:
+            if key in position:
+                exclude[i, position[key]] = True
+    return {f"knn_{role}": knn_predict(e[role].half().float(), bank.vectors, bank.labels, exclude, k)
+            for role in ("src", "tgt", "adv")}
 
 
 def _rows(store: RunStore, unit: Any, rows: list[dict[str, Any]], pairs: dict[str, Any], b: ModelSpec,

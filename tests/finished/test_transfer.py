@@ -59,6 +59,16 @@ def test_identical_models_give_an_all_ones_matrix_and_the_diagonal_reproduces_qu
         assert r["cos_tgt"] == pytest.approx(m["quant_cos"], rel=1e-6)
         assert r["resized"] is False
     assert sum(r["same_setting"] for r in rows) == 8
+    # B's k-NN labels of source and target are the labels pass's for the same setting (same bank,
+    # same vote, the pair's own images left out)
+    from sweep.finished.labels import label_run
+
+    label_run(RunStore(run_dir))
+    labelled = {(r[0], r[1]): r[2:] for r in open_runs([run_dir]).execute(
+        "SELECT unit_id, pair_id, knn_src, knn_tgt FROM match WHERE status = 'ok'").fetchall()}
+    diagonal = [r for r in rows if r["same_setting"]]
+    assert all(r["knn_src"] is not None for r in diagonal)
+    assert [(r["knn_src"], r["knn_tgt"]) for r in diagonal] == [labelled[(r["unit_id"], r["pair_id"])] for r in diagonal]
     con = open_runs([run_dir])
     matrix = run_named(con, "transfer", {"condition": "all"})
     assert len(matrix) == 4 and (matrix["n"] == 4).all()
