@@ -42,6 +42,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sweep.files import json_safe
 
+# Overgeneralisation's labellers (issue 23 adds zero-shot CLIP labels, zs_* columns): each listed
+# in criteria.yaml that recorded labels is a check.
+LABELLERS = ("head", "knn", "zeroshot")
+_ZEROSHOT_STATISTIC = {
+    "zeroshot_target_rate": (
+        "rate", ("share of successful matches zero-shot CLIP labels as the target, over pairs it "
+                 "labels differently at source and target, ≥ {thr}"),
+        "no zero-shot labels on pairs with different source and target labels"),
+}
+
 CRITERIA_FILE = Path(__file__).with_name("criteria.yaml")
 CLAIMS = ("equivalence", "invisibility", "normal_space", "lipschitz", "overgeneralisation")
 PROBE_CLAIMS = {"match": ("equivalence", "invisibility", "overgeneralisation"),
@@ -83,7 +93,11 @@ class LipschitzCriteria(_Claim):
 
 class OvergeneralisationCriteria(_Claim):
     min_target_rate: float = Field(ge=0, le=1)
-    labellers: list[Literal["head", "knn"]] = Field(min_length=1)
+    labellers: list[Literal[LABELLERS]] = Field(min_length=1)
+
+
+class TransferCriteria(_Claim):  # issue 23: "matched images are model-specific" (analysis/transfer.py)
+    max_target_closer_rate: float = Field(ge=0, le=1)
 
 
 class Criteria(_Strict):
@@ -98,6 +112,7 @@ class Criteria(_Strict):
     normal_space: NormalSpaceCriteria
     lipschitz: LipschitzCriteria
     overgeneralisation: OvergeneralisationCriteria
+    transfer: TransferCriteria = TransferCriteria(max_target_closer_rate=0.5)
 
     def min_n_for(self, claim: str) -> int:
         own = getattr(self, claim).min_n
@@ -256,6 +271,7 @@ _STATISTICS: dict[str, tuple[str, str, str]] = {
         "rate", ("share of successful matches k-NN labels as the target, over pairs it labels "
                  "differently at source and target, ≥ {thr}"),
         "no k-NN labels on pairs with different source and target labels"),
+    **_ZEROSHOT_STATISTIC,
 }
 _NORM_NAMES = {"linf": "L∞", "l2": "L2"}
 
@@ -271,6 +287,7 @@ def _thresholds(criteria: Criteria) -> dict[str, float]:
         "median_top_over_null": criteria.lipschitz.min_top_over_null,
         "head_target_rate": criteria.overgeneralisation.min_target_rate,
         "knn_target_rate": criteria.overgeneralisation.min_target_rate,
+        "zeroshot_target_rate": criteria.overgeneralisation.min_target_rate,
     }
 
 
@@ -336,7 +353,7 @@ _EMPTY_STATISTIC = {"equivalence": ("success_rate",),
                     "invisibility": ("median_psnr", "median_ssim", "quant_rate"),
                     "normal_space": ("median_disp_over_pair", "median_over_random"),
                     "lipschitz": ("median_top_over_null",),
-                    "overgeneralisation": ("head_target_rate", "knn_target_rate")}
+                    "overgeneralisation": ("head_target_rate", "knn_target_rate", "zeroshot_target_rate")}
 
 
 def _claim_checks(claim: str, rows: list[dict[str, Any]], criteria: Criteria,

@@ -116,7 +116,7 @@ class Limits:
         default_factory=lambda: int(os.environ[THREADS_ENV]) if os.environ.get(THREADS_ENV) else None)
 
 
-VIEWS: tuple[str, ...] = UNIT_TABLES  # match, perturb, lipschitz, pairs, units, images
+VIEWS: tuple[str, ...] = (*UNIT_TABLES, "transfer")  # match, perturb, lipschitz, pairs, units, images, transfer
 DERIVED_VIEWS: tuple[str, ...] = ("unit_rows", "settings")  # views over VIEWS (no files of their own)
 
 # One row per unit, key and status that has result rows, with how many rows it holds. The one

@@ -28,6 +28,7 @@ pages = [
     st.Page(PAGES_DIR / "pairs.py", title="Pairs", icon=":material/compare:"),
     st.Page(PAGES_DIR / "distributions.py", title="Distributions", icon=":material/bar_chart:"),
     st.Page(PAGES_DIR / "models.py", title="Models", icon=":material/view_column:"),
+    st.Page(PAGES_DIR / "transfer.py", title="Transfer", icon=":material/swap_horiz:"),
     st.Page(PAGES_DIR / "sql.py", title="SQL", icon=":material/terminal:"),
 ]
 current = st.navigation(pages)

@@ -304,6 +304,16 @@ def match_ecdf(runs: Runs, key: str, points: int = ECDF_POINTS) -> pd.DataFrame:
 
 
 @keyed
+def transfer_matrix(runs: Runs, key: str, condition: str = "success") -> pd.DataFrame:
+    """The named query `transfer`: A x B target-closer rates with exact intervals (issue 23)."""
+    from analysis.named import run_named
+
+    conn = _connection(runs)
+    with conn.lock:
+        return run_named(conn.con, "transfer", {"condition": condition})
+
+
+@keyed
 def success_rates(runs: Runs, key: str) -> pd.DataFrame:
     """Success rate of ok match rows per series: columns series, …, n_ok, success_rate."""
     return _with_series(_connection(runs).df("dashboard/success_rates"))

@@ -26,7 +26,7 @@ import pyarrow as pa
 
 RESULT_TABLES = ("match", "perturb", "lipschitz")
 UNIT_TABLES = (*RESULT_TABLES, "pairs", "units", "images")  # the tables the analysis views read
-ALL_TABLES = (*UNIT_TABLES, "embeddings")  # every table a unit writes (one file each)
+ALL_TABLES = (*UNIT_TABLES, "embeddings", "matched")  # every table a unit writes (one file each)
 LABEL_TABLES = ("match", "perturb")  # result tables whose rows get k-NN labels from `labels`
 KNN_COLUMNS = ("knn_src", "knn_tgt", "knn_adv")
 STATUS_OK = "ok"
@@ -72,6 +72,21 @@ LABELS_SRC_TGT_ADV = [
     pa.field("pred_adv_name", pa.string()),
 ]
 
+# Zero-shot CLIP labels (models with `text:` in the spec; null otherwise): top-1 class of the
+# setting's zero-shot classifier on the projected embedding, its softmax probability, its name.
+ZEROSHOT_SRC_TGT_ADV = [
+    pa.field("zs_src", _I64),
+    pa.field("zs_tgt", _I64),
+    pa.field("zs_adv", _I64),
+    pa.field("zs_prob_src", _F64),
+    pa.field("zs_prob_tgt", _F64),
+    pa.field("zs_prob_adv", _F64),
+    pa.field("zs_src_name", pa.string()),
+    pa.field("zs_tgt_name", pa.string()),
+    pa.field("zs_adv_name", pa.string()),
+]
+ZS_COLUMNS = ("zs_src", "zs_tgt", "zs_adv")
+
 PIXEL_CHANGE = [
     pa.field("pix_l2", _F64),
     pa.field("pix_linf", _F64),
@@ -94,6 +109,7 @@ MATCH = pa.schema(
         pa.field("quant_cos", _F64),
         pa.field("quant_rel_dist", _F64),
         *LABELS_SRC_TGT_ADV,
+        *ZEROSHOT_SRC_TGT_ADV,
         pa.field("log_every", pa.int32()),
         pa.field("loss_trajectory", pa.list_(pa.float32())),
     ]
@@ -116,6 +132,7 @@ PERTURB = pa.schema(
         pa.field("random_norm", _F64),  # ||delta||_p of the best random draw, after the [0, 1] clamp
         *PIXEL_CHANGE,
         *LABELS_SRC_TGT_ADV,
+        *ZEROSHOT_SRC_TGT_ADV,
     ]
 )
 
@@ -240,6 +257,61 @@ LABELS = pa.schema(
     ]
 )
 
+# Transfer (issue 23), written only for specs with `transfer: true`:
+# - `matched`: per match unit, the 8-bit matched image of every ok pair (PNG, lossless: exactly
+#   what the quantised re-check `quant_*` scored), the input of the transfer pass;
+# - `transfer`: per (matched pair of model A, model setting B of the run) B's view of it, written
+#   by the transfer pass (sweep/finished/transfer.py) after the labels pass, one file per (A's
+#   unit, B) at results/transfer/probe=match/model=<B>/<A unit>-<B setting>.parquet.
+MATCHED = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("unit_id", pa.string(), nullable=False),
+        pa.field("pair_id", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("weights", pa.string(), nullable=False),
+        pa.field("embed", pa.string()),
+        pa.field("probe", pa.string(), nullable=False),
+        pa.field("config_hash", pa.string(), nullable=False),
+        pa.field("success", pa.bool_()),
+        pa.field("quant_success", pa.bool_()),
+        pa.field("adv_png", pa.binary()),
+    ]
+)
+
+TRANSFER = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("unit_id", pa.string(), nullable=False),  # A's match unit
+        pa.field("pair_id", pa.string(), nullable=False),
+        pa.field("src_key", pa.string()),
+        pa.field("tgt_key", pa.string()),
+        pa.field("src_label", _I64),
+        pa.field("tgt_label", _I64),
+        pa.field("model_a", pa.string(), nullable=False),
+        pa.field("weights_a", pa.string(), nullable=False),
+        pa.field("embed_a", pa.string()),
+        pa.field("config_hash", pa.string(), nullable=False),  # A's match setting
+        pa.field("model", pa.string(), nullable=False),  # B, the model the image is evaluated on
+        pa.field("weights", pa.string(), nullable=False),
+        pa.field("embed", pa.string()),
+        pa.field("probe", pa.string(), nullable=False),  # "match" (the probe that made the image)
+        pa.field("setting_b", pa.string(), nullable=False),  # B's model setting (hash)
+        pa.field("same_setting", pa.bool_()),  # B is A: the check row (reproduces quant_*)
+        pa.field("a_success", pa.bool_()),
+        pa.field("a_quant_success", pa.bool_()),
+        pa.field("resized", pa.bool_()),  # B's input size differs from A's: all three images resized
+        pa.field("rel_dist_tgt", _F64),  # ||f_B(adv) - f_B(tgt)|| / ||f_B(tgt)||
+        pa.field("cos_tgt", _F64),
+        pa.field("rel_dist_src", _F64),  # ||f_B(adv) - f_B(src)|| / ||f_B(src)||
+        pa.field("cos_src", _F64),
+        pa.field("rel_dist_start", _F64),  # ||f_B(src) - f_B(tgt)|| / ||f_B(tgt)||
+        pa.field("target_closer", pa.bool_()),  # ||f_B(adv) - f_B(tgt)|| < ||f_B(adv) - f_B(src)||
+        *LABELS_SRC_TGT_ADV,  # knn_*: B's k-NN vote over B's run bank (its clean images), pair's own left out
+        *ZEROSHOT_SRC_TGT_ADV,
+    ]
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "match": MATCH,
     "perturb": PERTURB,
@@ -249,6 +321,8 @@ SCHEMAS: dict[str, pa.Schema] = {
     "images": IMAGES,
     "embeddings": EMBEDDINGS,
     "labels": LABELS,
+    "matched": MATCHED,
+    "transfer": TRANSFER,
 }
 
 

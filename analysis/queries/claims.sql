@@ -77,6 +77,13 @@ checks AS (
            count(*) FILTER (WHERE knn_src = knn_tgt AND knn_adv IS NOT NULL) AS n_left_out
     FROM msucc GROUP BY model, weights, embed, config_hash
     UNION ALL BY NAME
+    SELECT model, weights, embed, 'match' AS probe, config_hash, 'overgeneralisation' AS claim,
+           'zeroshot_target_rate' AS statistic,
+           count(*) FILTER (WHERE zs_src <> zs_tgt AND zs_adv IS NOT NULL) AS n,
+           count(*) FILTER (WHERE zs_src <> zs_tgt AND zs_adv = zs_tgt) AS n_true,
+           count(*) FILTER (WHERE zs_src = zs_tgt AND zs_adv IS NOT NULL) AS n_left_out
+    FROM msucc GROUP BY model, weights, embed, config_hash
+    UNION ALL BY NAME
     SELECT model, weights, embed, 'perturb' AS probe, config_hash, 'normal_space' AS claim,
            'median_disp_over_pair' AS statistic, norm, any_value(eps) AS eps,
            count(*) FILTER (WHERE NOT isnan(disp_over_pair)) AS n,

@@ -1,9 +1,9 @@
--- description: Claim 4 (overgeneralisation): share of matched images labelled as the target, by the classifier head and by k-NN, per match setting, over the pairs whose source and target that labeller labels differently.
+-- description: Claim 4 (overgeneralisation): share of matched images labelled as the target, by the classifier head, by k-NN and by zero-shot CLIP labels, per match setting, over the pairs whose source and target that labeller labels differently.
 -- param: run_id = NULL | only this run (NULL: all runs)
 -- param: model = NULL | only this model (NULL: all models)
 -- param: weights = NULL | only these weights (NULL: all)
 -- param: config_hash = NULL | only this probe setting (NULL: all settings)
--- head: pred_adv = pred_tgt; knn: knn_adv = knn_tgt. "_success" among successful matches,
+-- head: pred_adv = pred_tgt; knn: knn_adv = knn_tgt; zeroshot: zs_adv = zs_tgt (models with `text:`). "_success" among successful matches,
 -- "_all" among every ok match. Each labeller's shares count only pairs whose source and target
 -- it labels differently (a pair it labels alike cannot tell "labelled as the target" from "kept
 -- the source's label"); n_<labeller>_same_label[_success] says how many pairs were left out for
@@ -12,7 +12,8 @@
 WITH labelled AS (
     SELECT *,
            pred_src <> pred_tgt AS head_differ,
-           knn_src <> knn_tgt AS knn_differ
+           knn_src <> knn_tgt AS knn_differ,
+           zs_src <> zs_tgt AS zeroshot_differ
     FROM match_ok($run_id, $model, $weights, $config_hash)
 ),
 grouped AS (
@@ -31,6 +32,12 @@ grouped AS (
            count(knn_adv) FILTER (WHERE success AND knn_differ) AS n_knn_labelled_success,
            count(knn_adv) FILTER (WHERE success AND NOT knn_differ) AS n_knn_same_label_success,
            count(knn_adv) FILTER (WHERE NOT knn_differ) AS n_knn_same_label,
+           avg((zs_adv = zs_tgt)::DOUBLE) FILTER (WHERE success AND zeroshot_differ) AS zeroshot_target_rate_success,
+           avg((zs_adv = zs_tgt)::DOUBLE) FILTER (WHERE zeroshot_differ) AS zeroshot_target_rate_all,
+           avg((zs_adv = zs_src)::DOUBLE) FILTER (WHERE success AND zeroshot_differ) AS zeroshot_source_rate_success,
+           count(zs_adv) FILTER (WHERE success AND zeroshot_differ) AS n_zeroshot_labelled_success,
+           count(zs_adv) FILTER (WHERE success AND NOT zeroshot_differ) AS n_zeroshot_same_label_success,
+           count(zs_adv) FILTER (WHERE NOT zeroshot_differ) AS n_zeroshot_same_label,
            any_value(params) AS params
     FROM labelled
     GROUP BY model, weights, embed, config_hash

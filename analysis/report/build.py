@@ -178,6 +178,9 @@ def build_report(run_dirs: Sequence[str | Path], *, gallery_limit: int = 6,
         failures = _records(failures_table.slice(0, max_failures).to_pandas())
         n_failures = failures_table.num_rows
         stats = read_stats(con, run_dirs)
+        from analysis.report.transfer import transfer_section  # issue 23: its own section
+
+        transfer = transfer_section(con)
     finally:
         con.close()
     read = ReadStats(stats.units, stats.files, stats.rows, time.perf_counter() - start,
@@ -197,5 +200,6 @@ def build_report(run_dirs: Sequence[str | Path], *, gallery_limit: int = 6,
         claims=claim_rows,
         criteria=criteria.model_dump(),
         criteria_source=criteria_source or "analysis/criteria.yaml (as shipped)",
+        transfer=transfer,
         read=read,
     )

@@ -151,6 +151,7 @@ class Report:
     claims: list[dict[str, Any]] = field(default_factory=list)  # the claims table (every section)
     criteria: dict[str, Any] = field(default_factory=dict)
     criteria_source: str = ""
+    transfer: Any = None  # analysis.report.transfer.TransferSection (issue 23), None without transfer rows
 
     @property
     def verdict_table(self) -> Table | None:

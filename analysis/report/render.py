@@ -104,7 +104,8 @@ def _numbers_json(report: Report) -> dict[str, Any]:
             "criteria": {"source": report.criteria_source, **report.criteria},
             "claims": report.claims,
             "sections": [{"model": s.model, "weights": s.weights, "embed": s.embed,
-                          **s.numbers} for s in report.sections]}
+                          **s.numbers} for s in report.sections],
+            "transfer": None if report.transfer is None else report.transfer.checks}
 
 
 def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, *,
@@ -127,6 +128,8 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path, *,
             for row in block.rows:
                 for which, name in row.files.items():
                     (out / name).write_bytes(getattr(row.triple, f"{which}_png"))
+    if report.transfer is not None:  # issue 23's section (analysis/report/transfer.py)
+        (out / report.transfer.figure.filename).write_bytes(report.transfer.figure.png)
     paths = {"html": out / "report.html", "md": out / "report.md", "json": out / "report.json"}
     paths["html"].write_text(html, encoding="utf-8")
     paths["md"].write_text(markdown, encoding="utf-8")

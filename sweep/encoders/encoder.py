@@ -33,6 +33,7 @@ class Encoder:
     label_set: str | None = None  # what the head classifies over ("imagenet-1k", ...); None without a head
     label_names: list[str] | None = None  # class index -> name, where the label set has names
     head_note: str = ""  # why there is no head (empty when there is one)
+    zero_shot: Any = None  # sweep.run.zeroshot.ZeroShot when the setting has `text:` (zs_* labels)
 
     @property
     def input_size(self) -> tuple[int, int, int]:

@@ -209,6 +209,9 @@ def _replay_unit(
 
     encoder = load_encoder(unit["model"], unit["weights"], unit["embed"], device=device,
                            head=unit.get("head") or "auto")
+    from sweep.run.zeroshot import zero_shot_of_unit  # zs_* columns: the classifier the unit used
+
+    encoder.zero_shot = zero_shot_of_unit(store, spec, unit, probe, encoder)
     # the unit's own seed (a rerun with --force and a new seed leaves units of the old seed
     # beside the new spec.yaml); runs written before the units table stored it: the spec's
     seed = int(unit["seed"]) if unit.get("seed") is not None else int(spec.get("seed", 0))

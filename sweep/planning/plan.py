@@ -114,6 +114,9 @@ def make_plan(
         else:
             longest = None
         rows.append(row)
+        transfer = _transfer_row(loaded, probe, row, per_shard, rate)
+        if transfer is not None:
+            rows.append(transfer)
 
     distinct = None if uncounted else sum(counts[s] or 0 for s in loaded.shards)
     unit_pairs = None if uncounted else sum(counts[u.shard] or 0 for u in loaded.units)
@@ -123,6 +126,23 @@ def make_plan(
         pairs=distinct, unit_pairs=unit_pairs, rows=rows, gpus=max(1, gpus), longest_unit_s=longest,
         shards_uncounted=uncounted, calibrated=bool(rates),
     )
+
+
+def _transfer_row(loaded: LoadedSpec, probe: Any, row: Row, per_shard: list[int | None], rate: Any) -> Row | None:
+    """The transfer pass's passes for a setting whose probe stores matched images (issue 23):
+    the probe states them per pair and model (`transfer_passes_per_pair`); seconds at A's rate
+    (B's forwards cost what B's do: the estimate assumes models of A's size)."""
+    if not loaded.spec.transfer or not getattr(probe, "matched_images", False):
+        return None
+    n_models = len({m.model_dump_json() for m in loaded.spec.models})
+    per_pair = probe.transfer_passes_per_pair(n_models)
+    out = Row(row.model, row.weights, "transfer", row.config_hash, f"{row.setting}; on {n_models} models",
+              row.units * n_models, row.pairs, per_pair, per_pair,
+              bound="only ok pairs are stored and evaluated; 3 forwards per pair and model (the matched image, its source and target)")
+    if rate is not None:
+        out.seconds_per_pair = out.seconds_per_pair_expected = _seconds(per_pair, rate, "fp32", False)
+        out.rate_source = rate.source
+    return out
 
 
 def _dims(unit: WorkUnit, cache: dict[tuple[str, str, str], tuple[int, int] | None],

@@ -46,5 +46,15 @@ def head_labels(encoder: Any, embeddings: torch.Tensor) -> tuple[list[Any], list
     return classes, probs
 
 
+@torch.no_grad()
+def zeroshot_labels(encoder: Any, embeddings: torch.Tensor) -> tuple[list[Any], list[Any]]:
+    """Zero-shot CLIP top-1 class and probability per row (from the setting's classifier,
+    `encoder.zero_shot`), or Nones when the setting has no `text:`."""
+    zero_shot = getattr(encoder, "zero_shot", None)
+    if zero_shot is None:
+        return [None] * len(embeddings), [None] * len(embeddings)
+    return zero_shot.labels(embeddings)
+
+
 def floats(t: torch.Tensor) -> Iterator[float]:
     return iter(t.detach().double().cpu().tolist())

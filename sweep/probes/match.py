@@ -29,7 +29,7 @@ from pydantic import Field, model_validator
 
 from sweep.probes import metrics
 from sweep.probes.base import PairInput, PairResult, Passes, Probe, ProbeParams
-from sweep.probes.common import Precision, autocast, embed_fp32, floats, head_labels
+from sweep.probes.common import Precision, autocast, embed_fp32, floats, head_labels, zeroshot_labels
 from sweep.probes.geometry import project
 from sweep.probes.loop import State, run_continuous
 from sweep.data.images import quantize_8bit
@@ -71,6 +71,9 @@ class MatchParams(ProbeParams):
 
 class MatchProbe(Probe):
     name = "match"
+    # its "adv" image is a matched image: with `transfer: true` the unit stores it (8-bit PNG) for
+    # the transfer pass (the other models of the run evaluate it)
+    matched_images = True
     Params = MatchParams
     sync_every = 10
 
@@ -87,6 +90,12 @@ class MatchProbe(Probe):
 
     def bound_note(self) -> str:
         return MATCH_BOUND
+
+    def transfer_passes_per_pair(self, n_models: int) -> Passes:
+        """The transfer pass (`transfer: true`; sweep/finished/transfer.py): each stored matched
+        image evaluated on each of the run's `n_models` model settings (its own: the check row),
+        with that model's forwards of the pair's source and target: 3 plain passes per model."""
+        return Passes(plain=3 * n_models, backward=0)
 
     def expected_passes(self, upper: Passes, mean_steps: float, confirmed: float) -> Passes:
         # the upper bound's one confirmation forward, as often as earlier pairs needed it
@@ -240,6 +249,7 @@ class _MatchTask:
         pred_src, prob_src = head_labels(self.enc, e_src)
         pred_tgt, prob_tgt = head_labels(self.enc, e_t)
         pred_adv, prob_adv = head_labels(self.enc, e_adv)
+        zs = {role: zeroshot_labels(self.enc, e) for role, e in (("src", e_src), ("tgt", e_t), ("adv", e_adv))}
         columns = {
             "success": success.tolist(), "steps": s["steps"].tolist(),
             "sq_l2": floats(sq), "cos": floats(cos), "rel_dist": floats(rel),
@@ -248,6 +258,7 @@ class _MatchTask:
             "quant_success": q_success.tolist(), "quant_cos": floats(q_cos), "quant_rel_dist": floats(q_rel),
             "pred_src": pred_src, "pred_tgt": pred_tgt, "pred_adv": pred_adv,
             "prob_src": prob_src, "prob_tgt": prob_tgt, "prob_adv": prob_adv,
+            **{f"zs_{role}": zs[role][0] for role in zs}, **{f"zs_prob_{role}": zs[role][1] for role in zs},
         }
         rows = [dict(zip(columns, values)) for values in zip(*(list(v) for v in columns.values()))]
         traj = s["traj"][:, :-1].cpu()

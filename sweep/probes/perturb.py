@@ -34,7 +34,7 @@ from pydantic import Field, model_validator
 
 from sweep.probes import metrics
 from sweep.probes.base import PairInput, PairResult, Passes, Probe, ProbeParams
-from sweep.probes.common import Precision, autocast, embed_fp32, floats, head_labels, item_generator
+from sweep.probes.common import Precision, autocast, embed_fp32, floats, head_labels, item_generator, zeroshot_labels
 from sweep.probes.geometry import ball_point, clamped_at_norm, norms, project, random_direction, steepest_ascent
 from sweep.probes.loop import State, run_continuous
 
@@ -201,6 +201,7 @@ class _PerturbTask:
         pix = metrics.pixel_change(x_adv, x0)
         pred_src, prob_src = head_labels(self.enc, e0)
         pred_adv, prob_adv = head_labels(self.enc, e_adv)
+        zs = {role: zeroshot_labels(self.enc, e) for role, e in (("src", e0), ("tgt", e_t), ("adv", e_adv))}
         columns = {
             "emb_disp": floats(disp), "rel_disp": floats(disp / e0_norm),
             "disp_over_pair": floats(disp / pair_dist), "random_disp": floats(random_disp),
@@ -209,6 +210,7 @@ class _PerturbTask:
             "delta_norm": floats(norms(delta, self.p.norm)), "random_norm": floats(random_norm),
             **{key: floats(value) for key, value in pix.items()},
             "pred_src": pred_src, "pred_adv": pred_adv, "prob_src": prob_src, "prob_adv": prob_adv,
+            **{f"zs_{role}": zs[role][0] for role in zs}, **{f"zs_prob_{role}": zs[role][1] for role in zs},
         }
         rows = [dict(zip(columns, values)) for values in zip(*(list(v) for v in columns.values()))]
         for i, (it, row) in enumerate(zip(items, rows)):

@@ -129,6 +129,9 @@ def run_sweep(
             run.run_units()
         if work.todo or not store.exists("labels.json"):
             run.labels = label_pass(store)
+            from sweep.finished.transfer import transfer_stage  # issue 23: matched images on the other models
+
+            run.labels += transfer_stage(store, loaded)
         run.state = "finished"
     except KeyboardInterrupt:
         run.state = "interrupted"

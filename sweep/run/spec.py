@@ -6,6 +6,9 @@
       - vit_small_patch16_224       # shorthand: weights random:0, embed pre_logits
       - {name: my_vit, head: imagenet-1k}   # head labels: auto (default) | none | a label set
                                             # timm knows | file:<class names, one a line>
+      - {name: vit_base_patch16_clip_224.openai, text: pretrained, classes: imagenet}
+                                            # zero-shot CLIP labels (zs_*): text: pretrained | an
+                                            # open_clip tag | random:<seed> | tiny:<seed>
     probes:
       - name: match
         params: {max_steps: [100, 1000], lr: 0.01}     # a list of a grid-able key = a grid
@@ -21,6 +24,8 @@
     knn_k: 5                        # voters of the k-NN labels (labels pass, after the units)
     knn_bank: null                  # k-NN bank: null = every clean image of the run; or a
                                     # reference shard set (folder, glob, ...) used instead
+    transfer: false                 # true: store 8-bit matched images and evaluate them on every
+                                    # model of the run after the units (sweep/finished/transfer.py)
 
 Grids: a list value expands into one setting per element (Cartesian product over all such
 keys) when the probe's parameter does not itself take a list; for a parameter that does (e.g.
@@ -30,7 +35,8 @@ Unit ids hash everything that changes a unit's rows: model, weights, embedding p
 its validated parameters, shard URL and seed. `batch_size` is deliberately left out: rows never
 influence each other inside a batch and every random draw is seeded per item, so a rerun with
 another batch size (say, on a GPU with less memory) resumes instead of starting over.
-`gallery`, `max_attempts` and `compile` are left out as well (they do not change the measured rows),
+`text`/`classes`/`templates` join the hash only when `text` is set (earlier ids stay).
+`gallery`, `max_attempts`, `compile` and `transfer` are left out as well (they do not change the measured rows),
 and so are `knn_k` and `knn_bank`: k-NN labels are computed after the units, by the labels pass.
 
 `demo_spec_data()` and `with_weights(data, weights)` give `vitsweep demo`'s packaged spec.
@@ -65,6 +71,11 @@ class ModelSpec(BaseModel):
     weights: str = "random:0"
     embed: str = "pre_logits"
     head: str = Field(default="auto", min_length=1)
+    # zero-shot CLIP labels (zs_*): the text tower's weights (pretrained | an open_clip tag |
+    # random:<seed> | tiny:<seed>), the class names (imagenet | file:<path>), the prompt templates
+    text: str | None = Field(default=None, min_length=1)
+    classes: str = Field(default="imagenet", min_length=1)
+    templates: str = Field(default="openai", pattern=r"^(openai|simple)$")
 
     @field_validator("weights")
     @classmethod
@@ -113,6 +124,7 @@ class SweepSpec(BaseModel):
     compile: StrictBool = False
     knn_k: StrictInt = Field(default=5, ge=1, le=MAX_KNN_K)
     knn_bank: str | list[str] | None = None
+    transfer: StrictBool = False  # store matched images; evaluate them on every other model
 
     @model_validator(mode="before")
     @classmethod
@@ -144,6 +156,10 @@ class WorkUnit:
     gallery: int
     compile: bool = False
     head: str = "auto"  # the head's label set: auto | none | a timm label set | file:<path>
+    text: str | None = None  # zero-shot text tower weights (None: no zs_* labels)
+    classes: str = "imagenet"  # zero-shot class names
+    templates: str = "openai"  # zero-shot prompt templates
+    transfer: bool = False  # match: store the 8-bit matched images (`matched`) for the transfer pass
 
 
 @dataclass(frozen=True)
@@ -202,6 +218,7 @@ def parse_spec(data: dict[str, Any], source: str = "<spec>") -> LoadedSpec:
     _check_models(spec, source)
     settings = _expand_probes(spec, source)
     _check_heads(spec, source)
+    _check_text(spec, source)
     shards = _expand_shards(spec, source)
     if spec.knn_bank is not None:  # the labels pass reads it after the units: check it before
         from sweep.data.shardset import expand_shard_urls
@@ -221,7 +238,28 @@ def parse_spec(data: dict[str, Any], source: str = "<spec>") -> LoadedSpec:
 
 def unit_id_of(model: ModelSpec, probe: str, params_json: str, shard: str, seed: int) -> str:
     head = [] if model.head == "auto" else [f"head={model.head}"]  # the default keeps earlier ids
-    return _hash([model.name, model.weights, model.embed, probe, params_json, shard, seed, *head])[:20]
+    return _hash([model.name, model.weights, model.embed, probe, params_json, shard, seed, *head,
+                  *_text_ids(model)])[:20]
+
+
+def _text_ids(model: ModelSpec) -> list[str]:
+    """What zero-shot labels add to a unit's id and config hash (nothing without `text:`, so
+    earlier ids and resumes are unchanged)."""
+    if model.text is None:
+        return []
+    return [f"text={model.text}", f"classes={model.classes}", f"templates={model.templates}"]
+
+
+def _check_text(spec: SweepSpec, source: str) -> None:
+    """A model's `text:` (zero-shot labels) must fit it: checked before any unit runs."""
+    for index, model in enumerate(spec.models):
+        if model.text is not None:
+            from sweep.run.zeroshot import check_text
+
+            try:
+                check_text(model.name, model.embed, model.text, model.classes, model.templates)
+            except UserError as err:
+                raise UserError(f"{source}: models.{index}.text: {err}") from None
 
 
 def _check_heads(spec: SweepSpec, source: str) -> None:
@@ -247,13 +285,18 @@ def _make_unit(spec: SweepSpec, model: ModelSpec, probe: Any, params: dict[str, 
         params=params,
         params_json=params_json,
         config_hash=probe.config_hash(model.name, model.weights, model.embed,
-                                      *([] if model.head == "auto" else [f"head={model.head}"])),
+                                      *([] if model.head == "auto" else [f"head={model.head}"]),
+                                      *_text_ids(model)),
         shard=shard,
         seed=spec.seed,
         batch_size=spec.batch_size,
         gallery=spec.gallery,
         compile=spec.compile,
         head=model.head,
+        text=model.text,
+        classes=model.classes,
+        templates=model.templates,
+        transfer=spec.transfer,
     )
 
 

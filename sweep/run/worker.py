@@ -36,6 +36,7 @@ from sweep.run.spec import WorkUnit
 from sweep.run.store import RunStore
 
 _PRED_NAMES = (("pred_src", "pred_src_name"), ("pred_tgt", "pred_tgt_name"), ("pred_adv", "pred_adv_name"))
+_ZS_NAMES = (("zs_src", "zs_src_name"), ("zs_tgt", "zs_tgt_name"), ("zs_adv", "zs_adv_name"))
 _IMAGE_IDENTITY = ("run_id", "unit_id", "model", "probe")  # the identity columns of the `images` table
 
 
@@ -66,10 +67,15 @@ class EncoderCache:
         self.size = size
         self._cache: OrderedDict[tuple[str, str, str, bool, str], Any] = OrderedDict()
 
-    def get(self, model: str, weights: str, embed: str, compile: bool = False, head: str = "auto") -> Any:
+    def get(self, model: str, weights: str, embed: str, compile: bool = False, head: str = "auto",
+            text: tuple[str | None, str, str] | None = None, store: RunStore | None = None) -> Any:
+        """text: (text weights, classes, templates) of zero-shot labels; the classifier is read
+        from (or built into) the run `store` and attached as `encoder.zero_shot`."""
         from sweep.encoders import load_encoder
 
-        key = (model, weights, embed, compile, head)
+        key: tuple[Any, ...] = (model, weights, embed, compile, head)
+        if text is not None and text[0] is not None:
+            key = (*key, *text)
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
@@ -78,6 +84,10 @@ class EncoderCache:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
         encoder = load_encoder(model, weights=weights, embed=embed, device=self.device, head=head)
+        if text is not None and text[0] is not None:
+            from sweep.run.zeroshot import zero_shot_for
+
+            encoder.zero_shot = zero_shot_for(store, encoder, *text)
         if compile:
             encoder.compile()
         self._cache[key] = encoder
@@ -133,9 +143,12 @@ def run_unit(
     store = run_root if isinstance(run_root, RunStore) else RunStore(run_root)
     worker = worker or f"{socket.gethostname()}:{os.getpid()}"
     started_at, t0 = datetime.now(timezone.utc), time.perf_counter()
-    encoder = encoder_cache.get(unit.model, unit.weights, unit.embed, unit.compile, unit.head)
+    encoder = encoder_cache.get(unit.model, unit.weights, unit.embed, unit.compile, unit.head,
+                                text=_text_of(unit), store=store)
     probe = build_probe(unit.probe, unit.params)
     state = _Unit()
+    keep_matched = bool(getattr(unit, "transfer", False) and getattr(probe, "matched_images", False))
+    matched: dict[str, bytes] = {}  # pair_id -> the 8-bit matched image (PNG) for the transfer pass
 
     def ok_inputs() -> Iterator[PairInput]:
         for rec in read_pairs(unit.shard, encoder.preprocess, workers=read_workers):
@@ -148,6 +161,8 @@ def run_unit(
 
     for result in probe.run(encoder, ok_inputs(), batch_size=unit.batch_size, seed=unit.seed):
         pair = state.pairs[result.pair_id]
+        if keep_matched and result.error is None and "adv" in result.images:
+            matched[result.pair_id] = to_png_bytes(result.images["adv"])  # = quantize_8bit(adv)
         if result.pair_id not in state.gallery_ids:
             result.images = {}  # keep pixels only for the gallery
         # extras can be large (lipschitz directions: (n, 3, H, W) each); keep only what rows need
@@ -156,12 +171,16 @@ def run_unit(
 
     pairs = sorted(state.pairs.values(), key=lambda p: p.index)
     probe_tables = _probe_tables(probe)
-    tables: dict[str, Any] = {name: _probe_rows(unit, run_id, pairs, name, encoder.class_names) for name in probe_tables}
+    zs_names = encoder.zero_shot.names if getattr(encoder, "zero_shot", None) is not None else None
+    tables: dict[str, Any] = {name: _probe_rows(unit, run_id, pairs, name, encoder.class_names, zs_names)
+                              for name in probe_tables}
     tables["pairs"] = [_pairs_row(unit, run_id, p) for p in pairs]
     tables["embeddings"] = _embeddings_table(unit, run_id, pairs, wants_probed=any(map(_wants_knn, probe_tables)))
     images = _image_rows(unit, run_id, state)
     if images:  # a probe without images (lipschitz) or gallery 0: no file
         tables["images"] = images
+    if keep_matched:
+        tables["matched"] = _matched_rows(unit, run_id, tables[unit.probe], matched)
     n_error = sum(1 for p in pairs if _pair_error(p) is not None)
     summary = UnitSummary(
         unit_id=unit.unit_id, status=STATUS_OK, n_pairs=len(pairs), n_ok=len(pairs) - n_error, n_error=n_error,
@@ -175,6 +194,11 @@ def run_unit(
     summary.staged = store.write_unit(unit.probe, unit.model, unit.unit_id, tables, done,
                                       stage=None if commit else attempt)
     return summary
+
+
+def _text_of(unit: WorkUnit) -> tuple[str | None, str, str] | None:
+    text = getattr(unit, "text", None)
+    return None if text is None else (text, unit.classes, unit.templates)
 
 
 def units_row(
@@ -247,10 +271,12 @@ def _probe_rows(
     pairs: list[_Pair],
     table: str,
     class_names: Callable[[list[int | None]], list[str | None]] | None = None,
+    zs_names: Callable[[list[int | None]], list[str | None]] | None = None,
 ) -> list[dict[str, Any]]:
     """Rows of one probe table in read order: the probe's rows with identity columns, an error
     row for a pair that failed, and the names of the head's classes beside their indices."""
     names = [(index, name) for index, name in _PRED_NAMES if name in SCHEMAS[table].names]
+    zs = [(index, name) for index, name in _ZS_NAMES if name in SCHEMAS[table].names]
     rows: list[dict[str, Any]] = []
     for pair in pairs:
         error = _pair_error(pair)
@@ -265,6 +291,10 @@ def _probe_rows(
                 for index, name in names:
                     if row.get(index) is not None:
                         row[name] = class_names([row[index]])[0]
+            if zs_names is not None:
+                for index, name in zs:
+                    if row.get(index) is not None:
+                        row[name] = zs_names([row[index]])[0]
             rows.append({**row, **identity})
     return rows
 
@@ -317,6 +347,14 @@ def embeddings_table(rows: list[dict[str, Any]], vectors: list[torch.Tensor]) ->
 def _pairs_row(unit: WorkUnit, run_id: str, pair: _Pair) -> dict[str, Any]:
     row = {**_identity(unit, run_id, pair, _pair_error(pair)), "shard": unit.shard}
     return {name: row[name] for name in SCHEMAS["pairs"].names}
+
+
+def _matched_rows(unit: WorkUnit, run_id: str, rows: list[dict[str, Any]], matched: dict[str, bytes]) -> list[dict[str, Any]]:
+    """The `matched` table: each ok pair's 8-bit matched image with A's success flags."""
+    setting = unit_columns(unit, run_id)
+    return [{**{k: setting[k] for k in SCHEMAS["matched"].names if k in setting}, "pair_id": r["pair_id"],
+             "success": r.get("success"), "quant_success": r.get("quant_success"), "adv_png": matched[r["pair_id"]]}
+            for r in rows if r["status"] == STATUS_OK and r["pair_id"] in matched]
 
 
 def _image_rows(unit: WorkUnit, run_id: str, state: _Unit) -> list[dict[str, Any]]:

@@ -37,7 +37,7 @@ def test_every_view_has_the_schema_columns_and_all_rows(run: Path) -> None:
     for table in VIEWS:
         cols = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
         assert cols[: len(SCHEMAS[table].names)] == SCHEMAS[table].names
-        assert con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] == len(rows[table])
+        assert con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] == len(rows.get(table, []))  # no transfer rows
 
 
 def test_values_round_trip(run: Path) -> None:

@@ -86,7 +86,7 @@ def test_every_named_query_runs_on_every_fixture(runs) -> None:
         for query in list_named():
             df = run_named(con, query.name, {})
             assert isinstance(df, pd.DataFrame), (kind, query.name)
-            if kind == "complete":
+            if kind == "complete" and query.name != "transfer":  # the fixture has no transfer pass
                 assert len(df) > 0, query.name
             run_named_arrow(con, query.name, {})
 

@@ -13,8 +13,9 @@ from streamlit.testing.v1 import AppTest
 
 from tests.support.runs import MATCH_SETTING_TEXT, make_fixture_run
 
-PAGES = ("runs", "pairs", "distributions", "models", "sql")
-TITLES = {"runs": "Runs", "pairs": "Pairs", "distributions": "Distributions", "models": "Models", "sql": "SQL"}
+PAGES = ("runs", "pairs", "distributions", "models", "sql", "transfer")
+TITLES = {"runs": "Runs", "pairs": "Pairs", "distributions": "Distributions", "models": "Models", "sql": "SQL",
+          "transfer": "Transfer"}
 
 
 @pytest.fixture(scope="module")

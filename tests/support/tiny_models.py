@@ -42,3 +42,25 @@ def named_tiny_vit() -> torch.nn.Module:
     module = tiny_vit()
     module.label_names = [f"class {i}" for i in range(10)]
     return module
+
+
+class TinyClip(TinyViT):
+    """A CLIP-shaped tiny tower (issue 23): the TinyViT's pre-logits plus an image-text
+    projection (`clip_projection`, bias-free, dim -> 32) that zero-shot labels apply, as timm's
+    CLIP towers keep theirs as the head."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__(seed=seed, size=16, dim=24, depth=1, heads=2)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + 1)
+            self.clip_projection = nn.Linear(24, 32, bias=False)
+        self.classifier = None
+
+
+def tiny_clip() -> nn.Module:
+    return TinyClip()
+
+
+def tiny_clip_b() -> nn.Module:
+    """Another CLIP-shaped tower (other seed): an unrelated model for transfer tests."""
+    return TinyClip(seed=7)
