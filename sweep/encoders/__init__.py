@@ -34,7 +34,13 @@ import torch
 
 from sweep.encoders.encoder import Encoder
 from sweep.encoders.factory import load_factory
-from sweep.encoders.timm_models import check_timm_model, label_set_names, load_timm, suggest_models, timm_label_set
+from sweep.encoders.timm_models import (
+    check_timm_model,
+    label_set_names,
+    load_timm,
+    suggest_models,
+    timm_label_set,
+)
 from sweep.encoders.weights import WEIGHT_HELP
 from sweep.errors import UserError
 

@@ -11,20 +11,18 @@ embedding point before any model is built (the sweep driver validates a spec wit
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import socket
 import warnings
-from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
 from sweep.data.images import Preprocess
 from sweep.encoders.encoder import Encoder
+from sweep.encoders.hub import hub_offline as _hub_offline
+from sweep.encoders.hub import hub_reachable as _hub_reachable
 from sweep.encoders.weights import WEIGHT_HELP, with_weights
 from sweep.errors import UserError
 
@@ -140,29 +138,6 @@ def _create_timm(timm: Any, name: str, weights: str) -> nn.Module:
             raise UserError(f"pretrained weights for {name!r} could not be loaded ({reason}); {WEIGHT_HELP}") from None
 
     return with_weights(build, weights)
-
-
-@contextlib.contextmanager
-def _hub_offline(offline: bool) -> Iterator[None]:
-    """Put huggingface_hub in offline mode (cache only) for the duration, when asked."""
-    from huggingface_hub import constants
-
-    saved = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = saved or offline
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE = saved
-
-
-def _hub_reachable(timeout: float = 5.0) -> bool:
-    """Whether the Hugging Face hub (where timm's pretrained weights live) answers a TCP connect."""
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 def _timm_embed_fn(model: nn.Module, embed: str) -> Any:

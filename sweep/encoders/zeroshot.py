@@ -49,16 +49,16 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import socket
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sweep.encoders.hub import hub_offline as _hub_offline
+from sweep.encoders.hub import hub_reachable as _hub_reachable
 from sweep.errors import UserError
 
 # A pretrained download that cannot reach its host must fail quickly, never hang.
@@ -223,7 +223,9 @@ def load_text_tower(model_name: str, weights: str = "random:0", embed_dim: int |
         seed = weights.split(":", 1)[1]
         if not seed.isdigit():
             raise UserError(f"zero-shot labels: bad text weights {weights!r}: the seed must be a whole number")
-        from open_clip.model import _build_text_tower  # cfg -> TextTransformer, as open_clip's CLIP builds it
+        from open_clip.model import (
+            _build_text_tower,  # cfg -> TextTransformer, as open_clip's CLIP builds it
+        )
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
@@ -281,30 +283,6 @@ def _quiet() -> Iterator[None]:
             yield
     finally:
         logging.disable(previous)
-
-
-@contextlib.contextmanager
-def _hub_offline(offline: bool) -> Iterator[None]:
-    """huggingface_hub in offline mode (cache only) for the duration, when asked.
-    (Same policy as the image towers' weights; one helper after the encoders re-layout.)"""
-    from huggingface_hub import constants
-
-    saved = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = saved or offline
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE = saved
-
-
-def _hub_reachable(timeout: float = 5.0) -> bool:
-    """Whether the Hugging Face hub (where open_clip's weights live) answers a TCP connect."""
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 # ---- class names and prompts -----------------------------------------------------------------------
