@@ -4,7 +4,8 @@ only where none does, and counted by image where pairs share images.
     rate_interval(k, n)                        Clopper-Pearson (scipy's exact binomtest interval)
     median_interval(values)                    distribution-free order-statistic interval
     median_ranks(n)                            its ranks (1-based) and exact coverage
-    pair_clusters(src_keys, tgt_keys)          the independent units when pairs repeat images
+    pair_clusters(src_keys, tgt_keys, by)      the independent units when pairs repeat images
+    disjoint_pairs(src_keys, tgt_keys)         a set of pairs no two of which share an image
     rate_interval_clustered(outcomes, cl)      a rate counted by cluster
     median_interval_clustered(values, cl)      a median counted by cluster
     ratio_of_medians_interval(num, den, cl)    seeded (cluster) percentile bootstrap
@@ -26,16 +27,27 @@ true median m of any distribution (ties included), and the same on the upper sid
 break that (n <= 5 at 95%) the interval is unbounded on both sides: (-inf, inf).
 
 **Dependence: count by image.** Pairs that share a source or a target image are not independent
-draws. `pair_clusters` puts pairs into clusters, the connected components of the graph whose
-nodes are image keys and whose edges are pairs (source key -- target key); two pairs that share an
-image, directly or through a chain of pairs, are in one cluster, and clusters share no image. (A
-source key and a target key that are equal name the same image.) `by="tgt"` or `by="src"` groups
-by the target or the source key alone (fixed-target pairings where sources never repeat). The
-clusters are the independent units:
+draws. `pair_clusters` turns pairs into independent units in one of these ways, each decided on
+the image keys alone (never on the values):
+
+- by="components": clusters are the connected components of the graph whose nodes are image keys
+  and whose edges are pairs (source key -- target key); two pairs that share an image, directly
+  or through a chain of pairs, are in one cluster, and clusters share no image (a source key
+  and a target key that are equal name the same image). Every pair is used;
+- by="disjoint": `disjoint_pairs` keeps a greedy set of pairs no two of which share an image (in
+  a stated order, e.g. sorted pair ids) and sets the others aside (label -1, `n_set_aside`);
+  each kept pair is its own unit, so the exact intervals hold for the kept pairs as they are;
+- by="auto": whichever of the two gives more units. Components win where images rarely repeat;
+  the disjoint subset wins where the pair graph is dense (random pairings with as many pairs as
+  images already form one giant component; `all` and same-class pairings always do);
+- by="tgt" / "src": one cluster per target / source key (fixed-target pairings, whose sources
+  never repeat).
+
+Over clusters:
 
 - a clustered rate is the mean over clusters of each cluster's share of yes values (each cluster
   weighs one, not its number of pairs); its interval is the Clopper-Pearson form with the
-  possibly fractional count s = sum of cluster shares over n_clusters trials:
+  possibly fractional count s = sum of cluster shares over c = n_clusters trials:
   [B(a/2; s, c - s + 1), B(1 - a/2; s + 1, c - s)] (B(q; a, b) the Beta quantile; 0 and 1 at the
   ends). With one pair per cluster it is exactly `rate_interval`. A cluster's share Y in [0, 1]
   with mean mu is smaller in convex order than a Bernoulli(mu), so the sum of shares is less
@@ -45,10 +57,9 @@ clusters are the independent units:
   median of the distribution of cluster medians (clusters i.i.d.). With one pair per cluster it is
   exactly `median_interval`.
 
-Forty pairs that share one target are one cluster: a rate gets [0.025, 1] at best and a median an
-unbounded interval, so a verdict on them is inconclusive, never that of 40 independent pairs.
-Pairings where every image meets every other (`all`, same-class) are one cluster too: they cannot
-back a verdict; pairings that use each image once keep every pair its own cluster.
+Forty pairs that share one target are one cluster (and one disjoint pair): a rate gets
+[0.025, 1] at best and a median an unbounded interval, so a verdict on them is inconclusive,
+never that of 40 independent pairs.
 
 **Bootstrap.** Only for statistics with no exact interval (a ratio of two medians): a percentile
 bootstrap, seeded, resampling clusters (with their pairs) where clusters are given, and labelled
@@ -101,6 +112,7 @@ class Interval:
     n_src: int | None = None
     n_tgt: int | None = None
     n_left_out: int = 0
+    n_set_aside: int = 0  # pairs not used so that the used ones share no image (by="disjoint")
     k: float | None = None  # rate: the count of yes values (a sum of cluster shares if clustered)
     ranks: tuple[int, int] | None = None
     coverage: float | None = None
@@ -112,7 +124,9 @@ class Interval:
 
 @dataclass(frozen=True)
 class PairClusters:
-    """Cluster label per pair (0..n_clusters-1, in order of first appearance)."""
+    """Cluster label per pair (0..n_clusters-1, in order of first appearance; -1: a pair set
+    aside so that the others share no image, by="disjoint"). n_src, n_tgt: distinct images over
+    all the pairs given."""
 
     labels: np.ndarray
     n_pairs: int
@@ -120,6 +134,7 @@ class PairClusters:
     n_tgt: int | None
     n_clusters: int
     by: str
+    n_set_aside: int = 0
 
 
 @dataclass(frozen=True)
@@ -218,13 +233,39 @@ def _key(value: Hashable | None) -> Hashable | None:
     return value
 
 
+def disjoint_pairs(src_keys: Sequence[Hashable | None], tgt_keys: Sequence[Hashable | None],
+                   order: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+    """A mask of pairs no two of which share an image: greedily, in `order` (pair indices; the
+    given order by default), keep a pair when neither of its images is in a kept pair. It
+    depends on the keys and the order only, never on the values, so the kept pairs are
+    independent draws and the exact intervals apply to them as they are."""
+    src = [_key(s) for s in src_keys]
+    tgt = [_key(t) for t in tgt_keys]
+    if len(src) != len(tgt):
+        raise ValueError(f"{len(src)} source keys but {len(tgt)} target keys")
+    n = len(src)
+    idx = range(n) if order is None else [int(i) for i in order]
+    used: set[Hashable] = set()
+    keep = np.zeros(n, dtype=bool)
+    for i in idx:
+        images = {key for key in (src[i], tgt[i]) if key is not None}
+        if used.isdisjoint(images):
+            keep[i] = True
+            used |= images
+    return keep
+
+
 def pair_clusters(src_keys: Sequence[Hashable | None], tgt_keys: Sequence[Hashable | None],
-                  by: Literal["components", "src", "tgt"] = "components") -> PairClusters:
+                  by: Literal["auto", "components", "disjoint", "src", "tgt"] = "components",
+                  order: Sequence[int] | np.ndarray | None = None) -> PairClusters:
     """Independent units of pairs (src_keys[i], tgt_keys[i]).
 
     by="components": connected components of the graph over image keys with one edge per pair
-    (a source and a target key that are equal are one image); by="tgt" / "src": one cluster per
-    distinct target / source key. A missing key (None/NaN) is an image seen nowhere else."""
+    (a source and a target key that are equal are one image); by="disjoint": every pair of
+    `disjoint_pairs(src, tgt, order)` is its own unit and the others are set aside (label -1);
+    by="auto": whichever of the two gives more units (a choice made on keys alone; ties:
+    components, which uses every pair); by="tgt" / "src": one cluster per distinct target /
+    source key. A missing key (None/NaN) is an image seen nowhere else."""
     src = [_key(s) for s in src_keys]
     tgt = [_key(t) for t in tgt_keys]
     if len(src) != len(tgt):
@@ -240,8 +281,25 @@ def pair_clusters(src_keys: Sequence[Hashable | None], tgt_keys: Sequence[Hashab
             node = ("missing", i) if key is None else key
             labels[i] = seen.setdefault(node, len(seen))
         return PairClusters(labels, n, n_src, n_tgt, len(seen), by)
-    if by != "components":
-        raise ValueError(f"by must be 'components', 'src' or 'tgt', got {by!r}")
+    if by not in ("components", "disjoint", "auto"):
+        raise ValueError(f"by must be 'auto', 'components', 'disjoint', 'src' or 'tgt', got {by!r}")
+    if by in ("disjoint", "auto"):
+        keep = disjoint_pairs(src, tgt, order)
+        labels = np.full(n, -1, dtype=np.int64)
+        labels[keep] = np.arange(int(keep.sum()))
+        disjoint = PairClusters(labels, n, n_src, n_tgt, int(keep.sum()), "disjoint",
+                                n_set_aside=int(n - keep.sum()))
+        if by == "disjoint":
+            return disjoint
+    components = _components(src, tgt, n_src, n_tgt)
+    if by == "auto" and disjoint.n_clusters > components.n_clusters:
+        return disjoint
+    return components
+
+
+def _components(src: list[Hashable | None], tgt: list[Hashable | None], n_src: int,
+                n_tgt: int) -> PairClusters:
+    n = len(src)
     parent: dict[Hashable, Hashable] = {}
 
     def find(x: Hashable) -> Hashable:
@@ -277,17 +335,27 @@ def _as_clusters(clusters: PairClusters | Sequence[int] | np.ndarray, n: int) ->
     labels = np.asarray(clusters)
     if labels.shape != (n,):
         raise ValueError(f"{n} values but {labels.size} cluster labels")
-    _, dense = np.unique(labels, return_inverse=True)
-    return PairClusters(dense.astype(np.int64), n, None, None,
-                        int(dense.max()) + 1 if n else 0, "labels")
+    dense = np.full(n, -1, dtype=np.int64)  # negative labels: pairs set aside
+    used = labels >= 0
+    _, dense[used] = np.unique(labels[used], return_inverse=True)
+    return PairClusters(dense, n, None, None, int(dense.max()) + 1 if used.any() else 0,
+                        "labels", n_set_aside=int((~used).sum()))
+
+
+def _common(cl: PairClusters, left_out: int) -> dict:
+    return dict(n_src=cl.n_src, n_tgt=cl.n_tgt, n_left_out=left_out, clustered_by=cl.by,
+                n_set_aside=cl.n_set_aside)
 
 
 def _kept(values: np.ndarray, cl: PairClusters) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """Values and dense cluster labels without NaN values; (values, labels, n_clusters, left_out)."""
-    keep = _finite_mask(values)
+    """Values and dense cluster labels without NaN values and set-aside pairs (label -1);
+    (values, labels, n_clusters, NaN values left out among the pairs used)."""
+    used = cl.labels >= 0
+    finite = _finite_mask(values)
+    keep = used & finite
     _, labels = np.unique(cl.labels[keep], return_inverse=True)
     c = int(labels.max()) + 1 if labels.size else 0
-    return values[keep], labels.astype(np.int64), c, int((~keep).sum())
+    return values[keep], labels.astype(np.int64), c, int((used & ~finite).sum())
 
 
 def rate_interval_clustered(outcomes: Sequence[float] | np.ndarray,
@@ -302,7 +370,7 @@ def rate_interval_clustered(outcomes: Sequence[float] | np.ndarray,
     y, labels, c, left_out = _kept(y, cl)
     if np.any((y != 0) & (y != 1)):
         raise ValueError("outcomes must be yes/no (0/1)")
-    common = dict(n_src=cl.n_src, n_tgt=cl.n_tgt, n_left_out=left_out, clustered_by=cl.by)
+    common = _common(cl, left_out)
     if c == 0:
         return Interval("rate", None, None, None, confidence, "clopper_pearson_by_cluster",
                         0, 0, 0, k=0.0, **common)
@@ -323,7 +391,7 @@ def median_interval_clustered(values: Sequence[float] | np.ndarray,
     x = np.asarray(values, dtype=np.float64).ravel()
     cl = _as_clusters(clusters, len(x))
     x, labels, c, left_out = _kept(x, cl)
-    common = dict(n_src=cl.n_src, n_tgt=cl.n_tgt, n_left_out=left_out, clustered_by=cl.by)
+    common = _common(cl, left_out)
     if c == 0:
         return Interval("median", None, None, None, confidence, "order_statistic_by_cluster",
                         0, 0, 0, **common)
@@ -373,14 +441,16 @@ def ratio_of_medians_interval(numerator: Sequence[float] | np.ndarray,
         raise ValueError(f"{num.size} numerator values but {den.size} denominator values")
     n_all = len(num)
     cl = _as_clusters(clusters if clusters is not None else np.arange(n_all), n_all)
-    keep = _finite_mask(num) & _finite_mask(den)
+    used = cl.labels >= 0
+    finite = _finite_mask(num) & _finite_mask(den)
+    keep = used & finite
     num, den = num[keep], den[keep]
     _, labels = np.unique(cl.labels[keep], return_inverse=True)
     c = int(labels.max()) + 1 if labels.size else 0
     method = "cluster_bootstrap_percentile" if clusters is not None else "bootstrap_percentile"
-    common = dict(n_src=cl.n_src, n_tgt=cl.n_tgt, n_left_out=int((~keep).sum()),
+    common = dict(n_src=cl.n_src, n_tgt=cl.n_tgt, n_left_out=int((used & ~finite).sum()),
                   clustered_by=cl.by if clusters is not None else None, bootstrap=True,
-                  resamples=int(resamples), seed=int(seed))
+                  resamples=int(resamples), seed=int(seed), n_set_aside=cl.n_set_aside)
     if c == 0:
         return Interval("ratio_of_medians", None, None, None, confidence, method, 0, 0, 0,
                         **common)

@@ -16,6 +16,7 @@ from analysis.intervals import (
     SUPPORTED,
     Interval,
     decide,
+    disjoint_pairs,
     median_interval,
     median_interval_clustered,
     median_ranks,
@@ -146,6 +147,37 @@ def test_pair_clusters_components():
         pair_clusters(["a"], ["b", "c"])
 
 
+def test_disjoint_pairs_and_auto():
+    # every ordered pair of 10 images (an `all` pairing) is one component, but 5 pairs share
+    # no image
+    images = [f"i{j}" for j in range(10)]
+    src = [a for a in images for b in images if a != b]
+    tgt = [b for a in images for b in images if a != b]
+    assert pair_clusters(src, tgt).n_clusters == 1
+    keep = disjoint_pairs(src, tgt)
+    kept = [(src[i], tgt[i]) for i in np.flatnonzero(keep)]
+    assert len(kept) == 5 and len({k for pair in kept for k in pair}) == 10
+    auto = pair_clusters(src, tgt, by="auto")
+    assert auto.by == "disjoint" and auto.n_clusters == 5 and auto.n_set_aside == 85
+    assert (auto.labels >= 0).sum() == 5
+    # the interval over the kept pairs is the exact one of those pairs
+    y = np.array([(i * 7) % 3 != 0 for i in range(len(src))], dtype=float)
+    got = rate_interval_clustered(y, auto)
+    want = rate_interval(int(y[keep].sum()), 5)
+    assert (got.ci_low, got.ci_high) == pytest.approx((want.ci_low, want.ci_high), abs=1e-12)
+    assert got.n == 5 and got.n_pairs == 5 and got.n_set_aside == 85
+    # an order changes which pairs are kept, not how many here
+    order = np.random.default_rng(0).permutation(len(src))
+    assert disjoint_pairs(src, tgt, order).sum() >= 3
+    # sparse pairs over many images: components (every pair used) win
+    rng = np.random.default_rng(1)
+    s2, t2 = rng.choice(10_000, 40, replace=False), rng.choice(10_000, 40, replace=False) + 10_000
+    assert pair_clusters(s2.tolist(), t2.tolist(), by="auto").by == "components"
+    # raw labels with -1: set aside
+    med = median_interval_clustered([1.0, 2.0, 3.0, 100.0], [0, 1, 2, -1])
+    assert med.n == 3 and med.n_set_aside == 1 and med.estimate == 2.0
+
+
 def test_clustered_reduces_to_exact_with_distinct_images():
     rng = np.random.default_rng(4)
     n = 37
@@ -170,11 +202,12 @@ def test_forty_pairs_sharing_one_target_are_inconclusive():
     naive_m = median_interval(values)
     assert verdict(naive_m.ci_low, naive_m.ci_high, 30.0) == SUPPORTED
     # ... but it is one cluster
-    for by in ("components", "tgt"):
+    for by in ("components", "tgt", "disjoint", "auto"):
         cl = pair_clusters(src, tgt, by=by)
         assert (cl.n_pairs, cl.n_src, cl.n_tgt, cl.n_clusters) == (40, 40, 1, 1)
         rate = rate_interval_clustered(yes, cl)
-        assert rate.n == 1 and rate.n_pairs == 40 and rate.ci_low == pytest.approx(0.025)
+        assert rate.n == 1 and rate.ci_low == pytest.approx(0.025)
+        assert rate.n_pairs == (1 if by == "disjoint" else 40)
         assert decide(rate, 0.9, min_n=1).verdict == INCONCLUSIVE
         assert decide(rate, 0.9, min_n=30).verdict == INCONCLUSIVE
         med = median_interval_clustered(values, cl)
@@ -341,3 +374,41 @@ def test_simulated_false_supported_rate(n):
     rate = float(np.mean(meds[:, l - 1] >= thr_m))
     _record("median_clustered", n, rate)
     assert rate <= LIMIT
+
+
+@pytest.mark.parametrize("n", SIM_N)
+def test_simulated_false_supported_rate_disjoint_subset(n):
+    """An `all` pairing over 2n images with source and target image effects: by="auto" keeps n
+    image-disjoint pairs, whose outcomes are then independent; rate (thresholds 0.5 and 0.9)
+    and median, true values just below the threshold."""
+    rng = np.random.default_rng(2000 + n)
+    m = 2 * n
+    src_i, tgt_i = np.nonzero(~np.eye(m, dtype=bool))
+    cl = pair_clusters(src_i.tolist(), tgt_i.tolist(), by="auto")
+    assert cl.by == "disjoint" and cl.n_clusters == n
+    kept = np.flatnonzero(cl.labels >= 0)
+    ks, kt = src_i[kept], tgt_i[kept]
+    l, _, _ = median_ranks(n)
+    # latent value per pair = source effect + target effect + noise, N(0, 3) overall
+    for thr in (0.5, 0.9):
+        q = math.sqrt(3) * stats.norm.ppf(1 - (thr - 1e-3))  # P(latent > q) just below thr
+        lows = np.array([rate_interval(k, n).ci_low for k in range(n + 1)])
+        lat = rng.normal(size=(REPS, m))[:, ks] + rng.normal(size=(REPS, m))[:, kt] \
+            + rng.normal(size=(REPS, n))
+        k = (lat > q).sum(axis=1)
+        rate = float(np.mean(lows[k] >= thr))
+        _record(f"rate_disjoint@{thr}", n, rate)
+        assert rate <= LIMIT
+    meds = np.sort(lat, axis=1)[:, l - 1]  # median of the latent values, true median 0
+    rate = float(np.mean(meds - 1e-3 >= 0.0))
+    _record("median_disjoint", n, rate)
+    assert rate <= LIMIT
+    # the function on every pair (set-aside ones included) gives these numbers
+    for _ in range(3):
+        a, b = rng.normal(size=m), rng.normal(size=m)
+        full = a[src_i] + b[tgt_i] + rng.normal(size=len(src_i))
+        got = median_interval_clustered(full, cl)
+        assert got.ci_low == np.sort(full[kept])[l - 1] and got.n == n
+        y = (full > 0).astype(float)
+        got = rate_interval_clustered(y, cl)
+        assert got.ci_low == pytest.approx(rate_interval(int(y[kept].sum()), n).ci_low, abs=1e-12)
