@@ -10,6 +10,7 @@ only where none does, and counted by image where pairs share images.
     median_interval_clustered(values, cl)      a median counted by cluster
     ratio_of_medians_interval(num, den, cl)    seeded (cluster) percentile bootstrap
     verdict(ci_low, ci_high, threshold, ">=")  supported / not_supported / inconclusive
+    gaussian_reference(d, D, statistic, norm)  what a shape-matched Gaussian map reaches
     decide(interval, threshold, ">=", min_n)   the same with min_n and a one-line reason
 
 No torch, no Ray: numpy and scipy only.
@@ -525,3 +526,30 @@ def decide(interval: Interval, threshold: float, direction: Direction = ">=",
     if v == NOT_SUPPORTED:
         return Decision(v, f"{span} is not {side} {_num(threshold)} anywhere")
     return Decision(v, f"{span} reaches across {_num(threshold)}")
+
+
+# ---------------------------------------------------------------- Gaussian control references
+
+def gaussian_reference(d: int, D: int, statistic: str, norm: str | None = None) -> float | None:
+    """What a Gaussian D x d linear map (i.i.d. entries) reaches on a ratio statistic, to first
+    order (Bai-Yin: sigma_1 ~= s (sqrt(d) + sqrt(D)); a random unit direction: ||W v|| ~= s sqrt(D)):
+
+    - "sigma1_over_random": 1 + sqrt(d / D)  (15.0 for ViT-B/16: d = 150528, D = 768);
+    - "over_random" with norm "l2": the same (PGD in an L2 ball reaches sigma_1 eps, before any
+      [0, 1] clamping);
+    - "over_random" with norm "linf": None. The best sign vector reaches at least
+      eps s d sqrt(2/pi) against eps s sqrt(d D) for random signs, a lower bound of
+      sqrt(2 d / (pi D)) (`gaussian_linf_lower_bound`), not a value: run the control.
+    """
+    if d < 1 or D < 1:
+        raise ValueError(f"need d, D >= 1, got d={d}, D={D}")
+    if statistic == "sigma1_over_random" or (statistic == "over_random" and norm == "l2"):
+        return 1 + math.sqrt(d / D)
+    if statistic == "over_random" and norm == "linf":
+        return None
+    raise ValueError(f"no Gaussian reference for {statistic!r} (norm {norm!r})")
+
+
+def gaussian_linf_lower_bound(d: int, D: int) -> float:
+    """A lower bound (to first order) of a Gaussian map's L-inf over_random: sqrt(2 d / (pi D))."""
+    return math.sqrt(2 * d / (math.pi * D))

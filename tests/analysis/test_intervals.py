@@ -412,3 +412,25 @@ def test_simulated_false_supported_rate_disjoint_subset(n):
         y = (full > 0).astype(float)
         got = rate_interval_clustered(y, cl)
         assert got.ci_low == pytest.approx(rate_interval(int(y[kept].sum()), n).ci_low, abs=1e-12)
+
+
+def test_gaussian_reference_against_a_gaussian_matrix():
+    from analysis.intervals import gaussian_linf_lower_bound, gaussian_reference
+
+    assert gaussian_reference(150528, 768, "sigma1_over_random") == pytest.approx(15.0)
+    assert gaussian_reference(192, 16, "over_random", "l2") == pytest.approx(1 + math.sqrt(12))
+    assert gaussian_reference(192, 16, "over_random", "linf") is None
+    with pytest.raises(ValueError):
+        gaussian_reference(192, 16, "median_psnr")
+    rng = np.random.default_rng(0)
+    d, D = 3 * 32 * 32, 48
+    w = rng.normal(size=(D, d)) / math.sqrt(d)
+    sigma1 = np.linalg.svd(w, compute_uv=False)[0]
+    v = rng.normal(size=(d, 200))
+    random = np.median(np.linalg.norm(w @ (v / np.linalg.norm(v, axis=0)), axis=0))
+    assert sigma1 / random == pytest.approx(gaussian_reference(d, D, "sigma1_over_random"), rel=0.1)
+    # L-inf: the sign of the top left singular direction's pull-back already beats the bound
+    signs = np.sign(w.T @ np.linalg.svd(w)[0][:, 0])
+    s = rng.choice([-1.0, 1.0], size=(d, 200))
+    ratio = np.linalg.norm(w @ signs) / np.median(np.linalg.norm(w @ s, axis=0))
+    assert ratio >= 0.95 * gaussian_linf_lower_bound(d, D)
