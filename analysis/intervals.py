@@ -117,7 +117,7 @@ class Interval:
     k: float | None = None  # rate: the count of yes values (a sum of cluster shares if clustered)
     ranks: tuple[int, int] | None = None
     coverage: float | None = None
-    clustered_by: str | None = None  # None, "components", "src" or "tgt"
+    clustered_by: str | None = None  # None, "components", "disjoint", "src", "tgt" or "labels"
     bootstrap: bool = False
     resamples: int | None = None
     seed: int | None = None
