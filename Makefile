@@ -32,12 +32,13 @@ browser:
 test-fast: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS) -m "not slow"
 
+# from the repository root, as modules: python -m benchmarks.bench_x (benchmarks/common.py, tests.support)
 bench: $(STAMP)
-	$(PY) benchmarks/bench_match.py
-	$(PY) benchmarks/bench_lipschitz.py --null-model tests.tiny_models:tiny_vit --null-batch 20
-	$(PY) benchmarks/bench_perturb.py --pairs 4 --steps 3 --draws 2
-	$(PY) benchmarks/bench_shards.py
-	$(PY) benchmarks/bench_orchestration.py
+	$(PY) -m benchmarks.bench_match
+	$(PY) -m benchmarks.bench_lipschitz --null-model tests.support.tiny_models:tiny_vit --null-batch 20
+	$(PY) -m benchmarks.bench_perturb --pairs 4 --steps 3 --draws 2
+	$(PY) -m benchmarks.bench_shards
+	$(PY) -m benchmarks.bench_orchestration
 
 # Mutation testing of the core modules (slow: hours; not in CI). MODULES=sweep/run/store.py for one.
 mutants: $(STAMP)

@@ -7,9 +7,11 @@ a guarded SQL console and the findings report. Never imports torch or Ray.
     run_named(con, "equivalence", {"model": "vit_base_patch16_224"})   # one row per setting
     run_readonly(con, user_sql)                     # untrusted SQL: QueryRefused unless a plain SELECT
 
-Modules: db (views, run files), named (queries/*.sql), guard (untrusted SQL), output (table/csv/
-json/parquet), export (CSV/Parquet files written by DuckDB's COPY, the same bytes as output's),
-figures (matplotlib), gallery (image triples), report (HTML + Markdown).
+Modules: db (views), rundirs (run directories and their files), named (queries/*.sql and the
+report's and dashboard's statements in queries/report/ and queries/dashboard/), guard (the one
+SQL guard: the console and `vitsweep query`), output (table/csv/json/parquet and the --output
+file), export (CSV/Parquet files written by DuckDB's COPY, the same bytes as output's), claims
+(verdicts), report (a package: the findings report in HTML, Markdown and JSON, with its figures and gallery).
 The report modules (matplotlib, jinja2) are not imported here.
 """
 

@@ -40,6 +40,8 @@ import pyarrow as pa
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from sweep.files import json_safe
+
 CRITERIA_FILE = Path(__file__).with_name("criteria.yaml")
 CLAIMS = ("equivalence", "invisibility", "normal_space", "lipschitz", "overgeneralisation")
 PROBE_CLAIMS = {"match": ("equivalence", "invisibility", "overgeneralisation"),
@@ -389,22 +391,14 @@ def judge(rows: pa.Table, criteria: Criteria) -> pa.Table:
                 "ci_low": decisive.ci_low, "ci_high": decisive.ci_high,
                 "threshold": decisive.threshold,
                 "reason": f"{decisive.statistic}: {decisive.reason}",
-                "checks": json.dumps([_plain(asdict(c)) for c in checks], ensure_ascii=False),
+                "checks": json.dumps(json_safe([asdict(c) for c in checks]), ensure_ascii=False,
+                                     allow_nan=False),
                 "probe": s["probe"], "config_hash": config_hash, "params": s.get("params"),
             })
     order = {c: i for i, c in enumerate(CLAIMS)}
     out.sort(key=lambda r: (r["model"], r["weights"], r["embed"] or "", order[r["claim"]],
                             r["setting"] or "", r["config_hash"]))
     return pa.Table.from_pylist(out, schema=CLAIMS_SCHEMA)
-
-
-def _plain(value: Any) -> Any:
-    """Non-finite floats as strings in JSON ("inf"), everything else as is."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
 
 
 def finish_named(rows: pa.Table, options: Mapping[str, str | None]) -> pa.Table:

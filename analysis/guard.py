@@ -1,8 +1,17 @@
-"""Run untrusted SQL (a dashboard's SQL console) read-only and confined to the run's views.
+"""The one SQL guard: untrusted SQL runs read-only, for the dashboard's SQL console and for
+`vitsweep query`.
 
-    df = run_readonly(con, "SELECT model, avg(psnr) FROM match GROUP BY model")
+    df = run_readonly(con, "SELECT model, avg(psnr) FROM match GROUP BY model")   # the console
+    statement = read_only_statement(con, sql)                                      # vitsweep query
 
-Checks, all with DuckDB's own parser (no regular expressions over SQL text):
+`vitsweep query` (`read_only_statement`) takes exactly one statement of type SELECT (DESCRIBE,
+SUMMARIZE, SHOW included) or a plain EXPLAIN of a SELECT (EXPLAIN ANALYZE runs its statement and is
+refused); files outside the runs are refused by the sandboxed connection (analysis.db.open_runs).
+DuckDB's own parse errors pass through as duckdb.Error.
+
+The console (`check_query`, `run_readonly`) is stricter:
+
+checks, all with DuckDB's own parser (no regular expressions over SQL text):
 
 1. exactly one statement (`con.extract_statements`), of type SELECT (this includes DESCRIBE,
    SUMMARIZE and SHOW of a view);
@@ -111,6 +120,34 @@ def _check_tree(tree: dict[str, Any], allowed: set[str], macros: set[str]) -> No
             name = str(node.get("function_name", "")).lower()
             if name in _FORBIDDEN_FUNCTIONS:
                 raise QueryRefused(f"function {name} is not allowed in the SQL console")
+
+
+def _statement_word(statement: Any) -> str:
+    """The statement's keyword as the user wrote it (INSTALL, USE, CHECKPOINT), not DuckDB's
+    internal type (LOAD, SET, CALL)."""
+    match = re.match(r"\s*(?:(?:--[^\n]*\n|/\*.*?\*/)\s*)*([A-Za-z]+)", statement.query, flags=re.DOTALL)
+    return match.group(1).upper() if match else statement.type.name
+
+
+def read_only_statement(con: duckdb.DuckDBPyConnection, sql: str) -> str:
+    """The one read-only statement in `sql` (SELECT, DESCRIBE, SUMMARIZE, SHOW or a plain
+    EXPLAIN of a SELECT), for `vitsweep query`; QueryRefused for anything else. Files outside
+    the runs are refused by the sandboxed connection; a parse error raises duckdb.Error."""
+    statements = con.extract_statements(sql)
+    if len(statements) != 1:
+        raise QueryRefused(f"give exactly one SQL statement, got {len(statements)}")
+    statement = statements[0]
+    if statement.type == duckdb.StatementType.EXPLAIN:
+        # EXPLAIN ANALYZE runs its statement: only a plain EXPLAIN of a SELECT is read-only
+        inner = re.sub(r"^\s*EXPLAIN\s+", "", statement.query, count=1, flags=re.IGNORECASE)
+        if re.match(r"\s*ANALY[SZ]E\b", inner, flags=re.IGNORECASE):
+            raise QueryRefused("vitsweep query is read-only: EXPLAIN ANALYZE runs its statement and is refused")
+        inner_statements = con.extract_statements(inner)
+        if len(inner_statements) != 1 or inner_statements[0].type != duckdb.StatementType.SELECT:
+            raise QueryRefused("vitsweep query is read-only: only EXPLAIN of a SELECT is allowed")
+    elif statement.type != duckdb.StatementType.SELECT:
+        raise QueryRefused(f"vitsweep query is read-only: {_statement_word(statement)} statements are refused")
+    return statement.query
 
 
 def check_query(con: duckdb.DuckDBPyConnection, sql: str,

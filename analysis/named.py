@@ -26,11 +26,16 @@ a number itself (`CAST($limit AS BIGINT)`).
 
     list_named() -> [NamedQuery(name, description, params, notes, sql), ...]
     run_named(con, "equivalence", {"model": "vit_b"}) -> pandas.DataFrame
+
+The report's and the dashboard's own reads are SQL files too, in analysis/queries/report/ and
+analysis/queries/dashboard/ (no header needed; not listed or offered as named queries), read by
+`statement("dashboard/pair_images")`; their callers bind the parameters.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -236,3 +241,34 @@ def relation_arrow(relation: duckdb.DuckDBPyRelation) -> pa.Table:
     fetch = getattr(relation, "to_arrow_table", None) or getattr(relation, "arrow")
     table = fetch()
     return table if isinstance(table, pa.Table) else table.read_all()
+
+
+def list_text(fmt: str) -> str:
+    """The named queries as `vitsweep query --list` prints them: text (fmt table) or JSON."""
+    queries = list_named()
+    if fmt == "json":
+        return json.dumps([{"name": q.name, "description": q.description, "notes": q.notes,
+                            "params": [{"name": p.name, "default": p.default, "help": p.help}
+                                       for p in q.params]} for q in queries], indent=1) + "\n"
+    lines = []
+    for q in queries:
+        lines.append(f"{q.name}\n    {q.description}")
+        for p in q.params:
+            default = "NULL" if p.default is None else p.default
+            lines.append(f"    --param {p.name}={default}    {p.help}".rstrip())
+    return "\n".join(lines) + "\n"
+
+
+STATEMENT_GROUPS = ("report", "dashboard")  # folders of analysis/queries/ that hold statements
+
+
+@lru_cache(maxsize=None)
+def statement(name: str) -> str:
+    """The SQL text of one internal statement, `analysis/queries/<group>/<stem>.sql` for a name
+    `group/stem` (the report's and the dashboard's reads: not named queries, so neither listed
+    nor offered to users; parameters bound by the caller). KeyError for an unknown name."""
+    group, _, stem = name.partition("/")
+    path = QUERY_DIR / group / f"{stem}.sql"
+    if group not in STATEMENT_GROUPS or not stem.isidentifier() or not path.is_file():
+        raise KeyError(f"no SQL statement {name!r} in {QUERY_DIR}")
+    return path.read_text(encoding="utf-8")

@@ -3,6 +3,11 @@
 Binary columns (the gallery's PNG bytes) print as `<png, N bytes>` in a text table and as base64
 in CSV and JSON; list columns (loss trajectories) as JSON arrays; non-finite floats as null in
 JSON. Parquet keeps every column as it is.
+
+The output file of `vitsweep query --output FILE`: `check_output` before the query runs,
+`staging_file` (a new file beside it that the result is written to) and `publish` (renamed over
+FILE once the query has succeeded, with FILE's mode), so a stopped or failed query leaves FILE as
+it was.
 """
 
 from __future__ import annotations
@@ -13,11 +18,17 @@ import datetime as dt
 import io
 import json
 import math
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from sweep.errors import UserError
+from sweep.files import json_safe
 
 FORMATS = ("table", "csv", "json", "parquet")
 
@@ -30,12 +41,10 @@ def _plain(value: Any, *, binary: str) -> Any:
             kind = "png" if raw.startswith(b"\x89PNG") else "binary"
             return f"<{kind}, {len(raw)} bytes>"
         return base64.b64encode(raw).decode("ascii")
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if binary != "summary" else str(value)
-    if isinstance(value, (dt.datetime, dt.date, dt.time)):
-        return value.isoformat()
-    if isinstance(value, dt.timedelta):
-        return value.total_seconds()
+    if isinstance(value, float):  # the one JSON policy (NaN, ±inf -> null), shown as text in a table
+        return str(value) if binary == "summary" and not math.isfinite(value) else json_safe(value)
+    if isinstance(value, (dt.datetime, dt.date, dt.time, dt.timedelta)):
+        return json_safe(value)
     if isinstance(value, list):
         return [_plain(v, binary=binary) for v in value]
     if isinstance(value, dict):
@@ -122,3 +131,46 @@ def write_result(table: pa.Table, fmt: str, output: Path | None) -> str | None:
         return text
     output.write_text(text, encoding="utf-8")
     return None
+
+
+# ---------------------------------------------------------------- the output file
+
+def check_output(path: Path | None, force: bool) -> None:
+    """`vitsweep query --output`: the file must be a file that can be written, not replaced unless --force: checked before
+    the query runs (UserError, one line)."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise UserError(f"--output {path}: is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise UserError(f"--output {path}: the folder {path.parent} does not exist")
+    if path.exists() and not force:
+        raise UserError(f"--output {path}: exists; add --force to replace it")
+
+
+def staging_file(path: Path) -> Path | None:
+    """A new empty file beside `path` that the result is written to and then renamed over it,
+    so a failed or stopped query leaves `path` as it was; None when `path` is not a plain file
+    (a device, a pipe, a link) or its folder takes no new file: the result is then written to it
+    directly, as before."""
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        return None
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except OSError as err:
+        if path.is_file() and os.access(path, os.W_OK):  # a folder only the file is writable in
+            return None
+        raise UserError(f"{path}: {err.strerror or err}") from None
+    os.close(fd)
+    return Path(name)
+
+
+def publish(staging: Path, path: Path) -> None:
+    """Move the written `staging` file to `path`, with the mode `path` had (or a new file's)."""
+    if path.is_file():
+        shutil.copymode(path, staging)
+    else:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o666 & ~umask)
+    os.replace(staging, path)

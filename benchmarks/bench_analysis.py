@@ -1,7 +1,7 @@
 """Analysis at scale: named queries, `vitsweep report` and every dashboard page on a large run.
 
 Builds (once; cached under .bench-cache/ in the repository, which git ignores) a synthetic run the
-size of one ImageNet-val sweep with the engine's own writer and schemas (tests/runfixture.py,
+size of one ImageNet-val sweep with the engine's own writer and schemas (tests/support/runs.py,
 `make_scale_run`: 3 models x match, perturb and lipschitz, two settings per probe, errors, failed
 units, galleries), then measures, in this one process:
 
@@ -20,10 +20,10 @@ process, of the dashboard server during a visit): on a shared machine wall time 
 load, CPU time much less. It ends with a table of the issue's goals, met or not, and the load
 average before and after.
 
-    .venv/bin/python benchmarks/bench_analysis.py                  # the issue's size: 75,000 pairs
-    .venv/bin/python benchmarks/bench_analysis.py --quick          # 3,000 pairs, for trying
-    .venv/bin/python benchmarks/bench_analysis.py --pairs 20000 --skip-dashboard
-    .venv/bin/python benchmarks/bench_analysis.py --three-runs       # also 3 runs at once
+    .venv/bin/python -m benchmarks.bench_analysis                  # the issue's size: 75,000 pairs
+    .venv/bin/python -m benchmarks.bench_analysis --quick          # 3,000 pairs, for trying
+    .venv/bin/python -m benchmarks.bench_analysis --pairs 20000 --skip-dashboard
+    .venv/bin/python -m benchmarks.bench_analysis --three-runs       # also 3 runs at once
 """
 
 from __future__ import annotations
@@ -41,8 +41,6 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
 
 CACHE = REPO / ".bench-cache"
 CHROMIUM = Path(os.environ.get("VITSWEEP_CHROMIUM", "/usr/bin/chromium"))
@@ -56,7 +54,7 @@ FIXTURE_VERSION = 2  # bump when make_scale_run changes, so a stale cached run i
 def build_run(pairs: int, pairs_per_unit: int, copy: int = 0) -> Path:
     """The cached scale run for this size (built now when missing); copy 1, 2, … are further
     runs of the same size with their own run_id and seed (for the several-runs figures)."""
-    from runfixture import SCALE_RUN_ID, make_scale_run
+    from tests.support.runs import SCALE_RUN_ID, make_scale_run
 
     folder = CACHE / f"v{FIXTURE_VERSION}-pairs-{pairs}-unit-{pairs_per_unit}" / f"copy-{copy}"
     run_id = SCALE_RUN_ID if copy == 0 else f"{SCALE_RUN_ID}-{copy + 1}"

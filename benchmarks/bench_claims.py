@@ -6,8 +6,8 @@ tenth of them) through the engine's writer, then times: the whole named query (D
 the per-pair values, Python judges them), and one median check's bootstrap both ways (same
 values, same number of resamples). Prints seconds and the speed-up.
 
-    python benchmarks/bench_claims.py                 # 75,000 pairs, 2,000 resamples
-    python benchmarks/bench_claims.py --pairs 10000 --resamples 1000
+    python -m benchmarks.bench_claims                 # 75,000 pairs, 2,000 resamples
+    python -m benchmarks.bench_claims --pairs 10000 --resamples 1000
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The k-NN vote of the labels pass: exact order (float64, ties by bank position) against a plain
 fp32 cosine top-k vote, on the same random bank and queries, in this process.
 
-    .venv/bin/python benchmarks/bench_labels.py [--bank 20000] [--queries 4096] [--dim 384] [--k 5] [--device cpu]
+    .venv/bin/python -m benchmarks.bench_labels [--bank 20000] [--queries 4096] [--dim 384] [--k 5] [--device cpu]
 
 Figures: queries/s of each, the ratio (what the exact, reproducible order costs), and how many
 labels differ (random Gaussian vectors have no exact ties, so any difference is a near-tie
@@ -11,15 +11,11 @@ resolved differently by fp32 rounding).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from sweep.probes.labels import knn_vote, majority  # noqa: E402
+from sweep.probes.labels import knn_vote, majority
 
 CHUNK_ELEMENTS = 2**25  # as the labels pass blocks its queries
 

@@ -11,10 +11,10 @@ and the largest relative difference between the two versions' estimates (must be
 Two cases: the cheap families (`random`, `top` by subspace iteration, `grad`, `off_top`) on
 `--pairs` pairs of `--model`, and `null` (D Jacobian rows per pair, then SVD) on `--null-pairs`
 pairs of `--null-model` (default: the same model; on a small CPU the test suite's 32-pixel
-`tests.tiny_models:tiny_vit`, D = 48, keeps the D reverse-mode rows per pair affordable).
+`tests.support.tiny_models:tiny_vit`, D = 48, keeps the D reverse-mode rows per pair affordable).
 
-    python benchmarks/bench_lipschitz.py                          # CPU: vit_tiny, small settings
-    python benchmarks/bench_lipschitz.py --model vit_base_patch16_224 --batch 256 --pairs 64 \
+    python -m benchmarks.bench_lipschitz                          # CPU: vit_tiny, small settings
+    python -m benchmarks.bench_lipschitz --model vit_base_patch16_224 --batch 256 --pairs 64 \
         --ref-pairs 4 --iters 20 --null-pairs 2                   # GPU
 """
 
@@ -25,11 +25,10 @@ import json
 from typing import Any
 
 import torch
-from inputs import random_pairs
-from lipschitz_one_pair import Float64Encoder as OldFloat64Encoder
-from lipschitz_one_pair import OnePairLipschitz
-from timing import timed
 
+from benchmarks.common import random_pairs, timed
+from benchmarks.lipschitz_one_pair import Float64Encoder as OldFloat64Encoder
+from benchmarks.lipschitz_one_pair import OnePairLipschitz
 from sweep.encoders import load_encoder
 from sweep.probes import build_probe
 from sweep.probes import lipschitz as new_module

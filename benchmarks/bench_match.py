@@ -5,8 +5,8 @@ max_steps) on the same pairs; the reference is the authors' loop shape: batch 1,
 no-grad forward per step for the stopping test. Prints image-steps/s for each, their ratio, and
 peak memory (GPU: torch.cuda.max_memory_allocated; CPU: the process's peak RSS).
 
-    python benchmarks/bench_match.py                                   # CPU: vit_tiny, batch 16
-    python benchmarks/bench_match.py --model vit_base_patch16_224 --batch 256 --pairs 512 \
+    python -m benchmarks.bench_match                                   # CPU: vit_tiny, batch 16
+    python -m benchmarks.bench_match --model vit_base_patch16_224 --batch 256 --pairs 512 \
         --ref-pairs 4 --steps 100 --compile                            # GPU
 """
 
@@ -14,37 +14,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
 
 import torch
-import torch.nn.functional as F
-from inputs import random_pairs
 
+from benchmarks.common import peak_memory_mb, random_pairs, sync
 from sweep.encoders import load_encoder
 from sweep.probes import build_probe
 from sweep.probes.base import PairInput
+from tests.support.reference import authors_match_loop
 
 
 def reference_loop(encoder, pairs: list[PairInput], lr: float, tau: float, min_cos: float, max_steps: int) -> int:
-    """The authors' loop: one pair at a time, fp32, one extra forward per step for the stop test."""
-    total = 0
-    for pair in pairs:
-        x = encoder.normalize(pair.src[None].to(encoder.device)).clone()
-        lo, hi = x.min(), x.max()
-        with torch.no_grad():
-            e_t = encoder.embed(pair.tgt[None].to(encoder.device))
-        for _ in range(max_steps):
-            x.requires_grad_(True)
-            loss = F.mse_loss(encoder.embed_normalized(x), e_t)
-            (grad,) = torch.autograd.grad(loss, x)
-            x = torch.clamp(x.detach() - lr * grad, lo, hi)
-            total += 1
-            with torch.no_grad():
-                e = encoder.embed_normalized(x)
-                if ((e - e_t) ** 2).sum() < tau and F.cosine_similarity(e, e_t).item() > min_cos:
-                    break
-    return total
+    """The authors' loop (tests/support/reference.py) on each pair in turn; the steps taken in all."""
+    return sum(authors_match_loop(encoder, p.src, p.tgt, lr, tau, min_cos, max_steps)[1] for p in pairs)
 
 
 def plain_step_rate(encoder, pairs: list[PairInput], precision: str, repeats: int) -> float:
@@ -70,17 +53,6 @@ def plain_step_rate(encoder, pairs: list[PairInput], precision: str, repeats: in
         one()
     sync(encoder.device)
     return repeats * len(pairs) / (time.perf_counter() - start)
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def main() -> None:

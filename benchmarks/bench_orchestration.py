@@ -1,9 +1,9 @@
 """Orchestration overhead: pairs/s through the whole pipeline (read, decode, probe, k-NN, Parquet
 writes) with a trivial encoder, on a local Ray versus the plain worker function in a loop.
 
-    .venv/bin/python benchmarks/bench_orchestration.py [--shards 8] [--pairs 250] [--actors 2]
+    .venv/bin/python -m benchmarks.bench_orchestration [--shards 8] [--pairs 250] [--actors 2]
 
-The encoder is `tests.encoders_for_tests:linear_encoder` (8x8 pixels -> 16-d, a linear map), so
+The encoder is `tests.support.encoders:linear_encoder` (8x8 pixels -> 16-d, a linear map), so
 the probe costs next to nothing and what is measured is the framework: shard reading and image
 decoding, the probe's outer routine, row building, k-NN, Parquet writes, and (for Ray) actor
 start-up, scheduling and result passing. Figures reported:
@@ -19,15 +19,11 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
-
-from sweep_helpers import make_shards, read_table, write_spec  # noqa: E402
+from tests.support.sweeps import make_shards, read_table, write_spec
 
 PROBES = [{"name": "perturb", "params": {"eps": [0.03], "steps": 2, "random_draws": 1}}]
 

@@ -9,8 +9,8 @@ in a PGD step, forward for the clean, final and random-baseline embeddings) agai
 batched fp32 forward + backward step of the same model; and the largest relative difference
 between the two runs' numbers.
 
-    python benchmarks/bench_perturb.py                                  # CPU: vit_tiny
-    python benchmarks/bench_perturb.py --model vit_base_patch16_224 --batch 256 --pairs 128 \
+    python -m benchmarks.bench_perturb                                  # CPU: vit_tiny
+    python -m benchmarks.bench_perturb --model vit_base_patch16_224 --batch 256 --pairs 128 \
         --ref-pairs 8 --steps 20 --draws 8                                  # GPU
 """
 
@@ -21,9 +21,8 @@ import json
 from typing import Any
 
 import torch
-from inputs import random_pairs
-from timing import timed
 
+from benchmarks.common import random_pairs, timed
 from sweep.encoders import load_encoder
 from sweep.probes import build_probe
 from sweep.probes.base import PairInput

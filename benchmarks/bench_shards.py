@@ -8,8 +8,8 @@ directory, then measures, in this process and against a baseline measured here t
     read       `read_pairs` decode + resize to 224, pairs/s with workers = 0, 1, 2
     memory     peak RSS of a fresh process writing N small vs N large pair sets
 
-    .venv/bin/python benchmarks/bench_shards.py                   # 500 images, 2,000 / 20,000 pairs
-    .venv/bin/python benchmarks/bench_shards.py --images 200 --pairs 1000 --pairs-large 5000
+    .venv/bin/python -m benchmarks.bench_shards                   # 500 images, 2,000 / 20,000 pairs
+    .venv/bin/python -m benchmarks.bench_shards --images 200 --pairs 1000 --pairs-large 5000
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def make_folder(root: Path, images: int, classes: int = 10) -> Path:
@@ -74,8 +72,8 @@ def write_child(folder: str, out: str, pairs: int) -> None:
 
 def run_writer(folder: Path, out: Path, pairs: int) -> dict[str, float]:
     result = subprocess.run(
-        [sys.executable, __file__, "--write-child", str(folder), str(out), str(pairs)],
-        capture_output=True, text=True, check=True,
+        [sys.executable, "-m", "benchmarks.bench_shards", "--write-child", str(folder), str(out), str(pairs)],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, check=True,
     )
     return json.loads(result.stdout.strip().splitlines()[-1])
 

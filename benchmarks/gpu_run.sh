@@ -11,11 +11,14 @@ else
   export PYTHONPATH=$PWD
 fi
 export PYTHONUNBUFFERED=1
+# -P: the benchmarks run as modules (-m) but the working folder is not put first on sys.path, so
+# an installed wheel (above) is the `sweep` they import; benchmarks and tests.support come from $PWD
+PY="python3 -P"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__)"
 OUTDIR=${OUT:-/tmp}
-timeout 90 python3 benchmarks/gpu_checks.py 2>&1 | grep -v Warning | tee "$OUTDIR/gpu_checks.json"
-timeout 150 python3 benchmarks/bench_lipschitz.py --model vit_base_patch16_224 --batch 256 --pairs 64 --ref-pairs 4 --iters 20 --null-pairs 2 2>&1 | grep -v Warning | tee "$OUTDIR/bench_lipschitz.txt"
-timeout 120 python3 benchmarks/bench_perturb.py --model vit_base_patch16_224 --batch 256 --pairs 128 --ref-pairs 8 --steps 20 --draws 8 2>&1 | grep -v Warning | tee "$OUTDIR/bench_perturb.txt"
-timeout 150 python3 benchmarks/bench_match.py --model vit_base_patch16_224 --batch 256 --pairs 512 --ref-pairs 4 --steps 100 2>&1 | grep -v Warning | tee "$OUTDIR/bench_eager.txt"
-timeout 200 python3 benchmarks/bench_match.py --model vit_base_patch16_224 --batch 256 --pairs 512 --ref-pairs 4 --steps 100 --compile 2>&1 | grep -v Warning | tee "$OUTDIR/bench_compiled.txt"
+timeout 90 $PY -m benchmarks.gpu_checks 2>&1 | grep -v Warning | tee "$OUTDIR/gpu_checks.json"
+timeout 150 $PY -m benchmarks.bench_lipschitz --model vit_base_patch16_224 --batch 256 --pairs 64 --ref-pairs 4 --iters 20 --null-pairs 2 2>&1 | grep -v Warning | tee "$OUTDIR/bench_lipschitz.txt"
+timeout 120 $PY -m benchmarks.bench_perturb --model vit_base_patch16_224 --batch 256 --pairs 128 --ref-pairs 8 --steps 20 --draws 8 2>&1 | grep -v Warning | tee "$OUTDIR/bench_perturb.txt"
+timeout 150 $PY -m benchmarks.bench_match --model vit_base_patch16_224 --batch 256 --pairs 512 --ref-pairs 4 --steps 100 2>&1 | grep -v Warning | tee "$OUTDIR/bench_eager.txt"
+timeout 200 $PY -m benchmarks.bench_match --model vit_base_patch16_224 --batch 256 --pairs 512 --ref-pairs 4 --steps 100 --compile 2>&1 | grep -v Warning | tee "$OUTDIR/bench_compiled.txt"

@@ -32,7 +32,7 @@ KNN_COLUMNS = ("knn_src", "knn_tgt", "knn_adv")
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
 
-# Columns every result row carries (DESIGN.md contract), plus the dataset labels and settings.
+# Columns every result row carries (the contract in docs/results.md), plus the dataset labels and settings.
 COMMON = [
     pa.field("run_id", pa.string(), nullable=False),
     pa.field("unit_id", pa.string(), nullable=False),

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / ".mutants"
 MUTMUT = Path(sys.executable).with_name("mutmut")
 
-_LABELS_PASS = [f"tests/test_labels_pass.py::{name}" for name in (
+_LABELS_PASS = [f"tests/finished/test_labels.py::{name}" for name in (
     "test_units_hold_two_pairs_and_store_fp16_embeddings_of_their_images",
     "test_knn_labels_equal_a_brute_force_knn_over_the_whole_run",
     "test_views_show_the_labels_and_a_rerun_replaces_them",
@@ -48,44 +48,44 @@ _LABELS_PASS = [f"tests/test_labels_pass.py::{name}" for name in (
 MODULES: dict[str, list[str]] = {
     # store: its own tests and the store-level crash tests (the worker-level ones run a whole
     # unit per test, too slow to repeat per mutant; they count for worker.py)
-    "sweep/run/store.py": ["tests/test_store.py"] + [
-        f"tests/test_store_crash.py::{name}" for name in (
+    "sweep/run/store.py": ["tests/run/test_store.py"] + [
+        f"tests/run/test_store_crash.py::{name}" for name in (
             "test_a_failed_rewrite_keeps_the_good_file",
             "test_temporary_names_are_hidden_siblings_that_never_end_in_parquet",
             "test_a_killed_writer_leaves_only_a_hidden_temp_file",
             "test_write_text_is_atomic_and_leaves_no_temp",
             "test_a_write_failing_before_any_byte_raises_its_own_error")],
-    "analysis/guard.py": ["tests/test_guard.py"],
-    "analysis/named.py": ["tests/test_named_queries.py", "tests/test_named_answers.py"],
+    "analysis/guard.py": ["tests/analysis/test_guard.py"],
+    "analysis/named.py": ["tests/analysis/test_named.py", "tests/analysis/test_named_answers.py"],
     # worker: tests that run a unit on the linear encoder with 2-5 pairs (seconds each), the
     # worker-level crash tests, and the labels pass (it reads what the unit stored); not the
     # labels command test, which starts `vitsweep labels` five times
-    "sweep/run/worker.py": ["tests/test_worker_parts.py", "tests/test_worker.py"] + [
-        f"tests/test_store_crash.py::{name}" for name in (
+    "sweep/run/worker.py": ["tests/run/test_worker_parts.py", "tests/run/test_worker.py"] + [
+        f"tests/run/test_store_crash.py::{name}" for name in (
             "test_a_failed_table_write_leaves_the_unit_not_done",
             "test_the_done_marker_is_the_last_file_written",
             "test_a_good_unit_survives_a_failed_rewrite")] + _LABELS_PASS + [
-        "tests/test_fencing.py::test_commit_moves_staged_files_in_order"],  # commit=False: staged files
+        "tests/run/test_worker_fencing.py::test_commit_moves_staged_files_in_order"],  # commit=False: staged files
     # the run-wide k-NN labels pass
-    "sweep/run/labels.py": _LABELS_PASS + ["tests/test_worker.py::test_gallery_and_knn_columns"],
-    "sweep/probes/base.py": ["tests/test_probe_contract.py", "tests/test_probe_base.py"],
-    "sweep/probes/metrics.py": ["tests/test_probe_contract.py", "tests/test_probe_metrics.py"],
+    "sweep/run/labels.py": _LABELS_PASS + ["tests/run/test_worker.py::test_gallery_and_knn_columns"],
+    "sweep/probes/base.py": ["tests/probes/test_base_contract.py", "tests/probes/test_base.py"],
+    "sweep/probes/metrics.py": ["tests/probes/test_base_contract.py", "tests/probes/test_metrics.py"],
     # match, loop, common, labels: the linear-encoder oracles, not test_probe_match.py's ViT runs
     # (minutes per mutant on a small machine); those still run in `make test`
-    "sweep/probes/match.py": ["tests/test_probe_match_oracle.py",
-                              "tests/test_probe_contract.py::test_match_8bit_recheck_is_judged_on_the_rounded_image",
-                              "tests/test_probe_match.py::test_bad_parameters_are_refused",
-                              "tests/test_probe_match.py::test_paper_preset_runs_in_fp32_unless_told_otherwise"],
-    "sweep/probes/perturb.py": ["tests/test_probe_perturb.py"],
+    "sweep/probes/match.py": ["tests/probes/test_match_oracle.py",
+                              "tests/probes/test_base_contract.py::test_match_8bit_recheck_is_judged_on_the_rounded_image",
+                              "tests/probes/test_match.py::test_bad_parameters_are_refused",
+                              "tests/probes/test_match.py::test_paper_preset_runs_in_fp32_unless_told_otherwise"],
+    "sweep/probes/perturb.py": ["tests/probes/test_perturb.py"],
     # lipschitz and its row queues: the micro-ViT reference tests first (seconds), then the
     # linear-encoder closed forms and the tiny-ViT gap test
-    "sweep/probes/lipschitz.py": ["tests/test_probe_lipschitz_batched.py", "tests/test_probe_rows.py",
-                                  "tests/test_probe_lipschitz.py"],
-    "sweep/probes/rows.py": ["tests/test_probe_rows.py", "tests/test_probe_lipschitz_batched.py"],
+    "sweep/probes/lipschitz.py": ["tests/probes/test_lipschitz_batched.py", "tests/probes/test_rows.py",
+                                  "tests/probes/test_lipschitz.py"],
+    "sweep/probes/rows.py": ["tests/probes/test_rows.py", "tests/probes/test_lipschitz_batched.py"],
     # labels: k-NN and head top-1 here; the run-wide labels pass tests count for sweep/run/labels.py
-    "sweep/probes/labels.py": ["tests/test_labels_knn.py", "tests/test_probe_labels.py", "tests/test_probe_common.py"],
-    "sweep/probes/loop.py": ["tests/test_probe_loop.py", "tests/test_probe_match_oracle.py"],
-    "sweep/probes/common.py": ["tests/test_probe_common.py", "tests/test_probe_match_oracle.py"],
+    "sweep/probes/labels.py": ["tests/probes/test_labels_knn.py", "tests/probes/test_labels.py", "tests/probes/test_common.py"],
+    "sweep/probes/loop.py": ["tests/probes/test_loop.py", "tests/probes/test_match_oracle.py"],
+    "sweep/probes/common.py": ["tests/probes/test_common.py", "tests/probes/test_match_oracle.py"],
 }
 LINKED = ("sweep", "analysis", "dashboard", "tests")
 

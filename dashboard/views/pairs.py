@@ -17,7 +17,7 @@ if not available:
 left, mid, right = st.columns([1, 2, 2])
 probe = left.selectbox("Probe", list(available), key="pairs_probe")
 models = mid.multiselect("Models", available[probe], default=available[probe], key=f"pairs_models_{probe}")
-outcomes = ["all", "success", "failure", "error"] if probe == "match" else ["all", "error"]
+outcomes = list(data.OUTCOMES.get(probe, ("all", "error")))
 outcome = right.radio("Outcome", outcomes, horizontal=True, key=f"pairs_outcome_{probe}")
 
 # Sorted and paged in SQL: a page of PAGE_SIZE pairs is all the page ever holds.
@@ -72,7 +72,7 @@ if gallery.empty:
 for img in gallery.itertuples(index=False):
     if img.variant:
         st.caption(f"variant {img.variant}")
-    shown = [("source", img.src_png), ("matched" if probe == "match" else "perturbed", img.adv_png),
+    shown = [("source", img.src_png), (data.PROBED_CAPTION.get(probe, "perturbed"), img.adv_png),
              ("target", img.tgt_png)]
     if img.src_png and img.adv_png:
         diff, peak = images.amplified_difference(img.adv_png, img.src_png)

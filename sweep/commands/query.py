@@ -1,6 +1,6 @@
 """`vitsweep query`: ask a run's results a question in SQL or by a named query.
 
-    vitsweep query RUN [RUN ...] "SELECT model, avg(psnr) FROM match GROUP BY model"
+    vitsweep query RUN [RUN ...] SQL            # one read-only statement over the views
     vitsweep query RUN --named equivalence [--param model=vit_b ...]
     vitsweep query --list
     ... --format table|csv|json|parquet [--output FILE [--force]]
@@ -19,15 +19,12 @@ a stopped or failed query leaves FILE as it was. Never imports torch or Ray.
 from __future__ import annotations
 
 import argparse
-import os
-import re
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sweep.errors import UserError, int_at_least
+from sweep.errors import UserError, int_at_least, one_line
+from sweep.params import parse_params
 
 if TYPE_CHECKING:
     from analysis.db import Limits
@@ -53,117 +50,16 @@ def register(parser: argparse.ArgumentParser) -> None:
                              "$VITSWEEP_MEMORY_LIMIT)")
 
 
-def _one_line(err: BaseException) -> str:
-    """DuckDB's message without its multi-line caret pointer."""
-    text = str(err).split("\nLINE ")[0]
-    return " ".join(text.split())
-
-
-def _single_select(con, sql: str) -> str:
-    """The one read-only statement in `sql` (SELECT, DESCRIBE, SUMMARIZE, SHOW or EXPLAIN);
-    UserError for anything else. Files outside the runs are refused by the sandboxed connection."""
-    import duckdb
-
-    statements = con.extract_statements(sql)
-    if len(statements) != 1:
-        raise UserError(f"give exactly one SQL statement, got {len(statements)}")
-    statement = statements[0]
-    if statement.type == duckdb.StatementType.EXPLAIN:
-        # EXPLAIN ANALYZE runs its statement: only a plain EXPLAIN of a SELECT is read-only
-        inner = re.sub(r"^\s*EXPLAIN\s+", "", statement.query, count=1, flags=re.IGNORECASE)
-        if re.match(r"\s*ANALY[SZ]E\b", inner, flags=re.IGNORECASE):
-            raise UserError("vitsweep query is read-only: EXPLAIN ANALYZE runs its statement and is refused")
-        inner_statements = con.extract_statements(inner)
-        if len(inner_statements) != 1 or inner_statements[0].type != duckdb.StatementType.SELECT:
-            raise UserError("vitsweep query is read-only: only EXPLAIN of a SELECT is allowed")
-    elif statement.type != duckdb.StatementType.SELECT:
-        raise UserError(f"vitsweep query is read-only: {_statement_word(statement)} statements are refused")
-    return statement.query
-
-
-def _statement_word(statement) -> str:
-    """The statement's keyword as the user wrote it (INSTALL, USE, CHECKPOINT), not DuckDB's
-    internal type (LOAD, SET, CALL)."""
-    match = re.match(r"\s*(?:(?:--[^\n]*\n|/\*.*?\*/)\s*)*([A-Za-z]+)", statement.query, flags=re.DOTALL)
-    return match.group(1).upper() if match else statement.type.name
-
-
-def _check_output(path: Path | None, force: bool) -> None:
-    """--output must be a file that can be written, not replaced unless --force: checked before
-    the query runs."""
-    if path is None:
-        return
-    if path.is_dir():
-        raise UserError(f"--output {path}: is a folder; give a file name")
-    if not path.parent.is_dir():
-        raise UserError(f"--output {path}: the folder {path.parent} does not exist")
-    if path.exists() and not force:
-        raise UserError(f"--output {path}: exists; add --force to replace it")
-
-
-def _staging(path: Path) -> Path | None:
-    """A new empty file beside `path` that the result is written to and then renamed over it,
-    so a failed or stopped query leaves `path` as it was; None when `path` is not a plain file
-    (a device, a pipe, a link) or its folder takes no new file: the result is then written to it
-    directly, as before."""
-    if path.is_symlink() or (path.exists() and not path.is_file()):
-        return None
-    try:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    except OSError as err:
-        if path.is_file() and os.access(path, os.W_OK):  # a folder only the file is writable in
-            return None
-        raise UserError(f"{path}: {err.strerror or err}") from None
-    os.close(fd)
-    return Path(name)
-
-
-def _publish(staging: Path, path: Path) -> None:
-    """Move the written `staging` file to `path`, with the mode `path` had (or a new file's)."""
-    if path.is_file():
-        shutil.copymode(path, staging)
-    else:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o666 & ~umask)
-    os.replace(staging, path)
-
-
-def _parse_params(pairs: list[str]) -> dict[str, str]:
-    params: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--param wants KEY=VALUE, got {pair!r}")
-        params[key.strip()] = value
-    return params
-
-
-def _list_text(fmt: str) -> str:
-    import json
-
-    from analysis.named import list_named
-
-    queries = list_named()
-    if fmt == "json":
-        return json.dumps([{"name": q.name, "description": q.description, "notes": q.notes,
-                            "params": [{"name": p.name, "default": p.default, "help": p.help}
-                                       for p in q.params]} for q in queries], indent=1) + "\n"
-    lines = []
-    for q in queries:
-        lines.append(f"{q.name}\n    {q.description}")
-        for p in q.params:
-            default = "NULL" if p.default is None else p.default
-            lines.append(f"    --param {p.name}={default}    {p.help}".rstrip())
-    return "\n".join(lines) + "\n"
-
-
 def run(args: argparse.Namespace) -> int:
-    _check_output(args.output, args.force)
+    from analysis.output import check_output, staging_file
+
+    check_output(args.output, args.force)
     if args.list:
         if args.format not in ("table", "json"):
             raise UserError("--list prints as table or json")
-        text = _list_text(args.format)
+        from analysis.named import list_text
+
+        text = list_text(args.format)
         if args.output:
             args.output.write_text(text, encoding="utf-8")
         else:
@@ -189,11 +85,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("give at least one run directory")
     if args.format == "parquet" and args.output is None:
         raise UserError("--format parquet needs --output FILE")
-
     if args.timeout < 0:
         raise UserError("--timeout must be 0 (no limit) or more seconds")
     limits = Limits() if args.memory_limit is None else Limits(memory_limit=args.memory_limit)
-    staging = _staging(args.output) if args.output is not None else None
+    staging = staging_file(args.output) if args.output is not None else None
     try:
         _answer(args, runs, sql, limits, staging)
     finally:
@@ -211,15 +106,16 @@ def _answer(args: argparse.Namespace, runs: list[str], sql: str | None, limits: 
 
     from analysis.db import QueryStopped, RunNotFound, open_runs, time_limit
     from analysis.export import copy_result
+    from analysis.guard import QueryRefused, read_only_statement
     from analysis.named import UnknownQuery, bind_params, finish_named, get_named, relation_arrow
-    from analysis.output import write_result
+    from analysis.output import publish, write_result
 
     try:
         con = open_runs(runs, limits=limits, writable=[staging] if staging else [])
     except RunNotFound as err:
         raise UserError(str(err)) from None
     except duckdb.Error as err:  # a memory limit DuckDB cannot read
-        raise UserError(f"--memory-limit: {_one_line(err)}") from None
+        raise UserError(f"--memory-limit: {one_line(err)}") from None
     # COPY writes every row: used without --limit, for a query SQL alone answers
     copy_ok = staging is not None and args.limit is None
     table = None
@@ -227,23 +123,21 @@ def _answer(args: argparse.Namespace, runs: list[str], sql: str | None, limits: 
         with time_limit(con, args.timeout) as cur:
             if args.named:
                 query = get_named(args.named)
-                params = _parse_params(args.param)
+                params = parse_params(args.param, as_text=True)
                 bound = bind_params(query, params)
                 if not (copy_ok and query.finisher is None
                         and copy_result(cur, query.sql, bound, args.format, staging)):
                     # finished in Python where the query has a finisher (claims: bootstrap and verdicts)
                     table = finish_named(query, relation_arrow(cur.sql(query.sql, params=bound or None)), params)
             else:
-                statement = _single_select(con, sql)
+                statement = read_only_statement(con, sql)
                 plain = con.extract_statements(statement)[0].type == duckdb.StatementType.SELECT
                 if not (copy_ok and plain and copy_result(cur, statement, None, args.format, staging)):
                     table = relation_arrow(cur.sql(statement))
-    except QueryStopped as err:
-        raise UserError(str(err)) from None
-    except (UnknownQuery, ValueError) as err:
+    except (QueryStopped, QueryRefused, UnknownQuery, ValueError) as err:
         raise UserError(str(err)) from None
     except duckdb.Error as err:
-        raise UserError(_one_line(err)) from None
+        raise UserError(one_line(err)) from None
     finally:
         con.close()
     if table is not None:
@@ -253,4 +147,4 @@ def _answer(args: argparse.Namespace, runs: list[str], sql: str | None, limits: 
         if text is not None:
             sys.stdout.write(text)
     if staging is not None:
-        _publish(staging, args.output)
+        publish(staging, args.output)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sweep.errors import UserError, int_at_least
+from sweep.errors import UserError, int_at_least, one_line
 
 _FIGURES = ("fig-*.png", "gallery-*.png")  # the names analysis.report gives its PNGs
 
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     except RunNotFound as err:
         raise UserError(str(err)) from None
     except duckdb.Error as err:
-        raise UserError(" ".join(str(err).split("\nLINE ")[0].split())) from None
+        raise UserError(one_line(err)) from None
     for figure, mtime_ns in old_figures.items():  # left over from the previous report: not rewritten now
         if figure.is_file() and figure.stat().st_mtime_ns == mtime_ns:
             figure.unlink()

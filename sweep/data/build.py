@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,12 +20,13 @@ from tqdm import tqdm
 from webdataset import TarWriter
 
 from sweep.data.images import ImageDecodeError, decode_image
-from sweep.data.locations import MANIFEST
 from sweep.data.pairing import PairPlan, plan_pairs
 from sweep.data.parallel import parallel_map
+from sweep.data.shardset import MANIFEST
 from sweep.data.shards import FORMAT, FORMAT_VERSION, SHARD_PATTERN, pair_key
 from sweep.data.sources import Listing, SourceImage, list_demo, read_ref, verify_images
-from sweep.errors import UserError
+from sweep.errors import UserError, one_line
+from sweep.files import atomic_write
 
 DEMO_PAIRS = 16
 _TAR_MTIME = 0.0  # fixed member times: the same inputs and seed give byte-identical shards
@@ -66,7 +66,7 @@ def _build_sample(job: _PairJob) -> dict[str, Any] | str:
     except ImageDecodeError as err:
         return str(err)
     except OSError as err:
-        return f"pair {job.src.key} -> {job.tgt.key}: cannot read image ({' '.join(str(err).split())})"
+        return f"pair {job.src.key} -> {job.tgt.key}: cannot read image ({one_line(err)})"
     key = pair_key(job.index)
     meta = {
         "pair_id": key,
@@ -192,7 +192,7 @@ def make_shards(
     shards = sink.close()
     timing = {"verify_s": round(verified - started, 3), "write_s": round(time.time() - verified, 3)}
     manifest = _manifest(listing, images, errors, plan, written, shards, seed, resize, timing)
-    _write_json_atomic(out / MANIFEST, manifest)
+    atomic_write(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
@@ -207,7 +207,7 @@ def _make_remote(url: str, force: bool, build: Any) -> dict[str, Any]:
         fs, base = fsspec.core.url_to_fs(url)
         old = [p for p in fs.glob(f"{base}/pairs-*.tar")] + ([f"{base}/{MANIFEST}"] if fs.exists(f"{base}/{MANIFEST}") else [])
     except (OSError, ValueError) as err:
-        raise UserError(f"cannot read {url}: {' '.join(str(err).split())}") from None
+        raise UserError(f"cannot read {url}: {one_line(err)}") from None
     if old and not force:
         raise UserError(f"{url} already holds a shard set ({old[0].rsplit('/', 1)[-1]}); choose another --out or pass --force")
     with tempfile.TemporaryDirectory(prefix="vitsweep-shards-") as local:
@@ -219,7 +219,7 @@ def _make_remote(url: str, force: bool, build: Any) -> dict[str, Any]:
             for name in names:
                 fs.put_file(str(Path(local) / name), f"{base}/{name}")
         except (OSError, ValueError) as err:
-            raise UserError(f"cannot write to {url}: {' '.join(str(err).split())}") from None
+            raise UserError(f"cannot write to {url}: {one_line(err)}") from None
     return manifest
 
 
@@ -262,12 +262,6 @@ def _manifest(
         "shards": shards,
         "errors": errors,
     }
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def make_demo_shards(

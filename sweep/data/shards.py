@@ -33,12 +33,12 @@ from typing import Any
 import fsspec
 import torch
 from webdataset.gopen import gopen
-from webdataset.tariterators import base_plus_ext
 
 from sweep.data.images import ImageDecodeError, Preprocess, decode_image
-from sweep.data.locations import MANIFEST, expand_shard_urls
 from sweep.data.parallel import process_context
-from sweep.errors import UserError
+from sweep.data.shardset import MANIFEST, ShardSet, expand_shard_urls
+from sweep.data.tars import TAR_ERRORS, TarGroup, member_bytes, tar_groups
+from sweep.errors import UserError, one_line
 
 SHARD_PATTERN = "pairs-{:06d}.tar"
 FORMAT = "vitsweep-pairs"
@@ -84,40 +84,24 @@ def iter_samples(url: str) -> Iterator[dict[str, Any]]:
     try:
         stream = _open_stream(url)
     except (OSError, ValueError) as err:
-        yield {"__key__": None, "__url__": url, "__error__": f"{url}: cannot open shard ({_one_line(err)})"}
+        yield {"__key__": None, "__url__": url, "__error__": f"{url}: cannot open shard ({one_line(err)})"}
         return
-    sample: dict[str, Any] | None = None
     try:
         with stream:
-            tar = tarfile.open(fileobj=stream, mode="r|*")
-            for info in tar:
-                if not info.isreg():
-                    continue
-                key, ext = base_plus_ext(info.name)
-                if key is None:
-                    continue
-                if sample is not None and sample["__key__"] != key:
-                    yield sample
-                    sample = None
-                if sample is None:
-                    sample = {"__key__": key, "__url__": url}
-                member = tar.extractfile(info)
-                data = member.read() if member is not None else b""
-                if len(data) != info.size:
-                    raise tarfile.ReadError("unexpected end of data")
-                ext = ext.lower()
-                if ext in sample:
-                    sample.setdefault("__error__", f"{key}: duplicate field {ext!r} in {url}")
-                sample[ext] = data
-                tar.members = []
-    except (tarfile.TarError, OSError, EOFError, ValueError) as err:
-        where = f"sample {sample['__key__']!r}" if sample else "a sample header"
-        reason = f"{url}: truncated or corrupt tar at {where} ({_one_line(err)})"
-        if sample is None:
-            sample = {"__key__": None, "__url__": url}
-        sample["__error__"] = reason
-    if sample is not None:
-        yield sample
+            for group in tar_groups(tarfile.open(fileobj=stream, mode="r|*"), read=member_bytes):
+                yield _sample(url, group)
+    except TAR_ERRORS as err:  # the tar's first header, or closing the stream
+        yield _sample(url, TarGroup(None, error=err))
+
+
+def _sample(url: str, group: TarGroup) -> dict[str, Any]:
+    sample: dict[str, Any] = {"__key__": group.key, "__url__": url, **group.members}
+    if group.duplicate is not None:
+        sample["__error__"] = f"{group.key}: duplicate field {group.duplicate!r} in {url}"
+    if group.error is not None:
+        where = f"sample {group.key!r}" if group.key is not None else "a sample header"
+        sample["__error__"] = f"{url}: truncated or corrupt tar at {where} ({one_line(group.error)})"
+    return sample
 
 
 def _image_field(sample: dict[str, Any], side: str) -> tuple[str, bytes] | None:
@@ -147,7 +131,7 @@ def _parse_meta(sample: dict[str, Any]) -> tuple[_Meta, str | None]:
         if not isinstance(meta, dict):
             raise ValueError("not an object")
     except (ValueError, UnicodeDecodeError) as err:
-        return _Meta(key), f"{key}: unreadable json ({_one_line(err)})"
+        return _Meta(key), f"{key}: unreadable json ({one_line(err)})"
     labels = {}
     for side in ("src_label", "tgt_label"):
         value = meta.get(side)
@@ -324,8 +308,9 @@ def check_shards(
     location: str | Sequence[str], workers: int = 2, progress: Callable[[int], None] | None = None
 ) -> CheckReport:
     """Read every sample, decode every image (no resize), and compare with the manifest."""
-    manifest, manifest_error = _load_manifest(location)
-    urls = expand_shard_urls(location)
+    shards = ShardSet(location)
+    manifest, manifest_error = _local_manifest(shards)
+    urls = shards.urls
     report = CheckReport(location if isinstance(location, str) else " ".join(location), urls, manifest=manifest)
     if manifest_error:
         report.errors.append(manifest_error)
@@ -349,23 +334,17 @@ def check_shards(
     return report
 
 
-def _load_manifest(location: str | Sequence[str]) -> tuple[dict[str, Any] | None, str | None]:
-    if not isinstance(location, (str, os.PathLike)) or "://" in str(location):
+def _local_manifest(shards: ShardSet) -> tuple[dict[str, Any] | None, str | None]:
+    """(manifest, problem) of a local folder; (None, None) for anything else, which is not compared."""
+    location = shards.location
+    if not isinstance(location, str) or "://" in location:
         return None, None
-    path = Path(location) / MANIFEST
     if not Path(location).is_dir():
-        if not any(ch in str(location) for ch in "*?[{") and not Path(location).exists():
+        if not any(ch in location for ch in "*?[{") and not Path(location).exists():
             raise UserError(f"no such folder or shard: {location}")
         return None, None
-    if not path.exists():
-        return None, f"{location}: no {MANIFEST} (an unfinished or foreign shard set)"
-    try:
-        manifest = json.loads(path.read_text())
-        if not isinstance(manifest, dict):
-            raise ValueError("not a JSON object")
-        return manifest, None
-    except (ValueError, UnicodeDecodeError) as err:
-        return None, f"{path}: unreadable manifest ({_one_line(err)})"
+    problem = shards.check_manifest()
+    return shards.manifest, problem
 
 
 def _compare_manifest(manifest: dict[str, Any], per_shard: dict[str, int], pairs: int) -> list[str]:
@@ -379,10 +358,6 @@ def _compare_manifest(manifest: dict[str, Any], per_shard: dict[str, int], pairs
         if name in found and want is not None and found[name] != want:
             problems.append(f"{name}: manifest says {want} pairs, shard holds {found[name]}")
     return problems
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
 
 
 __all__ = [

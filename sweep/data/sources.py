@@ -25,12 +25,12 @@ from typing import Any
 
 import fsspec
 from PIL import Image, UnidentifiedImageError
-from webdataset.tariterators import base_plus_ext
 
-from sweep.errors import UserError
 from sweep.data.images import ImageDecodeError
-from sweep.data.locations import expand_shard_urls
 from sweep.data.parallel import parallel_map
+from sweep.data.shardset import expand_shard_urls
+from sweep.data.tars import tar_groups
+from sweep.errors import UserError, one_line
 
 Image.MAX_IMAGE_PIXELS = 200_000_000  # same limit as sweep.data.images
 
@@ -225,33 +225,19 @@ def _index_tar(url: str) -> Iterator[tuple[str, dict[str, tarfile.TarInfo], str 
     try:
         fileobj = fsspec.open(url, "rb").open()
     except (OSError, ValueError) as err:
-        yield "", {}, f"{url}: cannot open ({_one_line(err)})"
+        yield "", {}, f"{url}: cannot open ({one_line(err)})"
         return
     with fileobj:
         try:
             tar = tarfile.open(fileobj=fileobj, mode="r:")
         except tarfile.TarError as err:
-            yield "", {}, f"{url}: not an uncompressed tar file ({_one_line(err)}); decompress it first"
+            yield "", {}, f"{url}: not an uncompressed tar file ({one_line(err)}); decompress it first"
             return
-        key, members = None, {}
-        try:
-            for info in tar:
-                if not info.isreg():
-                    continue
-                base, ext = base_plus_ext(info.name)
-                if base is None:
-                    continue
-                if base != key and members:
-                    yield key, members, None
-                    members = {}
-                key = base
-                members[ext.lower()] = info
-                tar.members = []  # headers only are kept, one sample at a time
-        except (tarfile.TarError, OSError, EOFError) as err:
-            yield key or "", {}, f"{url}: truncated or corrupt tar after sample {key!r} ({_one_line(err)})"
-            return
-        if members:
-            yield key, members, None
+        for group in tar_groups(tar):  # headers only are kept, one sample at a time
+            if group.error is not None:
+                yield group.key or "", {}, f"{url}: truncated or corrupt tar after sample {group.key!r} ({one_line(group.error)})"
+                return
+            yield group.key, group.members, None  # type: ignore[misc]
 
 
 def _read_cls(url: str, info: tarfile.TarInfo | None) -> tuple[int | None, str | None]:
@@ -320,7 +306,7 @@ def probe_image(data: bytes, name: str) -> tuple[str, int, int]:
     except UnidentifiedImageError:
         raise ImageDecodeError(f"{name}: not a readable image (unknown format or corrupt data)") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise ImageDecodeError(f"{name}: not a readable image ({_one_line(err)})") from None
+        raise ImageDecodeError(f"{name}: not a readable image ({one_line(err)})") from None
     ext = FORMAT_EXT.get(fmt or "")
     if ext is None:
         raise ImageDecodeError(f"{name}: image format {fmt} is not supported in shards")
@@ -333,7 +319,7 @@ def _verify_one(candidate: Candidate) -> SourceImage | str:
     except ImageDecodeError as err:
         return str(err)
     except OSError as err:
-        return f"{candidate.ref.name}: cannot read ({_one_line(err)})"
+        return f"{candidate.ref.name}: cannot read ({one_line(err)})"
     return SourceImage(candidate.key, candidate.label, candidate.ref, ext, width, height)
 
 
@@ -351,10 +337,6 @@ def verify_images(
         if progress:
             progress(1)
     return images, errors
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
 
 
 def _version(package: str) -> str:

@@ -1,0 +1,2 @@
+-- Distributions page: the step sizes h of the lipschitz rows.
+SELECT DISTINCT h FROM lipschitz WHERE h IS NOT NULL ORDER BY h

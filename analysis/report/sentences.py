@@ -1,0 +1,213 @@
+"""The report's prose: how numbers and verdicts become sentences, one builder per claim. Every
+sentence about a claim is conditioned on its verdict or only states numbers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from analysis.claims import NOT_SUPPORTED, SUPPORTED
+from analysis.report.model import _VERDICT_WORDS, Claim, Figure, Table, VerdictRows, fmt
+
+_NO_DATA = "for this model, weights and embedding point"
+
+
+def _verdict_of(verdicts: VerdictRows, config_hash: str | None, claim: str) -> dict[str, Any] | None:
+    return verdicts.get((config_hash, claim)) if config_hash else None
+
+
+def _verdict_sentence(label: str, v: dict[str, Any] | None) -> str:
+    """One sentence stating a claim's verdict, its criterion and what decided it."""
+    if v is None:
+        return f"No verdict on {label}: its rows are missing from the claims table."
+    word = _VERDICT_WORDS[v["verdict"]]
+    return f"Verdict on {label}: {word} ({v['reason']}). Criterion: {v['criterion']}."
+
+
+def _failing(v: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for c in v["checks"] if c["verdict"] == NOT_SUPPORTED]
+
+
+def _invisibility_sentence(v: dict[str, Any] | None) -> str:
+    """What the invisibility verdict lets the report say about how the matched images look."""
+    if v is None:
+        return "No invisibility verdict: nothing is said about how the matched images look."
+    if v["verdict"] == SUPPORTED:
+        return ("By the invisibility criterion the matched images pass as their sources "
+                "(every check's interval clears its threshold).")
+    if v["verdict"] == NOT_SUPPORTED:
+        fails = "; ".join(f"{c['criterion']}: estimate {fmt(c['estimate'])}, 95% interval "
+                          f"{fmt(c['ci_low'])}–{fmt(c['ci_high'])}" for c in _failing(v))
+        return f"The matched images fail the invisibility criterion: {fails}."
+    return (f"The invisibility criterion does not decide how the matched images look here "
+            f"({v['reason']}).")
+
+
+# ---------------------------------------------------------------- claims
+
+def _claim_equivalence(eq: dict | None, inv: dict | None, fig: bytes | None, slug: str,
+                       verdicts: VerdictRows | None = None) -> Claim:
+    claim = Claim("equivalence", "1. Equivalence: does a different image reach the same embedding?")
+    if not eq or not eq["n_ok"]:
+        claim.empty = f"No match rows (status ok) {_NO_DATA}: claim 1 not measured."
+        return claim
+    verdicts = verdicts or {}
+    v_eq = _verdict_of(verdicts, eq["config_hash"], "equivalence")
+    v_inv = _verdict_of(verdicts, eq["config_hash"], "invisibility")
+    claim.verdicts = [v for v in (v_eq, v_inv) if v is not None]
+    claim.sentences.append(
+        f"{fmt(eq['n_success'], 'int')} of {fmt(eq['n_ok'], 'int')} matches reached the target's "
+        f"embedding ({fmt(eq['success_rate'], 'pct')} success rate), in a median of "
+        f"{fmt(eq['median_steps_success'])} steps for those that did. The final rel_dist has median "
+        f"{fmt(eq['median_rel_dist'])} (source vs target at the start: "
+        f"{fmt(eq['median_rel_dist_start'])}) and the final cosine median {fmt(eq['median_cos'])}."
+    )
+    claim.sentences.append(_verdict_sentence("equivalence", v_eq))
+    if inv and inv["n_success"]:
+        claim.sentences.append(
+            f"Pixel change of the successful matches against their sources: median PSNR "
+            f"{fmt(inv['median_psnr'])} dB (lowest {fmt(inv['min_psnr'])} dB), median SSIM "
+            f"{fmt(inv['median_ssim'])}, median largest pixel change "
+            f"{fmt(inv['median_pix_linf_255'])}/255. {fmt(inv['quant_success_rate'], 'pct')} of the "
+            f"successful matches still succeed after rounding to 8-bit pixels."
+        )
+    else:
+        claim.sentences.append("No match succeeded, so there are no pixel-change numbers.")
+    claim.sentences.append(_invisibility_sentence(v_inv))
+    if eq["n_error"]:
+        rows = "row" if eq["n_error"] == 1 else "rows"
+        claim.sentences.append(f"{fmt(eq['n_error'], 'int')} match {rows} ended in an error and "
+                               f"{'is' if eq['n_error'] == 1 else 'are'} left out of every number.")
+    if fig:
+        claim.figures.append(Figure("Final rel_dist and PSNR of successful matches", fig,
+                                    f"fig-{slug}-match.png"))
+    return claim
+
+
+_NORM_NAMES = {"l2": "L2", "linf": "L∞"}
+
+
+def _eps_label(norm: str, eps: float) -> str:
+    return f"{eps * 255:.3g}/255" if norm == "linf" else fmt(eps)
+
+
+def _claim_normal(rows: list[dict], fig: bytes | None, slug: str,
+                  verdicts: VerdictRows | None = None) -> Claim:
+    claim = Claim("normal_space", "2. Normal spaces: do invisible changes move the embedding far?")
+    if not rows:
+        claim.empty = f"No perturb rows (status ok) {_NO_DATA}: claim 2 not measured."
+        return claim
+    v = _verdict_of(verdicts or {}, rows[0]["config_hash"], "normal_space")
+    claim.verdicts = [v] if v is not None else []
+    for norm in sorted({r["norm"] for r in rows}):
+        top = max((r for r in rows if r["norm"] == norm), key=lambda r: r["eps"])
+        claim.sentences.append(
+            f"An {_NORM_NAMES.get(norm, norm)} change of at most ε = {_eps_label(norm, top['eps'])} moves the embedding by a "
+            f"median {fmt(top['median_disp_over_pair'])} times the source-target distance; a random "
+            f"change of the same size moves it {fmt(top['median_random_disp_over_pair'])} times "
+            f"(median ratio {fmt(top['median_over_random'], 'x')})."
+        )
+    claim.sentences.append(_verdict_sentence("normal spaces", v))
+    claim.table = Table(
+        ["norm", "ε", "pairs", "disp / pair dist (median)", "10–90%", "random δ", "optimised / random",
+         "label changed"],
+        [[r["norm"], _eps_label(r["norm"], r["eps"]), fmt(r["n"], "int"),
+          fmt(r["median_disp_over_pair"]),
+          f"{fmt(r['p10_disp_over_pair'])}–{fmt(r['p90_disp_over_pair'])}",
+          fmt(r["median_random_disp_over_pair"]), fmt(r["median_over_random"], "x"),
+          fmt(r["label_change_rate"], "pct")] for r in rows],
+    )
+    if fig:
+        claim.figures.append(Figure("Displacement over the pair distance against ε, with the "
+                                    "random baseline", fig, f"fig-{slug}-eps.png"))
+    return claim
+
+
+def _top_null_sentence(ratio: float | None) -> str:
+    """The top-versus-null comparison, worded by what the ratio shows."""
+    if ratio is None:
+        return ("No pair has both top singular directions and null-space directions (family "
+                "`null`), so the two are not compared.")
+    if ratio > 1:
+        return (f"Along top singular directions the estimate exceeds the one along null-space "
+                f"directions (family `null`: the Jacobian's whole row space projected out) by a median "
+                f"{fmt(ratio, 'x')} per pair.")
+    return (f"Along top singular directions the estimate does not exceed the one along "
+            f"null-space directions (family `null`): median ratio {fmt(ratio, 'x')} per pair.")
+
+
+def _claim_lipschitz(lip: dict | None, families: list[dict], figs: list[tuple[str, bytes | None]],
+                     slug: str, verdicts: VerdictRows | None = None) -> Claim:
+    claim = Claim("lipschitz", "3. Lipschitz evidence: flat along the null space, steep along top directions?")
+    if not lip or not lip["n_pairs"]:
+        claim.empty = f"No lipschitz rows (status ok) {_NO_DATA}: claim 3 not measured."
+        return claim
+    v = _verdict_of(verdicts or {}, lip["config_hash"], "lipschitz")
+    claim.verdicts = [v] if v is not None else []
+    claim.sentences.append(
+        f"Over {fmt(lip['n_pairs'], 'int')} pairs, σ1 (the largest singular value of the Jacobian) "
+        f"is a median {fmt(lip['median_sigma1_over_random'], 'x')} the median estimate along random "
+        f"directions (geometric mean {fmt(lip['geomean_sigma1_over_random'], 'x')}, range "
+        f"{fmt(lip['min_sigma1_over_random'], 'x')} to {fmt(lip['max_sigma1_over_random'], 'x')})."
+    )
+    claim.sentences.append(_top_null_sentence(lip.get("median_top_over_null")))
+    if lip.get("median_grad_over_random") is not None:
+        claim.sentences.append(
+            f"Along the first matching step (the negative gradient of the matching loss, grad), the "
+            f"estimate is a median {fmt(lip['median_grad_over_random'], 'x')} the random one."
+        )
+    if lip.get("median_match_over_random") is not None:
+        claim.sentences.append(
+            f"Along the direction a successful match moved the source (match), the estimate is a median "
+            f"{fmt(lip['median_match_over_random'], 'x')} the random one."
+        )
+    claim.sentences.append(_verdict_sentence("Lipschitz evidence", v))
+    claim.table = Table(
+        ["family", "directions", "min", "25%", "median", "75%", "max"],
+        [[f["family"], fmt(f["n_directions"], "int"), fmt(f["min_estimate"]), fmt(f["p25_estimate"]),
+          fmt(f["median_estimate"]), fmt(f["p75_estimate"]), fmt(f["max_estimate"])]
+         for f in families],
+    )
+    for (title, png), name in zip(figs, ("families", "nonlinearity")):
+        if png:
+            claim.figures.append(Figure(title, png, f"fig-{slug}-lipschitz-{name}.png"))
+    return claim
+
+
+def _labeller_sentence(og: dict[str, Any], labeller: str, name: str) -> str:
+    labelled, same = og[f"n_{labeller}_labelled_success"], og.get(f"n_{labeller}_same_label_success")
+    left_out = (f" {fmt(same, 'int')} successful {'match' if same == 1 else 'matches'} whose "
+                f"source and target {name} labels alike {'is' if same == 1 else 'are'} left out."
+                if same else "")
+    if not labelled:
+        return f"No {name} labels on successful matches with different source and target labels.{left_out}"
+    return (f"Of the {fmt(labelled, 'int')} successful matches whose source and target {name} "
+            f"labels differently, {fmt(og[f'{labeller}_target_rate_success'], 'pct')} are labelled "
+            f"as the target and {fmt(og[f'{labeller}_source_rate_success'], 'pct')} keep the "
+            f"source's label ({fmt(og[f'{labeller}_target_rate_all'], 'pct')} as the target among "
+            f"all such ok matches).{left_out}")
+
+
+def _claim_overgeneralisation(og: dict | None, verdicts: VerdictRows | None = None) -> Claim:
+    claim = Claim("overgeneralisation", "4. Overgeneralisation: do labels follow the embedding?")
+    if not og or not og["n_ok"]:
+        claim.empty = f"No match rows (status ok) {_NO_DATA}: claim 4 not measured."
+        return claim
+    v = _verdict_of(verdicts or {}, og["config_hash"], "overgeneralisation")
+    claim.verdicts = [v] if v is not None else []
+    claim.sentences.append(_labeller_sentence(og, "head", "the classifier head"))
+    claim.sentences.append(_labeller_sentence(og, "knn", "k-NN"))
+    claim.sentences.append(_verdict_sentence("overgeneralisation", v))
+    return claim
+
+
+def _with_setting(claim: Claim, row: dict[str, Any] | None) -> Claim:
+    if row is not None:
+        claim.setting = row.get("setting") or row["config_hash"]
+        claim.config_hash = row["config_hash"]
+    return claim
+
+
+def _named(row: dict[str, Any], column: str) -> str:
+    """A label index with its class name where the run knows it: `277 (red fox, Vulpes vulpes)`."""
+    name = row.get(f"{column}_name")
+    return f"{row.get(column)} ({name})" if name else str(row.get(column))
