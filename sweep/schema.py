@@ -180,6 +180,11 @@ UNITS = pa.schema(
         pa.field("host", pa.string()),
         pa.field("device", pa.string()),
         pa.field("batch_size", pa.int32()),  # pairs per probe batch (what a bitwise replay needs)
+        # the encoder's shapes: d = 3 H W input pixels, D the embedding size (the closed-form
+        # Gaussian reference of the verdicts, analysis/intervals.gaussian_reference); null in
+        # runs written before they were recorded
+        pa.field("input_dim", _I64),
+        pa.field("embed_dim", _I64),
     ]
 )
 
