@@ -155,8 +155,10 @@ everything AS (
            c.eps::DOUBLE AS eps, coalesce(c.n_left_out, 0)::BIGINT AS n_left_out,
            c.obs, k.ctrl, s.input_dim::BIGINT AS input_dim, s.embed_dim::BIGINT AS embed_dim
     FROM checks AS c
-    LEFT JOIN controlled AS k USING (config_hash, statistic, norm)
-    LEFT JOIN shapes AS s USING (config_hash)
+    LEFT JOIN controlled AS k
+      ON k.config_hash = c.config_hash AND k.statistic = c.statistic
+     AND k.norm IS NOT DISTINCT FROM c.norm
+    LEFT JOIN shapes AS s ON s.config_hash = c.config_hash
     WHERE ($model IS NULL OR c.model = $model) AND ($weights IS NULL OR c.weights = $weights)
       AND ($config_hash IS NULL OR c.config_hash = $config_hash)
       AND ($run_id IS NULL OR c.config_hash IN (SELECT config_hash FROM markers))
