@@ -6,7 +6,7 @@
 
 Units and pairs are exact (the spec's expansion and the shards' manifests); passes are upper
 bounds, with expected values where earlier results of the same setting lie in the output folder.
-See sweep/run/plan.py for what is counted and sweep/run/rates.py for where each rate comes from.
+See sweep/planning/plan.py for what is counted and sweep/planning/rates.py for where each rate comes from.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sweep.run.plan import make_plan
+    from sweep.planning.plan import make_plan
     from sweep.run.spec import load_spec
 
     if args.gpus < 1:
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_spec(args.spec, output=args.out)
     rates = None
     if args.calibrate:
-        from sweep.run.calibrate import calibrate
+        from sweep.planning.calibrate import calibrate
 
         try:
             rates = calibrate(loaded, device=args.device)

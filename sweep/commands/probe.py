@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from sweep.errors import UserError, int_at_least
+from sweep.files import dumps_json
 
 
 def _parameters_help() -> str:
@@ -32,8 +32,10 @@ def _parameters_help() -> str:
 
 
 def register(parser: argparse.ArgumentParser) -> None:
+    from sweep.probes import PROBES
+
     parser.epilog = _parameters_help()
-    parser.add_argument("probe", choices=["match", "perturb", "lipschitz"], help="which probe to run")
+    parser.add_argument("probe", choices=list(PROBES), help="which probe to run")
     parser.add_argument("--model", required=True, help="timm name[.tag] or package.module:callable")
     parser.add_argument("--weights", default="random:0", help="pretrained | random:<seed> | file:<path> (default random:0)")
     parser.add_argument("--embed", default="pre_logits", help="pre_logits | cls:<block> | mean_patch:<block>")
@@ -86,19 +88,15 @@ def run(args: argparse.Namespace) -> int:
         "probe": args.probe, "model": encoder.name, "weights": encoder.weights, "embed": encoder.embed_point,
         "device": str(encoder.device), "params": json.loads(probe.params_json()), "images": written,
     }
-    if args.probe == "match":
-        report.update(result.rows[0])
-    elif args.probe == "perturb":
-        report["results"] = result.rows
-    else:
-        report["estimates"] = result.rows
-        report["sigmas"] = result.extra["sigmas"]
-    text = json.dumps(_finite(report), indent=None)
+    report.update(probe.cli_fields(result))
+    text = dumps_json(report)
     (out / "metrics.json").write_text(text + "\n")
     if args.json:
         print(text)
     else:
-        _summarise(args.probe, report, out)
+        for line in probe.cli_summary(report):
+            print(line)
+        print(f"images and metrics.json written to {out}")
     return 0
 
 
@@ -125,32 +123,3 @@ def _device(name: str | None) -> Any:
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN or Infinity: such numbers become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
-
-
-def _summarise(probe: str, report: dict[str, Any], out: Path) -> None:
-    if probe == "match":
-        print(
-            f"match: success={report['success']} after {report['steps']} steps; cos={report['cos']:.4f}, "
-            f"rel_dist {report['rel_dist_start']:.3f} -> {report['rel_dist']:.4f}; "
-            f"PSNR {report['psnr']:.1f} dB, SSIM {report['ssim']:.4f}"
-        )
-    elif probe == "perturb":
-        for row in report["results"]:
-            print(
-                f"perturb {row['norm']} eps={row['eps']:.4g}: displacement {row['disp_over_pair']:.3f} of the pair distance "
-                f"(random: {row['random_disp_over_pair']:.3f})"
-            )
-    else:
-        print("lipschitz: top singular values " + ", ".join(f"{s:.4g}" for s in report["sigmas"]))
-    print(f"images and metrics.json written to {out}")

@@ -49,6 +49,28 @@ class PairResult:
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. singular values for the CLI
 
 
+@dataclass(frozen=True)
+class Passes:
+    """Encoder passes for one pair (image rows), as the planner (sweep/planning) counts them:
+    `plain` forwards without a gradient, `backward` forward + backward to the input, `jvp`
+    forward-mode directional derivatives."""
+
+    plain: float = 0
+    backward: float = 0
+    jvp: float = 0
+
+    @property
+    def total(self) -> float:
+        """Image passes: every forward, backward and tangent pass over one image counts one."""
+        return self.plain + 2 * self.backward + 2 * self.jvp
+
+    def __add__(self, other: "Passes") -> "Passes":
+        return Passes(self.plain + other.plain, self.backward + other.backward, self.jvp + other.jvp)
+
+    def __mul__(self, k: float) -> "Passes":
+        return Passes(self.plain * k, self.backward * k, self.jvp * k)
+
+
 class ProbeParams(BaseModel):
     """Base of every probe's parameters: unknown keys are an error, values are validated."""
 
@@ -120,6 +142,42 @@ class Probe(ABC):
         seed: int,
     ) -> Iterator[PairResult]:
         """Yield one PairResult per input pair, in any order."""
+
+    # -- what the planner knows (sweep/planning): written from the probe's own loop, and the
+    # tests count the passes of a real run against it -------------------------------------------
+    def passes_per_pair(self, dims: tuple[int, int] | None = None) -> Passes:
+        """One pair's encoder passes: exact where the work does not depend on the data, else an
+        upper bound (`bound_note` says why). `dims` = (D, d), the embedding size and the number
+        of input values, for a probe whose count depends on them (`needs_dims`)."""
+        raise ValueError(f"no pass count for probe {self.name!r}")
+
+    def needs_dims(self) -> bool:
+        """Whether the count depends on the model's embedding and input sizes."""
+        return False
+
+    def bound_note(self) -> str:
+        """'' where `passes_per_pair` is exact; else why it is an upper bound."""
+        return ""
+
+    def expected_passes(self, upper: Passes, mean_steps: float, confirmed: float) -> Passes:
+        """The expected count, given this setting's earlier rows: `mean_steps` gradient steps a
+        pair took on average and the share `confirmed` of pairs whose stop an fp32 forward
+        confirmed (only a probe that stops on its own learns from them)."""
+        return upper
+
+    def loop_precision(self, cuda: bool) -> str:
+        """The precision of the gradient steps: bf16 on CUDA unless the setting says fp32."""
+        precision = getattr(self.params, "precision", "fp32")
+        return "fp32" if precision == "fp32" or not cuda else "bf16"
+
+    # -- what `vitsweep probe` shows for one pair ------------------------------------------------
+    def cli_fields(self, result: PairResult) -> dict[str, Any]:
+        """The probe's part of metrics.json for one pair."""
+        return {"results": result.rows}
+
+    def cli_summary(self, fields: dict[str, Any]) -> list[str]:
+        """Lines printed for one pair (`fields` as `cli_fields` made them, NaN kept)."""
+        return [f"{self.name}: {len(fields.get('results', []))} rows"]
 
     @staticmethod
     def _input_problem(pair: PairInput, encoder: Any) -> str | None:

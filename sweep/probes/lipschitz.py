@@ -60,7 +60,7 @@ import torch
 from pydantic import Field, field_validator
 from torch import nn
 
-from sweep.probes.base import PairInput, PairResult, Probe, ProbeParams
+from sweep.probes.base import PairInput, PairResult, Passes, Probe, ProbeParams
 from sweep.probes.common import embed_fp32, item_generator
 from sweep.probes.match import MatchParams, MatchProbe
 from sweep.probes.rows import Ask, Program, run_rows
@@ -123,6 +123,53 @@ class LipschitzProbe(Probe):
                 yield PairResult(pair_id, rows=[], error=f"{type(err).__name__}: {' '.join(str(err).split())[:300]}")
             else:
                 yield outcome
+
+    # -- the planner's count: exact, but for the `match` family (an upper bound) ------------------
+    def needs_dims(self) -> bool:
+        return any(f in self.params.families for f in ("top", "null", "off_top"))
+
+    def passes_per_pair(self, dims: tuple[int, int] | None = None) -> Passes:
+        p = self.params
+        families = set(p.families)
+        # float64 f(x0) and f(t); the fp32 embeddings of source and target the results carry
+        total = Passes(plain=4)
+        n_top = 0
+        if families & {"top", "null", "off_top"}:
+            if dims is None:
+                raise ValueError("lipschitz's top, null and off_top counts need the embedding size D")
+            dim, d = dims
+            n_top = min(p.top_k, dim, d)  # J has at most min(D, d) singular values
+            if "null" in families:  # the Jacobian's D rows J^T e_i (each a forward + backward); top from its SVD
+                total += Passes(backward=dim)
+            else:  # subspace iteration: iters x (J V, J^T J V), then J V once more (Rayleigh-Ritz)
+                width = min(min(p.top_k, d) + p.oversample, d)
+                total += Passes(backward=p.iters * width, jvp=(p.iters + 1) * width)
+        if "grad" in families:  # the matching loss's gradient at x0: one backward (f(x0), f(t) are known)
+            total += Passes(backward=1)
+        if "match" in families:  # a whole match run on the pair (upper bound)
+            total += MatchProbe(p.match).passes_per_pair()
+        counts = {"random": p.n_random, "top": n_top, "grad": 1, "null": p.n_null, "off_top": p.n_null, "match": 1}
+        n = sum(counts[f] for f in p.families)  # a family listed twice is measured twice
+        return total + Passes(plain=n * len(p.h), jvp=n)  # the finite differences at every h, ||J v||
+
+    def bound_note(self) -> str:
+        if "match" not in self.params.families:
+            return ""
+        return ("family match: its match run as for probe match (" + MatchProbe(self.params.match).bound_note()
+                + "); the match direction's products only when that match succeeds")
+
+    def loop_precision(self, cuda: bool) -> str:
+        """fp32: the products run in float64 and are timed at the fp32 rate (H100: the float64
+        tensor-core peak is about the fp32 one; unmeasured), the `match` family's steps too (an
+        over-estimate where they run bf16)."""
+        return "fp32"
+
+    # -- `vitsweep probe lipschitz` ---------------------------------------------------------------
+    def cli_fields(self, result: PairResult) -> dict[str, Any]:
+        return {"estimates": result.rows, "sigmas": result.extra["sigmas"]}
+
+    def cli_summary(self, fields: dict[str, Any]) -> list[str]:
+        return ["lipschitz: top singular values " + ", ".join(f"{s:.4g}" for s in fields["sigmas"])]
 
     def _program(self, enc: Any, pair: PairInput, seed: int) -> Generator[list[Ask], list[torch.Tensor], PairResult]:
         """One pair's probe, asking the shared row queues for every float64 product it needs."""

@@ -1,6 +1,6 @@
 """Probe `match` (equivalence): move a source image until its embedding equals a target's.
 
-Two variants (SCIENCE.md, Probe 1):
+Two variants (docs/science.md, "Probe `match` (claim 1)"):
 
 - preset "paper", the authors' algorithm: x in the model's normalised input space, loss = mean
   over embedding dims of (f(x) - f(t))^2, plain gradient descent, clamp to the source's global
@@ -28,8 +28,9 @@ import torch
 from pydantic import Field, model_validator
 
 from sweep.probes import metrics
-from sweep.probes.base import PairInput, PairResult, Probe, ProbeParams
+from sweep.probes.base import PairInput, PairResult, Passes, Probe, ProbeParams
 from sweep.probes.common import Precision, autocast, embed_fp32, floats, head_labels
+from sweep.probes.geometry import project
 from sweep.probes.loop import State, run_continuous
 from sweep.data.images import quantize_8bit
 
@@ -76,6 +77,37 @@ class MatchProbe(Probe):
     def _run(self, encoder: Any, pairs: Iterator[PairInput], *, batch_size: int, seed: int) -> Iterator[PairResult]:
         task = _MatchTask(encoder, self.params)
         yield from run_continuous(task, pairs, batch_size, sync_every=self.sync_every)
+
+    # -- the planner's counts: an upper bound (a pair runs to max_steps at the latest) ---------
+    def passes_per_pair(self, dims: tuple[int, int] | None = None) -> Passes:
+        # the target at admission; max_steps steps (the loop syncs when a pair's step budget is
+        # spent, so without an overruled stop no pair steps more); the fp32 forward confirming a
+        # stop the in-loop test flagged; the fp32 re-checks of source, result and 8-bit result
+        return Passes(plain=1 + 1 + 3, backward=self.params.max_steps)
+
+    def bound_note(self) -> str:
+        return MATCH_BOUND
+
+    def expected_passes(self, upper: Passes, mean_steps: float, confirmed: float) -> Passes:
+        # the upper bound's one confirmation forward, as often as earlier pairs needed it
+        return Passes(plain=upper.plain - 1 + confirmed, backward=min(mean_steps, upper.backward))
+
+    # -- `vitsweep probe match` --------------------------------------------------------------
+    def cli_fields(self, result: PairResult) -> dict[str, Any]:
+        return dict(result.rows[0])
+
+    def cli_summary(self, fields: dict[str, Any]) -> list[str]:
+        return [
+            f"match: success={fields['success']} after {fields['steps']} steps; cos={fields['cos']:.4f}, "
+            f"rel_dist {fields['rel_dist_start']:.3f} -> {fields['rel_dist']:.4f}; "
+            f"PSNR {fields['psnr']:.1f} dB, SSIM {fields['ssim']:.4f}"
+        ]
+
+
+# What makes the count an upper bound rather than exact (the loop syncs every `sync_every` steps).
+MATCH_BOUND = ("a pair stops at max_steps at the latest and the fp32 check confirms at most one "
+               "in-loop stop; each stop that check overrules (bf16 loop) would add up to 10 steps "
+               "and 1 forward, not counted")
 
 
 class _MatchTask:
@@ -241,11 +273,3 @@ class _MatchTask:
             return (sq < p.tau) & (cos > p.min_cos)
         return (rel <= p.rho) & (cos >= p.min_cos)
 
-
-def project(delta: torch.Tensor, norm: str, eps: float | torch.Tensor) -> torch.Tensor:
-    """Project (B, 3, H, W) perturbations onto the L2 or L-inf ball of radius eps (scalar or (B,))."""
-    eps_t = torch.as_tensor(eps, dtype=delta.dtype, device=delta.device).reshape(-1, 1, 1, 1)
-    if norm == "linf":
-        return torch.maximum(torch.minimum(delta, eps_t), -eps_t)
-    length = delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
-    return delta * torch.clamp(eps_t / length.clamp_min(1e-12), max=1.0)

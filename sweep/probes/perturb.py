@@ -33,10 +33,10 @@ import torch
 from pydantic import Field, model_validator
 
 from sweep.probes import metrics
-from sweep.probes.base import PairInput, PairResult, Probe, ProbeParams
+from sweep.probes.base import PairInput, PairResult, Passes, Probe, ProbeParams
 from sweep.probes.common import Precision, autocast, embed_fp32, floats, head_labels, item_generator
+from sweep.probes.geometry import ball_point, clamped_at_norm, norms, project, random_direction, steepest_ascent
 from sweep.probes.loop import State, run_continuous
-from sweep.probes.match import project
 
 _TINY_START = 1e-2  # without random_start: the start's size, as a share of eps
 _DEFAULT_EPS = {"linf": [1 / 255, 2 / 255, 4 / 255, 8 / 255], "l2": [0.25, 0.5, 1.0, 2.0]}
@@ -99,6 +99,22 @@ class PerturbProbe(Probe):
                 yield pending.pop(pair_id)
 
 
+    # -- the planner's count: exact --------------------------------------------------------------
+    def passes_per_pair(self, dims: tuple[int, int] | None = None) -> Passes:
+        n_eps = len(self.params.eps or [])
+        # clean source and target once; per eps: the steps, the fp32 forwards of the last and the
+        # best iterate (the loop never evaluated the last one), the random draws
+        return Passes(plain=2 + n_eps * (2 + self.params.random_draws), backward=n_eps * self.params.steps)
+
+    # -- `vitsweep probe perturb` ------------------------------------------------------------------
+    def cli_fields(self, result: PairResult) -> dict[str, Any]:
+        return {"results": result.rows}
+
+    def cli_summary(self, fields: dict[str, Any]) -> list[str]:
+        return [f"perturb {row['norm']} eps={row['eps']:.4g}: displacement {row['disp_over_pair']:.3f} of the pair "
+                f"distance (random: {row['random_disp_over_pair']:.3f})" for row in fields["results"]]
+
+
 class _PerturbTask:
     def __init__(self, encoder: Any, p: PerturbParams, seed: int, batch_size: int) -> None:
         self.enc = encoder
@@ -142,15 +158,8 @@ class _PerturbTask:
         g = item_generator(self.seed, "perturb-start", it.pair.pair_id, it.index)
         shape = it.pair.src.shape
         if not self.p.random_start:
-            if self.p.norm == "linf":
-                return (torch.randint(0, 2, shape, generator=g) * 2 - 1).float() * (_TINY_START * it.eps)
-            direction = torch.randn(shape, generator=g)
-            return direction / direction.norm() * (_TINY_START * it.eps)
-        if self.p.norm == "linf":
-            return (torch.rand(shape, generator=g) * 2 - 1) * it.eps
-        direction = torch.randn(shape, generator=g)
-        radius = torch.rand((), generator=g) * it.eps
-        return direction / direction.norm() * radius
+            return random_direction(shape, self.p.norm, g) * (_TINY_START * it.eps)
+        return ball_point(shape, self.p.norm, it.eps, g)
 
     def step(self, s: State) -> None:
         p = self.p
@@ -164,11 +173,7 @@ class _PerturbTask:
             s["best_loss"] = torch.where(better, loss.detach(), s["best_loss"])
             s["best"] = torch.where(better.view(-1, 1, 1, 1), s["delta"], s["best"])
             alpha = (p.step_scale * s["eps"] / p.steps).view(-1, 1, 1, 1)
-            if p.norm == "linf":
-                ascent = grad.sign()
-            else:
-                ascent = grad / grad.flatten(1).norm(dim=1).clamp_min(1e-20).view(-1, 1, 1, 1)
-            new = project(s["delta"] + alpha * ascent, p.norm, s["eps"])
+            new = project(s["delta"] + alpha * steepest_ascent(grad, p.norm), p.norm, s["eps"])
             new = (s["x0"] + new).clamp(0, 1) - s["x0"]
             keep = (~s["done"]).view(-1, 1, 1, 1)
             s["delta"] = torch.where(keep, new, s["delta"])
@@ -201,7 +206,7 @@ class _PerturbTask:
             "disp_over_pair": floats(disp / pair_dist), "random_disp": floats(random_disp),
             "random_rel_disp": floats(random_disp / e0_norm), "random_disp_over_pair": floats(random_disp / pair_dist),
             "cos_after": floats(metrics.cosine(e_adv, e0)),
-            "delta_norm": floats(_norm(delta, self.p.norm)), "random_norm": floats(random_norm),
+            "delta_norm": floats(norms(delta, self.p.norm)), "random_norm": floats(random_norm),
             **{key: floats(value) for key, value in pix.items()},
             "pred_src": pred_src, "pred_adv": pred_adv, "prob_src": prob_src, "prob_adv": prob_adv,
         }
@@ -227,13 +232,10 @@ class _PerturbTask:
             item, draw = (rows % b).tolist(), (rows // b).tolist()
             raw = torch.stack([self._random_direction(items[i], k) for i, k in zip(item, draw)]).to(self.device)
             x, r_eps = x0[item], eps[item]
-            if self.p.norm == "linf":
-                deltas = (x + raw * r_eps.view(-1, 1, 1, 1)).clamp(0, 1) - x
-            else:
-                deltas = clamped_to_norm(x, raw, r_eps)
+            deltas = clamped_at_norm(x, raw, r_eps, self.p.norm)
             deltas = (x + deltas).clamp(0, 1) - x  # the delta of the image actually embedded
             disp[start:start + len(rows)] = (embed_fp32(self.enc, x + deltas, self.batch_size) - e0[item]).norm(dim=-1)
-            size[start:start + len(rows)] = _norm(deltas, self.p.norm)
+            size[start:start + len(rows)] = norms(deltas, self.p.norm)
         disp, size = disp.view(draws, b), size.view(draws, b)
         best = torch.full((b,), -1.0, device=self.device)
         best_norm = torch.zeros(b, device=self.device)
@@ -246,42 +248,5 @@ class _PerturbTask:
     def _random_direction(self, it: _Item, draw: int) -> torch.Tensor:
         """(3, H, W): random signs (L-inf) or a unit Gaussian direction (L2)."""
         g = item_generator(self.seed, "perturb-random", it.pair.pair_id, it.index, draw)
-        shape = it.pair.src.shape
-        if self.p.norm == "linf":
-            return (torch.randint(0, 2, shape, generator=g) * 2 - 1).float()
-        direction = torch.randn(shape, generator=g)
-        return direction / direction.norm()
+        return random_direction(it.pair.src.shape, self.p.norm, g)
 
-
-def _norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
-    """(B,) L2 or L-inf norm of (B, 3, H, W) deltas."""
-    flat = delta.flatten(1)
-    return flat.abs().amax(dim=1) if norm == "linf" else flat.norm(dim=1)
-
-
-def clamped_to_norm(x0: torch.Tensor, u: torch.Tensor, eps: torch.Tensor, iters: int = 60) -> torch.Tensor:
-    """(B, 3, H, W) deltas clamp(x0 + s u, 0, 1) - x0 with the scale s >= eps (per row, by
-    bisection in float64) at which their L2 norm is eps; where no scale reaches eps, the delta
-    at the largest scale tried. The norm grows monotonically with s, so bisection is exact."""
-    x0d, ud = x0.double(), u.double()
-    target = eps.double()
-
-    def clamped(scale: torch.Tensor) -> torch.Tensor:
-        return (x0d + scale.view(-1, 1, 1, 1) * ud).clamp(0, 1) - x0d
-
-    def size(scale: torch.Tensor) -> torch.Tensor:
-        return clamped(scale).flatten(1).norm(dim=1)
-
-    lo = target.clone()  # unit u: clamping only shrinks, so size(eps) <= eps
-    hi = target.clone()
-    for _ in range(iters):  # grow hi until it reaches eps (or gives up: saturated everywhere)
-        short = size(hi) < target
-        if not bool(short.any()):
-            break
-        hi = torch.where(short, hi * 2, hi)
-    for _ in range(iters):
-        mid = (lo + hi) / 2
-        reached = size(mid) >= target
-        hi = torch.where(reached, mid, hi)
-        lo = torch.where(reached, lo, mid)
-    return clamped(hi).to(x0.dtype)

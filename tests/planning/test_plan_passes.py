@@ -19,8 +19,8 @@ from tests.support.encoders import DIM, INPUT_SIZE, LinearEncoder
 from sweep.encoders import load_encoder
 from sweep.probes import build_probe
 from sweep.probes.base import PairInput
-from sweep.run.plan import Passes, bound_note, passes_per_pair
-from sweep.run.rates import table_rates, vit_gflop
+from sweep.planning.plan import Passes, bound_note, passes_per_pair
+from sweep.planning.rates import table_rates, vit_gflop
 
 N_PAIRS = 5
 BATCH = 3  # < N_PAIRS: slots are refilled mid-run

@@ -302,7 +302,7 @@ def test_a_pair_that_starts_matched_stops_at_step_zero() -> None:
 
 def test_project_onto_l2_and_linf_balls_per_row() -> None:
     """`project` (also perturb's) in closed form, with a radius per row as perturb passes it."""
-    from sweep.probes.match import project
+    from sweep.probes.geometry import project
 
     scale = torch.tensor([0.01, 0.1, 1.0], dtype=torch.float64).view(3, 1, 1, 1)
     delta = torch.randn(3, 3, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * scale

@@ -78,7 +78,7 @@ def table_rates(model: str) -> Rates | None:
     base = model.split(".", 1)[0]
     if base in _MEASURED:
         bf16, compiled, source = _MEASURED[base]
-        note = f"{base}: {source}; fp32, forward and jvp derived (sweep/run/rates.py)"
+        note = f"{base}: {source}; fp32, forward and jvp derived (sweep/planning/rates.py)"
     else:
         gflop, ref = vit_gflop(base), vit_gflop("vit_base_patch16_224")
         if gflop is None or ref is None:
@@ -86,7 +86,7 @@ def table_rates(model: str) -> Rates | None:
         ref_bf16, ref_compiled, _ = _MEASURED["vit_base_patch16_224"]
         bf16, compiled = ref_bf16 * ref / gflop, ref_compiled * ref / gflop
         note = (f"{base}: derived from ViT-B/16's measured H100 rate scaled by FLOP "
-                f"({gflop:.0f} vs {ref:.0f} GFLOP per step; sweep/run/rates.py)")
+                f"({gflop:.0f} vs {ref:.0f} GFLOP per step; sweep/planning/rates.py)")
     fp32 = bf16 * FP32_OVER_BF16
     return Rates(step_bf16=bf16, step_fp32=fp32, forward=2 * fp32, jvp=fp32, step_compiled=compiled,
                  source=f"rate table, {DEVICE}: {note}")

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from sweep.run.rates import Rates
+from sweep.planning.rates import Rates
 from sweep.run.spec import LoadedSpec
 
 
