@@ -111,9 +111,11 @@ PERTURB = pa.schema(
         pa.field("random_disp", _F64),
         pa.field("random_rel_disp", _F64),
         pa.field("random_disp_over_pair", _F64),
+        pa.field("random_disp_max", _F64),  # random_disp is the median draw; this the best of the draws
+        pa.field("random_disp_over_pair_max", _F64),
         pa.field("cos_after", _F64),
         pa.field("delta_norm", _F64),  # ||delta||_p of the reported (best) perturbation
-        pa.field("random_norm", _F64),  # ||delta||_p of the best random draw, after the [0, 1] clamp
+        pa.field("random_norm", _F64),  # ||delta||_p of the median random draw(s), after the [0, 1] clamp
         *PIXEL_CHANGE,
         *LABELS_SRC_TGT_ADV,
     ]
@@ -133,6 +135,8 @@ LIPSCHITZ = pa.schema(
         pa.field("jv_residual", _F64),  # family "null": ||J v|| / sigma_1 from the explicit Jacobian
         pa.field("rank", pa.int32()),  # numerical rank of J at x0 (when the Jacobian was built)
         pa.field("match_success", pa.bool_()),  # family "match" asked for: did the pair's match succeed
+        pa.field("jvp_floor", _F64),  # round-off floor of l_jvp (2^-26 sigma_1): nonlinearity is null at or below it
+        pa.field("note", pa.string()),  # why a family has no directions (e.g. "no null space: ...")
     ]
 )
 

@@ -27,7 +27,7 @@ CONTROLLED = ("median_over_random", "median_anisotropy")
 
 
 @pytest.fixture(scope="module")
-def claims(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], dict]:
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("controls")
     make_shards(root / "shards", 1, 40)
     spec = write_spec(root / "spec.yaml", str(root / "shards"), root / "run",
@@ -40,7 +40,12 @@ def claims(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], di
     cache = EncoderCache("cpu")
     for unit in load_spec(spec).units:
         run_unit(unit, cache, str(root / "run"), run_id="controls")
-    df = run_named(open_runs([root / "run"]), "claims", {})
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def claims(run: Path) -> dict[tuple[str, str], dict]:
+    df = run_named(open_runs([run]), "claims", {})
     return {(r["model"], r["claim"]): {**r, "checks": json.loads(r["checks"])}
             for r in df.to_dict("records")}
 
@@ -95,3 +100,16 @@ def test_a_gaussian_map_is_never_supported_against_the_closed_form() -> None:
     linf = judge_check("median_over_random", obs(1e6), 2.0, 30, criteria, norm="linf",
                        input_dim=192, embed_dim=16)
     assert linf.verdict == "inconclusive" and linf.control_source is None
+
+
+def test_nonlinearity_is_undefined_on_null_rows_and_zero_where_resolved(run: Path) -> None:
+    """Point 5 on the linear map's sweep: null rows (J v = round-off) are undefined, not 1e10+;
+    every other row is within round-off of linear: resolved to zero, counted, median 0."""
+    df = run_named(open_runs([run]), "nonlinearity", {"model": LINEAR})
+    assert len(df) and (df["max_nonlinearity"].fillna(0) <= 1e3).all()
+    for r in df.to_dict("records"):
+        if r["family"] == "null":
+            assert r["n_undefined"] == r["n"] and r["n_resolved"] == 0, r
+        else:
+            assert r["n_resolved_zero"] == r["n_resolved"] == r["n"] > 0, r
+            assert r["median_nonlinearity"] == 0.0
