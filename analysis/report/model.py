@@ -151,6 +151,8 @@ class Report:
     claims: list[dict[str, Any]] = field(default_factory=list)  # the claims table (every section)
     criteria: dict[str, Any] = field(default_factory=dict)
     criteria_source: str = ""
+    # lines the report opens with, before anything else (e.g. the random-init weights caveat)
+    caveats: list[str] = field(default_factory=list)
 
     @property
     def verdict_table(self) -> Table | None:

@@ -284,8 +284,11 @@ def test_report_sentences_follow_the_verdicts(runs, tmp_path: Path) -> None:
     md = write_report([runs["no_null"][0]], tmp_path / "nn")["md"].read_text()
     assert "exceeds" not in md and "so the two are not compared" in md
     assert "lipschitz **inconclusive**" in md
-    assert "does not exceed" in _top_null_sentence(0.5) and "exceeds" not in _top_null_sentence(1.0)
-    assert "exceeds" in _top_null_sentence(2.0)
+    # top vs null is worded on the finite-step check, never as "exceeds" on ‖J v‖ (zero by construction)
+    fd = {"statistic": "median_top_over_null_fd", "h": 1.0, "n_pairs": 40, "estimate": 6.6e15}
+    text = _top_null_sentence({"checks": [fd]})
+    assert "h = 1" in text and "zero by construction" in text and "exceeds" not in text
+    assert "not compared" in _top_null_sentence(None)
 
 
 # ---------------------------------------------------------------- criteria and the named query
