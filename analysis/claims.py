@@ -1,35 +1,23 @@
 """Verdicts on the paper's claims: supported, not_supported or inconclusive, per model, weights,
-embedding point and probe setting, from stated criteria with an exact interval.
+embedding point and probe setting, from stated criteria (analysis/criteria.py) with an exact
+interval (analysis/intervals.py). docs/findings.md explains every rule.
 
-    criteria = load_criteria()                    # analysis/criteria.yaml (+ a file's overrides)
-    rows = claims_records(con, criteria)          # one dict per setting and claim
+    rows = claims_records(con, load_criteria())   # one dict per setting and claim
     run_named(con, "claims", {"criteria": "mine.yaml"})   # the same table as a named query
 
-The named query `claims` (analysis/queries/claims.sql) gathers every check's per-pair values
-with their image keys in DuckDB; `judge` turns them into verdicts. A claim is judged by one or
-more checks; each is a statistic (a rate of yes/no values, or a median) that must reach a
-threshold (>=). The intervals are analysis/intervals.py's:
+claims.sql gathers every check's per-pair values with their image keys; `judge` turns them into
+verdicts. A check is a rate (Clopper-Pearson) or a median (order statistics) against a threshold
+(>=; <= for the match path's nonlinearity), counted by image (`criteria.dependence`: pairs that
+share an image are one unit; n is the number of units, and n_pairs, n_src, n_tgt, n_clusters are
+reported). supported: the whole interval on the claimed side; not_supported: the whole interval
+on the other; inconclusive otherwise or below min_n units (`intervals.verdict`).
 
-- rates: Clopper-Pearson; medians: the distribution-free order-statistic interval (ranks from
-  Binomial(n, 1/2)); no bootstrap (none of the checks is a ratio of two medians);
-- dependence: pairs that share a source or target image are not independent draws. They are
-  counted by image (`criteria.dependence`, default "auto": connected components of the pair graph
-  or an image-disjoint subset of pairs, whichever gives more independent units); n is then the
-  number of independent units, and each check reports n_pairs, n_src, n_tgt and n_clusters.
-  Forty pairs that share one target are one unit: inconclusive, never 40 independent pairs;
-- supported: the whole interval is at or above the threshold; not_supported: the whole interval
-  is below it; inconclusive: the interval reaches across it, or there are fewer than min_n units
-  (`intervals.verdict`).
-
-Checks a shape-matched Gaussian linear map already passes are judged against that map
-(`control_estimate`): the threshold is a factor of the control's value, from a
-`control:gaussian:<model>` run of the same probe params in the opened runs (`control_source`
-'run') or from the closed form `intervals.gaussian_reference(d, D, ...)` where the units recorded
-the shapes ('closed_form'); with neither, the check is inconclusive and says how to add one.
-
-A claim is not_supported if any check is, supported if all are, inconclusive otherwise; its
-n, estimate and interval are those of the check that decided it (the first failing check, else
-the first undecided one, else the first one), and `checks` lists every check.
+Checks a shape-matched Gaussian linear map already passes (`_CONTROLLED`) are judged against it:
+the threshold is a factor of the control's value (`control_estimate`), from a
+`control:gaussian:<model>` run of the same probe params ('run') or the closed form
+`intervals.gaussian_reference(d, D)` where the units recorded the shapes ('closed_form'); with
+neither the check is inconclusive. A claim is not_supported if any check is, supported if all
+are, inconclusive otherwise; its n, estimate and interval are the deciding check's.
 """
 
 from __future__ import annotations
@@ -39,126 +27,25 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from analysis import intervals
+from analysis.criteria import (  # noqa: F401 (public here: the claims API)
+    CRITERIA_FILE,
+    Criteria,
+    CriteriaError,
+    load_criteria,
+)
 from sweep.files import json_safe
 
-CRITERIA_FILE = Path(__file__).with_name("criteria.yaml")
 CLAIMS = ("equivalence", "invisibility", "normal_space", "lipschitz", "overgeneralisation")
 PROBE_CLAIMS = {"match": ("equivalence", "invisibility", "overgeneralisation"),
                 "perturb": ("normal_space",), "lipschitz": ("lipschitz",)}
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not_supported", "inconclusive"
 Verdict = Literal["supported", "not_supported", "inconclusive"]
-
-
-# ---------------------------------------------------------------- criteria
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class _Claim(_Strict):
-    min_n: int | None = Field(default=None, ge=1)  # None: the global min_n
-
-
-class EquivalenceCriteria(_Claim):
-    min_success_rate: float = Field(ge=0, le=1)
-
-
-class InvisibilityCriteria(_Claim):
-    min_median_psnr: float
-    min_median_ssim: float = Field(ge=-1, le=1)
-    min_quant_rate: float = Field(ge=0, le=1)
-
-
-class NormalSpaceCriteria(_Claim):
-    min_disp_over_pair: float = Field(ge=0)
-    min_over_control: float = Field(gt=0)
-
-
-class LipschitzCriteria(_Claim):
-    min_anisotropy_over_control: float = Field(gt=0)
-    h: float = Field(gt=0)
-    min_top_over_null_fd: float = Field(gt=0)
-
-
-class OvergeneralisationCriteria(_Claim):
-    min_target_rate: float = Field(ge=0, le=1)
-    labellers: list[Literal["head", "knn"]] = Field(min_length=1)
-
-
-class Criteria(_Strict):
-    """Every threshold a verdict uses (analysis/criteria.yaml is the documented default)."""
-
-    confidence: float = Field(gt=0.5, lt=1)
-    resamples: int = Field(ge=100, le=1_000_000)
-    seed: int = Field(ge=0)
-    min_n: int = Field(ge=1)
-    dependence: Literal["auto", "components", "disjoint", "none"] = "auto"
-    equivalence: EquivalenceCriteria
-    invisibility: InvisibilityCriteria
-    normal_space: NormalSpaceCriteria
-    lipschitz: LipschitzCriteria
-    overgeneralisation: OvergeneralisationCriteria
-
-    def min_n_for(self, claim: str) -> int:
-        own = getattr(self, claim).min_n
-        return self.min_n if own is None else own
-
-
-class CriteriaError(ValueError):
-    """A criteria file that cannot be read or does not validate (one-line message)."""
-
-
-def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CriteriaError(f"criteria file not found: {path}") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
-        raise CriteriaError(f"cannot read criteria file {path}: {type(err).__name__}") from None
-    except yaml.YAMLError as err:
-        where = getattr(err, "problem_mark", None)
-        line = f" (line {where.line + 1})" if where is not None else ""
-        raise CriteriaError(f"criteria file {path} is not valid YAML{line}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise CriteriaError(f"criteria file {path} must hold a mapping of criteria, "
-                            f"not {type(data).__name__}")
-    return data
-
-
-def load_criteria(path: str | Path | None = None) -> Criteria:
-    """The shipped criteria, with the keys of the YAML file `path` (if any) changed."""
-    data = _read_yaml(CRITERIA_FILE)
-    source = str(CRITERIA_FILE)
-    if path is not None and str(path).strip():
-        data = _merge(data, _read_yaml(Path(path).expanduser()))
-        source = str(path)
-    try:
-        return Criteria.model_validate(data)
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "(top level)"
-        raise CriteriaError(f"criteria file {source}: {where}: {first['msg']}") from None
 
 
 # ---------------------------------------------------------------- caveats
@@ -278,6 +165,10 @@ _STATISTICS: dict[str, tuple[str, str, str]] = {
                    "over the one along null-space directions, at h = {h} (a null step within "
                    "round-off counts as 0, the ratio as ∞), ≥ {thr}"),
         "no pair with both `top` and `null` directions"),
+    "median_match_nonlinearity": (
+        "median", ("median over pairs of ‖f(x_matched) − f(x0) − J (x_matched − x0)‖ / "
+                   "‖f(x_matched) − f(x0)‖ along the match path, at h = ‖x_matched − x0‖, ≤ {thr}"),
+        "no pair with a successful `match` direction"),
     "head_target_rate": (
         "rate", ("share of successful matches the classifier head labels as the target, over "
                  "pairs it labels differently at source and target, ≥ {thr}"),
@@ -288,6 +179,8 @@ _STATISTICS: dict[str, tuple[str, str, str]] = {
         "no k-NN labels on pairs with different source and target labels"),
 }
 _NORM_NAMES = {"linf": "L∞", "l2": "L2"}
+# statistics judged "at most" (every other one is "at least")
+_AT_MOST = {"median_match_nonlinearity"}
 # statistic -> the statistic of gaussian_reference (checks judged against a Gaussian control)
 _CONTROLLED = {"median_over_random": "over_random", "median_anisotropy": "sigma1_over_random"}
 NO_CONTROL = ("no Gaussian control: add control:gaussian:<model> to the spec beside the model "
@@ -305,6 +198,7 @@ def _thresholds(criteria: Criteria) -> dict[str, float]:
         "median_over_random": criteria.normal_space.min_over_control,
         "median_anisotropy": criteria.lipschitz.min_anisotropy_over_control,
         "median_top_over_null_fd": criteria.lipschitz.min_top_over_null_fd,
+        "median_match_nonlinearity": criteria.lipschitz.max_match_nonlinearity,
         "head_target_rate": criteria.overgeneralisation.min_target_rate,
         "knn_target_rate": criteria.overgeneralisation.min_target_rate,
     }
@@ -366,6 +260,7 @@ def judge_check(statistic: str, obs: Sequence[Mapping[str, Any]] | None, thresho
     `threshold` × the Gaussian control's value (from `ctrl`, the control run's observations, or
     the closed form at input_dim / embed_dim)."""
     kind, text, empty = _STATISTICS[statistic]
+    direction: intervals.Direction = "<=" if statistic in _AT_MOST else ">="
     obs = [o for o in (obs or []) if o.get("y") is not None]
     control = source = None
     factor = None
@@ -399,16 +294,17 @@ def judge_check(statistic: str, obs: Sequence[Mapping[str, Any]] | None, thresho
     elif control is None and factor is not None:
         verdict, reason = INCONCLUSIVE, NO_CONTROL
     else:
-        verdict = intervals.verdict(iv.ci_low, iv.ci_high, float(threshold), ">=")
+        verdict = intervals.verdict(iv.ci_low, iv.ci_high, float(threshold), direction)
+        side, other = ("at or below", "above") if direction == "<=" else ("at or above", "below")
         if verdict == SUPPORTED:
-            reason = f"{span} is at or above {num(threshold)}"
+            reason = f"{span} is {side} {num(threshold)}"
         elif verdict == NOT_SUPPORTED:
-            reason = f"{span} is below {num(threshold)}"
+            reason = f"{span} is {other} {num(threshold)}"
         else:
             reason = f"{span} contains {num(threshold)}"
     return Check(statistic, criterion, None if threshold is None else float(threshold), int(n), iv.estimate, iv.ci_low,
                  iv.ci_high, verdict, reason, norm, eps, int(n_left_out) + iv.n_left_out,
-                 ">=", iv.method, list(iv.ranks) if iv.ranks else None, iv.coverage,
+                 direction, iv.method, list(iv.ranks) if iv.ranks else None, iv.coverage,
                  iv.n_pairs, iv.n_src, iv.n_tgt, iv.n_clusters, iv.n_set_aside, iv.clustered_by,
                  h, control, source, factor)
 
@@ -468,6 +364,8 @@ def _claim_checks(claim: str, rows: list[dict[str, Any]], criteria: Criteria,
     else:
         present = {r["statistic"]: r for r in rows}
         rows = [present.get(s, {"statistic": s}) for s in _EMPTY_STATISTIC[claim]]
+        if claim == "lipschitz" and present.get("median_match_nonlinearity", {}).get("obs"):
+            rows.append(present["median_match_nonlinearity"])  # only where `match` ran
     checks = []
     for r in rows:
         statistic = r["statistic"]
@@ -488,7 +386,7 @@ def _criterion_suffix(criteria: Criteria, claim: str) -> str:
     by = ("every pair counted as independent" if criteria.dependence == "none"
           else "pairs that share an image counted as one unit")
     return (f" (each {pct} exact interval: Clopper-Pearson for rates, order statistics for "
-            f"medians; {by}; at or above its threshold, n ≥ {criteria.min_n_for(claim)})")
+            f"medians; {by}; on the claimed side of its threshold, n ≥ {criteria.min_n_for(claim)})")
 
 
 def judge(rows: pa.Table, criteria: Criteria) -> pa.Table:

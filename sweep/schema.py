@@ -136,7 +136,9 @@ LIPSCHITZ = pa.schema(
         pa.field("rank", pa.int32()),  # numerical rank of J at x0 (when the Jacobian was built)
         pa.field("match_success", pa.bool_()),  # family "match" asked for: did the pair's match succeed
         pa.field("jvp_floor", _F64),  # round-off floor of l_jvp (2^-26 sigma_1): nonlinearity is null at or below it
-        pa.field("note", pa.string()),  # why a family has no directions (e.g. "no null space: ...")
+        pa.field("note", pa.string()),  # why a family has no directions (e.g. "no null space: ..."), or what a row is
+        # family "match" at h = ||x_matched - x0||: ||f(x_m) - f(x0) - J (x_m - x0)|| / ||f(x_m) - f(x0)||
+        pa.field("fd_residual", _F64),
     ]
 )
 

@@ -52,7 +52,7 @@ lfd AS (  -- per pair and step h: finite-difference estimates along top and null
            -- nothing measurable at h: resolved to zero (counted, not dropped)
            median(CASE WHEN l_fd <= coalesce(fd_floor, 0) THEN 0.0 ELSE l_fd END)
                FILTER (WHERE family = 'null') AS null_fd
-    FROM lrows WHERE h > 0
+    FROM lrows WHERE h > 0 AND fd_residual IS NULL  -- the grid's steps (not the match path's own)
     GROUP BY run_id, unit_id, pair_id, model, weights, embed, config_hash, h
 ),
 lstat AS (
@@ -137,6 +137,13 @@ checks AS (
            list(struct_pack(y := top_over_null_fd, s := src_key, t := tgt_key, p := pair_id, h := h) ORDER BY pair_id, h)
                FILTER (WHERE top_fd IS NOT NULL AND null_fd IS NOT NULL) AS obs
     FROM lfdstat GROUP BY model, weights, embed, config_hash
+    UNION ALL BY NAME
+    SELECT model, weights, embed, 'lipschitz' AS probe, config_hash, 'lipschitz' AS claim,
+           'median_match_nonlinearity' AS statistic,
+           list(struct_pack(y := fd_residual, s := src_key, t := tgt_key, p := pair_id, h := h)
+                ORDER BY pair_id, unit_id) FILTER (WHERE NOT isnan(fd_residual)) AS obs
+    FROM lrows WHERE family = 'match' AND fd_residual IS NOT NULL
+    GROUP BY model, weights, embed, config_hash
 ),
 controlled AS (  -- a check's control: the same statistic of 'control:gaussian:<model>' runs
     SELECT c.config_hash, c.statistic, c.norm,

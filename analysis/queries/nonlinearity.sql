@@ -16,7 +16,7 @@ WITH rows AS (
     SELECT *, l_jvp > coalesce(jvp_floor, 2.0 ^ -26 * max(l_jvp) OVER (
                                    PARTITION BY run_id, unit_id, pair_id)) AS defined
     FROM lipschitz_ok($run_id, $model, $weights, $config_hash)
-    WHERE h IS NOT NULL
+    WHERE h IS NOT NULL AND fd_residual IS NULL  -- the h grid (the match path's own step: claims)
 ),
 grouped AS (
     SELECT model, weights, embed, config_hash, family, h,

@@ -39,6 +39,10 @@ sigma_1 from the SVD or `top`, else sqrt(d) times the largest random-direction |
 upper estimate); a direction J maps below it is numerically in the null space. Nonlinearity is a
 curvature scale (it grows as O(h) for every smooth function), not a test of linearity.
 
+The `match` family also gets one row at its own step h = ||x_matched - x0|| (`note` says so):
+`fd_residual` = ||f(x_matched) - f(x0) - J (x_matched - x0)|| / ||f(x_matched) - f(x0)||, how far
+the match path is from the first-order prediction (0 for a linear map).
+
 `null` needs a null space: when rank(J) > d - n_null there is no n_null-dimensional one, and
 the pair's null family gives one row with every estimate NULL and `note` saying so (rank and d)
 instead of directions whose ||J v|| is that of any direction; with `null` the only family, the
@@ -160,7 +164,7 @@ class LipschitzProbe(Probe):
         if "grad" in families:  # the matching loss's gradient at x0: one backward (f(x0), f(t) are known)
             total += Passes(backward=1)
         if "match" in families:  # a whole match run on the pair (upper bound)
-            total += MatchProbe(p.match).passes_per_pair()
+            total += MatchProbe(p.match).passes_per_pair() + Passes(plain=1)  # + f(x_matched) at h_match
         counts = {"random": p.n_random, "top": n_top, "grad": 1, "null": p.n_null, "off_top": p.n_null, "match": 1}
         n = sum(counts[f] for f in p.families)  # a family listed twice is measured twice
         return total + Passes(plain=n * len(p.h), jvp=n)  # the finite differences at every h, ||J v||
@@ -240,7 +244,9 @@ class LipschitzProbe(Probe):
             found = _matched_direction(enc, pair, p.match, seed)
             per_pair["match_success"] = found is not None
             if found is not None:
-                directions["match"] = _unit(found.to(enc.device, torch.float64)[None])
+                found64 = found.to(enc.device, torch.float64)
+                per_pair["h_match"] = float(found64.norm())
+                directions["match"] = _unit(found64[None])
 
         families = [f for f in p.families if f in directions]  # `match` without a successful match: none
         l_jvp = l_fd = torch.empty(0, dtype=torch.float64)
@@ -276,6 +282,24 @@ class LipschitzProbe(Probe):
                         "match_success": per_pair.get("match_success"),
                     })
             first += len(directions[family])
+        if "match" in families and per_pair.get("h_match", 0) > 0:
+            # the match path at its own step h = ||x_matched - x0||: f(x_matched) against the
+            # first-order prediction f(x0) + J (x_matched - x0); fd_residual is the relative miss
+            at = sum(len(directions[f]) for f in families[:families.index("match")])
+            h = per_pair["h_match"]
+            (em,) = yield [Ask("fwd", None, (x0 + h * directions["match"][0])[None])]
+            moved = em[0] - e0
+            jvp, fd = float(l_jvp[at]), float(moved.norm()) / h
+            floor = _FLOOR_MARGIN * fwd_err / h
+            deviation = abs(fd - jvp)
+            rows.append({
+                "family": "match", "direction": 0, "h": h, "l_fd": fd, "l_jvp": jvp, "sigma": None,
+                "fd_floor": floor, "jvp_floor": jvp_floor,
+                "nonlinearity": deviation / jvp if deviation > floor and jvp > jvp_floor else None,
+                "fd_residual": float((moved - h * jv[at]).norm()) / max(float(moved.norm()), 1e-300),
+                "jv_residual": None, "rank": per_pair.get("rank"),
+                "match_success": per_pair.get("match_success"), "note": "h = ||x_matched - x0||",
+            })
         if "no_null" in per_pair:  # one row saying why the family has no directions
             rows.append({"family": "null", "direction": None, "h": None, "l_fd": None, "l_jvp": None,
                          "sigma": None, "fd_floor": None, "jvp_floor": jvp_floor, "nonlinearity": None,

@@ -113,3 +113,15 @@ def test_nonlinearity_is_undefined_on_null_rows_and_zero_where_resolved(run: Pat
         else:
             assert r["n_resolved_zero"] == r["n_resolved"] == r["n"] > 0, r
             assert r["median_nonlinearity"] == 0.0
+
+
+def test_match_nonlinearity_is_judged_at_most() -> None:
+    criteria = load_criteria()
+
+    def obs(v: float) -> list[dict]:
+        return [{"y": v * (1 + 0.01 * i), "s": f"s{i}", "t": f"t{i}", "p": f"p{i}"} for i in range(40)]
+
+    flat = judge_check("median_match_nonlinearity", obs(1e-12), 0.5, 30, criteria)
+    assert flat.verdict == "supported" and flat.direction == "<=" and "at or below" in flat.reason
+    curved = judge_check("median_match_nonlinearity", obs(2.0), 0.5, 30, criteria)
+    assert curved.verdict == "not_supported" and "above 0.5" in curved.reason

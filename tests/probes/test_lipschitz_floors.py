@@ -52,3 +52,19 @@ def test_no_null_rows_without_a_null_space() -> None:
     alone = build_probe("lipschitz", {"families": ["null"], "n_null": 4, "h": [1.0]})
     (failed,) = list(alone.run(encoder, [_pair(8)], batch_size=16))
     assert failed.rows == [] and "no null space" in failed.error
+
+
+@pytest.mark.parametrize("model, size, linear", [("tests.support.encoders:linear_encoder", 8, True),
+                                                 ("tests.support.tiny_models:tiny_vit", 32, False)])
+def test_match_path_at_its_own_step(model: str, size: int, linear: bool) -> None:
+    """One `match` row at h = ||x_matched - x0|| with fd_residual, the relative miss of the
+    first-order prediction: round-off for a linear map, well above it for a ViT."""
+    encoder = load_encoder(model, device="cpu")
+    probe = build_probe("lipschitz", {"families": ["random", "match"], "h": [1.0], "n_random": 2,
+                                      "match": {"max_steps": 300}})
+    (result,) = list(probe.run(encoder, [_pair(size)], batch_size=8))
+    assert result.extra["match_success"] is True
+    (row,) = [r for r in result.rows if r.get("fd_residual") is not None]
+    assert row["family"] == "match" and row["note"] == "h = ||x_matched - x0||"
+    assert row["h"] == pytest.approx(float(result.extra["directions"]["match"].norm()) * row["h"])
+    assert (row["fd_residual"] < 1e-9) if linear else (row["fd_residual"] > 1e-3), row
