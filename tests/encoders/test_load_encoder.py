@@ -185,20 +185,10 @@ def test_head_labels_need_the_pre_logits_embedding():
     assert got["label_set"] is None and "pre_logits" in got["note"]
 
 
-def named_tiny_vit() -> torch.nn.Module:
-    """A factory (named in the test as `tests.test_encoders:named_tiny_vit`) whose classifier's
-    classes have names."""
-    from tests.support.tiny_models import tiny_vit
-
-    module = tiny_vit()
-    module.label_names = [f"class {i}" for i in range(10)]
-    return module
-
-
 def test_a_factory_classifier_is_a_head_named_by_its_label_names():
     unnamed = load_encoder("tests.support.tiny_models:tiny_vit", device="cpu")
     assert unnamed.has_head and unnamed.label_set == "factory" and unnamed.class_names([3]) == [None]
-    named = load_encoder("tests.encoders.test_load_encoder:named_tiny_vit", device="cpu")
+    named = load_encoder("tests.support.tiny_models:named_tiny_vit", device="cpu")
     assert named.has_head and named.class_names([3, 10]) == ["class 3", None]
     plain = load_encoder("tests.support.encoders:linear_encoder", device="cpu")
     assert not plain.has_head and "no `classifier`" in plain.head_note

@@ -202,7 +202,7 @@ def test_head_labels_carry_their_class_names(tmp_path: Path) -> None:
     """A classifier whose classes have names: every pred_* index gets its name beside it."""
     make_shards(tmp_path / "shards", 1, 2, size=32)
     spec = write_spec(tmp_path / "spec.yaml", str(tmp_path / "shards"), tmp_path / "run",
-                      models=[{"name": "tests.test_encoders:named_tiny_vit", "weights": "factory"}],
+                      models=[{"name": "tests.support.tiny_models:named_tiny_vit", "weights": "factory"}],
                       probes=[{"name": "match", "params": {"max_steps": 3}}])
     (unit,) = load_spec(spec).units
     run_unit(unit, EncoderCache("cpu"), str(tmp_path / "run"), run_id="run-1")
@@ -213,7 +213,7 @@ def test_head_labels_carry_their_class_names(tmp_path: Path) -> None:
             assert row[f"pred_{role}"] is not None and row[f"pred_{role}_name"] == f"class {row[f'pred_{role}']}"
     # head: none for the same model: the unit loads it without its head labels
     spec = write_spec(tmp_path / "spec-none.yaml", str(tmp_path / "shards"), tmp_path / "run-none",
-                      models=[{"name": "tests.test_encoders:named_tiny_vit", "weights": "factory", "head": "none"}],
+                      models=[{"name": "tests.support.tiny_models:named_tiny_vit", "weights": "factory", "head": "none"}],
                       probes=[{"name": "match", "params": {"max_steps": 3}}])
     (unit,) = load_spec(spec).units
     assert unit.head == "none"

@@ -35,3 +35,10 @@ def tiny_vit() -> nn.Module:
 
 def micro_vit() -> nn.Module:
     return TinyViT(size=16, dim=24, depth=1, heads=2)
+
+
+def named_tiny_vit() -> torch.nn.Module:
+    """`tiny_vit` whose classifier's classes have names (a factory head with `label_names`)."""
+    module = tiny_vit()
+    module.label_names = [f"class {i}" for i in range(10)]
+    return module
