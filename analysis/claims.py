@@ -1,28 +1,23 @@
 """Verdicts on the paper's claims: supported, not_supported or inconclusive, per model, weights,
-embedding point and probe setting, from stated criteria with a seeded bootstrap interval.
+embedding point and probe setting, from stated criteria (analysis/criteria.py) with an exact
+interval (analysis/intervals.py). docs/findings.md explains every rule.
 
-    criteria = load_criteria()                    # analysis/criteria.yaml (+ a file's overrides)
-    rows = claims_records(con, criteria)          # one dict per setting and claim
+    rows = claims_records(con, load_criteria())   # one dict per setting and claim
     run_named(con, "claims", {"criteria": "mine.yaml"})   # the same table as a named query
 
-The named query `claims` (analysis/queries/claims.sql) gathers every check's per-pair values in
-DuckDB; `judge` turns them into verdicts. A claim is judged by one or more checks; each is a
-statistic (a rate of yes/no values, or a median) that must reach a threshold (>=):
+claims.sql gathers every check's per-pair values with their image keys; `judge` turns them into
+verdicts. A check is a rate (Clopper-Pearson) or a median (order statistics) against a threshold
+(>=; <= for the match path's nonlinearity), counted by image (`criteria.dependence`: pairs that
+share an image are one unit; n is the number of units, and n_pairs, n_src, n_tgt, n_clusters are
+reported). supported: the whole interval on the claimed side; not_supported: the whole interval
+on the other; inconclusive otherwise or below min_n units (`intervals.verdict`).
 
-- supported: the lower end of its bootstrap interval is at or above the threshold;
-- not_supported: the upper end is below it;
-- inconclusive: the interval contains the threshold, or there are fewer than min_n values.
-
-A claim is not_supported if any check is, supported if all are, inconclusive otherwise; its
-n, estimate and interval are those of the check that decided it (the first failing check, else
-the first undecided one, else the first one), and `checks` lists every check.
-
-The bootstrap is a percentile bootstrap over the per-pair values, drawn without materialising
-resamples: the mean of a yes/no resample is Binomial(n, p)/n, and the median of a resample of
-sorted values x is x at the k-th smallest of n uniform indices, whose position is n·Beta(k,
-n-k+1) (the k-th order statistic of uniforms). Both are the exact bootstrap distributions, so a
-check over 75,000 pairs costs a few thousand draws. Seeds derive from the criteria's seed and
-the check's identity, so a report is reproducible and independent of the order checks are run.
+Checks a shape-matched Gaussian linear map already passes (`_CONTROLLED`) are judged against it:
+the threshold is a factor of the control's value (`control_estimate`), from a
+`control:gaussian:<model>` run of the same probe params ('run') or the closed form
+`intervals.gaussian_reference(d, D)` where the units recorded the shapes ('closed_form'); with
+neither the check is inconclusive. A claim is not_supported if any check is, supported if all
+are, inconclusive otherwise; its n, estimate and interval are the deciding check's.
 """
 
 from __future__ import annotations
@@ -32,27 +27,20 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from analysis import intervals
+from analysis.criteria import (  # noqa: F401 (public here: the claims API)
+    CRITERIA_FILE,
+    Criteria,
+    CriteriaError,
+    load_criteria,
+)
 from sweep.files import json_safe
 
-# Overgeneralisation's labellers (issue 23 adds zero-shot CLIP labels, zs_* columns): each listed
-# in criteria.yaml that recorded labels is a check.
-LABELLERS = ("head", "knn", "zeroshot")
-_ZEROSHOT_STATISTIC = {
-    "zeroshot_target_rate": (
-        "rate", ("share of successful matches zero-shot CLIP labels as the target, over pairs it "
-                 "labels differently at source and target, ≥ {thr}"),
-        "no zero-shot labels on pairs with different source and target labels"),
-}
-
-CRITERIA_FILE = Path(__file__).with_name("criteria.yaml")
 CLAIMS = ("equivalence", "invisibility", "normal_space", "lipschitz", "overgeneralisation")
 PROBE_CLAIMS = {"match": ("equivalence", "invisibility", "overgeneralisation"),
                 "perturb": ("normal_space",), "lipschitz": ("lipschitz",)}
@@ -60,158 +48,51 @@ SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not_supported", "inconclu
 Verdict = Literal["supported", "not_supported", "inconclusive"]
 
 
-# ---------------------------------------------------------------- criteria
+# ---------------------------------------------------------------- caveats
 
-class _Strict(BaseModel):
-    # strict: `min_n: true` or `"3"` is refused, not read as 1 or 3; no NaN or infinity as a
-    # threshold (`.nan` would make every check "contains n/a") - as the spec loader refuses them
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+def is_random_init(weights: str | None) -> bool:
+    return bool(weights) and str(weights).startswith("random:")
 
 
-class _Claim(_Strict):
-    min_n: int | None = Field(default=None, ge=1)  # None: the global min_n
+def random_weights_caveat(weights: Sequence[str | None] | str | None) -> str | None:
+    """The caveat the report opens with (and the Models page shows above its verdicts) when any
+    of `weights` is a random initialisation (`random:<seed>`); None otherwise."""
+    if isinstance(weights, str) or weights is None:
+        weights = [weights]
+    seeds = sorted({str(w) for w in weights if is_random_init(w)})
+    if not seeds:
+        return None
+    return (f"These results are for random-init weights ({', '.join(seeds)}): they describe an "
+            f"untrained network, not the model as trained, and a random head's argmax names no "
+            f"class (head labels are off for them).")
 
 
-class EquivalenceCriteria(_Claim):
-    min_success_rate: float = Field(ge=0, le=1)
-
-
-class InvisibilityCriteria(_Claim):
-    min_median_psnr: float
-    min_median_ssim: float = Field(ge=-1, le=1)
-    min_quant_rate: float = Field(ge=0, le=1)
-
-
-class NormalSpaceCriteria(_Claim):
-    min_disp_over_pair: float = Field(ge=0)
-    min_over_random: float = Field(ge=0)
-
-
-class LipschitzCriteria(_Claim):
-    min_top_over_null: float = Field(gt=0)
-
-
-class OvergeneralisationCriteria(_Claim):
-    min_target_rate: float = Field(ge=0, le=1)
-    labellers: list[Literal[LABELLERS]] = Field(min_length=1)
-
-
-class TransferCriteria(_Claim):  # issue 23: "matched images are model-specific" (analysis/transfer.py)
-    max_target_closer_rate: float = Field(ge=0, le=1)
-
-
-class Criteria(_Strict):
-    """Every threshold a verdict uses (analysis/criteria.yaml is the documented default)."""
-
-    confidence: float = Field(gt=0.5, lt=1)
-    resamples: int = Field(ge=100, le=1_000_000)
-    seed: int = Field(ge=0)
-    min_n: int = Field(ge=1)
-    equivalence: EquivalenceCriteria
-    invisibility: InvisibilityCriteria
-    normal_space: NormalSpaceCriteria
-    lipschitz: LipschitzCriteria
-    overgeneralisation: OvergeneralisationCriteria
-    transfer: TransferCriteria = TransferCriteria(max_target_closer_rate=0.5)
-
-    def min_n_for(self, claim: str) -> int:
-        own = getattr(self, claim).min_n
-        return self.min_n if own is None else own
-
-
-class CriteriaError(ValueError):
-    """A criteria file that cannot be read or does not validate (one-line message)."""
-
-
-def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CriteriaError(f"criteria file not found: {path}") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
-        raise CriteriaError(f"cannot read criteria file {path}: {type(err).__name__}") from None
-    except yaml.YAMLError as err:
-        where = getattr(err, "problem_mark", None)
-        line = f" (line {where.line + 1})" if where is not None else ""
-        raise CriteriaError(f"criteria file {path} is not valid YAML{line}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise CriteriaError(f"criteria file {path} must hold a mapping of criteria, "
-                            f"not {type(data).__name__}")
-    return data
-
-
-def load_criteria(path: str | Path | None = None) -> Criteria:
-    """The shipped criteria, with the keys of the YAML file `path` (if any) changed."""
-    data = _read_yaml(CRITERIA_FILE)
-    source = str(CRITERIA_FILE)
-    if path is not None and str(path).strip():
-        data = _merge(data, _read_yaml(Path(path).expanduser()))
-        source = str(path)
-    try:
-        return Criteria.model_validate(data)
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "(top level)"
-        raise CriteriaError(f"criteria file {source}: {where}: {first['msg']}") from None
-
-
-# ---------------------------------------------------------------- bootstrap
+# ---------------------------------------------------------------- seeds
 
 def check_rng(seed: int, key: str) -> np.random.Generator:
-    """The generator of one check: from the criteria's seed and the check's identity."""
+    """The generator of one check (for a bootstrap check): from the criteria's seed and the
+    check's identity, so a report is reproducible and independent of the order of checks."""
     digest = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
     return np.random.default_rng([seed, digest])
-
-
-def bootstrap_rate(n: int, k: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """Bootstrap replicates of the share k/n of yes values: (resamples,)."""
-    return rng.binomial(n, k / n, size=resamples) / n
-
-
-def bootstrap_median(values: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """Bootstrap replicates of the median of `values` (sorted ascending, (n,)): (resamples,).
-    The median is the middle value (n odd) or the mean of the two middle values (n even)."""
-    n = len(values)
-    k = (n + 1) // 2  # the (lower) middle position, 1-based
-    u = rng.beta(k, n - k + 1, size=resamples)  # k-th smallest of n uniforms
-    low = values[np.minimum((u * n).astype(np.int64), n - 1)]
-    if n % 2:
-        return low
-    # the next order statistic: u + (1 - u) · (the smallest of the n - k uniforms above u)
-    u2 = u + (1 - u) * rng.beta(1, n - k, size=resamples)
-    high = values[np.minimum((u2 * n).astype(np.int64), n - 1)]
-    with np.errstate(invalid="ignore"):
-        return np.where(low == high, low, (low + high) / 2)
-
-
-def percentile_interval(replicates: np.ndarray, confidence: float) -> tuple[float, float]:
-    """The percentile interval of bootstrap replicates (bounds are replicate values)."""
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(replicates, [alpha, 1 - alpha], method="inverted_cdf")
-    return float(low), float(high)
 
 
 # ---------------------------------------------------------------- checks and verdicts
 
 @dataclass
 class Check:
-    """One statistic of one claim, its threshold and its own verdict."""
+    """One statistic of one claim, its threshold and its own verdict.
+
+    n: the independent units behind the interval (clusters of pairs that share images, see
+    `Criteria.dependence`); n_pairs the pairs used, n_src / n_tgt their distinct images,
+    n_set_aside the pairs left unused so that the used ones share no image. method: how the
+    interval was computed ("clopper_pearson_by_cluster", "order_statistic_by_cluster"); ranks and
+    coverage: the order statistics of a median interval and its exact coverage.
+    control_estimate: the shape-matched Gaussian map's value of the same statistic (the threshold
+    is then a factor of it), control_source: "run" or "closed_form" (None: no control)."""
 
     statistic: str
     criterion: str  # e.g. "median PSNR of successful matches ≥ 30 dB"
-    threshold: float
+    threshold: float | None  # None: a controlled check without a control
     n: int
     estimate: float | None
     ci_low: float | None
@@ -221,6 +102,20 @@ class Check:
     norm: str | None = None
     eps: float | None = None
     n_left_out: int = 0
+    direction: str = ">="
+    method: str | None = None
+    ranks: list[int] | None = None
+    coverage: float | None = None
+    n_pairs: int = 0
+    n_src: int | None = None
+    n_tgt: int | None = None
+    n_clusters: int = 0
+    n_set_aside: int = 0
+    clustered_by: str | None = None
+    h: float | None = None
+    control_estimate: float | None = None
+    control_source: str | None = None
+    control_factor: float | None = None
 
 
 def num(value: float | None) -> str:
@@ -238,10 +133,11 @@ def _eps_text(norm: str | None, eps: float | None) -> str:
     return f"{eps * 255:.3g}/255" if norm == "linf" else f"{eps:.3g}"
 
 
-# statistic -> (kind, criterion text with {thr} (and {norm}, {eps}), what an empty check lacks)
+# statistic -> (kind, criterion text with {thr} (and {norm}, {eps}, {h}, {success}), what an
+# empty check lacks)
 _STATISTICS: dict[str, tuple[str, str, str]] = {
     "success_rate": (
-        "rate", "share of ok matches that reach the target's embedding ≥ {thr}",
+        "rate", "share of ok matches that reach the target {success} ≥ {thr}",
         "no ok match rows"),
     "median_psnr": (
         "median", "median PSNR of successful matches ≥ {thr} dB",
@@ -258,11 +154,21 @@ _STATISTICS: dict[str, tuple[str, str, str]] = {
         "no perturb rows"),
     "median_over_random": (
         "median", ("median optimised over random-direction displacement at the smallest {norm} "
-                   "ε ({eps}) ≥ {thr}"),
+                   "ε ({eps}) ≥ {factor} × a Gaussian linear map's of the same shapes{ref}"),
         "no perturb rows with a random baseline"),
-    "median_top_over_null": (
-        "median", "median over pairs of (top over null-space Lipschitz estimate) ≥ {thr}",
+    "median_anisotropy": (
+        "median", ("median over pairs of σ1 over the median random-direction ‖J v‖ ≥ {factor} × "
+                   "a Gaussian linear map's of the same shapes{ref}"),
+        "no pair with both `top` and `random` directions"),
+    "median_top_over_null_fd": (
+        "median", ("median over pairs of the finite-step estimate along top singular directions "
+                   "over the one along null-space directions, at h = {h} (a null step within "
+                   "round-off counts as 0, the ratio as ∞), ≥ {thr}"),
         "no pair with both `top` and `null` directions"),
+    "median_match_nonlinearity": (
+        "median", ("median over pairs of ‖f(x_matched) − f(x0) − J (x_matched − x0)‖ / "
+                   "‖f(x_matched) − f(x0)‖ along the match path, at h = ‖x_matched − x0‖, ≤ {thr}"),
+        "no pair with a successful `match` direction"),
     "head_target_rate": (
         "rate", ("share of successful matches the classifier head labels as the target, over "
                  "pairs it labels differently at source and target, ≥ {thr}"),
@@ -271,63 +177,141 @@ _STATISTICS: dict[str, tuple[str, str, str]] = {
         "rate", ("share of successful matches k-NN labels as the target, over pairs it labels "
                  "differently at source and target, ≥ {thr}"),
         "no k-NN labels on pairs with different source and target labels"),
-    **_ZEROSHOT_STATISTIC,
+    "zeroshot_target_rate": (
+        "rate", ("share of successful matches zero-shot CLIP labels as the target, over pairs it "
+                 "labels differently at source and target, ≥ {thr}"),
+        "no zero-shot labels on pairs with different source and target labels"),
 }
 _NORM_NAMES = {"linf": "L∞", "l2": "L2"}
+# statistics judged "at most" (every other one is "at least")
+_AT_MOST = {"median_match_nonlinearity"}
+# statistic -> the statistic of gaussian_reference (checks judged against a Gaussian control)
+_CONTROLLED = {"median_over_random": "over_random", "median_anisotropy": "sigma1_over_random"}
+NO_CONTROL = ("no Gaussian control: add control:gaussian:<model> to the spec beside the model "
+              "(or a run whose units record input_dim and embed_dim)")
 
 
 def _thresholds(criteria: Criteria) -> dict[str, float]:
+    """Each statistic's threshold; for a controlled statistic, the factor over the control."""
     return {
         "success_rate": criteria.equivalence.min_success_rate,
         "median_psnr": criteria.invisibility.min_median_psnr,
         "median_ssim": criteria.invisibility.min_median_ssim,
         "quant_rate": criteria.invisibility.min_quant_rate,
         "median_disp_over_pair": criteria.normal_space.min_disp_over_pair,
-        "median_over_random": criteria.normal_space.min_over_random,
-        "median_top_over_null": criteria.lipschitz.min_top_over_null,
+        "median_over_random": criteria.normal_space.min_over_control,
+        "median_anisotropy": criteria.lipschitz.min_anisotropy_over_control,
+        "median_top_over_null_fd": criteria.lipschitz.min_top_over_null_fd,
+        "median_match_nonlinearity": criteria.lipschitz.max_match_nonlinearity,
         "head_target_rate": criteria.overgeneralisation.min_target_rate,
         "knn_target_rate": criteria.overgeneralisation.min_target_rate,
         "zeroshot_target_rate": criteria.overgeneralisation.min_target_rate,
     }
 
 
-def judge_check(statistic: str, n: int, n_true: int | None, sample: Sequence[float] | None,
-                threshold: float, min_n: int, criteria: Criteria, key: str, *,
-                norm: str | None = None, eps: float | None = None, n_left_out: int = 0) -> Check:
-    """Estimate, bootstrap interval and verdict of one check from its per-pair values: n and
-    n_true for a rate, the sorted sample for a median."""
+def success_text(params: str | Mapping[str, Any] | None) -> str:
+    """The match probe's own success test, from its params (the defaults where not recorded)."""
+    if isinstance(params, str):
+        try:
+            params = json.loads(params)
+        except ValueError:
+            params = None
+    p = params if isinstance(params, Mapping) else {}
+    if p.get("preset") == "paper":
+        tau = p.get("tau") if p.get("tau") is not None else 1e-4
+        cos = p.get("min_cos") if p.get("min_cos") is not None else 0.97
+        return f"(‖f(x) − f(t)‖² < {tau:.0e} and cos > {cos:g})"
+    rho = p.get("rho") if p.get("rho") is not None else 0.05
+    cos = p.get("min_cos") if p.get("min_cos") is not None else 0.99
+    return f"(rel_dist ≤ {rho:g} and cos ≥ {cos:g})"
+
+
+def _clusters(obs: Sequence[Mapping[str, Any]], by: str) -> intervals.PairClusters:
+    """Independent units of a check's pairs, decided on image keys alone (ties: pair-id order)."""
+    n = len(obs)
+    if by == "none":
+        return intervals.PairClusters(np.arange(n), n, len({o.get("s") for o in obs}),
+                                      len({o.get("t") for o in obs}), n, "none")
+    order = sorted(range(n), key=lambda i: (str(obs[i].get("p")), i))
+    return intervals.pair_clusters([o.get("s") for o in obs], [o.get("t") for o in obs],
+                                   by=by, order=order)
+
+
+def _control(statistic: str, norm: str | None, ctrl: Sequence[Mapping[str, Any]] | None,
+             input_dim: int | None, embed_dim: int | None) -> tuple[float | None, str | None]:
+    """(the control's value of the statistic, 'run' | 'closed_form') or (None, None)."""
+    if ctrl:
+        values = np.asarray([o.get("y") for o in ctrl if o.get("y") is not None], dtype=np.float64)
+        values = values[~np.isnan(values)]
+        if values.size:
+            return float(np.median(values)), "run"
+    if input_dim and embed_dim:
+        ref = intervals.gaussian_reference(int(input_dim), int(embed_dim), _CONTROLLED[statistic],
+                                           norm=norm if statistic == "median_over_random" else None)
+        if ref is not None:
+            return float(ref), "closed_form"
+    return None, None
+
+
+def judge_check(statistic: str, obs: Sequence[Mapping[str, Any]] | None, threshold: float,
+                min_n: int, criteria: Criteria, *, norm: str | None = None,
+                eps: float | None = None, n_left_out: int = 0, h: float | None = None,
+                params: str | Mapping[str, Any] | None = None,
+                ctrl: Sequence[Mapping[str, Any]] | None = None, input_dim: int | None = None,
+                embed_dim: int | None = None) -> Check:
+    """Estimate, exact interval and verdict of one check from its per-pair observations
+    `obs` ({"y": value (1/0 for a rate), "s": src_key, "t": tgt_key, "p": pair_id}), counted
+    by image under criteria.dependence. A controlled statistic (`_CONTROLLED`) is judged against
+    `threshold` × the Gaussian control's value (from `ctrl`, the control run's observations, or
+    the closed form at input_dim / embed_dim)."""
     kind, text, empty = _STATISTICS[statistic]
+    direction: intervals.Direction = "<=" if statistic in _AT_MOST else ">="
+    obs = [o for o in (obs or []) if o.get("y") is not None]
+    control = source = None
+    factor = None
+    if statistic in _CONTROLLED:
+        factor = float(threshold)
+        control, source = _control(statistic, norm, ctrl, input_dim, embed_dim)
+        threshold = factor * control if control is not None else None
+    ref = (f" ({num(control)} from a control run, so ≥ {num(threshold)})" if source == "run" else
+           f" ({num(control)} in closed form, so ≥ {num(threshold)})" if source == "closed_form"
+           else "")
     criterion = text.format(thr=num(threshold), norm=_NORM_NAMES.get(norm or "", norm),
-                            eps=_eps_text(norm, eps))
-    estimate = low = high = None
-    if n > 0:
-        rng = check_rng(criteria.seed, key)
-        if kind == "rate":
-            k = int(n_true or 0)
-            estimate = k / n
-            reps = bootstrap_rate(n, k, criteria.resamples, rng)
-        else:
-            values = np.asarray(sample, dtype=np.float64)
-            estimate = float(np.median(values))
-            reps = bootstrap_median(values, criteria.resamples, rng)
-        low, high = percentile_interval(reps, criteria.confidence)
+                            eps=_eps_text(norm, eps), h=num(h), success=success_text(params),
+                            factor=num(factor), ref=ref)
+    y = np.asarray([o["y"] for o in obs], dtype=np.float64)
+    cl = _clusters(obs, criteria.dependence)
+    if kind == "rate":
+        iv = intervals.rate_interval_clustered(y, cl, criteria.confidence)
+    else:
+        iv = intervals.median_interval_clustered(y, cl, criteria.confidence)
+    n = iv.n
+    units = "independent units" if criteria.dependence != "none" else "pairs"
     pct = f"{100 * criteria.confidence:g}%"
-    if n == 0:
+    span = f"the {pct} exact interval [{num(iv.ci_low)}, {num(iv.ci_high)}]"
+    if iv.n_pairs == 0:
         verdict: Verdict = INCONCLUSIVE
         reason = f"n = 0: {empty}"
     elif n < min_n:
-        verdict, reason = INCONCLUSIVE, f"n = {n} is below the minimum of {min_n}"
-    elif low is not None and low >= threshold:
-        verdict = SUPPORTED
-        reason = f"the {pct} interval [{num(low)}, {num(high)}] is at or above {num(threshold)}"
-    elif high is not None and high < threshold:
-        verdict = NOT_SUPPORTED
-        reason = f"the {pct} interval [{num(low)}, {num(high)}] is below {num(threshold)}"
-    else:
         verdict = INCONCLUSIVE
-        reason = f"the {pct} interval [{num(low)}, {num(high)}] contains {num(threshold)}"
-    return Check(statistic, criterion, float(threshold), int(n), estimate, low, high, verdict,
-                 reason, norm, eps, int(n_left_out))
+        reason = (f"n = {n} {units} ({iv.n_pairs} pairs, {iv.n_src} sources, {iv.n_tgt} targets) "
+                  f"is below the minimum of {min_n}")
+    elif control is None and factor is not None:
+        verdict, reason = INCONCLUSIVE, NO_CONTROL
+    else:
+        verdict = intervals.verdict(iv.ci_low, iv.ci_high, float(threshold), direction)
+        side, other = ("at or below", "above") if direction == "<=" else ("at or above", "below")
+        if verdict == SUPPORTED:
+            reason = f"{span} is {side} {num(threshold)}"
+        elif verdict == NOT_SUPPORTED:
+            reason = f"{span} is {other} {num(threshold)}"
+        else:
+            reason = f"{span} contains {num(threshold)}"
+    return Check(statistic, criterion, None if threshold is None else float(threshold), int(n), iv.estimate, iv.ci_low,
+                 iv.ci_high, verdict, reason, norm, eps, int(n_left_out) + iv.n_left_out,
+                 direction, iv.method, list(iv.ranks) if iv.ranks else None, iv.coverage,
+                 iv.n_pairs, iv.n_src, iv.n_tgt, iv.n_clusters, iv.n_set_aside, iv.clustered_by,
+                 h, control, source, factor)
 
 
 def combine(checks: Sequence[Check]) -> tuple[Verdict, Check]:
@@ -348,40 +332,66 @@ CLAIMS_SCHEMA = pa.schema([
     ("estimate", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()),
     ("threshold", pa.float64()), ("reason", pa.string()), ("checks", pa.string()),
     ("probe", pa.string()), ("config_hash", pa.string()), ("params", pa.string()),
+    ("n_pairs", pa.int64()), ("n_src", pa.int64()), ("n_tgt", pa.int64()),
+    ("n_clusters", pa.int64()), ("method", pa.string()),
+    ("control_estimate", pa.float64()), ("control_source", pa.string()),
 ])
 _EMPTY_STATISTIC = {"equivalence": ("success_rate",),
                     "invisibility": ("median_psnr", "median_ssim", "quant_rate"),
                     "normal_space": ("median_disp_over_pair", "median_over_random"),
-                    "lipschitz": ("median_top_over_null",),
+                    "lipschitz": ("median_anisotropy", "median_top_over_null_fd"),
                     "overgeneralisation": ("head_target_rate", "knn_target_rate", "zeroshot_target_rate")}
 
 
+def _at_h(obs: list[dict[str, Any]], h: float) -> tuple[list[dict[str, Any]], float | None]:
+    """The observations at the grid step nearest (in log scale) to the stated h, and that step."""
+    hs = sorted({o["h"] for o in obs if o.get("h") is not None and o["h"] > 0})
+    if not hs:
+        return [], None
+    best = min(hs, key=lambda x: abs(math.log(x) - math.log(h)))
+    return [o for o in obs if o.get("h") == best], best
+
+
 def _claim_checks(claim: str, rows: list[dict[str, Any]], criteria: Criteria,
-                  config_hash: str) -> list[Check]:
+                  params: str | None = None) -> list[Check]:
     thresholds = _thresholds(criteria)
     min_n = criteria.min_n_for(claim)
     if claim == "overgeneralisation":
         wanted = [f"{labeller}_target_rate" for labeller in criteria.overgeneralisation.labellers]
         # a labeller is a check where it labelled something (CLIP models have no head labels)
-        rows = [r for r in rows if r["statistic"] in wanted and (r["n"] or r["n_left_out"])]
+        rows = [r for r in rows if r["statistic"] in wanted and (r.get("obs") or r["n_left_out"])]
         if not rows:
-            rows = [{"statistic": wanted[0], "n": 0}]
+            rows = [{"statistic": wanted[0]}]
     elif claim == "normal_space":
         rows = sorted(rows, key=lambda r: (r["norm"] or "", r["statistic"] != "median_disp_over_pair"))
         if not rows:
-            rows = [{"statistic": s, "n": 0} for s in _EMPTY_STATISTIC[claim]]
+            rows = [{"statistic": s} for s in _EMPTY_STATISTIC[claim]]
     else:
         present = {r["statistic"]: r for r in rows}
-        rows = [present.get(s, {"statistic": s, "n": 0}) for s in _EMPTY_STATISTIC[claim]]
+        rows = [present.get(s, {"statistic": s}) for s in _EMPTY_STATISTIC[claim]]
+        if claim == "lipschitz" and present.get("median_match_nonlinearity", {}).get("obs"):
+            rows.append(present["median_match_nonlinearity"])  # only where `match` ran
     checks = []
     for r in rows:
         statistic = r["statistic"]
-        key = f"{config_hash}|{claim}|{statistic}|{r.get('norm')}"
-        checks.append(judge_check(statistic, int(r.get("n") or 0), r.get("n_true"),
-                                  r.get("sample"), thresholds[statistic], min_n, criteria, key,
+        obs, h = list(r.get("obs") or []), None
+        if statistic == "median_top_over_null_fd":
+            obs, h = _at_h(obs, criteria.lipschitz.h)
+            h = h if h is not None else criteria.lipschitz.h
+        checks.append(judge_check(statistic, obs, thresholds[statistic], min_n, criteria,
                                   norm=r.get("norm"), eps=r.get("eps"),
-                                  n_left_out=int(r.get("n_left_out") or 0)))
+                                  n_left_out=int(r.get("n_left_out") or 0), h=h, params=params,
+                                  ctrl=r.get("ctrl"), input_dim=r.get("input_dim"),
+                                  embed_dim=r.get("embed_dim")))
     return checks
+
+
+def _criterion_suffix(criteria: Criteria, claim: str) -> str:
+    pct = f"{100 * criteria.confidence:g}%"
+    by = ("every pair counted as independent" if criteria.dependence == "none"
+          else "pairs that share an image counted as one unit")
+    return (f" (each {pct} exact interval: Clopper-Pearson for rates, order statistics for "
+            f"medians; {by}; on the claimed side of its threshold, n ≥ {criteria.min_n_for(claim)})")
 
 
 def judge(rows: pa.Table, criteria: Criteria) -> pa.Table:
@@ -398,14 +408,15 @@ def judge(rows: pa.Table, criteria: Criteria) -> pa.Table:
     for config_hash, s in settings.items():
         for claim in PROBE_CLAIMS.get(s["probe"], ()):
             checks = _claim_checks(claim, by_check.get((config_hash, claim), []), criteria,
-                                   config_hash)
+                                   s.get("params"))
             verdict, decisive = combine(checks)
+            controlled = decisive if decisive.control_source else next(
+                (c for c in checks if c.control_source), None)
             out.append({
                 "model": s["model"], "weights": s["weights"], "embed": s["embed"],
                 "setting": s["setting"], "claim": claim, "verdict": verdict,
                 "criterion": "; ".join(c.criterion for c in checks)
-                             + f" (each {100 * criteria.confidence:g}% bootstrap interval at "
-                               f"or above its threshold, n ≥ {criteria.min_n_for(claim)})",
+                             + _criterion_suffix(criteria, claim),
                 "statistic": decisive.statistic, "n": decisive.n, "estimate": decisive.estimate,
                 "ci_low": decisive.ci_low, "ci_high": decisive.ci_high,
                 "threshold": decisive.threshold,
@@ -413,6 +424,10 @@ def judge(rows: pa.Table, criteria: Criteria) -> pa.Table:
                 "checks": json.dumps(json_safe([asdict(c) for c in checks]), ensure_ascii=False,
                                      allow_nan=False),
                 "probe": s["probe"], "config_hash": config_hash, "params": s.get("params"),
+                "n_pairs": decisive.n_pairs, "n_src": decisive.n_src, "n_tgt": decisive.n_tgt,
+                "n_clusters": decisive.n_clusters, "method": decisive.method,
+                "control_estimate": controlled.control_estimate if controlled else None,
+                "control_source": controlled.control_source if controlled else None,
             })
     order = {c: i for i, c in enumerate(CLAIMS)}
     out.sort(key=lambda r: (r["model"], r["weights"], r["embed"] or "", order[r["claim"]],

@@ -1,10 +1,11 @@
-"""Benchmark: the verdicts (named query `claims`) on a run of N pairs, and the order-statistic
-bootstrap of analysis/claims.py against plain resampling (the baseline) in the same process.
+"""Benchmark: the verdicts (named query `claims`) on a run of N pairs, and one median check's
+exact interval (analysis/claims.py on analysis/intervals.py: order statistics, counted by image)
+against a plain percentile bootstrap (the old method, as a baseline) in the same process.
 
 Writes a synthetic run (match rows for N pairs, perturb rows at two eps, lipschitz rows for a
 tenth of them) through the engine's writer, then times: the whole named query (DuckDB gathers
-the per-pair values, Python judges them), and one median check's bootstrap both ways (same
-values, same number of resamples). Prints seconds and the speed-up.
+the per-pair values with their image keys, Python judges them), and one median check both ways
+(same values). Prints seconds and both intervals.
 
     python -m benchmarks.bench_claims                 # 75,000 pairs, 2,000 resamples
     python -m benchmarks.bench_claims --pairs 10000 --resamples 1000
@@ -20,12 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.claims import (
-    bootstrap_median,
-    check_rng,
-    load_criteria,
-    percentile_interval,
-)
+from analysis.claims import judge_check, load_criteria
 from analysis.db import open_runs
 from analysis.named import run_named
 from sweep.run.store import RunStore
@@ -86,20 +82,22 @@ def main() -> None:
         query_s = time.perf_counter() - start
     values = np.sort(np.random.default_rng(1).normal(30, 5, args.pairs))
     start = time.perf_counter()
-    fast = percentile_interval(bootstrap_median(values, args.resamples, check_rng(0, "x")), 0.95)
+    obs = [{"y": float(v), "s": f"s{i}", "t": f"t{i}", "p": f"p{i:07d}"} for i, v in enumerate(values)]
+    check = judge_check("median_psnr", obs, 30.0, 30, load_criteria())
+    fast = (check.ci_low, check.ci_high)
     fast_s = time.perf_counter() - start
     start = time.perf_counter()
-    plain = percentile_interval(plain_median_bootstrap(values, args.resamples,
-                                                       np.random.default_rng(0)), 0.95)
+    reps = plain_median_bootstrap(values, args.resamples, np.random.default_rng(0))
+    plain = tuple(float(x) for x in np.quantile(reps, [0.025, 0.975]))
     plain_s = time.perf_counter() - start
     print(json.dumps({
         "pairs": args.pairs, "resamples": args.resamples,
         "claims_query_s": round(query_s, 3), "claims_rows": len(table),
         "verdicts": dict(zip(table["claim"], table["verdict"])),
-        "median_bootstrap_s": {"order_statistic": round(fast_s, 4), "plain_resampling": round(plain_s, 3)},
+        "median_check_s": {"exact_by_image": round(fast_s, 4), "plain_bootstrap": round(plain_s, 3)},
         "speedup": round(plain_s / fast_s, 1),
-        "interval": {"order_statistic": [round(x, 4) for x in fast],
-                     "plain_resampling": [round(x, 4) for x in plain]},
+        "interval": {"exact_by_image": [round(x, 4) for x in fast],
+                     "plain_bootstrap": [round(x, 4) for x in plain]},
     }, indent=1))
 
 

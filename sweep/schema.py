@@ -127,9 +127,11 @@ PERTURB = pa.schema(
         pa.field("random_disp", _F64),
         pa.field("random_rel_disp", _F64),
         pa.field("random_disp_over_pair", _F64),
+        pa.field("random_disp_max", _F64),  # random_disp is the median draw; this the best of the draws
+        pa.field("random_disp_over_pair_max", _F64),
         pa.field("cos_after", _F64),
         pa.field("delta_norm", _F64),  # ||delta||_p of the reported (best) perturbation
-        pa.field("random_norm", _F64),  # ||delta||_p of the best random draw, after the [0, 1] clamp
+        pa.field("random_norm", _F64),  # ||delta||_p of the median random draw(s), after the [0, 1] clamp
         *PIXEL_CHANGE,
         *LABELS_SRC_TGT_ADV,
         *ZEROSHOT_SRC_TGT_ADV,
@@ -150,6 +152,10 @@ LIPSCHITZ = pa.schema(
         pa.field("jv_residual", _F64),  # family "null": ||J v|| / sigma_1 from the explicit Jacobian
         pa.field("rank", pa.int32()),  # numerical rank of J at x0 (when the Jacobian was built)
         pa.field("match_success", pa.bool_()),  # family "match" asked for: did the pair's match succeed
+        pa.field("jvp_floor", _F64),  # round-off floor of l_jvp (2^-26 sigma_1): nonlinearity is null at or below it
+        pa.field("note", pa.string()),  # why a family has no directions (e.g. "no null space: ..."), or what a row is
+        # family "match" at h = ||x_matched - x0||: ||f(x_m) - f(x0) - J (x_m - x0)|| / ||f(x_m) - f(x0)||
+        pa.field("fd_residual", _F64),
     ]
 )
 
@@ -199,6 +205,11 @@ UNITS = pa.schema(
         pa.field("batch_size", pa.int32()),  # pairs per probe batch (what a bitwise replay needs)
         pa.field("seed", _I64),  # the run seed the unit's random draws used (replay needs it; null in older runs)
         pa.field("head", pa.string()),  # the model's head label set (auto | none | a label set | file:<path>)
+        # the encoder's shapes: d = 3 H W input pixels, D the embedding size (the closed-form
+        # Gaussian reference of the verdicts, analysis/intervals.gaussian_reference); null in
+        # runs written before they were recorded
+        pa.field("input_dim", _I64),
+        pa.field("embed_dim", _I64),
     ]
 )
 

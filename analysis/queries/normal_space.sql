@@ -4,7 +4,9 @@
 -- param: weights = NULL | only these weights (NULL: all)
 -- param: config_hash = NULL | only this probe setting (NULL: all settings)
 -- param: norm = NULL | only this norm, l2 or linf (NULL: both)
--- eps_255 is eps in 8-bit levels (meaningful for linf). over_random = disp_over_pair / random_disp_over_pair per row.
+-- eps_255 is eps in 8-bit levels (meaningful for linf). over_random = disp_over_pair / random_disp_over_pair per row,
+-- against the median random draw (random_disp_*); *_max columns are against the best of the draws (runs before
+-- the median baseline have no random_disp_max: their random_disp was the best draw).
 -- One row per model, weights, embedding point, setting (config_hash), norm and eps.
 WITH grouped AS (
     SELECT model, weights, embed, config_hash, norm, eps,
@@ -17,6 +19,8 @@ WITH grouped AS (
            median(random_disp_over_pair) AS median_random_disp_over_pair,
            avg(random_disp_over_pair) AS mean_random_disp_over_pair,
            median(disp_over_pair / nullif(random_disp_over_pair, 0)) AS median_over_random,
+           median(random_disp_over_pair_max) AS median_random_disp_over_pair_max,
+           median(disp_over_pair / nullif(random_disp_over_pair_max, 0)) AS median_over_random_max,
            median(rel_disp) AS median_rel_disp,
            median(random_rel_disp) AS median_random_rel_disp,
            median(cos_after) AS median_cos_after,

@@ -13,7 +13,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from analysis.claims import Criteria, claims_records, load_criteria
+from analysis.claims import Criteria, claims_records, load_criteria, random_weights_caveat
 from analysis.db import ReadStats, open_runs, read_manifest, read_progress, read_stats, snapshot_estimates
 from analysis.named import run_named, run_named_arrow
 from analysis.report import figures
@@ -131,6 +131,10 @@ def _section(data: _Data, group: Group, claim_rows: Sequence[dict[str, Any]] = (
     if not rows["overgeneralisation"]:
         claims.append(_claim_overgeneralisation(None))
 
+    caveat = random_weights_caveat(weights)
+    first = next((c for c in claims if not c.empty), None)
+    if caveat and first is not None:  # the section opens with it too
+        first.sentences.insert(0, caveat)
     return Section(model, weights, embed, slug, claims, _gallery(data.gallery, group, slug), rows,
                    own_verdicts)
 
@@ -202,4 +206,5 @@ def build_report(run_dirs: Sequence[str | Path], *, gallery_limit: int = 6,
         criteria_source=criteria_source or "analysis/criteria.yaml (as shipped)",
         transfer=transfer,
         read=read,
+        caveats=[c for c in [random_weights_caveat([s.weights for s in sections])] if c],
     )

@@ -152,6 +152,8 @@ class Report:
     criteria: dict[str, Any] = field(default_factory=dict)
     criteria_source: str = ""
     transfer: Any = None  # analysis.report.transfer.TransferSection (issue 23), None without transfer rows
+    # lines the report opens with, before anything else (e.g. the random-init weights caveat)
+    caveats: list[str] = field(default_factory=list)
 
     @property
     def verdict_table(self) -> Table | None:

@@ -90,6 +90,23 @@ def _eps_label(norm: str, eps: float) -> str:
     return f"{eps * 255:.3g}/255" if norm == "linf" else fmt(eps)
 
 
+def _check_of(v: dict[str, Any] | None, statistic: str, norm: str | None = None) -> dict[str, Any] | None:
+    """One check of a verdict row (by statistic, and norm where given)."""
+    for c in (v or {}).get("checks") or []:
+        if c["statistic"] == statistic and (norm is None or c.get("norm") == norm):
+            return c
+    return None
+
+
+def _control_text(check: dict[str, Any] | None) -> str:
+    """"(a Gaussian linear map of these shapes: M×, from a control run)" where the check has one."""
+    if not check or check.get("control_estimate") is None:
+        return ""
+    source = "a control run" if check.get("control_source") == "run" else "closed form"
+    return (f" (a Gaussian linear map of these shapes: {fmt(check['control_estimate'], 'x')}, "
+            f"{source})")
+
+
 def _claim_normal(rows: list[dict], fig: bytes | None, slug: str,
                   verdicts: VerdictRows | None = None) -> Claim:
     claim = Claim("normal_space", "2. Normal spaces: do invisible changes move the embedding far?")
@@ -99,22 +116,36 @@ def _claim_normal(rows: list[dict], fig: bytes | None, slug: str,
     v = _verdict_of(verdicts or {}, rows[0]["config_hash"], "normal_space")
     claim.verdicts = [v] if v is not None else []
     for norm in sorted({r["norm"] for r in rows}):
-        top = max((r for r in rows if r["norm"] == norm), key=lambda r: r["eps"])
+        at_norm = [r for r in rows if r["norm"] == norm]
+        low = min(at_norm, key=lambda r: r["eps"])  # the ε the verdict is computed at
+        top = max(at_norm, key=lambda r: r["eps"])
+        name = _NORM_NAMES.get(norm, norm)
+        control = _control_text(_check_of(v, "median_over_random", norm))
         claim.sentences.append(
-            f"An {_NORM_NAMES.get(norm, norm)} change of at most ε = {_eps_label(norm, top['eps'])} moves the embedding by a "
-            f"median {fmt(top['median_disp_over_pair'])} times the source-target distance; a random "
-            f"change of the same size moves it {fmt(top['median_random_disp_over_pair'])} times "
-            f"(median ratio {fmt(top['median_over_random'], 'x')})."
+            f"At the smallest {name} ε = {_eps_label(norm, low['eps'])} (the ε the verdict uses), a "
+            f"change of at most ε moves the embedding by a median "
+            f"{fmt(low['median_disp_over_pair'])} times the source-target distance; a random change "
+            f"of the same size (the median of its random draws) moves it "
+            f"{fmt(low['median_random_disp_over_pair'])} times (median ratio "
+            f"{fmt(low['median_over_random'], 'x')}{control})."
         )
+        if top["eps"] != low["eps"]:
+            claim.sentences.append(
+                f"At the largest {name} ε = {_eps_label(norm, top['eps'])}: a median "
+                f"{fmt(top['median_disp_over_pair'])} times the distance, random "
+                f"{fmt(top['median_random_disp_over_pair'])} (median ratio "
+                f"{fmt(top['median_over_random'], 'x')})."
+            )
     claim.sentences.append(_verdict_sentence("normal spaces", v))
     claim.table = Table(
-        ["norm", "ε", "pairs", "disp / pair dist (median)", "10–90%", "random δ", "optimised / random",
+        ["norm", "ε", "pairs", "disp / pair dist (median)", "10–90%",
+         "random disp / pair dist (median draw)", "random (best draw)", "optimised / random",
          "label changed"],
         [[r["norm"], _eps_label(r["norm"], r["eps"]), fmt(r["n"], "int"),
           fmt(r["median_disp_over_pair"]),
           f"{fmt(r['p10_disp_over_pair'])}–{fmt(r['p90_disp_over_pair'])}",
-          fmt(r["median_random_disp_over_pair"]), fmt(r["median_over_random"], "x"),
-          fmt(r["label_change_rate"], "pct")] for r in rows],
+          fmt(r["median_random_disp_over_pair"]), fmt(r.get("median_random_disp_over_pair_max")),
+          fmt(r["median_over_random"], "x"), fmt(r["label_change_rate"], "pct")] for r in rows],
     )
     if fig:
         claim.figures.append(Figure("Displacement over the pair distance against ε, with the "
@@ -122,17 +153,20 @@ def _claim_normal(rows: list[dict], fig: bytes | None, slug: str,
     return claim
 
 
-def _top_null_sentence(ratio: float | None) -> str:
-    """The top-versus-null comparison, worded by what the ratio shows."""
-    if ratio is None:
+def _top_null_sentence(v: dict[str, Any] | None) -> str:
+    """Top against null directions at a finite step h (the verdict's check), never on ‖J v‖:
+    J v_null = 0 by construction of the null directions, for every map with fewer outputs than
+    pixels, so a ratio of exact directional derivatives says nothing about the model."""
+    check = _check_of(v, "median_top_over_null_fd")
+    if check is None or not check.get("n_pairs"):
         return ("No pair has both top singular directions and null-space directions (family "
                 "`null`), so the two are not compared.")
-    if ratio > 1:
-        return (f"Along top singular directions the estimate exceeds the one along null-space "
-                f"directions (family `null`: the Jacobian's whole row space projected out) by a median "
-                f"{fmt(ratio, 'x')} per pair.")
-    return (f"Along top singular directions the estimate does not exceed the one along "
-            f"null-space directions (family `null`): median ratio {fmt(ratio, 'x')} per pair.")
+    return (f"At a finite step h = {fmt(check.get('h'))} (L2 pixel units), the finite-difference "
+            f"estimate along top singular directions over the one along null-space directions "
+            f"has a median {fmt(check['estimate'], 'x')} over {fmt(check['n_pairs'], 'int')} pairs "
+            f"(a null step within round-off counts as 0). Along null directions ‖J v‖ itself is "
+            f"zero by construction, for any map with fewer outputs than pixels, so it is no "
+            f"evidence on its own.")
 
 
 def _claim_lipschitz(lip: dict | None, families: list[dict], figs: list[tuple[str, bytes | None]],
@@ -147,9 +181,10 @@ def _claim_lipschitz(lip: dict | None, families: list[dict], figs: list[tuple[st
         f"Over {fmt(lip['n_pairs'], 'int')} pairs, σ1 (the largest singular value of the Jacobian) "
         f"is a median {fmt(lip['median_sigma1_over_random'], 'x')} the median estimate along random "
         f"directions (geometric mean {fmt(lip['geomean_sigma1_over_random'], 'x')}, range "
-        f"{fmt(lip['min_sigma1_over_random'], 'x')} to {fmt(lip['max_sigma1_over_random'], 'x')})."
+        f"{fmt(lip['min_sigma1_over_random'], 'x')} to {fmt(lip['max_sigma1_over_random'], 'x')})"
+        f"{_control_text(_check_of(v, 'median_anisotropy'))}."
     )
-    claim.sentences.append(_top_null_sentence(lip.get("median_top_over_null")))
+    claim.sentences.append(_top_null_sentence(v))
     if lip.get("median_grad_over_random") is not None:
         claim.sentences.append(
             f"Along the first matching step (the negative gradient of the matching loss, grad), the "
@@ -173,13 +208,16 @@ def _claim_lipschitz(lip: dict | None, families: list[dict], figs: list[tuple[st
     return claim
 
 
-def _labeller_sentence(og: dict[str, Any], labeller: str, name: str) -> str:
+def _labeller_sentence(og: dict[str, Any], labeller: str, name: str, adjective: str | None = None) -> str:
+    """name: the labeller as a subject ("the classifier head"); adjective: as a modifier
+    ("classifier-head"; default: name)."""
+    adjective = adjective or name
     labelled, same = og[f"n_{labeller}_labelled_success"], og.get(f"n_{labeller}_same_label_success")
     left_out = (f" {fmt(same, 'int')} successful {'match' if same == 1 else 'matches'} whose "
                 f"source and target {name} labels alike {'is' if same == 1 else 'are'} left out."
                 if same else "")
     if not labelled:
-        return f"No {name} labels on successful matches with different source and target labels.{left_out}"
+        return f"No {adjective} labels on successful matches with different source and target labels.{left_out}"
     return (f"Of the {fmt(labelled, 'int')} successful matches whose source and target {name} "
             f"labels differently, {fmt(og[f'{labeller}_target_rate_success'], 'pct')} are labelled "
             f"as the target and {fmt(og[f'{labeller}_source_rate_success'], 'pct')} keep the "
@@ -194,7 +232,7 @@ def _claim_overgeneralisation(og: dict | None, verdicts: VerdictRows | None = No
         return claim
     v = _verdict_of(verdicts or {}, og["config_hash"], "overgeneralisation")
     claim.verdicts = [v] if v is not None else []
-    claim.sentences.append(_labeller_sentence(og, "head", "the classifier head"))
+    claim.sentences.append(_labeller_sentence(og, "head", "the classifier head", "classifier-head"))
     claim.sentences.append(_labeller_sentence(og, "knn", "k-NN"))
     claim.sentences.append(_verdict_sentence("overgeneralisation", v))
     return claim

@@ -20,8 +20,17 @@ The user can override the choice (`head=` of `load_encoder`, `head:` of a spec's
 switches head labels off; a label set timm knows (`imagenet-1k`, `imagenet-21k`, ...) or
 `file:<path>` (one class name per line) names the classes of a head whose size matches.
 
+Random-init weights: a timm model under `random:<seed>` has a classifier whose argmax is not a
+class, so with `head: auto` it gets no head labels (`head_note` says so: `RANDOM_HEAD_NOTE`); an
+explicit `head:` label set in the spec still wins. (A factory's `random:<seed>` only seeds the
+factory's own build, which may load its weights: its `classifier` stays its head.)
+
+Negative controls: `control:gaussian:<reference>` (weights `random:<seed>`) is a seeded Gaussian
+linear map with the reference model's input and embedding shapes (`sweep.encoders.control`).
+
 The package: `encoder` (the Encoder), `timm_models` (timm models: the only module that imports
-timm), `factory` (`package.module:callable` encoders), `weights` (weight sources).
+timm), `factory` (`package.module:callable` encoders), `weights` (weight sources), `control`
+(negative-control encoders).
 """
 
 from __future__ import annotations
@@ -32,6 +41,8 @@ from typing import Any
 
 import torch
 
+from sweep.encoders.control import HEAD_NOTE as CONTROL_HEAD_NOTE
+from sweep.encoders.control import is_control, load_control, parse_control
 from sweep.encoders.encoder import Encoder
 from sweep.encoders.factory import load_factory
 from sweep.encoders.timm_models import (
@@ -47,6 +58,14 @@ from sweep.errors import UserError
 _load_timm = load_timm  # the name sweep/run/calibrate.py imports
 
 _EMBED_RE = re.compile(r"^(pre_logits|(cls|mean_patch):(-?\d+))$")
+RANDOM_HEAD_NOTE = "random-init weights: a random head's argmax is not a class (head labels off)"
+
+
+def _random_head_off(encoder: Encoder) -> None:
+    """A timm model at random init: no head labels (its classifier's argmax names no class)."""
+    if encoder.weights.startswith("random:") and encoder.head is not None:
+        encoder.head, encoder.label_set, encoder.label_names = None, None, None
+        encoder.head_note = RANDOM_HEAD_NOTE
 
 
 def load_encoder(
@@ -66,11 +85,17 @@ def load_encoder(
         torch.backends.cuda.matmul.allow_tf32 = False
     if not _EMBED_RE.match(embed):
         raise UserError(f"unknown embedding point {embed!r} (use pre_logits, cls:<block> or mean_patch:<block>)")
-    if ":" in model:
+    if is_control(model):
+        encoder = load_control(model, weights, embed)
+        if head not in ("auto", "none"):
+            raise UserError(f"head {head!r}: {model} is a control encoder with no classifier")
+    elif ":" in model:
         encoder = load_factory(model, weights, embed)
     else:
         encoder = load_timm(model, weights, embed)
-    if head != "auto":
+        if head == "auto":
+            _random_head_off(encoder)
+    if head != "auto" and not is_control(model):
         _name_head(encoder, head)
     encoder.module.eval().requires_grad_(False)
     if encoder.head is not None:
@@ -81,12 +106,17 @@ def load_encoder(
 def describe_head(model: str, weights: str = "random:0", embed: str = "pre_logits", head: str = "auto") -> dict[str, Any]:
     """{"label_set", "note"} of an encoder's head labels without loading weights: a timm model is
     built on the meta device (no memory, no download), a factory is built as `load_encoder` would."""
+    if is_control(model):
+        parse_control(model)
+        return {"label_set": None, "note": CONTROL_HEAD_NOTE}
     if ":" in model:
         encoder = load_encoder(model, weights, embed, device="cpu", head=head)
     else:
         encoder = load_timm(model, weights, embed, meta=True)
         if head != "auto":
             _name_head(encoder, head)
+        else:
+            _random_head_off(encoder)
     label_set, note = encoder.label_set, encoder.head_note
     if label_set is not None and embed != "pre_logits":
         label_set, note = None, f"the head reads the pre_logits embedding, not {embed}; head labels (pred_*) are left empty"
@@ -125,11 +155,13 @@ def default_device() -> torch.device:
 
 
 __all__ = [
+    "RANDOM_HEAD_NOTE",
     "WEIGHT_HELP",
     "Encoder",
     "check_timm_model",
     "default_device",
     "describe_head",
+    "is_control",
     "load_encoder",
     "suggest_models",
     "timm_label_set",

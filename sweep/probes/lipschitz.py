@@ -32,7 +32,23 @@ by 2^-29 (the ratio of the unit round-offs), and never below 2^-53 ||f(x0)||. Th
 margin for the two forwards, the rounding of x0 + h v and kernels that accumulate in a different
 order in float64 than in fp32 (on the linear test encoder the largest |l_fd - l_jvp| found is
 about 1/7 of this floor). `nonlinearity` = |l_fd - l_jvp| / l_jvp is NULL where |l_fd - l_jvp| <= fd_floor (no
-deviation above round-off). For a linear f(x) = W x every estimate equals its exact value
+deviation above round-off) and where l_jvp <= `jvp_floor` (J v itself is round-off: the `null`
+family's directions, whose ratio would be curvature over round-off, 1e10-1e13 on vit_tiny).
+jvp_floor = 2^-26 sigma_1 (sqrt of float64's unit round-off times the largest singular value:
+sigma_1 from the SVD or `top`, else sqrt(d) times the largest random-direction ||J v||, an
+upper estimate); a direction J maps below it is numerically in the null space. Nonlinearity is a
+curvature scale (it grows as O(h) for every smooth function), not a test of linearity.
+
+The `match` family also gets one row at its own step h = ||x_matched - x0|| (`note` says so):
+`fd_residual` = ||f(x_matched) - f(x0) - J (x_matched - x0)|| / ||f(x_matched) - f(x0)||, how far
+the match path is from the first-order prediction (0 for a linear map).
+
+`null` needs a null space: when rank(J) > d - n_null there is no n_null-dimensional one, and
+the pair's null family gives one row with every estimate NULL and `note` saying so (rank and d)
+instead of directions whose ||J v|| is that of any direction; with `null` the only family, the
+pair fails with that message.
+
+For a linear f(x) = W x every estimate equals its exact value
 (sigmas of W, ||W v||) and the null directions satisfy W v = 0 to round-off.
 
 Batching across pairs: each pair runs as a program over the shared row queues of
@@ -68,6 +84,7 @@ from sweep.probes.rows import Ask, Program, run_rows
 Family = Literal["random", "top", "grad", "null", "off_top", "match"]
 _U64_OVER_U32 = 2.0**-29  # unit round-off of float64 over that of float32
 _U64 = 2.0**-53
+_JVP_REL_FLOOR = 2.0**-26  # jvp_floor = this * sigma_1: below it J v is round-off
 _FLOOR_MARGIN = 64.0  # fd_floor = _FLOOR_MARGIN * (error of one float64 forward) / h
 
 
@@ -147,7 +164,7 @@ class LipschitzProbe(Probe):
         if "grad" in families:  # the matching loss's gradient at x0: one backward (f(x0), f(t) are known)
             total += Passes(backward=1)
         if "match" in families:  # a whole match run on the pair (upper bound)
-            total += MatchProbe(p.match).passes_per_pair()
+            total += MatchProbe(p.match).passes_per_pair() + Passes(plain=1)  # + f(x_matched) at h_match
         counts = {"random": p.n_random, "top": n_top, "grad": 1, "null": p.n_null, "off_top": p.n_null, "match": 1}
         n = sum(counts[f] for f in p.families)  # a family listed twice is measured twice
         return total + Passes(plain=n * len(p.h), jvp=n)  # the finite differences at every h, ||J v||
@@ -199,9 +216,17 @@ class LipschitzProbe(Probe):
             v_top, sigmas = _unit(vh[:k].reshape(k, *x0.shape)), svals[:k]
             per_pair["rank"] = rank
             per_pair["_svals"] = svals
-            # row space (vh[:rank], orthonormal) projected out; J and vh are not kept
-            directions["null"] = _project_out(_gaussian(p.n_null, x0, item_generator(seed, "null", pair.pair_id)), vh[:rank])
-            residual = (directions["null"].flatten(1) @ jac.T).norm(dim=1) / float(svals[0])  # (n,)
+            per_pair["sigma1"] = float(svals[0])
+            d = x0.numel()
+            if rank > d - p.n_null:  # no n_null-dimensional null space: no null directions
+                per_pair["no_null"] = (f"no null space: rank(J) = {rank} of d = {d} (family null needs "
+                                       f"rank <= d - n_null = {d - p.n_null})")
+                if all(f == "null" for f in p.families):
+                    return PairResult(pair_id=pair.pair_id, rows=[], error=per_pair["no_null"])
+            else:
+                # row space (vh[:rank], orthonormal) projected out; J and vh are not kept
+                directions["null"] = _project_out(_gaussian(p.n_null, x0, item_generator(seed, "null", pair.pair_id)), vh[:rank])
+                residual = (directions["null"].flatten(1) @ jac.T).norm(dim=1) / float(svals[0])  # (n,)
             del jac, vh
         elif "top" in p.families or "off_top" in p.families:
             v_top, sigmas = yield from _top_singular(x0, p.top_k, p.iters, p.oversample, item_generator(seed, "top", pair.pair_id))
@@ -219,7 +244,9 @@ class LipschitzProbe(Probe):
             found = _matched_direction(enc, pair, p.match, seed)
             per_pair["match_success"] = found is not None
             if found is not None:
-                directions["match"] = _unit(found.to(enc.device, torch.float64)[None])
+                found64 = found.to(enc.device, torch.float64)
+                per_pair["h_match"] = float(found64.norm())
+                directions["match"] = _unit(found64[None])
 
         families = [f for f in p.families if f in directions]  # `match` without a successful match: none
         l_jvp = l_fd = torch.empty(0, dtype=torch.float64)
@@ -229,6 +256,13 @@ class LipschitzProbe(Probe):
             l_jvp = jv.norm(dim=1)  # (N,)
             steps = torch.tensor(p.h, dtype=v.dtype, device=v.device)
             l_fd = (e.view(len(v), len(p.h), -1) - e0).norm(dim=-1) / steps  # (N, len(h))
+        # J v's round-off floor: a fraction of sigma_1 (from the SVD, `top`, or sqrt(d) x random)
+        sigma1 = per_pair.get("sigma1") or (float(sigmas[0]) if len(sigmas) else None)
+        if sigma1 is None and "random" in families:
+            at = families.index("random")
+            first_random = sum(len(directions[f]) for f in families[:at])
+            sigma1 = float(l_jvp[first_random:first_random + len(directions["random"])].max()) * x0.numel() ** 0.5
+        jvp_floor = _JVP_REL_FLOOR * sigma1 if sigma1 else 0.0
         rows: list[dict[str, Any]] = []
         first = 0
         for family in families:
@@ -241,12 +275,36 @@ class LipschitzProbe(Probe):
                         "family": family, "direction": j, "h": float(h), "l_fd": fd, "l_jvp": jvp,
                         "sigma": float(sigmas[j]) if family == "top" else None,
                         "fd_floor": floor,
-                        "nonlinearity": deviation / jvp if deviation > floor and jvp > 0 else None,
+                        "jvp_floor": jvp_floor,
+                        "nonlinearity": deviation / jvp if deviation > floor and jvp > jvp_floor else None,
                         "jv_residual": float(residual[j]) if family == "null" and residual is not None else None,
                         "rank": per_pair.get("rank"),
                         "match_success": per_pair.get("match_success"),
                     })
             first += len(directions[family])
+        if "match" in families and per_pair.get("h_match", 0) > 0:
+            # the match path at its own step h = ||x_matched - x0||: f(x_matched) against the
+            # first-order prediction f(x0) + J (x_matched - x0); fd_residual is the relative miss
+            at = sum(len(directions[f]) for f in families[:families.index("match")])
+            h = per_pair["h_match"]
+            (em,) = yield [Ask("fwd", None, (x0 + h * directions["match"][0])[None])]
+            moved = em[0] - e0
+            jvp, fd = float(l_jvp[at]), float(moved.norm()) / h
+            floor = _FLOOR_MARGIN * fwd_err / h
+            deviation = abs(fd - jvp)
+            rows.append({
+                "family": "match", "direction": 0, "h": h, "l_fd": fd, "l_jvp": jvp, "sigma": None,
+                "fd_floor": floor, "jvp_floor": jvp_floor,
+                "nonlinearity": deviation / jvp if deviation > floor and jvp > jvp_floor else None,
+                "fd_residual": float((moved - h * jv[at]).norm()) / max(float(moved.norm()), 1e-300),
+                "jv_residual": None, "rank": per_pair.get("rank"),
+                "match_success": per_pair.get("match_success"), "note": "h = ||x_matched - x0||",
+            })
+        if "no_null" in per_pair:  # one row saying why the family has no directions
+            rows.append({"family": "null", "direction": None, "h": None, "l_fd": None, "l_jvp": None,
+                         "sigma": None, "fd_floor": None, "jvp_floor": jvp_floor, "nonlinearity": None,
+                         "jv_residual": None, "rank": per_pair.get("rank"),
+                         "match_success": per_pair.get("match_success"), "note": per_pair["no_null"]})
         extra: dict[str, Any] = {
             "sigmas": sigmas.tolist(),
             "directions": {k: v.cpu() for k, v in directions.items()},

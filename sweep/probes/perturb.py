@@ -8,7 +8,9 @@ exactly 0, so a start at x0 would never move; from the tiny start the first grad
 J^T J delta_0, one power-iteration step towards the steepest directions. The reported delta is
 the best iterate (start included) by the fp32 displacement, not the last.
 
-Baseline: random deltas (best of `random_draws`) whose norm *after* the [0, 1] clamp is eps: an
+Baseline: random deltas (the median over `random_draws` draws: `random_disp`, the mean of the
+two middle draws for an even count; the best draw is kept as `random_disp_max`, so `over_random`
+does not grow with the number of draws) whose norm *after* the [0, 1] clamp is eps: an
 L2 draw is a Gaussian direction whose scale is found by bisection so that the clamped delta has
 norm eps (clamping saturated pixels would otherwise shrink it); an L-inf draw is random signs of
 size eps, whose L-inf norm survives the clamp. Both norms are recorded (`delta_norm`,
@@ -197,7 +199,7 @@ class _PerturbTask:
         e0_norm = e0.norm(dim=-1).clamp_min(1e-12)
         pair_dist = (e0 - e_t).norm(dim=-1)
         disp = (e_adv - e0).norm(dim=-1)
-        random_disp, random_norm = self._random_baseline(items, x0, e0)
+        random_disp, random_norm, random_max = self._random_baseline(items, x0, e0)
         pix = metrics.pixel_change(x_adv, x0)
         pred_src, prob_src = head_labels(self.enc, e0)
         pred_adv, prob_adv = head_labels(self.enc, e_adv)
@@ -206,6 +208,7 @@ class _PerturbTask:
             "emb_disp": floats(disp), "rel_disp": floats(disp / e0_norm),
             "disp_over_pair": floats(disp / pair_dist), "random_disp": floats(random_disp),
             "random_rel_disp": floats(random_disp / e0_norm), "random_disp_over_pair": floats(random_disp / pair_dist),
+            "random_disp_max": floats(random_max), "random_disp_over_pair_max": floats(random_max / pair_dist),
             "cos_after": floats(metrics.cosine(e_adv, e0)),
             "delta_norm": floats(norms(delta, self.p.norm)), "random_norm": floats(random_norm),
             **{key: floats(value) for key, value in pix.items()},
@@ -219,9 +222,11 @@ class _PerturbTask:
             embeddings = {"src": e0[i].cpu(), "tgt": e_t[i].cpu()}
             yield it.pair.pair_id, it.index, row, e_adv[i].cpu(), images, embeddings
 
-    def _random_baseline(self, items: list[_Item], x0: torch.Tensor, e0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B,) best embedding displacement over `random_draws` random deltas whose norm after
-        the [0, 1] clamp is eps, and (B,) the norm of that best delta (the first draw on ties).
+    def _random_baseline(self, items: list[_Item], x0: torch.Tensor, e0: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B,) median embedding displacement over `random_draws` random deltas whose norm after
+        the [0, 1] clamp is eps (the mean of the two middle draws for an even count), (B,) the
+        norm of the median draw(s) (their mean), and (B,) the best draw's displacement.
 
         The B x random_draws draws of the finished items (all pairs and eps alike) are embedded
         together, `batch_size` at a time, draw-major: every forward is full but the last."""
@@ -239,13 +244,12 @@ class _PerturbTask:
             disp[start:start + len(rows)] = (embed_fp32(self.enc, x + deltas, self.batch_size) - e0[item]).norm(dim=-1)
             size[start:start + len(rows)] = norms(deltas, self.p.norm)
         disp, size = disp.view(draws, b), size.view(draws, b)
-        best = torch.full((b,), -1.0, device=self.device)
-        best_norm = torch.zeros(b, device=self.device)
-        for k in range(draws):  # in draw order: a later draw must be strictly better to win
-            better = disp[k] > best
-            best = torch.where(better, disp[k], best)
-            best_norm = torch.where(better, size[k], best_norm)
-        return best, best_norm
+        order = torch.sort(disp, dim=0, stable=True).indices  # (draws, B) draw indices by displacement
+        lo, hi = order[(draws - 1) // 2], order[draws // 2]  # (B,) the middle draw(s)
+        cols = torch.arange(b, device=self.device)
+        median = (disp[lo, cols] + disp[hi, cols]) / 2
+        median_norm = (size[lo, cols] + size[hi, cols]) / 2
+        return median, median_norm, disp.max(dim=0).values
 
     def _random_direction(self, it: _Item, draw: int) -> torch.Tensor:
         """(3, H, W): random signs (L-inf) or a unit Gaussian direction (L2)."""

@@ -1,6 +1,7 @@
-"""Verdicts (analysis/claims.py): the bootstrap against plain resampling, the verdict rule, runs
-built to satisfy or violate each claim (expected numbers computed in plain Python from the rows
-written), small n, criteria files, and the named query `claims` against report.json."""
+"""Verdicts (analysis/claims.py): exact intervals (Clopper-Pearson, order statistics) through
+judge_check, counting by image, the verdict rule, runs built to satisfy or violate each claim
+(expected numbers computed in plain Python from the rows written), the Gaussian control, small n,
+criteria files, and the named query `claims` against report.json."""
 
 from __future__ import annotations
 
@@ -20,9 +21,6 @@ from tests.support.claim_runs import make_claims_run
 from analysis.claims import (
     CLAIMS,
     CriteriaError,
-    bootstrap_median,
-    bootstrap_rate,
-    check_rng,
     combine,
     judge_check,
     load_criteria,
@@ -39,59 +37,24 @@ LOOKS_LIKE = ("look like their sources", "looks like its source", "pass as their
               "still look", "indistinguishable")
 
 
-# ---------------------------------------------------------------- bootstrap
-
-def _ks(a: np.ndarray, b: np.ndarray) -> float:
-    """The largest gap between the empirical CDFs of a and b."""
-    grid = np.union1d(a, b)
-    fa = np.searchsorted(np.sort(a), grid, side="right") / len(a)
-    fb = np.searchsorted(np.sort(b), grid, side="right") / len(b)
-    return float(np.abs(fa - fb).max())
-
-
-def _resampled(values: np.ndarray, statistic, b: int, seed: int) -> np.ndarray:
-    """The plain bootstrap: b resamples with replacement, the statistic of each."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(values), size=(b, len(values)))
-    return statistic(values[idx], axis=1)
-
-
-@pytest.mark.parametrize("n", [41, 40, 7, 2])
-def test_median_bootstrap_has_the_resampling_distribution(n: int) -> None:
-    rng = np.random.default_rng(n)
-    values = np.sort(np.round(rng.gamma(2.0, 3.0, size=n), 1))  # rounded: ties
-    fast = bootstrap_median(values, 40_000, np.random.default_rng(1))
-    plain = _resampled(values, np.median, 40_000, 2)
-    assert _ks(fast, plain) < 0.015, n
-    # every replicate is a possible median of a resample: a value or the mean of two values
-    pairs = {(a + b) / 2 for a in values for b in values} | set(values)
-    assert all(any(math.isclose(x, p) for p in pairs) for x in np.unique(fast))
-
-
-def test_rate_bootstrap_has_the_resampling_distribution() -> None:
-    values = np.array([1.0] * 31 + [0.0] * 9)
-    fast = bootstrap_rate(40, 31, 40_000, np.random.default_rng(1))
-    plain = _resampled(values, np.mean, 40_000, 2)
-    assert _ks(fast, plain) < 0.015
-
-
-def test_bootstrap_is_seeded_per_check() -> None:
-    values = np.arange(50, dtype=float)
-    a = bootstrap_median(values, 500, check_rng(0, "cfg|invisibility|median_psnr|None"))
-    b = bootstrap_median(values, 500, check_rng(0, "cfg|invisibility|median_psnr|None"))
-    c = bootstrap_median(values, 500, check_rng(0, "cfg|invisibility|median_ssim|None"))
-    d = bootstrap_median(values, 500, check_rng(1, "cfg|invisibility|median_psnr|None"))
-    assert np.array_equal(a, b) and not np.array_equal(a, c) and not np.array_equal(a, d)
-
-
 # ---------------------------------------------------------------- the verdict rule
 
 CRITERIA = load_criteria()
 
 
+def _obs(values: list[float], tgt: list[str] | None = None) -> list[dict[str, Any]]:
+    """Per-pair observations with distinct images (or the targets given)."""
+    return [{"y": float(v), "s": f"s{i}", "t": tgt[i] if tgt else f"t{i}", "p": f"p{i:04d}"}
+            for i, v in enumerate(values)]
+
+
 def _check(sample: list[float], threshold: float, min_n: int = 30):
-    return judge_check("median_psnr", len(sample), None, sorted(sample), threshold, min_n,
-                       CRITERIA, "k")
+    return judge_check("median_psnr", _obs(sample), threshold, min_n, CRITERIA)
+
+
+def _rate(k: int, n: int, threshold: float = 0.9, tgt: list[str] | None = None):
+    return judge_check("success_rate", _obs([1.0] * k + [0.0] * (n - k), tgt), threshold, 30,
+                       CRITERIA)
 
 
 def test_verdict_rule() -> None:
@@ -104,8 +67,9 @@ def test_verdict_rule() -> None:
     spread = [float(x) for x in range(20, 61)]  # median 40, interval well inside 20..60
     check = _check(spread, 40.0)
     assert check.verdict == "inconclusive" and "contains 40" in check.reason
+    assert "exact interval" in check.reason
     assert check.ci_low < 40 < check.ci_high and check.estimate == 40.0
-    empty = judge_check("quant_rate", 0, 0, None, 0.9, 30, CRITERIA, "k")
+    empty = judge_check("quant_rate", [], 0.9, 30, CRITERIA)
     assert empty.verdict == "inconclusive" and empty.estimate is None and empty.reason.startswith("n = 0")
 
 
@@ -115,6 +79,55 @@ def test_combine_takes_the_deciding_check() -> None:
     assert combine([yes, yes]) == ("supported", yes)
     assert combine([yes, maybe, no]) == ("not_supported", no)
     assert combine([yes, maybe]) == ("inconclusive", maybe)
+
+
+# ---------------------------------------------------------------- exact intervals (issue 22, point 3)
+
+def test_29_of_30_at_0_9_is_inconclusive() -> None:
+    """The percentile bootstrap gave [0.900, 1.000] -> supported; Clopper-Pearson's lower bound
+    is 0.828."""
+    check = _rate(29, 30)
+    assert check.verdict == "inconclusive", check.reason
+    assert check.ci_low == pytest.approx(0.8278, abs=1e-3) and check.ci_high < 1
+    assert check.method == "clopper_pearson_by_cluster"
+
+
+def test_30_of_30_interval_is_not_zero_width() -> None:
+    check = _rate(30, 30)
+    assert check.ci_low == pytest.approx(0.8843, abs=1e-3) and check.ci_high == 1.0
+    assert check.verdict == "inconclusive"  # 0.884 < 0.9: 30 pairs cannot show 90%
+    assert _rate(30, 30, threshold=0.85).verdict == "supported"
+
+
+def test_median_uses_order_statistics() -> None:
+    values = [float(x) for x in range(1, 32)]  # n = 31
+    check = _check(values, 0.0)
+    assert check.ranks == [10, 22] and (check.ci_low, check.ci_high) == (10.0, 22.0)
+    assert check.coverage >= 0.95 and check.method == "order_statistic_by_cluster"
+
+
+def test_judge_check_false_supported_rate_is_nominal() -> None:
+    """End-to-end through judge_check: at a true rate just below the threshold, the share of
+    `supported` verdicts over every k (weighted by its binomial probability) is at most 2.5%."""
+    from scipy import stats
+    for n in (30, 31, 50, 100):
+        supported = [k for k in range(n + 1) if _rate(k, n, 0.9).verdict == "supported"]
+        false_rate = sum(stats.binom.pmf(k, n, 0.89) for k in supported)
+        assert false_rate <= 0.025 + 1e-12, (n, false_rate)
+
+
+# ---------------------------------------------------------------- dependence (point 4)
+
+def test_forty_pairs_sharing_one_target_are_one_unit() -> None:
+    check = _rate(40, 40, threshold=0.5, tgt=["t-the-one"] * 40)
+    assert check.verdict == "inconclusive" and check.n == 1 and check.n_clusters == 1
+    assert (check.n_pairs, check.n_src, check.n_tgt) == (40, 40, 1)
+    assert "40 pairs, 40 sources, 1 targets" in check.reason
+    independent = _rate(40, 40, threshold=0.5)
+    assert independent.verdict == "supported" and independent.n == 40
+    none = load_criteria().model_copy(update={"dependence": "none"})
+    counted = judge_check("success_rate", _obs([1.0] * 40, ["t"] * 40), 0.5, 30, none)
+    assert counted.verdict == "supported" and counted.n == 40  # the user's say-so
 
 
 # ---------------------------------------------------------------- runs built to satisfy / violate
@@ -138,11 +151,17 @@ def _expected(rows: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, tupl
             r["disp_over_pair"] / r["random_disp_over_pair"] for r in at)),
     }
     per_pair: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    fd: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in rows["lipschitz"]:
         per_pair[r["pair_id"]][r["family"]][r["direction"]] = r["l_jvp"]
-    ratios = [statistics.median(f["top"].values()) / statistics.median(f["null"].values())
-              for f in per_pair.values() if f.get("null")]
-    out["lipschitz"] = {"median_top_over_null": (len(ratios), statistics.median(ratios) if ratios else math.nan)}
+        if r["h"] == 1.0:  # the criteria's h
+            fd[r["pair_id"]][r["family"]].append(r["l_fd"])
+    aniso = [max(f["top"].values()) / statistics.median(f["random"].values())
+             for f in per_pair.values()]
+    ratios = [statistics.median(f["top"]) / statistics.median(f["null"])
+              for f in fd.values() if f.get("null")]
+    out["lipschitz"] = {"median_anisotropy": (len(aniso), statistics.median(aniso)),
+                        "median_top_over_null_fd": (len(ratios), statistics.median(ratios) if ratios else math.nan)}
     og = {}
     for labeller in ("pred", "knn"):
         differ = [r for r in succ if r[f"{labeller}_src"] != r[f"{labeller}_tgt"]]
@@ -168,6 +187,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, dict
 
 def _claims(run: Path, params: dict[str, str | None] | None = None) -> dict[str, dict[str, Any]]:
     df = run_named(open_runs([run]), "claims", params or {})
+    df = df[df["model"] == "vit_v"]  # the run's Gaussian control has claims rows of its own
     out = {r["claim"]: r for r in df.to_dict("records")}
     assert len(out) == len(df) == len(CLAIMS), "one row per claim for the one setting of each probe"
     return out
@@ -239,7 +259,9 @@ def test_missing_and_nan_values_are_left_out(tmp_path: Path) -> None:
                                     {"match": to_table("match", extra)})
     got = _claims(run)
     inv = {c["statistic"]: c for c in json.loads(got["invisibility"]["checks"])}
-    assert (inv["median_psnr"]["n"], inv["median_ssim"]["n"], got["equivalence"]["n"]) == (40, 46, 46)
+    # the six extra pairs reuse the images of six others: 46 pairs, 40 independent units
+    assert (inv["median_psnr"]["n"], inv["median_ssim"]["n"], got["equivalence"]["n"]) == (40, 40, 40)
+    assert (inv["median_ssim"]["n_pairs"], got["equivalence"]["n_pairs"]) == (46, 46)
     assert inv["median_psnr"]["estimate"] == pytest.approx(
         statistics.median(r["psnr"] for r in rows["match"]))
     assert got["invisibility"]["verdict"] == "supported"
@@ -255,14 +277,18 @@ def test_lipschitz_without_null_directions_is_inconclusive(runs) -> None:
 def test_report_sentences_follow_the_verdicts(runs, tmp_path: Path) -> None:
     md = write_report([runs["violate"][0]], tmp_path / "v")["md"].read_text()
     # one verdict sentence per claim; invisibility's is the one on how the images look
-    assert md.count("Verdict on ") == 4 and "Verdict on equivalence: not supported" in md
+    # (+ 2: the run's Gaussian control has a normal-space and a Lipschitz verdict of its own)
+    assert md.count("Verdict on ") == 4 + 2 and "Verdict on equivalence: not supported" in md
     assert md.count("fail the invisibility criterion") == 1
     assert "equivalence **not supported**" in md and "invisibility **not supported**" in md
     md = write_report([runs["no_null"][0]], tmp_path / "nn")["md"].read_text()
     assert "exceeds" not in md and "so the two are not compared" in md
     assert "lipschitz **inconclusive**" in md
-    assert "does not exceed" in _top_null_sentence(0.5) and "exceeds" not in _top_null_sentence(1.0)
-    assert "exceeds" in _top_null_sentence(2.0)
+    # top vs null is worded on the finite-step check, never as "exceeds" on ‖J v‖ (zero by construction)
+    fd = {"statistic": "median_top_over_null_fd", "h": 1.0, "n_pairs": 40, "estimate": 6.6e15}
+    text = _top_null_sentence({"checks": [fd]})
+    assert "h = 1" in text and "zero by construction" in text and "exceeds" not in text
+    assert "not compared" in _top_null_sentence(None)
 
 
 # ---------------------------------------------------------------- criteria and the named query
@@ -290,7 +316,12 @@ def test_criteria_file_changes_the_verdicts(runs, tmp_path: Path) -> None:
     assert criteria.equivalence.min_success_rate == load_criteria().equivalence.min_success_rate
     demo = runs["demo"][0]
     assert _claims(demo, {"criteria": str(lenient)})["invisibility"]["verdict"] == "supported"
-    assert _claims(runs["small"][0], {"criteria": str(lenient)})["equivalence"]["verdict"] == "supported"
+    small = _claims(runs["small"][0], {"criteria": str(lenient)})["equivalence"]
+    assert small["verdict"] == "inconclusive"  # 8/8: Clopper-Pearson's lower bound is 0.63 < 0.9
+    assert small["ci_low"] == pytest.approx(0.631, abs=1e-3)
+    lower = tmp_path / "lower.yaml"
+    lower.write_text("equivalence:\n  min_success_rate: 0.6\nmin_n: 5\n")
+    assert _claims(runs["small"][0], {"criteria": str(lower)})["equivalence"]["verdict"] == "supported"
     # the same through the command line, with the criteria recorded in report.json
     out = tmp_path / "cli"
     assert main(["report", str(demo), "--out", str(out), "--criteria", str(lenient)]) == 0

@@ -281,8 +281,12 @@ def test_claims(con) -> None:
                 statistics.median(r["disp_over_pair"] for r in at))
             assert normal[("median_over_random", norm)]["estimate"] == pytest.approx(20.0)
         lip = got[(config_hash(model, "lipschitz"), "lipschitz")]
-        # per pair: median top (50·(i+1)(1+m)) over median null (1·(i+1)) -> 50·(1+m) for both pairs
-        assert (lip["n"], lip["estimate"]) == (2, pytest.approx(50.0 * (1 + m)))
+        checks = {c["statistic"]: c for c in json.loads(lip["checks"])}
+        # per pair: sigma_1 (100·(i+1)(1+m)) over the median random (3·(i+1)) -> 33.3·(1+m)
+        assert (lip["n"], lip["estimate"]) == (2, pytest.approx(100.0 * (1 + m) / 3))
+        # at h = 1: median top l_fd (50·(i+1)(1+m)·1.1) over median null (1·(i+1)·1.1) -> 50·(1+m)
+        fd = checks["median_top_over_null_fd"]
+        assert (fd["n"], fd["estimate"], fd["h"]) == (2, pytest.approx(50.0 * (1 + m)), 1.0)
     assert run_named(con, "claims", {"config_hash": config_hash("vit_a", "match", "paper")})[
         "claim"].tolist() == ["equivalence", "invisibility", "overgeneralisation"]
 

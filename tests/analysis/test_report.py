@@ -147,11 +147,13 @@ def test_numbers_equal_the_named_queries(run: Path, report: dict[str, Path]) -> 
     # (L∞) and 1.0·(1, 1.1, 1.2)·(1 + m) (L2) times their distance, a random change 1/20 of that
     for model, m in (("vit_a", 0), ("vit_b", 1)):
         part = html[html.index(f'id="{model}'):] if model == "vit_b" else vit_a
-        for eps, median, random in (("8/255", 0.88, 0.044), ("1", 1.1, 0.055)):
-            text = (f"at most ε = {eps} moves the embedding by a median {median * (1 + m):.3g} times the "
-                    f"source-target distance; a random change of the same size moves it {random * (1 + m):.3g} "
-                    f"times (median ratio 20×)")
+        for name, eps, median, random in (("L∞", "8/255", 0.88, 0.044), ("L2", "1", 1.1, 0.055)):
+            # the largest ε in a sentence of its own, labelled, after the verdict's (smallest) ε
+            text = (f"At the largest {name} ε = {eps}: a median {median * (1 + m):.3g} times the "
+                    f"distance, random {random * (1 + m):.3g} (median ratio 20×)")
             assert text in part and text in md, (model, text)
+            smallest = part.index(f"At the smallest {name} ε = ")
+            assert smallest < part.index(text) and "(the ε the verdict uses)" in part[smallest:]
     # claim 4, worked out from the fixture (source and target labels always differ):
     # default: successes p0-p2; head follows the target on p0, p1 (p3 too); k-NN on p0, p2
     # paper: successes p0, p2; head follows the target on p0, p2; k-NN on p2 (p3 too)
@@ -237,5 +239,7 @@ def test_verdict_beside_every_claim(run: Path, report: dict[str, Path]) -> None:
     for text in (html, md):
         assert "look like their sources" not in text and "pass as their sources" not in text
         assert "below the minimum of 30" in text
-        assert "exceeds the one along null-space directions" in text  # top/null = 50 and 100
+        # top/null at the finite step h = 1 (l_fd: 50 and 100), never an "exceeds" on ‖J v‖
+        assert "exceeds" not in text and "zero by construction" in text
+        assert "At a finite step h = 1 (L2 pixel units)" in text
     assert numbers["criteria"]["invisibility"]["min_median_psnr"] == 30.0

@@ -18,14 +18,17 @@ def test_models_page_shows_a_verdict_beside_each_claim(tmp_path: Path, open_app:
     expected = {"equivalence": (["✔ supported"], [40], "success_rate"),
                 "invisibility": (["✘ not supported"], [40], "median_psnr"),
                 "overgeneralisation": (["✔ supported"], [34], "n_success"),
-                "normal_space": (["✔ supported"], [40], "median_disp_over_pair"),
-                "lipschitz": (["✔ supported"], [40], "median_sigma1_over_random")}
+                # the run's Gaussian control first (not supported, as a random matrix must be)
+                "normal_space": (["✘ not supported", "✔ supported"], [40, 40], "median_disp_over_pair"),
+                "lipschitz": (["✘ not supported", "✔ supported"], [40, 40], "median_sigma1_over_random")}
     # first, every claim's verdict in one table (one setting here: one row per claim)
     summary = [d.value for d in at.dataframe if {"claim", "verdict", "reason"} <= set(d.value.columns)]
     assert len(summary) == 1
     assert {c: (v, n) for c, v, n in zip(summary[0]["claim"], summary[0]["verdict"], summary[0]["n"])} == {
-        claim: (verdicts[0], ns[0]) for claim, (verdicts, ns, _) in expected.items()}
-    assert len(summary[0]) == len(expected)
+        claim: (verdicts[-1], ns[-1]) for claim, (verdicts, ns, _) in expected.items()}
+    # + 2: the run's Gaussian control (control:gaussian:vit_v) has normal_space and lipschitz rows
+    assert len(summary[0]) == len(expected) + 2
+    assert sorted(summary[0]["model"].unique()) == ["control:gaussian:vit_v", "vit_v"]
     # then each claim, once picked: its verdict rows right before its numbers
     for claim, (verdicts, ns, column) in expected.items():
         at.radio(key="models_question").set_value(claim).run()

@@ -17,7 +17,8 @@ def pixels():
 
 @pytest.fixture(scope="module")
 def vit():
-    return load_encoder("vit_tiny_patch16_224", "random:0", device="cpu")
+    # random-init weights get no head labels unless the spec names the head (issue 22, point 7)
+    return load_encoder("vit_tiny_patch16_224", "random:0", device="cpu", head="imagenet-1k")
 
 
 def test_timm_encoder_geometry_head_and_frozen_weights(vit, pixels):
@@ -132,6 +133,20 @@ def test_an_imagenet_classifier_has_a_head_with_named_classes(vit, pixels):
     assert logits.shape == (1, 1000)
 
 
+def test_random_init_weights_get_no_head_labels(pixels):
+    """A random head's argmax is not a class: no head, no class names, the note says why;
+    naming the head in the spec still gives it; pretrained weights keep it (meta build)."""
+    from sweep.encoders import RANDOM_HEAD_NOTE, describe_head
+
+    rand = load_encoder("vit_tiny_patch16_224", "random:0", device="cpu")
+    assert not rand.has_head and rand.label_set is None and rand.label_names is None
+    assert rand.classify(rand(pixels[:1])) is None and rand.head_note == RANDOM_HEAD_NOTE
+    assert rand.provenance()["has_head"] is False
+    assert describe_head("vit_tiny_patch16_224", "random:0") == {"label_set": None, "note": RANDOM_HEAD_NOTE}
+    assert describe_head("vit_tiny_patch16_224", "random:0", head="imagenet-1k")["label_set"] == "imagenet-1k"
+    assert describe_head("vit_tiny_patch16_224", "pretrained")["label_set"] == "imagenet-1k"
+
+
 def test_a_clip_projection_is_not_a_head():
     """timm's vit_base_patch16_clip_224.openai has a 512-way "head": the CLIP image projection.
     It gives no head labels; the reason is stated (built with random weights, no forward)."""
@@ -157,7 +172,7 @@ def test_a_clip_projection_is_not_a_head():
 def test_describe_head_reads_timm_metadata_without_weights(model, label_set, note):
     from sweep.encoders import describe_head
 
-    got = describe_head(model)
+    got = describe_head(model, "pretrained")  # built on the meta device: nothing is downloaded
     assert got["label_set"] == label_set and note in got["note"]
     if label_set is None:
         assert got["note"]
@@ -166,7 +181,7 @@ def test_describe_head_reads_timm_metadata_without_weights(model, label_set, not
 def test_head_labels_need_the_pre_logits_embedding():
     from sweep.encoders import describe_head
 
-    got = describe_head("vit_tiny_patch16_224", "random:0", "cls:3")
+    got = describe_head("vit_tiny_patch16_224", "pretrained", "cls:3")
     assert got["label_set"] is None and "pre_logits" in got["note"]
 
 

@@ -261,9 +261,12 @@ def test_match_family_needs_a_match_that_moved():
     assert matched.rows[0]["success"] is True
     delta = (matched.images["adv"] - near.src).flatten().double()
     assert 0 < float(delta.norm()) < 1
-    (row,) = results["near"].rows
+    # one row at the grid's h = 1, and one at the match path's own step h = ||delta|| (issue 22)
+    row, own = results["near"].rows
     assert row["family"] == "match" and row["match_success"] is True
     assert row["l_jvp"] == pytest.approx(float((weight @ delta).norm() / delta.norm()), rel=1e-6)
+    assert own["family"] == "match" and own["h"] == pytest.approx(float(delta.norm()), rel=1e-6)
+    assert own["l_jvp"] == row["l_jvp"] and own["fd_residual"] < 1e-9  # linear: first order is exact
 
 
 def test_a_failing_float64_product_fails_its_pairs_with_one_clean_line():

@@ -103,11 +103,17 @@ def _check_against_plain_torch(encoder, result, norm: str, grid: list[float], *,
             delta = _plain_random_delta(src, norm, eps, seed, result.pair_id, index, draw)
             found.append((float((_plain_embed(encoder, src + delta) - e0).norm()),
                           float(delta.abs().max() if norm == "linf" else delta.norm())))
-        best_disp, best_norm = max(found, key=lambda f: f[0])
-        assert row["random_disp"] == pytest.approx(best_disp, rel=1e-4), (found, row["random_disp"])
-        assert row["random_rel_disp"] == pytest.approx(best_disp / float(e0.norm()), rel=1e-4)
-        assert row["random_disp_over_pair"] == pytest.approx(best_disp / pair_dist, rel=1e-4)
-        assert row["random_norm"] == pytest.approx(best_norm, rel=1e-5)
+        # the median draw (mean of the two middle ones for an even count); the max kept beside it
+        ranked = sorted(found, key=lambda f: f[0])
+        low, high = ranked[(draws - 1) // 2], ranked[draws // 2]
+        med_disp, med_norm = (low[0] + high[0]) / 2, (low[1] + high[1]) / 2
+        best_disp = ranked[-1][0]
+        assert row["random_disp"] == pytest.approx(med_disp, rel=1e-4), (found, row["random_disp"])
+        assert row["random_rel_disp"] == pytest.approx(med_disp / float(e0.norm()), rel=1e-4)
+        assert row["random_disp_over_pair"] == pytest.approx(med_disp / pair_dist, rel=1e-4)
+        assert row["random_disp_max"] == pytest.approx(best_disp, rel=1e-4)
+        assert row["random_disp_over_pair_max"] == pytest.approx(best_disp / pair_dist, rel=1e-4)
+        assert row["random_norm"] == pytest.approx(med_norm, rel=1e-5)
         assert row["random_norm"] == pytest.approx(eps, rel=1e-5)
 
 
@@ -213,7 +219,7 @@ def test_random_baseline_has_norm_eps_after_the_clamp(tiny):
         x0 = pair.src
         with torch.no_grad():
             e0 = tiny.embed(x0[None])
-        best, shrunk = 0.0, []
+        found, shrunk = [], []
         for draw in range(draws):
             g = item_generator(seed, "perturb-random", pair.pair_id, 0, draw)
             u = torch.randn(x0.shape, generator=g)
@@ -229,10 +235,12 @@ def test_random_baseline_has_norm_eps_after_the_clamp(tiny):
             x = (x0 + hi * u).clamp(0, 1)
             assert float((x - x0).norm()) == pytest.approx(eps, rel=1e-5)
             with torch.no_grad():
-                best = max(best, float((tiny.embed(x[None]) - e0).norm()))
+                found.append(float((tiny.embed(x[None]) - e0).norm()))
         assert max(shrunk) < 0.95 * eps  # the plain clamp really shrinks these deltas
         row = results[pair.pair_id].rows[0]
-        assert row["random_disp"] == pytest.approx(best, rel=1e-4)
+        found.sort()  # the median draw (draws = 3: the middle one); the best beside it
+        assert row["random_disp"] == pytest.approx(found[1], rel=1e-4)
+        assert row["random_disp_max"] == pytest.approx(found[-1], rel=1e-4)
         assert row["random_norm"] == pytest.approx(eps, rel=1e-5)
 
 

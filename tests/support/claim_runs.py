@@ -26,6 +26,13 @@ Known values (pair i of n, f = i / (n - 1) running over [0, 1]):
 - lipschitz (h 0.1 and 1.0): top directions 0..1 with l_jvp 100 (1 + f) and 50 (1 + f), null
   directions 0..1 with 0.2 and 0.4 ("satisfy", "demo"), or 3 (1 + f), 1.5 (1 + f) and null 1, 2
   ("violate"); random directions 0..2 with 1, 2, 3. `null=False` writes no null directions.
+- shapes: the units record input_dim 192 and embed_dim 16 (a 16 x 192 map: the closed-form
+  Gaussian reference 1 + sqrt(12) = 4.46 for sigma_1 over random and the L2 over-random ratio).
+- control (`control=True`, the default): a `control:gaussian:vit_v` model (weights random:0)
+  with the same perturb and lipschitz params: over-random ratio 2.85 at every eps (random
+  displacement over pair 0.1, optimised 0.285) and sigma_1 over random 4.46 (top 8.92 and 4.46,
+  random 1, 2, 3, null 0), as a Gaussian 16 x 192 map gets. Its claims rows come with the run;
+  `CONTROL` names it.
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ from sweep.run.store import RunStore
 from sweep.schema import to_table
 
 MODEL = "vit_v"
+CONTROL = "control:gaussian:vit_v"
+INPUT_DIM, EMBED_DIM = 192, 16
 WEIGHTS = "random:0"
 EMBED = "pre_logits"
 PARAMS = {"match": {"lr": 0.02, "max_steps": 100}, "perturb": {"norm": "linf", "steps": 5},
@@ -47,16 +56,16 @@ LINF_EPS = (1 / 255, 4 / 255)
 HS = (0.1, 1.0)
 
 
-def config_hash(probe: str) -> str:
-    return f"{probe}-{MODEL}-cfg"
+def config_hash(probe: str, model: str = MODEL) -> str:
+    return f"{probe}-{model}-cfg"
 
 
-def _ident(probe: str, unit_id: str, i: int, run_id: str) -> dict[str, Any]:
+def _ident(probe: str, unit_id: str, i: int, run_id: str, model: str = MODEL) -> dict[str, Any]:
     return {"run_id": run_id, "unit_id": unit_id, "pair_id": f"p{i}", "src_key": f"src/{i:05d}",
             "tgt_key": f"tgt/{i:05d}", "src_label": i % 10, "tgt_label": 10 + i % 10,
-            "model": MODEL, "weights": WEIGHTS, "embed": EMBED, "probe": probe,
-            "config_hash": config_hash(probe), "params": json.dumps(PARAMS[probe], sort_keys=True),
-            "status": "ok", "error": None}
+            "model": model, "weights": WEIGHTS, "embed": EMBED, "probe": probe,
+            "config_hash": config_hash(probe, model),
+            "params": json.dumps(PARAMS[probe], sort_keys=True), "status": "ok", "error": None}
 
 
 def _frac(i: int, n: int) -> float:
@@ -92,16 +101,18 @@ def _match_rows(mode: str, n: int, run_id: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _perturb_rows(mode: str, n: int, run_id: str) -> list[dict[str, Any]]:
-    unit = f"{MODEL}-perturb-0"
+def _perturb_rows(mode: str, n: int, run_id: str, model: str = MODEL) -> list[dict[str, Any]]:
+    unit = f"{model}-perturb-0"
     rows = []
     for i in range(n):
         f = _frac(i, n)
         disp, rand = (0.1 + 0.05 * f, 0.09) if mode == "violate" else (0.8 + 0.4 * f, 0.04)
+        if mode == "control":
+            disp, rand = 0.285, 0.1
         for eps in LINF_EPS:
             scale = eps * 255
             rows.append({
-                **_ident("perturb", unit, i, run_id), "norm": "linf", "eps": eps, "steps": 5,
+                **_ident("perturb", unit, i, run_id, model), "norm": "linf", "eps": eps, "steps": 5,
                 "emb_disp": disp * scale * 10, "rel_disp": disp * scale / 2,
                 "disp_over_pair": disp * scale, "random_disp": rand * scale * 10,
                 "random_rel_disp": rand * scale / 2, "random_disp_over_pair": rand * scale,
@@ -110,12 +121,15 @@ def _perturb_rows(mode: str, n: int, run_id: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _lipschitz_rows(mode: str, n: int, run_id: str, null: bool) -> list[dict[str, Any]]:
-    unit = f"{MODEL}-lipschitz-0"
+def _lipschitz_rows(mode: str, n: int, run_id: str, null: bool,
+                    model: str = MODEL) -> list[dict[str, Any]]:
+    unit = f"{model}-lipschitz-0"
     rows = []
     for i in range(n):
         f = _frac(i, n)
-        if mode == "violate":
+        if mode == "control":
+            top, nul = (2 * 4.46, 4.46), (0.0, 0.0)
+        elif mode == "violate":
             top, nul = (3 * (1 + f), 1.5 * (1 + f)), (1.0, 2.0)
         else:
             top, nul = (100 * (1 + f), 50 * (1 + f)), (0.2, 0.4)
@@ -125,16 +139,18 @@ def _lipschitz_rows(mode: str, n: int, run_id: str, null: bool) -> list[dict[str
             directions += [("null", d, v, None) for d, v in enumerate(nul)]
         for family, d, l_jvp, sigma in directions:
             for h in HS:
-                rows.append({**_ident("lipschitz", unit, i, run_id), "family": family,
+                rows.append({**_ident("lipschitz", unit, i, run_id, model), "family": family,
                              "direction": d, "h": h, "l_fd": l_jvp, "l_jvp": l_jvp,
                              "sigma": sigma, "nonlinearity": 0.0})
     return rows
 
 
-def _unit_row(probe: str, unit_id: str, n_pairs: int, run_id: str) -> dict[str, Any]:
+def _unit_row(probe: str, unit_id: str, n_pairs: int, run_id: str,
+              model: str = MODEL) -> dict[str, Any]:
     start = dt.datetime(2024, 1, 1, 12, 0, tzinfo=dt.UTC)
-    return {"run_id": run_id, "unit_id": unit_id, "model": MODEL, "weights": WEIGHTS,
-            "embed": EMBED, "probe": probe, "config_hash": config_hash(probe),
+    return {"run_id": run_id, "unit_id": unit_id, "model": model, "weights": WEIGHTS,
+            "embed": EMBED, "probe": probe, "config_hash": config_hash(probe, model),
+            "input_dim": INPUT_DIM, "embed_dim": EMBED_DIM,
             "params": json.dumps(PARAMS[probe], sort_keys=True), "shard": "shard-000000.tar",
             "status": "ok", "error": None, "attempts": 1, "n_pairs": n_pairs, "n_ok": n_pairs,
             "n_error": 0, "started_at": start, "finished_at": start + dt.timedelta(seconds=5),
@@ -142,7 +158,8 @@ def _unit_row(probe: str, unit_id: str, n_pairs: int, run_id: str) -> dict[str, 
 
 
 def make_claims_run(root: Path, mode: str = "satisfy", *, n: int = 40, null: bool = True,
-                    run_id: str | None = None) -> tuple[Path, dict[str, list[dict[str, Any]]]]:
+                    run_id: str | None = None, control: bool = True
+                    ) -> tuple[Path, dict[str, list[dict[str, Any]]]]:
     """Write the run (see the module docstring) and return (run_dir, rows by table)."""
     assert mode in ("satisfy", "violate", "demo"), mode
     run_id = run_id or f"claims-{mode}"
@@ -157,6 +174,14 @@ def make_claims_run(root: Path, mode: str = "satisfy", *, n: int = 40, null: boo
             probe: to_table(probe, result),
             "units": to_table("units", [_unit_row(probe, unit_id, len(pairs), run_id)]),
         })
+    if control:
+        for probe, result in (("perturb", _perturb_rows("control", n, run_id, CONTROL)),
+                              ("lipschitz", _lipschitz_rows("control", n, run_id, null, CONTROL))):
+            unit_id = result[0]["unit_id"]
+            store.write_unit_tables(probe, CONTROL, unit_id, {
+                probe: to_table(probe, result),
+                "units": to_table("units", [_unit_row(probe, unit_id, n, run_id, CONTROL)]),
+            })
     store.write_text("spec.yaml", f"name: {run_id}\nmodels:\n  - name: {MODEL}\n")
     store.write_json("manifest.json", {"run_id": run_id, "started_at": "2024-01-01T12:00:00+00:00",
                                        "finished_at": "2024-01-01T12:01:00+00:00"})

@@ -125,3 +125,21 @@ class SelectEncoder(nn.Module):
 
 def select_encoder() -> nn.Module:
     return SelectEncoder()
+
+
+class WideLinearEncoder(nn.Module):
+    """f(x) = W x with W 300 x 192 (more outputs than pixels): rank(J) = d = 192, no null space."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        self.input_size = INPUT_SIZE
+        generator = torch.Generator().manual_seed(seed)
+        d_in = INPUT_SIZE[0] * INPUT_SIZE[1] * INPUT_SIZE[2]
+        self.weight = nn.Parameter(torch.randn(300, d_in, generator=generator) / d_in**0.5)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:  # (B, 3, 8, 8) -> (B, 300)
+        return pixels.flatten(1) @ self.weight.T
+
+
+def wide_linear_encoder() -> nn.Module:
+    return WideLinearEncoder()
