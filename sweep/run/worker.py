@@ -16,6 +16,7 @@ produced is written by one `RunStore.write_unit` call, one file per table, the `
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
@@ -55,6 +56,8 @@ class UnitSummary:
     worker: str = ""
     device: str = ""
     staged: list[tuple[str, str]] = field(default_factory=list)  # (staged, final) files, commit=False
+    input_dim: int | None = None  # d = 3 H W pixels the encoder takes
+    embed_dim: int | None = None  # D, its embedding size (None when no pair was embedded)
 
 
 class EncoderCache:
@@ -185,6 +188,9 @@ def run_unit(
     summary = UnitSummary(
         unit_id=unit.unit_id, status=STATUS_OK, n_pairs=len(pairs), n_ok=len(pairs) - n_error, n_error=n_error,
         attempts=attempt, worker=worker, device=encoder_cache.describe(),
+        input_dim=math.prod(encoder.input_size),
+        embed_dim=next((int(p.result.embeddings["src"].numel()) for p in pairs
+                        if p.result is not None and "src" in p.result.embeddings), None),
     )
 
     def done() -> dict[str, Any]:  # the done-marker row, once every other table is written
@@ -224,6 +230,8 @@ def units_row(
         "batch_size": unit.batch_size,
         "seed": unit.seed,
         "head": unit.head,
+        "input_dim": summary.input_dim,
+        "embed_dim": summary.embed_dim,
     }
 
 

@@ -82,7 +82,11 @@ def test_rows_per_table(unit_run: tuple[Path, list]) -> None:
         assert {r["run_id"] for r in table} == {"run-1"} and {r["probe"] for r in table} == {probe}
         assert all(r["config_hash"] and r["params"] and r["unit_id"] for r in table)
     assert read_table(run_dir, "pairs").num_rows == 3 * PAIRS
-    assert read_table(run_dir, "units").num_rows == 3
+    units = read_table(run_dir, "units").to_pylist()
+    assert len(units) == 3
+    # the encoder's shapes, for the verdicts' Gaussian reference: the linear test encoder maps
+    # 3 x 8 x 8 pixels to 16 numbers
+    assert {(u["input_dim"], u["embed_dim"]) for u in units} == {(3 * 8 * 8, 16)}
 
 
 def test_gallery_and_knn_columns(unit_run: tuple[Path, list]) -> None:

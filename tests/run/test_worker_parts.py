@@ -37,13 +37,14 @@ def test_units_row() -> None:
                     params_json='{"x": 1}', config_hash="c", shard="s.tar", seed=0, batch_size=4, gallery=1)
     start, end = datetime(2024, 1, 1, tzinfo=timezone.utc), datetime(2024, 1, 1, 0, 1, tzinfo=timezone.utc)
     summary = UnitSummary("u1", "ok", n_pairs=5, n_ok=4, n_error=1, seconds=2.5, attempts=2,
-                          worker="node-7:1234", device="cpu")
+                          worker="node-7:1234", device="cpu", input_dim=3 * 8 * 8, embed_dim=16)
     row = units_row(unit, "run", summary, start, end)
     assert row == {
         "run_id": "run", "unit_id": "u1", "model": "m", "weights": "w", "embed": "pre_logits", "probe": "match",
         "config_hash": "c", "params": '{"x": 1}', "shard": "s.tar", "status": "ok", "error": None, "attempts": 2,
         "n_pairs": 5, "n_ok": 4, "n_error": 1, "started_at": start, "finished_at": end, "seconds": 2.5,
         "worker": "node-7:1234", "host": "node-7", "device": "cpu", "batch_size": 4,
+        "seed": 0, "head": unit.head, "input_dim": 192, "embed_dim": 16,
     }
     failed = units_row(unit, "run", UnitSummary("u1", "error", error="boom", attempts=3), None, end)
     assert (failed["status"], failed["error"], failed["attempts"], failed["host"], failed["started_at"]) == (
