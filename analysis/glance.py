@@ -32,12 +32,19 @@ MAX_LABEL = 22
 PREFERRED_KEYS = ("preset",)  # a key that names a bundle of parameters labels best
 PROBE_ORDER = ("match", "perturb", "lipschitz")
 # statistics that are ratios: their forest plots use a log axis
-RATIO_STATISTICS = frozenset({"median_disp_over_pair", "median_over_random", "median_top_over_null"})
+RATIO_STATISTICS = frozenset({"median_disp_over_pair", "median_over_random", "median_anisotropy",
+                              "median_top_over_null_fd", "median_match_nonlinearity"})
 SHORT_STATISTIC = {"success_rate": "success", "median_psnr": "PSNR", "median_ssim": "SSIM",
                    "quant_rate": "8-bit", "median_disp_over_pair": "disp/pair",
-                   "median_over_random": "opt/random", "median_top_over_null": "top/null",
-                   "head_target_rate": "head→tgt", "knn_target_rate": "k-NN→tgt"}
+                   "median_over_random": "opt/random", "median_anisotropy": "σ1/random",
+                   "median_top_over_null_fd": "top/null", "median_match_nonlinearity": "match nonlin.",
+                   "head_target_rate": "head→tgt", "knn_target_rate": "k-NN→tgt",
+                   "zeroshot_target_rate": "zero-shot→tgt"}
 UNITS = {"median_psnr": " dB"}
+# "every verdict": the claims columns shown, the setting as its short label (the settings' table
+# has every parameter)
+SUMMARY_COLUMNS = ("model", "weights", "embed", "setting", "claim", "verdict", "n", "statistic",
+                   "estimate", "ci_low", "ci_high", "threshold", "reason", "config_hash")
 BADGES = {"supported": "✔ supported", "not_supported": "✘ not supported",
           "inconclusive": "? inconclusive"}
 NORM_NAMES = {"linf": "L∞", "l2": "L2"}

@@ -100,7 +100,8 @@ def render(report: Report, at_a_glance: Glance | None = None) -> tuple[str, str]
 def _numbers_json(report: Report) -> dict[str, Any]:
     """report.json's content: the runs, the criteria, the claims table and every section's
     query rows (made JSON-safe by `dumps_json`: NaN and ±inf become null)."""
-    return {"runs": report.runs,
+    return {"caveats": report.caveats,
+            "runs": report.runs,
             "criteria": {"source": report.criteria_source, **report.criteria},
             "claims": report.claims,
             "sections": [{"model": s.model, "weights": s.weights, "embed": s.embed,

@@ -16,6 +16,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis import glance
+from analysis.claims import random_weights_caveat
 from dashboard import charts, common, data
 
 # The questions the page offers first, in this order, when analysis/ has them (others are one pick
@@ -29,9 +30,6 @@ VERDICT_MARKS = {"supported": "✔ supported", "not_supported": "✘ not support
                  "inconclusive": "? inconclusive"}
 VERDICT_COLUMNS = ["model", "weights", "embed", "setting", "verdict", "n", "statistic", "estimate",
                    "ci_low", "ci_high", "threshold", "reason", "config_hash", "criterion"]
-# every verdict: the setting as its short label (the settings' table below has every parameter)
-SUMMARY_COLUMNS = ["model", "weights", "embed", "setting", "claim", "verdict", "n", "statistic",
-                   "estimate", "ci_low", "ci_high", "threshold", "reason", "config_hash"]
 CRITERIA_NOTE = ("criteria: analysis/criteria.yaml; `vitsweep report --criteria FILE` to change them")
 
 runs = common.page(
@@ -75,6 +73,9 @@ def all_verdicts(params: dict[str, str | None]) -> None:
         st.info("No verdicts yet: no probe rows.")
         return
     records = table.to_dict("records")
+    caveat = random_weights_caveat(sorted({str(r["weights"]) for r in records}))
+    if caveat:
+        st.warning(caveat)
     st.html(glance.grid_html(records))
     grid = glance.verdict_grid(records)
     points = pd.DataFrame(glance.forest_points(records))
@@ -87,7 +88,7 @@ def all_verdicts(params: dict[str, str | None]) -> None:
         if spec is not None:
             st.vega_lite_chart(spec=spec, width="content")
     with st.expander("Every verdict, and the settings' parameters", expanded=False):
-        st.dataframe(marked(table, SUMMARY_COLUMNS), hide_index=True, width="stretch")
+        st.dataframe(marked(table, list(glance.SUMMARY_COLUMNS)), hide_index=True, width="stretch")
         st.dataframe(pd.DataFrame(glance.setting_rows(grid), columns=list(glance.SETTING_COLUMNS)),
                      hide_index=True, width="stretch")
 

@@ -115,8 +115,9 @@ def test_forest_points_are_the_claims_checks(claims: list[dict[str, Any]]) -> No
     assert [(p["config_hash"], p["claim"], p["statistic"], p["estimate"], p["ci_low"], p["ci_high"],
              p["threshold"]) for p in points] == expected
     assert {p["statistic"] for p in points if p["log"]} == {
-        "median_disp_over_pair", "median_over_random", "median_top_over_null"}
-    assert all(p["control"] is None for p in points)  # no negative control in these rows
+        "median_disp_over_pair", "median_over_random", "median_anisotropy", "median_top_over_null_fd"}
+    # the control marker is the row's own control_estimate (the run has a Gaussian control beside vit_v)
+    assert [p["control"] for p in points] == [c.get("control_estimate") for r in claims for c in r["checks"]]
 
 
 def test_forest_control_marker_from_control_estimate() -> None:
@@ -162,8 +163,8 @@ def test_report_opens_with_the_grid_and_forest_plots(fixture_run: Path, tmp_path
     assert sorted(((h, c, s, float(e) if e else None) for h, c, s, e in shown), key=key) == sorted(
         ((r["config_hash"], r["claim"], ch["statistic"], ch["estimate"])
          for r in numbers["claims"] for ch in r["checks"]), key=key)
-    # report.json as before: the grid and plots add nothing to it
-    assert set(numbers) == {"runs", "criteria", "claims", "sections"}
+    # the grid and plots add nothing to report.json (caveats and transfer are content of their own)
+    assert set(numbers) == {"caveats", "runs", "criteria", "claims", "sections", "transfer"}
     assert "forest" not in paths["json"].read_text()
     # the verdict tables carry short labels; the full parameters are in the settings table
     every = html[html.index('id="verdicts"'):html.index('id="settings"')]

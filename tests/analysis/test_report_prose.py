@@ -3,6 +3,7 @@ claims run (tests/support/claim_runs.py: model vit_v, weights random:0, L∞ ε 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,10 @@ def test_random_init_report_opens_with_the_caveat(report) -> None:
     first = next(c for c in section.claims if not c.empty)
     assert first.sentences[0] == caveat  # and the first line of the section
     assert caveat in md and caveat in html
+    # above everything else: right under the title, before the verdict grid
+    assert html.index(caveat) < html.index('id="glance"') and md.index(caveat) < md.index("## Verdicts at a glance")
+    out = run.parent.parent / "out"
+    assert json.loads((out / "report.json").read_text())["caveats"] == [caveat]
     assert random_weights_caveat(["pretrained", "file:x.pt"]) is None
 
 

@@ -74,20 +74,30 @@ def test_models_page_opens_with_the_grid_and_a_forest_plot_per_claim(
     html = [e for e in at.main if e.type == "html"]
     charts = [e for e in at.main if e.type == "vega_lite_chart"]
     assert len(html) == 1 and types.index("html") < types.index("vega_lite_chart") < types.index("radio")
+    # a random-init run: the caveat above the grid
+    from analysis.claims import random_weights_caveat
+
+    caveat = random_weights_caveat(sorted({c["weights"] for c in claims_of(run)}))
+    assert caveat and [w.value for w in at.warning] == [caveat]
+    assert list(at.main).index(at.warning[0]) < types.index("html")
     body = html[0].proto.body
-    assert 'data-testid="verdict-grid"' in body and body.count('class="vg-badge') == 5
     con = open_runs([run], snapshot=True)
     claims = claims_records(con, load_criteria())
     con.close()
+    assert 'data-testid="verdict-grid"' in body and body.count('class="vg-badge') == len(claims)  # one per claims row
     assert len(charts) == len({c["claim"] for c in claims}) == 5
+    def plain(x):  # a missing number is None in `claims` and NaN in a chart's frame
+        return None if x is None or x != x else x
+
     drawn = set()
     for chart in charts:
         for frame in _chart_frames(chart):
             if "desc" in frame.columns:
-                drawn |= {(r.claim, r.config_hash, r.statistic, r.estimate, r.ci_low, r.ci_high, r.threshold)
-                          for r in frame.itertuples() if r.estimate == r.estimate}  # drawn dots
+                drawn |= {(r.claim, r.config_hash, r.statistic, r.estimate, plain(r.ci_low), plain(r.ci_high),
+                           plain(r.threshold)) for r in frame.itertuples() if r.estimate == r.estimate}  # drawn dots
     assert drawn == {(c["claim"], c["config_hash"], ch["statistic"], ch["estimate"], ch["ci_low"],
-                      ch["ci_high"], ch["threshold"]) for c in claims for ch in c["checks"]}
+                      ch["ci_high"], ch["threshold"]) for c in claims for ch in c["checks"]
+                     if ch["estimate"] is not None}  # a check with no estimate has no dot
 
 
 def test_forest_spec_is_valid_vega_lite(tmp_path: Path) -> None:
@@ -101,7 +111,7 @@ def test_forest_spec_is_valid_vega_lite(tmp_path: Path) -> None:
 
     rows = [{"model": "m", "weights": "w", "embed": None, "probe": "lipschitz", "claim": "lipschitz",
              "config_hash": "c1", "params": '{"seed": 0}', "verdict": "supported",
-             "statistic": "median_top_over_null", "n": 40, "estimate": 50.0, "ci_low": 40.0,
+             "statistic": "median_top_over_null_fd", "n": 40, "estimate": 50.0, "ci_low": 40.0,
              "ci_high": float("inf"), "threshold": 10.0, "control_estimate": 1.5},
             {"model": "m", "weights": "w", "embed": None, "probe": "match", "claim": "equivalence",
              "config_hash": "c2", "params": '{"lr": 1}', "verdict": "inconclusive",
@@ -117,3 +127,14 @@ def test_forest_spec_is_valid_vega_lite(tmp_path: Path) -> None:
     assert charts.forest(points, "invisibility") is None
     values = charts.forest(points, "lipschitz")["data"]["values"]
     assert values[0]["ci_high"] is None and values[0]["control"] == 1.5  # inf is not drawn
+
+
+def claims_of(run: Path) -> list[dict]:
+    from analysis.claims import claims_records, load_criteria
+    from analysis.db import open_runs
+
+    con = open_runs([run], snapshot=True)
+    try:
+        return claims_records(con, load_criteria())
+    finally:
+        con.close()
