@@ -7,7 +7,9 @@
 `vitsweep run` does this itself when its units finish; this command redoes it (another k or
 bank, or a run whose pass was interrupted). The labels replace the run's earlier ones. A
 reference bank is embedded once per model setting on this machine (a GPU when there is one) and
-kept in the run. Exit status 2 for a path that is not a run or a bad bank.
+kept in the run. It takes the run directory's lease (sweep/run/lease.py) as `vitsweep run` does:
+while a driver holds the run it is refused. Exit status 2 for a path that is not a run, a bad
+bank, or a run another driver holds.
 """
 
 from __future__ import annotations
@@ -39,8 +41,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--k must be at least 1, got {args.k}")
     device = _device(args.device)
     from sweep.finished.labels import label_run
+    from sweep.run.lease import holding
+    from sweep.run.store import RunStore
 
-    summary = label_run(args.run, k=args.k, bank=args.bank, device=device)
+    store = RunStore(args.run)
+    with holding(store, "labels"):  # not while a driver runs (its own labels pass would replace ours)
+        summary = label_run(store, k=args.k, bank=args.bank, device=device)
     print(summary.describe())
     return 0
 

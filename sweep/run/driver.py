@@ -40,7 +40,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from sweep.errors import UserError
-from sweep.run.lease import LEASE_FILE, Lease, LeaseHeld, check_free
+from sweep.run.lease import LEASE_FILE, Lease, LeaseHeld, check_free, takeover_note
 from sweep.run.manifest import MANIFEST_FILE, check_output, finish_run, prepare_run
 from sweep.run.progress import Progress
 from sweep.run.spec import LoadedSpec, WorkUnit
@@ -298,12 +298,7 @@ class _Invocation:
         is taken over and said so on stderr. Losing the lease later stops this driver."""
         self.lease = lease = Lease.acquire(self.store)  # the run id is added once the manifest has it
         if lease.took_over:
-            dead = lease.took_over
-            print(
-                f"vitsweep run: took over the lease of a dead driver ({dead.get('host')} pid {dead.get('pid')}, "
-                f"last heartbeat {dead.get('age_s')} s ago)",
-                file=sys.stderr,
-            )
+            print(f"vitsweep run: {takeover_note(lease.took_over)}", file=sys.stderr)
         main_thread = self.main_thread
 
         def lost(message: str) -> None:

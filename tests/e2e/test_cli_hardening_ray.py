@@ -155,7 +155,9 @@ def test_bar_failed_units_and_compile_on_cpu(tmp_path: Path, env: dict[str, str]
     assert "1/2 units done (0 already done, 1 failed)" in out
 
 
-def test_ctrl_c_while_ray_starts_leaves_no_ray_process_and_no_run(tmp_path: Path, env: dict[str, str]) -> None:
+def test_ctrl_c_while_ray_starts_leaves_no_ray_process_and_no_run(tmp_path: Path, env: dict[str, str],
+                                                                  busy_cores: int) -> None:
+    """Both cores busy (busy_cores): the Ctrl-C used to be lost there and the run finished."""
     make_shards(tmp_path / "shards", 1, 2)
     run = tmp_path / "run"
     spec = write_spec(tmp_path / "spec.yaml", str(tmp_path / "shards"), run)

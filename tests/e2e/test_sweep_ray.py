@@ -135,7 +135,8 @@ def _wait_for_units(run: Path, n: int, proc: subprocess.Popen, timeout_s: float 
         time.sleep(0.2)
 
 
-def test_interrupt_then_kill_driver_then_resume(tmp_path: Path) -> None:
+def test_interrupt_then_kill_driver_then_resume(tmp_path: Path, busy_cores: int) -> None:
+    """Under load (busy_cores: every core busy), where a Ctrl-C used to be lost."""
     import json
 
     env = ray_env()
