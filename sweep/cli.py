@@ -10,9 +10,13 @@ inherits the same behaviour; a module may set `INTERRUPTED` to say more than "in
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from types import FrameType
 
 from sweep.errors import as_user_error
 
@@ -70,20 +74,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:  # reported with the subcommand's usage, not the top level's
         (chosen or parser).error(f"unrecognized arguments: {' '.join(extra)}")
     module = importlib.import_module(f"sweep.commands.{args.command}")
+    interrupted = "vitsweep {}: {}".format(args.command, getattr(module, "INTERRUPTED", "interrupted"))
+    with _ctrl_c() as pressed:
+        try:
+            return int(module.run(args) or 0)
+        except BrokenPipeError:  # e.g. `vitsweep ... | head`: the reader left, nothing to report
+            sys.stderr.close()
+            return 0
+        except KeyboardInterrupt:
+            print(interrupted, file=sys.stderr)
+            return 130
+        except Exception as err:  # known failures become one line, bugs keep their traceback
+            if pressed:  # a library that turned Ctrl-C into its own error (DuckDB: "Query interrupted")
+                print(interrupted, file=sys.stderr)
+                return 130
+            user = as_user_error(err)
+            if user is None:
+                raise
+            print(f"vitsweep {args.command}: error: {user}", file=sys.stderr)
+            return user.exit_code
+
+
+@contextlib.contextmanager
+def _ctrl_c() -> Iterator[list[int]]:
+    """Records each Ctrl-C (SIGINT) while a command runs, in the list it yields; the signal still
+    raises KeyboardInterrupt as by default. So a Ctrl-C that a library reports as an error of its
+    own is still "interrupted", exit 130. A command may install its own handler meanwhile (the
+    run driver does)."""
+    pressed: list[int] = []
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield pressed  # not ours to change (a host program's handler, SIG_IGN)
+        return
+
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        pressed.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
     try:
-        return int(module.run(args) or 0)
-    except BrokenPipeError:  # e.g. `vitsweep ... | head`: the reader left, nothing to report
-        sys.stderr.close()
-        return 0
-    except KeyboardInterrupt:
-        print(f"vitsweep {args.command}: {getattr(module, 'INTERRUPTED', 'interrupted')}", file=sys.stderr)
-        return 130
-    except Exception as err:  # known failures become one line, bugs keep their traceback
-        user = as_user_error(err)
-        if user is None:
-            raise
-        print(f"vitsweep {args.command}: error: {user}", file=sys.stderr)
-        return user.exit_code
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 if __name__ == "__main__":

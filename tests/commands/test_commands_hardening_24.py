@@ -59,3 +59,54 @@ def test_labels_takes_and_releases_the_lease(tmp_path: Path) -> None:
     assert done.returncode == 2, done
     assert "no finished units" in _one_line(done.stderr)
     assert not (run / LEASE_FILE).exists()
+
+
+CROSS_JOIN = ("SELECT count(*) FROM lipschitz a, lipschitz b, lipschitz c, lipschitz d, "
+              "lipschitz e, lipschitz f, lipschitz g")
+
+
+@pytest.fixture(scope="module")
+def fixture_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.support.runs import make_fixture_run
+
+    return make_fixture_run(tmp_path_factory.mktemp("runs"))
+
+
+def test_ctrl_c_during_query_is_one_line_and_130(fixture_run: Path) -> None:
+    """Item 7: DuckDB turns Ctrl-C into RuntimeError("Query interrupted"), which used to end in a
+    traceback and exit 1; now "vitsweep query: interrupted" and 130, as replay does."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "sweep.cli", "query", str(fixture_run), CROSS_JOIN,
+                             "--timeout", "0"], cwd=REPO, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(6)  # start-up and the views: the query is running by then (it runs for hours)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert _one_line(err) == "vitsweep query: interrupted"
+    assert out == ""
+
+
+@pytest.mark.parametrize("value", ["1e10", "1e300", "nan"])
+def test_query_timeout_it_cannot_wait_for_is_one_line(fixture_run: Path, value: str) -> None:
+    """Item 8: --timeout 1e10 / 1e300 ended in the watchdog's OverflowError traceback (exit 0), and
+    nan silently meant no limit: now one line, exit 2, before the run is opened."""
+    done = run_cli("query", fixture_run, "SELECT 1", "--timeout", value, env=ENV)
+    assert done.returncode == 2, done
+    assert "--timeout" in _one_line(done.stderr)
+
+
+@pytest.mark.parametrize("value", ["inf", "0"])
+def test_query_timeout_inf_means_no_limit(fixture_run: Path, value: str) -> None:
+    done = run_cli("query", fixture_run, "SELECT 42 AS x", "--timeout", value, "--format", "csv", env=ENV)
+    assert done.returncode == 0, done
+    assert done.stdout.splitlines() == ["x", "42"] and done.stderr == ""
