@@ -123,6 +123,8 @@ def _answer(args: argparse.Namespace, runs: list[str], sql: str | None, limits: 
     table = None
     try:
         with time_limit(con, args.timeout) as cur:
+            if getattr(args, "ctrl_c", None) is not None:  # Ctrl-C interrupts DuckDB as --timeout does
+                args.ctrl_c.hooks.append(cur.interrupt)
             if args.named:
                 query = get_named(args.named)
                 params = parse_params(args.param, as_text=True)
