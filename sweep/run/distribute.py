@@ -171,6 +171,7 @@ class Sweep:
         on_retry: Callable[[WorkUnit, str, int], None] = lambda u, e, a: None,
         startup_timeout_s: float = 1800.0,
         poll_s: float = 0.5,
+        should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
         self.queue: deque[tuple[WorkUnit, int]] = deque((u, 1) for u in units)
         self.run_root = run_root
@@ -181,6 +182,7 @@ class Sweep:
         self.on_done, self.on_failed, self.on_retry = on_done, on_failed, on_retry
         self.startup_timeout_s = startup_timeout_s
         self.poll_s = poll_s
+        self.should_stop = should_stop  # checked at every poll: True stops the loop (KeyboardInterrupt)
         self.slots: list[_Slot] = []
         self.replacements = 0
         self.current: dict[str, int] = {}  # unit_id -> the attempt whose files may be committed
@@ -212,6 +214,8 @@ class Sweep:
             self.start()
         last_alive = time.monotonic()
         while self.queue or any(s.busy for s in self.slots):
+            if self.should_stop():
+                raise KeyboardInterrupt
             self._dispatch()
             waiting = {s.busy[0]: s for s in self.slots if s.busy} | {s.ping: s for s in self.slots if s.ping}
             ready = ray.wait(list(waiting), num_returns=1, timeout=self.poll_s)[0] if waiting else []

@@ -9,11 +9,16 @@
    done (the `units` table), --yes for a big sweep, the shard set of the units to run;
    nothing is written and Ray is not started yet;
 2. print the cost estimate's one-line summary (`vitsweep plan`);
-3. start or join Ray and place the actors, only when there is work (SIGTERM, as `timeout` and
-   `ray job stop` send, becomes Ctrl-C's KeyboardInterrupt);
+3. SIGINT (Ctrl-C) and SIGTERM (`timeout`, `ray job stop`) request a stop: the handler sets a
+   flag and raises KeyboardInterrupt; the flag is checked between stages and at every poll of
+   the sweep, so a stop is honoured even when the KeyboardInterrupt lands somewhere that
+   swallows it (inside Ray's start-up, a busy machine's odd moment). Losing the lease does the
+   same;
 4. take the run directory's lease (sweep/run/lease.py: one driver at a time; a dead driver's
-   lease is taken over); only now spec.yaml and manifest.json are written, so a refused run or
-   a failed connection leaves no run folder behind;
+   lease is taken over), before Ray starts, so a second driver is refused in seconds; then
+   start or join Ray and place the actors, only when there is work (the signal handlers are
+   installed again after ray.init, which installs its own); only now spec.yaml and
+   manifest.json are written, so a refused run or a failed connection leaves no run folder behind;
 5. open the progress (bar or lines, progress.json);
 6. sweep the units on Ray (sweep/run/distribute.py), then shut Ray down;
 7. the labels pass (sweep/finished/labels.py) over every finished unit, in this process;
@@ -40,13 +45,14 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from sweep.errors import UserError
-from sweep.run.lease import LEASE_FILE, Lease, LeaseHeld, check_free, takeover_note
+from sweep.run.lease import LEASE_FILE, LEASE_LOCK, Lease, LeaseHeld, check_free, takeover_note
 from sweep.run.manifest import MANIFEST_FILE, check_output, finish_run, prepare_run
 from sweep.run.progress import Progress
 from sweep.run.spec import LoadedSpec, WorkUnit
 from sweep.run.store import RunStore
 
 CONFIRM_UNITS = 1000  # a sweep with more units to run than this needs yes=True (--yes)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @dataclass
@@ -117,18 +123,21 @@ def run_sweep(
     estimate = announce_estimate(loaded)
     run = _Invocation(store, loaded, work)
     try:
-        run.sigterm_interrupts()
+        run.handle_signals()
+        run.take_lease()  # before Ray: a second driver is refused in seconds, not after Ray's start
         if work.todo:
             run.start_ray(address, actors=actors, device=device)
-        run.take_lease()
+        run.check_stop()
         run.open_manifest(force=force)
         store.clean_tmp()
         record_estimate(estimate, store)
         run.open_progress(show_progress)
         if work.todo:
             run.run_units()
+        run.check_stop()
         if work.todo or not store.exists("labels.json"):
             run.labels = label_pass(store)
+        run.check_stop()  # a stop that came while the labels were written: not "finished"
         run.state = "finished"
     except KeyboardInterrupt:
         run.state = "interrupted"
@@ -150,7 +159,7 @@ def output_store(loaded: LoadedSpec, actors: int | None) -> RunStore:
 def find_work(store: RunStore, loaded: LoadedSpec, *, force: bool, allow: tuple[str, ...], yes: bool) -> Work:
     """Check the output and the shard set (nothing written) and split the units into to-do and done."""
     # a lease.json alone is a driver that died before writing its manifest: taken over later
-    check_output(store, loaded, force=force, allow=(*allow, LEASE_FILE))
+    check_output(store, loaded, force=force, allow=(*allow, LEASE_FILE, LEASE_LOCK))
     status, ok_pairs, error_pairs = unit_counts(store)
     todo = [u for u in loaded.units if status.get(u.unit_id) != "ok"]
     if len(todo) > CONFIRM_UNITS and not yes:
@@ -267,7 +276,9 @@ class _Invocation:
         self.state = "failed"  # until a stage says otherwise
         self.labels = ""
         self.main_thread = threading.current_thread() is threading.main_thread()
-        self.previous_sigterm = signal.getsignal(signal.SIGTERM) if self.main_thread else None
+        self.stop = threading.Event()  # a stop was requested (a signal, the lease lost)
+        self.previous_handlers: dict[int, Any] = {}
+        self.new_folder = store.is_local and not Path(store.base).exists()  # removed again if left empty
         self.distribute: Any = None  # the module, while Ray is up
         self.placement: Placement | None = None
         self.cluster: dict[str, Any] | None = None  # the manifest's record, once the actors start
@@ -276,17 +287,30 @@ class _Invocation:
         self.manifest: dict[str, Any] | None = None
         self.progress: Progress | None = None
 
-    def sigterm_interrupts(self) -> None:
-        """SIGTERM (`timeout`, `ray job stop`) ends the run as Ctrl-C does."""
-        if self.main_thread:
-            signal.signal(signal.SIGTERM, _raise_interrupt)
+    def handle_signals(self) -> None:
+        """SIGINT (Ctrl-C) and SIGTERM (`timeout`, `ray job stop`) request a stop (stage 3)."""
+        if not self.main_thread:
+            return
+        if not self.previous_handlers:
+            self.previous_handlers = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stop.set()
+        raise KeyboardInterrupt
+
+    def check_stop(self) -> None:
+        """KeyboardInterrupt when a stop was requested, even if its first KeyboardInterrupt was lost."""
+        if self.stop.is_set():
+            raise KeyboardInterrupt
 
     def start_ray(self, address: str | None, *, actors: int | None, device: str) -> None:
         from sweep.run import distribute  # Ray is imported only when there is work to do
 
         self.distribute = distribute
         cluster = distribute.connect(address, num_cpus=actors or os.cpu_count() or 1)
-        self.sigterm_interrupts()  # ray.init installs its own SIGTERM handler (abort, exit 134): ours again
+        self.handle_signals()  # ray.init installs its own SIGTERM handler (exit 15): ours again
         self.placement = place_actors(cluster, len(self.work.todo), actors=actors, device=device)
         if self.loaded.spec.compile and not self.placement.use_gpu:
             print("note: compile: true is ignored on CPU actors (torch.compile pays off on GPUs only)",
@@ -299,10 +323,11 @@ class _Invocation:
         self.lease = lease = Lease.acquire(self.store)  # the run id is added once the manifest has it
         if lease.took_over:
             print(f"vitsweep run: {takeover_note(lease.took_over)}", file=sys.stderr)
-        main_thread = self.main_thread
+        main_thread, stop = self.main_thread, self.stop
 
         def lost(message: str) -> None:
             print(f"vitsweep run: {message}; stopping this driver", file=sys.stderr)
+            stop.set()  # seen at the sweep's next poll, whatever the main thread is doing
             if main_thread:  # Ctrl-C's path: finished units stay, the manifest says "interrupted"
                 _thread.interrupt_main()
 
@@ -329,7 +354,7 @@ class _Invocation:
         assert self.placement is not None and self.manifest is not None and self.progress is not None
         self.cluster = self.placement.describe()
         sweep = build_sweep(self.work.todo, self.store, self.manifest["run_id"], self.progress, self.placement,
-                            max_attempts=self.loaded.spec.max_attempts)
+                            max_attempts=self.loaded.spec.max_attempts, should_stop=self.stop.is_set)
         try:
             sweep.start()
             sweep.run()
@@ -344,7 +369,8 @@ class _Invocation:
         shut Ray down and release the lease. A driver that lost its lease writes nothing: the
         run's files are the new holder's now."""
         if self.main_thread:
-            signal.signal(signal.SIGTERM, self.previous_sigterm)
+            for signum, handler in self.previous_handlers.items():
+                signal.signal(signum, handler)
         lost = self.lease is not None and self.lease.lost
         progress = self.progress
         if progress is not None:
@@ -368,6 +394,21 @@ class _Invocation:
             self.distribute.shutdown()
         if self.lease is not None:
             self.lease.release()
+        if self.manifest is None:
+            self._remove_lease_folder()
+
+    def _remove_lease_folder(self) -> None:
+        """Stopped before the manifest: no run folder is left behind, only what was there before."""
+        if not self.store.is_local:
+            return
+        folder = Path(self.store.base)
+        if not (folder / LEASE_FILE).exists():
+            (folder / LEASE_LOCK).unlink(missing_ok=True)
+        if self.new_folder:
+            try:
+                folder.rmdir()  # only when empty
+            except OSError:
+                pass
 
     def outcome(self) -> Outcome:
         progress, manifest = self.progress, self.manifest
@@ -390,7 +431,8 @@ def place_actors(cluster: Any, n_units: int, *, actors: int | None, device: str)
 
 # ---- 6. the sweep ----------------------------------------------------------------------------
 def build_sweep(
-    todo: list[WorkUnit], store: RunStore, run_id: str, progress: Progress, placement: Placement, *, max_attempts: int
+    todo: list[WorkUnit], store: RunStore, run_id: str, progress: Progress, placement: Placement, *, max_attempts: int,
+    should_stop: Any = lambda: False,
 ) -> Any:
     """The Ray sweep (distribute.Sweep) of `todo` on the placed actors, reporting to `progress`;
     a unit that fails for good gets an error `units` row and no partial rows."""
@@ -413,7 +455,7 @@ def build_sweep(
     return distribute.Sweep(
         todo, run_root=store.root, run_id=run_id, actors=placement.n_actors, use_gpu=placement.use_gpu,
         max_attempts=max_attempts, on_done=on_done, on_failed=on_failed,
-        on_retry=lambda unit, error, attempt: progress.unit_retry(unit.unit_id, error),
+        on_retry=lambda unit, error, attempt: progress.unit_retry(unit.unit_id, error), should_stop=should_stop,
     )
 
 
@@ -434,6 +476,3 @@ def _label(unit: WorkUnit) -> str:
     shard = unit.shard.rstrip("/").rsplit("/", 1)[-1]
     return f"{unit.unit_id} ({unit.probe}, {unit.model}, {shard})"
 
-
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt

@@ -50,6 +50,7 @@ from sweep.run.store import Conflict, NoKey, s3_client, s3_errors
 log = logging.getLogger(__name__)
 
 LEASE_FILE = "lease.json"
+LEASE_LOCK = ".lease.lock"  # the local backend's fcntl lock file, beside lease.json
 DEFAULT_TIMEOUT_S = 120.0  # a remote holder silent this long is taken for dead
 TIMEOUT_ENV = "VITSWEEP_LEASE_TIMEOUT_S"
 
@@ -330,7 +331,7 @@ class LocalBackend:
         import fcntl
 
         self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / ".lease.lock", "a") as handle:
+        with open(self.folder / LEASE_LOCK, "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield

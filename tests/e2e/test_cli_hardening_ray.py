@@ -155,6 +155,7 @@ def test_bar_failed_units_and_compile_on_cpu(tmp_path: Path, env: dict[str, str]
     assert "1/2 units done (0 already done, 1 failed)" in out
 
 
+@pytest.mark.timeout(900)
 def test_ctrl_c_while_ray_starts_leaves_no_ray_process_and_no_run(tmp_path: Path, env: dict[str, str],
                                                                   busy_cores: int) -> None:
     """Both cores busy (busy_cores): the Ctrl-C used to be lost there and the run finished."""
