@@ -37,6 +37,7 @@ from sweep.run.driver import CONFIRM_UNITS, refuse_if_held, run_sweep
 from sweep.run.spec import load_spec
 
 INTERRUPTED = "interrupted; finished units are kept, rerun the same command to resume"
+__doc__ = (__doc__ or "").replace("CONFIRM_UNITS", str(CONFIRM_UNITS))  # `run --help` shows the number
 
 
 def register(parser: argparse.ArgumentParser) -> None:

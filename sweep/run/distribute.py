@@ -44,6 +44,24 @@ log = logging.getLogger(__name__)
 ACTOR_MAX_RESTARTS = 4
 
 
+class _DropMessages(logging.Filter):
+    """Drops the records of one logger whose message starts with one of `prefixes`."""
+
+    def __init__(self, *prefixes: str) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
+# Noise on every local start: a local Ray turns token authentication on by default and says so
+# (it only guards the local cluster's ports; RAY_AUTH_MODE=disabled opts out, docs/cluster.md).
+_NOISE = {"ray._private.authentication.authentication_token_setup": ("Token authentication is enabled",)}
+for _logger, _prefixes in _NOISE.items():
+    logging.getLogger(_logger).addFilter(_DropMessages(*_prefixes))
+
+
 @dataclass
 class ClusterInfo:
     """What the driver found when it connected."""

@@ -148,3 +148,13 @@ def test_plan_summary_on_cpu_and_on_the_rate_table() -> None:
     assert cpu.to_json()["seconds"] == 0.002 and cpu.to_json()["gpu_hours"] == pytest.approx(0.002 / 3600, rel=1e-3)
     gpu = Plan("spec.yaml", 1, 0, 1, 2, 2, [row], 2, 0.002)
     assert "GPU-h (H100 rate table): ≤ 0 s on 2 GPUs" in gpu.summary() and gpu.to_json()["device"] == "gpu"
+
+
+def test_run_help_names_the_number_of_units_that_needs_yes() -> None:
+    """Item 12: `vitsweep run --help` printed the literal name CONFIRM_UNITS."""
+    from sweep.run.driver import CONFIRM_UNITS
+
+    done = run_cli("run", "--help", env=ENV)
+    assert done.returncode == 0, done
+    assert "CONFIRM_UNITS" not in done.stdout
+    assert f"More than {CONFIRM_UNITS} units to run needs --yes" in " ".join(done.stdout.split())
