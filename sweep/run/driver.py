@@ -158,8 +158,9 @@ def output_store(loaded: LoadedSpec, actors: int | None) -> RunStore:
 
 def find_work(store: RunStore, loaded: LoadedSpec, *, force: bool, allow: tuple[str, ...], yes: bool) -> Work:
     """Check the output and the shard set (nothing written) and split the units into to-do and done."""
-    # a lease.json alone is a driver that died before writing its manifest: taken over later
-    check_output(store, loaded, force=force, allow=(*allow, LEASE_FILE, LEASE_LOCK))
+    # a lease.json alone is a driver that died before writing its manifest: taken over later;
+    # the spec's own shards may live in the output (the README's demo-run/shards)
+    check_output(store, loaded, force=force, allow=(*allow, *shards_inside(store, loaded.shards), LEASE_FILE, LEASE_LOCK))
     status, ok_pairs, error_pairs = unit_counts(store)
     todo = [u for u in loaded.units if status.get(u.unit_id) != "ok"]
     if len(todo) > CONFIRM_UNITS and not yes:
@@ -171,6 +172,16 @@ def find_work(store: RunStore, loaded: LoadedSpec, *, force: bool, allow: tuple[
     done = [u for u in loaded.units if status.get(u.unit_id) == "ok"]
     return Work(todo, done, sum(ok_pairs.get(u.unit_id, 0) for u in done),
                 sum(error_pairs.get(u.unit_id, 0) for u in done))
+
+
+def shards_inside(store: RunStore, shards: list[str]) -> set[str]:
+    """The names in the output folder that hold some of the spec's shards (`vitsweep shards make
+    --out demo-run/shards` and a spec with `output: demo-run`)."""
+    root = store.root.rstrip("/")
+    if store.is_local:
+        root = os.path.abspath(store.base)
+        shards = [os.path.abspath(s) for s in shards if "://" not in s]
+    return {s[len(root) + 1:].split("/", 1)[0] for s in shards if s.startswith(root + "/")}
 
 
 def unit_counts(store: RunStore) -> tuple[dict[str, str], dict[str, int], dict[str, int]]:
