@@ -86,13 +86,17 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
             reason = " ".join(str(err).split())[:300]
             raise UserError(f"cannot connect to the Ray cluster at {address}: {reason}") from None
     else:
-        ray.init(
-            num_cpus=num_cpus,
-            num_gpus=num_gpus,
-            include_dashboard=False,
-            object_store_memory=256 * 1024**2,  # only small summaries travel through it
-            **common,
-        )
+        try:
+            ray.init(
+                num_cpus=num_cpus,
+                num_gpus=num_gpus,
+                include_dashboard=False,
+                object_store_memory=256 * 1024**2,  # only small summaries travel through it
+                **common,
+            )
+        except Exception as err:  # e.g. "The current node timed out during startup" on an overloaded machine
+            shutdown()
+            raise RunFailed(f"could not start a local Ray: {one_line(err, limit=300)} (a busy machine: try again)") from None
     resources = ray.cluster_resources()
     return ClusterInfo(
         address=address or "local",
