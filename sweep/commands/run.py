@@ -34,6 +34,7 @@ import sys
 
 from sweep.errors import int_at_least
 from sweep.run.driver import CONFIRM_UNITS, refuse_if_held, run_sweep
+from sweep.run.progress import warn_if_slow
 from sweep.run.spec import load_spec
 
 INTERRUPTED = "interrupted; finished units are kept, rerun the same command to resume"
@@ -57,9 +58,15 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    refuse_if_held(args.spec, args.out)  # in seconds: before the probes (and torch) are imported
+    with warn_if_slow("the run directory's lease"):
+        refuse_if_held(args.spec, args.out)  # in seconds: before the probes (and torch) are imported
+    import sweep.encoders  # noqa: F401  (torch and timm: their import is not what the warning below is about)
+    import sweep.probes  # noqa: F401
+
+    with warn_if_slow("the spec's shards"):
+        loaded = load_spec(args.spec, output=args.out)
     outcome = run_sweep(
-        load_spec(args.spec, output=args.out),
+        loaded,
         address=args.address,
         actors=args.actors,
         device=args.device,

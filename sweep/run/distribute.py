@@ -77,6 +77,9 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
     """Join the cluster at `address` (or $RAY_ADDRESS, as inside `ray job submit`), else start a
     local one. A local start sizes Ray to `num_cpus` CPU slots and the machine's GPUs."""
     address = address or os.environ.get("RAY_ADDRESS") or None
+    # An attempt given up on (its actor stopped with the sweep, an endpoint gone) leaves a result
+    # nobody fetches: Ray would print its traceback at exit, after the run's own one line.
+    os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
     common: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True, "ignore_reinit_error": True}
     if address:
         _check_reachable(address)

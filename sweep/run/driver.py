@@ -47,7 +47,7 @@ import pyarrow.fs as pafs
 from sweep.errors import UserError
 from sweep.run.lease import LEASE_FILE, LEASE_LOCK, Lease, LeaseHeld, check_free, takeover_note
 from sweep.run.manifest import MANIFEST_FILE, check_output, finish_run, prepare_run
-from sweep.run.progress import Progress
+from sweep.run.progress import Progress, warn_if_slow
 from sweep.run.spec import LoadedSpec, WorkUnit
 from sweep.run.store import RunStore
 
@@ -119,18 +119,21 @@ def run_sweep(
     """Run every unfinished unit of `loaded` into its output directory (stages: module docstring).
     `allow_in_output`: names the output folder may hold without being a run yet (the demo's shards/)."""
     store = output_store(loaded, actors)
-    work = find_work(store, loaded, force=force, allow=allow_in_output, yes=yes)
+    with warn_if_slow(f"the output {store.root} and the shards"):
+        work = find_work(store, loaded, force=force, allow=allow_in_output, yes=yes)
     estimate = announce_estimate(loaded)
     run = _Invocation(store, loaded, work)
     try:
         run.handle_signals()
-        run.take_lease()  # before Ray: a second driver is refused in seconds, not after Ray's start
+        with warn_if_slow(f"the lease of {store.root}"):
+            run.take_lease()  # before Ray: a second driver is refused in seconds, not after Ray's start
         if work.todo:
             run.start_ray(address, actors=actors, device=device)
         run.check_stop()
-        run.open_manifest(force=force)
-        store.clean_tmp()
-        record_estimate(estimate, store)
+        with warn_if_slow(f"the manifest of {store.root}"):
+            run.open_manifest(force=force)
+            store.clean_tmp()
+            record_estimate(estimate, store)
         run.open_progress(show_progress)
         if work.todo:
             run.run_units()
