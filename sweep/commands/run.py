@@ -31,9 +31,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from sweep.errors import int_at_least
-from sweep.run.driver import CONFIRM_UNITS, refuse_if_held, run_sweep
+from sweep.run.lease import LeaseHeld, check_free
+from sweep.run.driver import CONFIRM_UNITS, run_sweep
 from sweep.run.progress import warn_if_slow
 from sweep.run.spec import load_spec
 
@@ -80,6 +82,29 @@ def run(args: argparse.Namespace) -> int:
     for failure in outcome.failures:
         print(f"failed unit {failure['unit']}: {failure['error']}")
     return 0 if outcome.units_failed == 0 else 1
+
+
+
+def refuse_if_held(spec_path: str, out: str | None) -> None:
+    """Stop a second driver in seconds, before the probes (and torch) are imported. Problems with
+    the spec itself are left to load_spec, which reports them properly."""
+    import yaml
+
+    from sweep.run.store import RunStore
+
+    if out is None:
+        try:
+            data = yaml.safe_load(Path(spec_path).read_text())
+        except (OSError, yaml.YAMLError, UnicodeDecodeError):
+            return
+        out = data.get("output") if isinstance(data, dict) else None
+    if isinstance(out, str) and out:
+        try:
+            check_free(RunStore(out))
+        except LeaseHeld:
+            raise
+        except Exception:  # an output that is a file, unreachable, ...: check_output says it properly
+            return
 
 
 if __name__ == "__main__":

@@ -231,31 +231,6 @@ def takeover_note(dead: dict[str, Any]) -> str:
             f"last heartbeat {dead.get('age_s')} s ago)")
 
 
-@contextmanager
-def holding(store: Any, command: str) -> Iterator[Lease]:
-    """The run directory's lease for a command that changes a finished run (`vitsweep labels`):
-    LeaseHeld (exit 2) while a driver holds it; a dead holder's lease is taken over (said on
-    stderr); losing it stops the command as Ctrl-C does; released at the end."""
-    import _thread
-    import sys
-
-    lease = Lease.acquire(store)
-    if lease.took_over:
-        print(f"vitsweep {command}: {takeover_note(lease.took_over)}", file=sys.stderr)
-    main_thread = threading.current_thread() is threading.main_thread()
-
-    def lost(message: str) -> None:
-        print(f"vitsweep {command}: {message}; stopping", file=sys.stderr)
-        if main_thread:
-            _thread.interrupt_main()
-
-    lease.start_heartbeat(on_lost=lost)
-    try:
-        yield lease
-    finally:
-        lease.release()
-
-
 def check_free(store: Any, backend: Backend | None = None) -> None:
     """Raise LeaseHeld if a live driver holds `store`'s lease (a cheap early check: `acquire`
     decides for real)."""

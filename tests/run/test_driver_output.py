@@ -10,7 +10,7 @@ import pytest
 from tests.support.sweeps import LINEAR, make_shards, write_spec
 
 from sweep.errors import UserError
-from sweep.run.driver import find_work, shards_inside
+from sweep.run.work import find_work, shards_inside
 from sweep.run.spec import load_spec
 from sweep.run.store import RunStore
 
