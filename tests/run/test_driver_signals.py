@@ -42,3 +42,28 @@ def test_a_swallowed_ctrl_c_during_ray_start_still_stops_the_run(tmp_path: Path,
         run_sweep(loaded, actors=1, show_progress=False)
     assert not run.exists()  # stopped before the manifest: no run folder, no lease or lock left
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_the_lease_is_taken_before_ray_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Item 12: the lease used to be taken after Ray had started (a second driver was refused only
+    after ~60 s of its own Ray start). Now it is held when `connect` is called."""
+    from sweep.run import distribute
+    from sweep.run.driver import run_sweep
+    from sweep.run.lease import LEASE_FILE
+
+    run = tmp_path / "run"
+    seen: list[bool] = []
+
+    def connect(address: object = None, **kwargs: object) -> distribute.ClusterInfo:
+        seen.append((run / LEASE_FILE).is_file())
+        raise KeyboardInterrupt  # stop here: the test is about the order only
+
+    monkeypatch.setattr(distribute, "connect", connect)
+    monkeypatch.setattr(distribute, "shutdown", lambda: None)
+    make_shards(tmp_path / "shards", 1, 2)
+    spec = write_spec(tmp_path / "spec.yaml", str(tmp_path / "shards"), run,
+                      models=[{"name": LINEAR, "weights": "factory"}], probes=["match"])
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(load_spec(str(spec)), actors=1, show_progress=False)
+    assert seen == [True]
+    assert not run.exists()  # released, and the folder it made is gone
