@@ -10,9 +10,15 @@ inherits the same behaviour; a module may set `INTERRUPTED` to say more than "in
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import select
+import signal
+import socket
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from types import FrameType
 
 from sweep.errors import as_user_error
 
@@ -62,6 +68,15 @@ def build_parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, argparse
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # a Ctrl-C before the command started (while its modules import)
+        name = next((a for a in argv if not a.startswith("-")), None)
+        print(f"vitsweep{' ' + name if name in COMMANDS else ''}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str]) -> int:
     parser, chosen = build_parser(argv)
     if not argv:
         parser.print_help()
@@ -70,21 +85,96 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:  # reported with the subcommand's usage, not the top level's
         (chosen or parser).error(f"unrecognized arguments: {' '.join(extra)}")
     module = importlib.import_module(f"sweep.commands.{args.command}")
-    try:
-        return int(module.run(args) or 0)
-    except BrokenPipeError:  # e.g. `vitsweep ... | head`: the reader left, nothing to report
-        sys.stderr.close()
-        return 0
-    except KeyboardInterrupt:
-        print(f"vitsweep {args.command}: {getattr(module, 'INTERRUPTED', 'interrupted')}", file=sys.stderr)
-        return 130
-    except Exception as err:  # known failures become one line, bugs keep their traceback
-        user = as_user_error(err)
-        if user is None:
-            raise
-        print(f"vitsweep {args.command}: error: {user}", file=sys.stderr)
-        return user.exit_code
+    interrupted = "vitsweep {}: {}".format(args.command, getattr(module, "INTERRUPTED", "interrupted"))
+    with _ctrl_c() as ctrl_c:
+        args.ctrl_c = ctrl_c
+        try:
+            return int(module.run(args) or 0)
+        except BrokenPipeError:  # e.g. `vitsweep ... | head`: the reader left, nothing to report
+            sys.stderr.close()
+            return 0
+        except KeyboardInterrupt:
+            print(interrupted, file=sys.stderr)
+            return 130
+        except Exception as err:  # known failures become one line, bugs keep their traceback
+            if ctrl_c.pressed.is_set():  # a library that turned Ctrl-C into its own error (DuckDB: "Query interrupted")
+                print(interrupted, file=sys.stderr)
+                return 130
+            user = as_user_error(err)
+            if user is None:
+                raise
+            print(f"vitsweep {args.command}: error: {user}", file=sys.stderr)
+            return user.exit_code
 
+
+class CtrlC:
+    """Ctrl-C (SIGINT) while a command runs. The signal still raises KeyboardInterrupt as by
+    default; besides, `pressed` is set and every hook is called (from a watcher thread, every half
+    second until the command ends) even while the main thread is inside C code that does not
+    look at signals (a DuckDB query). A command adds hooks through `args.ctrl_c` (query: the
+    cursor's interrupt(), as its --timeout does)."""
+
+    def __init__(self) -> None:
+        self.pressed = threading.Event()
+        self.hooks: list[Callable[[], object]] = []
+        self._done = threading.Event()
+
+    def _call_hooks(self) -> None:
+        while not self._done.is_set():
+            for hook in list(self.hooks):
+                try:
+                    hook()
+                except Exception:  # a hook of something already closed
+                    pass
+            self._done.wait(0.5)
+
+    def _watch(self, sock: socket.socket) -> None:
+        """Reads the signal numbers Python writes to its wakeup fd (see signal.set_wakeup_fd)."""
+        while not self._done.is_set():
+            if not select.select([sock], [], [], 0.5)[0]:
+                continue
+            try:
+                data = sock.recv(64)
+            except OSError:
+                return
+            if signal.SIGINT in data:
+                self.pressed.set()
+                self._call_hooks()
+                return
+
+
+@contextlib.contextmanager
+def _ctrl_c() -> Iterator[CtrlC]:
+    """A CtrlC for the command, where this is the main thread and SIGINT has its default handler
+    (else a host program's handler, SIG_IGN or another wakeup fd are left as they are)."""
+    ctrl_c = CtrlC()
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield ctrl_c
+        return
+
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        ctrl_c.pressed.set()
+        raise KeyboardInterrupt
+
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    if previous_fd != -1:  # someone else's wakeup fd: theirs
+        signal.set_wakeup_fd(previous_fd)
+        reader.close(), writer.close()
+        yield ctrl_c
+        return
+    watcher = threading.Thread(target=ctrl_c._watch, args=(reader,), name="vitsweep-ctrl-c", daemon=True)
+    signal.signal(signal.SIGINT, on_sigint)
+    watcher.start()
+    try:
+        yield ctrl_c
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.set_wakeup_fd(-1)
+        ctrl_c._done.set()
+        watcher.join(timeout=2)
+        reader.close(), writer.close()
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -38,6 +38,17 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{folder}: cannot write the specs ({err.strerror or err})") from None
     shown = [os.path.relpath(t) if not folder.is_absolute() else str(t) for t in targets]
     print(f"wrote {' and '.join(shown)}")
-    print(f"next: edit them; `vitsweep plan {shown[0]}` counts the work, `vitsweep run {shown[0]}` runs it "
-          "(its header says how to make its shards)")
+    make = _shards_command(example_text(targets[0].name))
+    first = f"make its shards: `{make}`; then " if make else "make its shards (its header says how); then "
+    print(f"next: edit them; for {shown[0]}, {first}`vitsweep plan {shown[0]}` counts the work and "
+          f"`vitsweep run {shown[0]}` runs it")
     return 0
+
+
+def _shards_command(text: str) -> str | None:
+    """The `vitsweep shards make ...` line of a spec's header, if it has one."""
+    for line in text.splitlines():
+        command = line.lstrip("# ").strip()
+        if line.startswith("#") and command.startswith("vitsweep shards make"):
+            return command
+    return None

@@ -7,12 +7,17 @@
 `vitsweep run` does this itself when its units finish; this command redoes it (another k or
 bank, or a run whose pass was interrupted). The labels replace the run's earlier ones. A
 reference bank is embedded once per model setting on this machine (a GPU when there is one) and
-kept in the run. Exit status 2 for a path that is not a run or a bad bank.
+kept in the run. It takes the run directory's lease (sweep/run/lease.py) as `vitsweep run` does:
+while a driver holds the run it is refused. Exit status 2 for a path that is not a run, a bad
+bank, or a run another driver holds.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from sweep.errors import UserError
 
@@ -39,8 +44,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--k must be at least 1, got {args.k}")
     device = _device(args.device)
     from sweep.finished.labels import label_run
+    from sweep.run.store import RunStore
 
-    summary = label_run(args.run, k=args.k, bank=args.bank, device=device)
+    store = RunStore(args.run)
+    with holding(store, "labels"):  # not while a driver runs (its own labels pass would replace ours)
+        summary = label_run(store, k=args.k, bank=args.bank, device=device)
     print(summary.describe())
     return 0
 
@@ -57,3 +65,31 @@ def _device(text: str | None) -> object:
     if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
         raise UserError(f"--device {text}: no such CUDA device on this machine")
     return device
+
+
+@contextmanager
+def holding(store: Any, command: str) -> Iterator[Lease]:
+    """The run directory's lease for a command that changes a finished run (`vitsweep labels`):
+    LeaseHeld (exit 2) while a driver holds it; a dead holder's lease is taken over (said on
+    stderr); losing it stops the command as Ctrl-C does; released at the end."""
+    import _thread
+    import sys
+    import threading
+
+    from sweep.run.lease import Lease, takeover_note
+
+    lease = Lease.acquire(store)
+    if lease.took_over:
+        print(f"vitsweep {command}: {takeover_note(lease.took_over)}", file=sys.stderr)
+    main_thread = threading.current_thread() is threading.main_thread()
+
+    def lost(message: str) -> None:
+        print(f"vitsweep {command}: {message}; stopping", file=sys.stderr)
+        if main_thread:
+            _thread.interrupt_main()
+
+    lease.start_heartbeat(on_lost=lost)
+    try:
+        yield lease
+    finally:
+        lease.release()

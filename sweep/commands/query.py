@@ -9,8 +9,8 @@
 The runs are opened with analysis.db.open_runs (views match, perturb, lipschitz, units, pairs,
 images, labels, settings; sandboxed to the run directories). A bad query, a missing run or an unknown named query
 is one line on stderr and exit status 2. A query still running after `--timeout` seconds is
-interrupted by DuckDB ("Query stopped after N s", exit status 2); DuckDB's memory is capped at
-`--memory-limit` (analysis.db.Limits, the settings every analysis connection uses). With
+interrupted by DuckDB ("Query stopped after N s", exit status 2; 0 or inf: no limit); DuckDB's memory
+is capped at `--memory-limit` (analysis.db.Limits, the settings every analysis connection uses). With
 `--output FILE` in CSV or Parquet, DuckDB writes the file itself (analysis.export: the same bytes
 as the Python writer) to a new file beside FILE, renamed to FILE once the query has succeeded, so
 a stopped or failed query leaves FILE as it was. Never imports torch or Ray.
@@ -19,6 +19,7 @@ a stopped or failed query leaves FILE as it was. Never imports torch or Ray.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +29,8 @@ from sweep.params import parse_params
 
 if TYPE_CHECKING:
     from analysis.db import Limits
+
+MAX_TIMEOUT_S = 1e9  # about 31 years; a timer cannot wait much longer (threading.TIMEOUT_MAX)
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +47,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="replace --output FILE when it exists")
     parser.add_argument("--limit", type=int_at_least(0), metavar="N", help="at most N rows")
     parser.add_argument("--timeout", type=float, default=60.0, metavar="S",
-                        help="stop the query after S seconds (default 60; 0: no limit)")
+                        help="stop the query after S seconds (default 60; 0 or inf: no limit)")
     parser.add_argument("--memory-limit", metavar="SIZE",
                         help="DuckDB memory limit, e.g. 512MB or 2GB (default 1GB, or "
                              "$VITSWEEP_MEMORY_LIMIT)")
@@ -58,12 +61,8 @@ def run(args: argparse.Namespace) -> int:
         if args.format not in ("table", "json"):
             raise UserError("--list prints as table or json")
         from analysis.named import list_text
-
         text = list_text(args.format)
-        if args.output:
-            args.output.write_text(text, encoding="utf-8")
-        else:
-            sys.stdout.write(text)
+        args.output.write_text(text, encoding="utf-8") if args.output else sys.stdout.write(text)
         return 0
 
     from analysis.db import Limits
@@ -87,6 +86,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--format parquet needs --output FILE")
     if args.timeout < 0:
         raise UserError("--timeout must be 0 (no limit) or more seconds")
+    if not (args.timeout <= MAX_TIMEOUT_S or args.timeout == math.inf):  # nan too
+        raise UserError(f"--timeout: at most {MAX_TIMEOUT_S:.0e} seconds (0 or inf: no limit), got {args.timeout}")
+    args.timeout = 0.0 if args.timeout == math.inf else args.timeout
     limits = Limits() if args.memory_limit is None else Limits(memory_limit=args.memory_limit)
     staging = staging_file(args.output) if args.output is not None else None
     try:
@@ -121,6 +123,8 @@ def _answer(args: argparse.Namespace, runs: list[str], sql: str | None, limits: 
     table = None
     try:
         with time_limit(con, args.timeout) as cur:
+            if getattr(args, "ctrl_c", None) is not None:  # Ctrl-C interrupts DuckDB as --timeout does
+                args.ctrl_c.hooks.append(cur.interrupt)
             if args.named:
                 query = get_named(args.named)
                 params = parse_params(args.param, as_text=True)

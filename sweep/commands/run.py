@@ -31,12 +31,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from sweep.errors import int_at_least
-from sweep.run.driver import CONFIRM_UNITS, refuse_if_held, run_sweep
+from sweep.run.lease import LeaseHeld, check_free
+from sweep.run.driver import CONFIRM_UNITS, run_sweep
+from sweep.run.progress import warn_if_slow
 from sweep.run.spec import load_spec
 
 INTERRUPTED = "interrupted; finished units are kept, rerun the same command to resume"
+__doc__ = (__doc__ or "").replace("CONFIRM_UNITS", str(CONFIRM_UNITS))  # `run --help` shows the number
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -56,9 +60,15 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    refuse_if_held(args.spec, args.out)  # in seconds: before the probes (and torch) are imported
+    with warn_if_slow("the run directory's lease"):
+        refuse_if_held(args.spec, args.out)  # in seconds: before the probes (and torch) are imported
+    import sweep.encoders  # noqa: F401  (torch and timm: their import is not what the warning below is about)
+    import sweep.probes  # noqa: F401
+
+    with warn_if_slow("the spec's shards"):
+        loaded = load_spec(args.spec, output=args.out)
     outcome = run_sweep(
-        load_spec(args.spec, output=args.out),
+        loaded,
         address=args.address,
         actors=args.actors,
         device=args.device,
@@ -72,6 +82,29 @@ def run(args: argparse.Namespace) -> int:
     for failure in outcome.failures:
         print(f"failed unit {failure['unit']}: {failure['error']}")
     return 0 if outcome.units_failed == 0 else 1
+
+
+
+def refuse_if_held(spec_path: str, out: str | None) -> None:
+    """Stop a second driver in seconds, before the probes (and torch) are imported. Problems with
+    the spec itself are left to load_spec, which reports them properly."""
+    import yaml
+
+    from sweep.run.store import RunStore
+
+    if out is None:
+        try:
+            data = yaml.safe_load(Path(spec_path).read_text())
+        except (OSError, yaml.YAMLError, UnicodeDecodeError):
+            return
+        out = data.get("output") if isinstance(data, dict) else None
+    if isinstance(out, str) and out:
+        try:
+            check_free(RunStore(out))
+        except LeaseHeld:
+            raise
+        except Exception:  # an output that is a file, unreachable, ...: check_output says it properly
+            return
 
 
 if __name__ == "__main__":

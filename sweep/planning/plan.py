@@ -125,6 +125,7 @@ def make_plan(
         units_done=sum(1 for u in loaded.units if u.unit_id in done_ids), shards=len(loaded.shards),
         pairs=distinct, unit_pairs=unit_pairs, rows=rows, gpus=max(1, gpus), longest_unit_s=longest,
         shards_uncounted=uncounted, calibrated=bool(rates),
+        cpu=bool(rates) and not any(r.cuda for r in (rates or {}).values()),
     )
 
 

@@ -1,5 +1,6 @@
 """A plan as numbers, JSON and text: one `Row` per model x probe setting, and the `Plan` that
-totals them (image passes, device-seconds, GPU-hours, wall time on `gpus` devices), writes
+totals them (image passes, device-seconds, GPU-hours (CPU-hours when calibrated on a CPU), wall
+time on `gpus` devices), writes
 itself as JSON (`vitsweep plan --json`, a run's plan.json) and renders the table `vitsweep plan`
 prints and the one line `vitsweep run` prints. Built by `make_plan` (sweep/planning/plan.py).
 """
@@ -47,6 +48,7 @@ class Plan:
     longest_unit_s: float | None
     shards_uncounted: list[str] = field(default_factory=list)
     calibrated: bool = False
+    cpu: bool = False  # calibrated on a CPU: the device-hours are CPU-hours, the devices CPUs
     created_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
     # -- totals ----------------------------------------------------------------------------------
@@ -79,6 +81,11 @@ class Plan:
     def gpu_hours(self) -> float | None:
         return None if self.seconds is None else self.seconds / 3600
 
+    @property
+    def device(self) -> str:
+        """What the time is measured on: "CPU" (a CPU calibration) or "GPU" (CUDA, the rate table)."""
+        return "CPU" if self.cpu else "GPU"
+
     def wall_seconds(self, seconds: float | None) -> float | None:
         """On `gpus` devices: the work shared out, but never less than the longest unit."""
         if seconds is None:
@@ -91,6 +98,7 @@ class Plan:
         total = sum((r.per_pair * (r.pairs or 0) for r in self.rows if r.per_pair is not None), Passes())
         return {
             "spec": self.spec, "created_at": self.created_at, "calibrated": self.calibrated,
+            "device": self.device.lower(),
             "units": self.units, "units_done": self.units_done, "shards": self.shards,
             "pairs": self.pairs, "unit_pairs": self.unit_pairs, "shards_uncounted": self.shards_uncounted,
             "image_passes": _int(self.image_passes), "image_passes_expected": _int(self.image_passes_expected),
@@ -98,7 +106,7 @@ class Plan:
             "backward_passes": _int(total.backward) if known else None,
             "jvp_passes": _int(total.jvp) if known else None,
             "seconds": _round(self.seconds), "seconds_expected": _round(self.seconds_expected),
-            "gpu_hours": _round(self.gpu_hours, 4), "gpus": self.gpus,
+            "gpu_hours": _round(self.gpu_hours), "gpus": self.gpus,
             "wall_seconds": _round(self.wall_seconds(self.seconds)),
             "wall_seconds_expected": _round(self.wall_seconds(self.seconds_expected)),
             "rate_sources": sorted({r.rate_source for r in self.rows if r.rate_source}),
@@ -120,15 +128,16 @@ class Plan:
                 text += f" (~{_big(self.image_passes_expected)} expected)"
         if self.seconds is not None:
             where = "measured now" if self.calibrated else "H100 rate table"
-            text += f", ≤ {_secs(self.gpu_hours or 0)} GPU-h ({where})"
+            text += f", ≤ {_secs(self.gpu_hours or 0)} {self.device}-h ({where})"
             if with_wall:
-                text += f": ≤ {_duration(self.wall_seconds(self.seconds))} on {self.gpus} GPU{'s' if self.gpus > 1 else ''}"
+                text += (f": ≤ {_duration(self.wall_seconds(self.seconds))} on {self.gpus} "
+                         f"{self.device}{'s' if self.gpus > 1 else ''}")
         return text
 
     def render(self) -> str:
         """The table per model and probe setting, and the totals."""
         header = ["model", "weights", "probe", "setting", "units", "pairs", "plain/pair", "bwd/pair", "jvp/pair",
-                  "count", "image passes ≤", "expected", "seconds ≤", "GPU-h ≤"]
+                  "count", "image passes ≤", "expected", "seconds ≤", f"{self.device}-h ≤"]
         lines = [header]
         for r in self.rows:
             n = r.pairs
@@ -160,10 +169,10 @@ class Plan:
             out.append(f"pairs unknown for {len(self.shards_uncounted)} shard(s) (no readable manifest), e.g. "
                        f"{self.shards_uncounted[0]}: pass --pairs-per-shard N")
         if self.seconds is not None:
-            out.append(f"total: ≤ {_secs(self.seconds)} device-seconds = {_secs(self.gpu_hours or 0)} GPU-hours"
+            out.append(f"total: ≤ {_secs(self.seconds)} device-seconds = {_secs(self.gpu_hours or 0)} {self.device}-hours"
                        + (f" (~{_secs(self.seconds_expected / 3600)} expected)" if self.seconds_expected and
                           self.seconds_expected < self.seconds else "")
-                       + f"; on {self.gpus} GPU(s): ≤ {_duration(self.wall_seconds(self.seconds))} wall")
+                       + f"; on {self.gpus} {self.device}(s): ≤ {_duration(self.wall_seconds(self.seconds))} wall")
         elif self.pairs is None:
             out.append("time: unknown until the pairs are known")
         elif any(r.per_pair is None for r in self.rows):
@@ -189,8 +198,9 @@ def _int(x: float | None) -> int | None:
     return None if x is None else int(round(x))
 
 
-def _round(x: float | None, digits: int = 1) -> float | None:
-    return None if x is None else round(x, digits)
+def _round(x: float | None) -> float | None:
+    """Four significant digits: a plan of a few milliseconds keeps them (not 0.0)."""
+    return None if x is None else float(f"{x:.4g}")
 
 
 def _num(x: float) -> str:

@@ -44,6 +44,24 @@ log = logging.getLogger(__name__)
 ACTOR_MAX_RESTARTS = 4
 
 
+class _DropMessages(logging.Filter):
+    """Drops the records of one logger whose message starts with one of `prefixes`."""
+
+    def __init__(self, *prefixes: str) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
+# Noise on every local start: a local Ray turns token authentication on by default and says so
+# (it only guards the local cluster's ports; RAY_AUTH_MODE=disabled opts out, docs/cluster.md).
+_NOISE = {"ray._private.authentication.authentication_token_setup": ("Token authentication is enabled",)}
+for _logger, _prefixes in _NOISE.items():
+    logging.getLogger(_logger).addFilter(_DropMessages(*_prefixes))
+
+
 @dataclass
 class ClusterInfo:
     """What the driver found when it connected."""
@@ -59,6 +77,9 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
     """Join the cluster at `address` (or $RAY_ADDRESS, as inside `ray job submit`), else start a
     local one. A local start sizes Ray to `num_cpus` CPU slots and the machine's GPUs."""
     address = address or os.environ.get("RAY_ADDRESS") or None
+    # An attempt given up on (its actor stopped with the sweep, an endpoint gone) leaves a result
+    # nobody fetches: Ray would print its traceback at exit, after the run's own one line.
+    os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
     common: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True, "ignore_reinit_error": True}
     if address:
         _check_reachable(address)
@@ -68,13 +89,17 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, num_gpus
             reason = " ".join(str(err).split())[:300]
             raise UserError(f"cannot connect to the Ray cluster at {address}: {reason}") from None
     else:
-        ray.init(
-            num_cpus=num_cpus,
-            num_gpus=num_gpus,
-            include_dashboard=False,
-            object_store_memory=256 * 1024**2,  # only small summaries travel through it
-            **common,
-        )
+        try:
+            ray.init(
+                num_cpus=num_cpus,
+                num_gpus=num_gpus,
+                include_dashboard=False,
+                object_store_memory=256 * 1024**2,  # only small summaries travel through it
+                **common,
+            )
+        except Exception as err:  # e.g. "The current node timed out during startup" on an overloaded machine
+            shutdown()
+            raise RunFailed(f"could not start a local Ray: {one_line(err, limit=300)} (a busy machine: try again)") from None
     resources = ray.cluster_resources()
     return ClusterInfo(
         address=address or "local",
@@ -171,6 +196,7 @@ class Sweep:
         on_retry: Callable[[WorkUnit, str, int], None] = lambda u, e, a: None,
         startup_timeout_s: float = 1800.0,
         poll_s: float = 0.5,
+        should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
         self.queue: deque[tuple[WorkUnit, int]] = deque((u, 1) for u in units)
         self.run_root = run_root
@@ -181,6 +207,7 @@ class Sweep:
         self.on_done, self.on_failed, self.on_retry = on_done, on_failed, on_retry
         self.startup_timeout_s = startup_timeout_s
         self.poll_s = poll_s
+        self.should_stop = should_stop  # checked at every poll: True stops the loop (KeyboardInterrupt)
         self.slots: list[_Slot] = []
         self.replacements = 0
         self.current: dict[str, int] = {}  # unit_id -> the attempt whose files may be committed
@@ -212,6 +239,8 @@ class Sweep:
             self.start()
         last_alive = time.monotonic()
         while self.queue or any(s.busy for s in self.slots):
+            if self.should_stop():
+                raise KeyboardInterrupt
             self._dispatch()
             waiting = {s.busy[0]: s for s in self.slots if s.busy} | {s.ping: s for s in self.slots if s.ping}
             ready = ray.wait(list(waiting), num_returns=1, timeout=self.poll_s)[0] if waiting else []

@@ -5,18 +5,25 @@
 
 `run_sweep` reads top-down:
 
-1. find the work: the output (a new or empty folder, or a run of this spec), the units already
+1. find the work (sweep/run/work.py): the output (a new or empty folder, or a run of this spec), the units already
    done (the `units` table), --yes for a big sweep, the shard set of the units to run;
    nothing is written and Ray is not started yet;
 2. print the cost estimate's one-line summary (`vitsweep plan`);
-3. start or join Ray and place the actors, only when there is work (SIGTERM, as `timeout` and
-   `ray job stop` send, becomes Ctrl-C's KeyboardInterrupt);
+3. SIGINT (Ctrl-C) and SIGTERM (`timeout`, `ray job stop`) request a stop: the handler sets a
+   flag and raises KeyboardInterrupt; the flag is checked between stages and at every poll of
+   the sweep, so a stop is honoured even when the KeyboardInterrupt lands somewhere that
+   swallows it (inside Ray's start-up, a busy machine's odd moment). Losing the lease does the
+   same;
 4. take the run directory's lease (sweep/run/lease.py: one driver at a time; a dead driver's
-   lease is taken over); only now spec.yaml and manifest.json are written, so a refused run or
-   a failed connection leaves no run folder behind;
+   lease is taken over), before Ray starts, so a second driver is refused in seconds; then
+   start or join Ray and place the actors, only when there is work (the signal handlers are
+   installed again after ray.init, which installs its own); only now spec.yaml and
+   manifest.json are written, so a refused run or a failed connection leaves no run folder behind;
 5. open the progress (bar or lines, progress.json);
 6. sweep the units on Ray (sweep/run/distribute.py), then shut Ray down;
-7. the labels pass (sweep/finished/labels.py) over every finished unit, in this process;
+7. the labels pass (sweep/finished/labels.py) over every finished unit, in this process, then
+   the transfer pass (sweep/finished/transfer.py: each matched image on the run's other models,
+   for runs with `transfer: true`);
 8. always, whatever happened: progress.json and manifest.json say how this invocation ended
    (finished, interrupted, failed), Ray is shut down and the lease released.
 
@@ -37,16 +44,16 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import pyarrow.fs as pafs
 
 from sweep.errors import UserError
-from sweep.run.lease import LEASE_FILE, Lease, LeaseHeld, check_free
-from sweep.run.manifest import MANIFEST_FILE, check_output, finish_run, prepare_run
-from sweep.run.progress import Progress
+from sweep.run.lease import LEASE_FILE, LEASE_LOCK, Lease, takeover_note
+from sweep.run.manifest import MANIFEST_FILE, finish_run, prepare_run
+from sweep.run.progress import Progress, warn_if_slow
 from sweep.run.spec import LoadedSpec, WorkUnit
 from sweep.run.store import RunStore
+from sweep.run.work import CONFIRM_UNITS, Work, find_work, output_store, shards_inside  # noqa: F401 (run's API)
 
-CONFIRM_UNITS = 1000  # a sweep with more units to run than this needs yes=True (--yes)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @dataclass
@@ -72,16 +79,6 @@ class Outcome:
             f"({self.units_skipped} already done{failed}), {self.pairs_done} pairs ok, "
             f"{self.pairs_error} pairs with errors, {self.seconds:.1f} s -> {self.run_dir}"
         )
-
-
-@dataclass
-class Work:
-    """The units of a spec split into those to run and those an earlier invocation finished."""
-
-    todo: list[WorkUnit]
-    done: list[WorkUnit]
-    pairs_ok_done: int = 0  # ok pairs of the done units
-    pairs_error_done: int = 0
 
 
 @dataclass
@@ -113,25 +110,29 @@ def run_sweep(
     """Run every unfinished unit of `loaded` into its output directory (stages: module docstring).
     `allow_in_output`: names the output folder may hold without being a run yet (the demo's shards/)."""
     store = output_store(loaded, actors)
-    work = find_work(store, loaded, force=force, allow=allow_in_output, yes=yes)
+    with warn_if_slow(f"the output {store.root} and the shards"):
+        work = find_work(store, loaded, force=force, allow=allow_in_output, yes=yes)
     estimate = announce_estimate(loaded)
     run = _Invocation(store, loaded, work)
     try:
-        run.sigterm_interrupts()
+        run.handle_signals()
+        with warn_if_slow(f"the lease of {store.root}"):
+            run.take_lease()  # before Ray: a second driver is refused in seconds, not after Ray's start
         if work.todo:
             run.start_ray(address, actors=actors, device=device)
-        run.take_lease()
-        run.open_manifest(force=force)
-        store.clean_tmp()
-        record_estimate(estimate, store)
+        run.check_stop()
+        with warn_if_slow(f"the manifest of {store.root}"):
+            run.open_manifest(force=force)
+            store.clean_tmp()
+            record_estimate(estimate, store)
         run.open_progress(show_progress)
         if work.todo:
             run.run_units()
+        run.check_stop()
         if work.todo or not store.exists("labels.json"):
             run.labels = label_pass(store)
-            from sweep.finished.transfer import transfer_stage  # issue 23: matched images on the other models
-
-            run.labels += transfer_stage(store, loaded)
+            run.labels += transfer_pass(store, loaded)
+        run.check_stop()  # a stop that came while the labels were written: not "finished"
         run.state = "finished"
     except KeyboardInterrupt:
         run.state = "interrupted"
@@ -141,98 +142,7 @@ def run_sweep(
     return run.outcome()
 
 
-# ---- 1. the work -----------------------------------------------------------------------------
-def output_store(loaded: LoadedSpec, actors: int | None) -> RunStore:
-    if not loaded.spec.output:
-        raise UserError(f"{loaded.source}: no output directory: set `output` in the spec or pass --out")
-    if actors is not None and actors < 1:
-        raise UserError(f"--actors must be at least 1, got {actors}")
-    return RunStore(loaded.spec.output)
-
-
-def find_work(store: RunStore, loaded: LoadedSpec, *, force: bool, allow: tuple[str, ...], yes: bool) -> Work:
-    """Check the output and the shard set (nothing written) and split the units into to-do and done."""
-    # a lease.json alone is a driver that died before writing its manifest: taken over later
-    check_output(store, loaded, force=force, allow=(*allow, LEASE_FILE))
-    status, ok_pairs, error_pairs = unit_counts(store)
-    todo = [u for u in loaded.units if status.get(u.unit_id) != "ok"]
-    if len(todo) > CONFIRM_UNITS and not yes:
-        raise UserError(
-            f"{len(todo)} units to run ({len(loaded.units)} in the spec); check the grid, then rerun with --yes"
-        )
-    if todo:
-        check_shard_set(sorted({u.shard for u in todo}))
-    done = [u for u in loaded.units if status.get(u.unit_id) == "ok"]
-    return Work(todo, done, sum(ok_pairs.get(u.unit_id, 0) for u in done),
-                sum(error_pairs.get(u.unit_id, 0) for u in done))
-
-
-def unit_counts(store: RunStore) -> tuple[dict[str, str], dict[str, int], dict[str, int]]:
-    """(status, ok pairs, error pairs) per unit id from the `units` table. An unreadable units
-    file (a disk error, a hand-edited file) is reported, moved aside as `<name>.corrupt` (readers
-    glob `*.parquet`) and its unit run again."""
-
-    def move_aside(path: str, err: Exception) -> None:
-        reason = " ".join(str(err).split())[:200]
-        print(f"warning: {path}: unreadable units file ({reason}); moved to {path}.corrupt, "
-              "its unit will be run again", file=sys.stderr)
-        if store.fs.get_file_info(path).type == pafs.FileType.File:
-            store.fs.move(path, path + ".corrupt")
-
-    rows = store.read("units", columns=["unit_id", "status", "n_pairs", "n_error"], on_bad_file=move_aside).to_pylist()
-    status = {r["unit_id"]: r["status"] for r in rows}
-    ok_pairs = {r["unit_id"]: int(r["n_pairs"] or 0) - int(r["n_error"] or 0) for r in rows}
-    error_pairs = {r["unit_id"]: int(r["n_error"] or 0) for r in rows}
-    return status, ok_pairs, error_pairs
-
-
-def check_shard_set(shards: list[str]) -> None:
-    """Every shard opens as a tar and its first sample is a pair (json + src + tgt image), as
-    `vitsweep shards check` would find; a full decode is left to the sweep (a bad image becomes
-    an error row). Read in parallel: for remote shards this is one short read each."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from sweep.data.shards import iter_samples
-
-    def first_problem(url: str) -> str | None:
-        sample = next(iter(iter_samples(url)), None)
-        if sample is None:
-            return f"{url}: holds no samples"
-        if sample.get("__key__") is None and "__error__" in sample:
-            return f"{sample['__error__']}"
-        fields = {k.split(".", 1)[0] for k in sample if not k.startswith("__")}
-        missing = [f for f in ("json", "src", "tgt") if f not in fields]
-        if missing:
-            found = ", ".join(sorted(k for k in sample if not k.startswith("__"))) or "nothing"
-            return f"{url}: not a pair shard (its first sample {sample['__key__']!r} has {found}, no {'/'.join(missing)})"
-        return None
-
-    with ThreadPoolExecutor(max_workers=min(16, len(shards))) as pool:
-        problems = [p for p in pool.map(first_problem, shards) if p]
-    if problems:
-        more = f" (and {len(problems) - 1} more bad shard(s))" if len(problems) > 1 else ""
-        raise UserError(f"{problems[0]}{more}; `vitsweep shards check` describes a shard set")
-
-
-def refuse_if_held(spec_path: str, out: str | None) -> None:
-    """Stop a second driver in seconds, before the probes (and torch) are imported. Problems with
-    the spec itself are left to load_spec, which reports them properly."""
-    import yaml
-
-    if out is None:
-        try:
-            data = yaml.safe_load(Path(spec_path).read_text())
-        except (OSError, yaml.YAMLError, UnicodeDecodeError):
-            return
-        out = data.get("output") if isinstance(data, dict) else None
-    if isinstance(out, str) and out:
-        try:
-            check_free(RunStore(out))
-        except LeaseHeld:
-            raise
-        except Exception:  # an output that is a file, unreachable, ...: check_output says it properly
-            return
-
+# ---- 1. the work: sweep/run/work.py --------------------------------------------------------
 
 # ---- 2. the cost estimate (`vitsweep plan`) --------------------------------------------------
 def announce_estimate(loaded: LoadedSpec) -> Any:
@@ -270,7 +180,9 @@ class _Invocation:
         self.state = "failed"  # until a stage says otherwise
         self.labels = ""
         self.main_thread = threading.current_thread() is threading.main_thread()
-        self.previous_sigterm = signal.getsignal(signal.SIGTERM) if self.main_thread else None
+        self.stop = threading.Event()  # a stop was requested (a signal, the lease lost)
+        self.previous_handlers: dict[int, Any] = {}
+        self.new_folder = store.is_local and not Path(store.base).exists()  # removed again if left empty
         self.distribute: Any = None  # the module, while Ray is up
         self.placement: Placement | None = None
         self.cluster: dict[str, Any] | None = None  # the manifest's record, once the actors start
@@ -279,17 +191,30 @@ class _Invocation:
         self.manifest: dict[str, Any] | None = None
         self.progress: Progress | None = None
 
-    def sigterm_interrupts(self) -> None:
-        """SIGTERM (`timeout`, `ray job stop`) ends the run as Ctrl-C does."""
-        if self.main_thread:
-            signal.signal(signal.SIGTERM, _raise_interrupt)
+    def handle_signals(self) -> None:
+        """SIGINT (Ctrl-C) and SIGTERM (`timeout`, `ray job stop`) request a stop (stage 3)."""
+        if not self.main_thread:
+            return
+        if not self.previous_handlers:
+            self.previous_handlers = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stop.set()
+        raise KeyboardInterrupt
+
+    def check_stop(self) -> None:
+        """KeyboardInterrupt when a stop was requested, even if its first KeyboardInterrupt was lost."""
+        if self.stop.is_set():
+            raise KeyboardInterrupt
 
     def start_ray(self, address: str | None, *, actors: int | None, device: str) -> None:
         from sweep.run import distribute  # Ray is imported only when there is work to do
 
         self.distribute = distribute
         cluster = distribute.connect(address, num_cpus=actors or os.cpu_count() or 1)
-        self.sigterm_interrupts()  # ray.init installs its own SIGTERM handler (abort, exit 134): ours again
+        self.handle_signals()  # ray.init installs its own SIGTERM handler (exit 15): ours again
         self.placement = place_actors(cluster, len(self.work.todo), actors=actors, device=device)
         if self.loaded.spec.compile and not self.placement.use_gpu:
             print("note: compile: true is ignored on CPU actors (torch.compile pays off on GPUs only)",
@@ -301,16 +226,12 @@ class _Invocation:
         is taken over and said so on stderr. Losing the lease later stops this driver."""
         self.lease = lease = Lease.acquire(self.store)  # the run id is added once the manifest has it
         if lease.took_over:
-            dead = lease.took_over
-            print(
-                f"vitsweep run: took over the lease of a dead driver ({dead.get('host')} pid {dead.get('pid')}, "
-                f"last heartbeat {dead.get('age_s')} s ago)",
-                file=sys.stderr,
-            )
-        main_thread = self.main_thread
+            print(f"vitsweep run: {takeover_note(lease.took_over)}", file=sys.stderr)
+        main_thread, stop = self.main_thread, self.stop
 
         def lost(message: str) -> None:
             print(f"vitsweep run: {message}; stopping this driver", file=sys.stderr)
+            stop.set()  # seen at the sweep's next poll, whatever the main thread is doing
             if main_thread:  # Ctrl-C's path: finished units stay, the manifest says "interrupted"
                 _thread.interrupt_main()
 
@@ -337,7 +258,7 @@ class _Invocation:
         assert self.placement is not None and self.manifest is not None and self.progress is not None
         self.cluster = self.placement.describe()
         sweep = build_sweep(self.work.todo, self.store, self.manifest["run_id"], self.progress, self.placement,
-                            max_attempts=self.loaded.spec.max_attempts)
+                            max_attempts=self.loaded.spec.max_attempts, should_stop=self.stop.is_set)
         try:
             sweep.start()
             sweep.run()
@@ -352,7 +273,8 @@ class _Invocation:
         shut Ray down and release the lease. A driver that lost its lease writes nothing: the
         run's files are the new holder's now."""
         if self.main_thread:
-            signal.signal(signal.SIGTERM, self.previous_sigterm)
+            for signum, handler in self.previous_handlers.items():
+                signal.signal(signum, handler)
         lost = self.lease is not None and self.lease.lost
         progress = self.progress
         if progress is not None:
@@ -376,6 +298,21 @@ class _Invocation:
             self.distribute.shutdown()
         if self.lease is not None:
             self.lease.release()
+        if self.manifest is None:
+            self._remove_lease_folder()
+
+    def _remove_lease_folder(self) -> None:
+        """Stopped before the manifest: no run folder is left behind, only what was there before."""
+        if not self.store.is_local:
+            return
+        folder = Path(self.store.base)
+        if not (folder / LEASE_FILE).exists():
+            (folder / LEASE_LOCK).unlink(missing_ok=True)
+        if self.new_folder:
+            try:
+                folder.rmdir()  # only when empty
+            except OSError:
+                pass
 
     def outcome(self) -> Outcome:
         progress, manifest = self.progress, self.manifest
@@ -398,7 +335,8 @@ def place_actors(cluster: Any, n_units: int, *, actors: int | None, device: str)
 
 # ---- 6. the sweep ----------------------------------------------------------------------------
 def build_sweep(
-    todo: list[WorkUnit], store: RunStore, run_id: str, progress: Progress, placement: Placement, *, max_attempts: int
+    todo: list[WorkUnit], store: RunStore, run_id: str, progress: Progress, placement: Placement, *, max_attempts: int,
+    should_stop: Any = lambda: False,
 ) -> Any:
     """The Ray sweep (distribute.Sweep) of `todo` on the placed actors, reporting to `progress`;
     a unit that fails for good gets an error `units` row and no partial rows."""
@@ -421,7 +359,7 @@ def build_sweep(
     return distribute.Sweep(
         todo, run_root=store.root, run_id=run_id, actors=placement.n_actors, use_gpu=placement.use_gpu,
         max_attempts=max_attempts, on_done=on_done, on_failed=on_failed,
-        on_retry=lambda unit, error, attempt: progress.unit_retry(unit.unit_id, error),
+        on_retry=lambda unit, error, attempt: progress.unit_retry(unit.unit_id, error), should_stop=should_stop,
     )
 
 
@@ -438,10 +376,15 @@ def label_pass(store: RunStore) -> str:
         return f"not computed ({err}); run `vitsweep labels {store.root}` to retry"
 
 
+# ---- 7b. the transfer pass ---------------------------------------------------------------------
+def transfer_pass(store: RunStore, loaded: LoadedSpec) -> str:
+    """Each matched image (runs with `transfer: true`) on the run's other models."""
+    from sweep.finished.transfer import transfer_stage
+
+    return transfer_stage(store, loaded)
+
+
 def _label(unit: WorkUnit) -> str:
     shard = unit.shard.rstrip("/").rsplit("/", 1)[-1]
     return f"{unit.unit_id} ({unit.probe}, {unit.model}, {shard})"
 
-
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt

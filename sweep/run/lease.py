@@ -50,6 +50,7 @@ from sweep.run.store import Conflict, NoKey, s3_client, s3_errors
 log = logging.getLogger(__name__)
 
 LEASE_FILE = "lease.json"
+LEASE_LOCK = ".lease.lock"  # the local backend's fcntl lock file, beside lease.json
 DEFAULT_TIMEOUT_S = 120.0  # a remote holder silent this long is taken for dead
 TIMEOUT_ENV = "VITSWEEP_LEASE_TIMEOUT_S"
 
@@ -224,6 +225,12 @@ class Lease:
             self.lost = "released"
 
 
+def takeover_note(dead: dict[str, Any]) -> str:
+    """What a driver or command says when it took over a dead holder's lease."""
+    return (f"took over the lease of a dead driver ({dead.get('host')} pid {dead.get('pid')}, "
+            f"last heartbeat {dead.get('age_s')} s ago)")
+
+
 def check_free(store: Any, backend: Backend | None = None) -> None:
     """Raise LeaseHeld if a live driver holds `store`'s lease (a cheap early check: `acquire`
     decides for real)."""
@@ -299,7 +306,7 @@ class LocalBackend:
         import fcntl
 
         self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / ".lease.lock", "a") as handle:
+        with open(self.folder / LEASE_LOCK, "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield

@@ -15,8 +15,13 @@ sweep.
 
 from __future__ import annotations
 
+import math
+import os
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
@@ -151,3 +156,33 @@ class Progress:
         self.bar.update(1)
         self.bar.set_postfix(pairs=self.pairs_done, pairs_s=f"{self.pairs_per_s:.1f}", failed=self.units_failed, refresh=False)
         self.write()
+
+
+SLOW_WARN_ENV = "VITSWEEP_SLOW_WARN_S"
+DEFAULT_SLOW_WARN_S = 30.0
+
+
+@contextmanager
+def warn_if_slow(what: str, after_s: float | None = None) -> Iterator[None]:
+    """Say on stderr when a step that reads or writes the output or the shards has waited
+    `after_s` seconds ($VITSWEEP_SLOW_WARN_S, default 30), and again every `after_s` after
+    that: an endpoint that hangs is a warning, not minutes of silence."""
+    if after_s is None:
+        try:
+            after_s = float(os.environ.get(SLOW_WARN_ENV, DEFAULT_SLOW_WARN_S))
+        except ValueError:
+            after_s = DEFAULT_SLOW_WARN_S
+    done = threading.Event()
+    started = time.monotonic()
+
+    def watch() -> None:
+        while not done.wait(after_s):
+            print(f"vitsweep run: warning: still waiting on {what} after {time.monotonic() - started:.0f} s "
+                  "(an endpoint that does not answer?)", file=sys.stderr, flush=True)
+
+    if after_s > 0 and math.isfinite(after_s):
+        threading.Thread(target=watch, name="vitsweep-slow", daemon=True).start()
+    try:
+        yield
+    finally:
+        done.set()

@@ -50,3 +50,36 @@ def connected_ray() -> Iterator[dict[str, str]]:
         info = distribute.connect(num_cpus=2, num_gpus=0)
         assert info.started_local and info.gpus == 0
         yield env
+
+
+def _spin(deadline: float) -> None:
+    """A busy loop until `deadline` (time.monotonic()): one core's worth of load."""
+    import time
+
+    x = 0
+    while time.monotonic() < deadline:
+        for _ in range(100_000):
+            x += 1
+
+
+@pytest.fixture()
+def busy_cores() -> Iterator[int]:
+    """Every core kept busy by a worker process for the test's duration (as when other work loads
+    the machine: the case where a Ctrl-C used to be lost). The workers stop by themselves after
+    20 minutes at the latest and are killed at teardown. Yields how many were started."""
+    import multiprocessing
+    import os
+    import time
+
+    n = os.cpu_count() or 1
+    ctx = multiprocessing.get_context("spawn")  # no copy of this process's threads or Ray state
+    workers = [ctx.Process(target=_spin, args=(time.monotonic() + 1200,), daemon=True) for _ in range(n)]
+    for worker in workers:
+        worker.start()
+    try:
+        yield n
+    finally:
+        for worker in workers:
+            worker.kill()
+        for worker in workers:
+            worker.join(timeout=10)

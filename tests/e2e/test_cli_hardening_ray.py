@@ -120,8 +120,9 @@ def test_sigterm_stops_cleanly_and_every_invocation_is_recorded(tmp_path: Path, 
 
 
 def test_bar_failed_units_and_compile_on_cpu(tmp_path: Path, env: dict[str, str]) -> None:
-    """With a terminal: Ray's token-authentication warning comes before the bar, not through
-    it; `compile: true` on CPU actors is one line; failed units are listed with their reasons."""
+    """With a terminal: no Ray token-authentication warning (the mode is unset here, where Ray
+    used to warn on every start) and the bar; `compile: true` on CPU actors is one line; failed
+    units are listed with their reasons."""
     make_shards(tmp_path / "shards", 1, 2)
     run = tmp_path / "run"
     models = [{"name": LINEAR, "weights": "factory"}, {"name": "tests.support.encoders:broken_factory", "weights": "factory"}]
@@ -146,16 +147,18 @@ def test_bar_failed_units_and_compile_on_cpu(tmp_path: Path, env: dict[str, str]
     err = b"".join(chunks).decode(errors="replace")
     assert proc.returncode == 1, err
     assert "Traceback" not in err
-    warning = err.find("Token authentication")
-    assert warning != -1, err
-    assert err.find("sweep:") > warning  # the bar starts after the warning: nothing breaks it
+    # Ray's token-authentication note on every local start is noise, dropped (issue 24 item 12)
+    assert "Token authentication" not in err and "sweep:" in err, err
     assert err.count("compile: true is ignored on CPU actors") == 1
     failed = [line for line in out.splitlines() if line.startswith("failed unit ")]
     assert len(failed) == 1 and "broken_factory" in failed[0] and "RuntimeError" in failed[0], out
     assert "1/2 units done (0 already done, 1 failed)" in out
 
 
-def test_ctrl_c_while_ray_starts_leaves_no_ray_process_and_no_run(tmp_path: Path, env: dict[str, str]) -> None:
+@pytest.mark.timeout(900)
+def test_ctrl_c_while_ray_starts_leaves_no_ray_process_and_no_run(tmp_path: Path, env: dict[str, str],
+                                                                  busy_cores: int) -> None:
+    """Both cores busy (busy_cores): the Ctrl-C used to be lost there and the run finished."""
     make_shards(tmp_path / "shards", 1, 2)
     run = tmp_path / "run"
     spec = write_spec(tmp_path / "spec.yaml", str(tmp_path / "shards"), run)
