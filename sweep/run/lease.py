@@ -227,6 +227,8 @@ class Lease:
 
 def takeover_note(dead: dict[str, Any]) -> str:
     """What a driver or command says when it took over a dead holder's lease."""
+    if dead.get("host") is None:  # a corrupt or foreign lease file: no holder to name
+        return "took over an unreadable lease file (no holder could be read from it)"
     return (f"took over the lease of a dead driver ({dead.get('host')} pid {dead.get('pid')}, "
             f"last heartbeat {dead.get('age_s')} s ago)")
 

@@ -151,3 +151,21 @@ def test_cli_refuses_a_held_run_before_writing_anything(tmp_path: Path) -> None:
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.count("\n") == 1 and f"pid {os.getpid()}" in proc.stderr and "held-run" in proc.stderr
     assert sorted(p.name for p in run.iterdir()) == [LEASE_FILE] and (run / LEASE_FILE).read_text() == before
+
+
+def test_a_corrupt_lease_is_taken_over_and_said_so_without_none(tmp_path: Path) -> None:
+    """A lease file that is not a holder (garbage bytes) is taken over; the note names no holder
+    rather than "None pid None"."""
+    from sweep.run.lease import takeover_note
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / LEASE_FILE).write_text("{not json")
+    lease = Lease.acquire(RunStore(folder))
+    try:
+        assert lease.took_over is not None
+        note = takeover_note(lease.took_over)
+        assert "None" not in note and note == "took over an unreadable lease file (no holder could be read from it)"
+    finally:
+        lease.release()
+    assert "None" not in takeover_note({"host": "h", "pid": 7, "age_s": 3})
