@@ -16,10 +16,16 @@ Direction families:
   subspace iteration on J^T J (forward- and reverse-mode products) with a Rayleigh-Ritz step; or,
   when the whole Jacobian is built anyway (family `null`), from its SVD.
 - `null`: Gaussian directions with the whole row space of J projected out. J (D x d, D the
-  embedding size) is built from D reverse-mode products (batched), its SVD gives the numerical
-  rank r (singular values above `rank_rtol` * sigma_1) and an orthonormal basis of the row space;
-  projecting it out leaves a direction with ||J v|| ~ 0: the equivalence space. Each row of the
-  pair carries `rank`; null rows carry `jv_residual` = ||J v|| / sigma_1 from the explicit J.
+  embedding size) is built explicitly, by default (`jacobian` fp32) from ONE fp32 forward and its
+  D backward rows batched (TF32 off); the float64 Gram matrix J J^T (D x D) gives the spectrum
+  (all D singular values: `extra["singular_values"]`, the `spectrum` table), the numerical rank r
+  (singular values above `rank_rtol` * sigma_1, default 1e-5 for an fp32 J) and the projection
+  J^T U_r S_r^-2 U_r^T J onto the row space; projecting it out leaves a direction with
+  ||J v|| ~ 0: the equivalence space. `jacobian` float64 is the former method (D float64
+  forward + backward rows through the row queues, SVD). Each row of the pair carries `rank`;
+  null rows carry `jv_residual` = ||J v|| / sigma_1: from the float64 JVP of the row (fp32 J: an
+  independent check; <= 1e-6 is the guarantee, measured ~5e-9 on vit_tiny) or from the explicit
+  float64 J. A J whose rank leaves fewer than `n_null` null dimensions fails the pair, saying so.
 - `off_top`: Gaussian directions with only the top-k singular subspace projected out.
 - `grad`: the descent direction -grad of 1/2 ||f(x) - f(t)||^2 at x0 (the first step of a match).
 - `match`: x_matched - x0 of a match run by this probe on the pair (parameters `match`, the
@@ -52,6 +58,7 @@ fails (out of memory, say) fails the pairs with rows in that batch, not the unit
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Generator, Iterator
 from typing import Any, Literal
@@ -79,7 +86,11 @@ class LipschitzParams(ProbeParams):
     n_null: int = Field(default=4, ge=1, le=1024)  # directions of `null` and of `off_top` each
     iters: int = Field(default=20, ge=1, le=10_000)  # subspace iterations for `top` (without `null`)
     oversample: int = Field(default=4, ge=0, le=256)  # extra iterated vectors: faster, surer convergence
-    rank_rtol: float | None = Field(default=None, gt=0, lt=1)  # None: max(D, d) * float64 eps
+    rank_rtol: float | None = Field(default=None, gt=0, lt=1)  # None: 1e-5 (fp32 J), max(D, d) * float64 eps (float64 J)
+    # how `null` builds J: "fp32" (default) one fp32 forward, its D backward rows batched, the row
+    # space and the spectrum from the float64 Gram J J^T; "float64" D float64 forward + backward
+    # rows and an SVD of J (the former method: sigmas down to 1e-15 sigma_1, about 4x the cost)
+    jacobian: Literal["fp32", "float64"] = "fp32"
     match: MatchParams = Field(default_factory=MatchParams)  # the match run for family `match`
 
     @field_validator("h", mode="before")
@@ -110,7 +121,7 @@ class LipschitzProbe(Probe):
                 except (RuntimeError, ValueError) as err:  # the encoder cannot be copied: each pair fails
                     yield pair.pair_id, _failed(err)
                     continue
-                yield pair.pair_id, self._program(encoder, pair, seed)
+                yield pair.pair_id, self._program(encoder, pair, seed, batch_size)
 
         ops = {
             "fwd": lambda _, rows: _forward(f64, rows),
@@ -171,7 +182,7 @@ class LipschitzProbe(Probe):
     def cli_summary(self, fields: dict[str, Any]) -> list[str]:
         return ["lipschitz: top singular values " + ", ".join(f"{s:.4g}" for s in fields["sigmas"])]
 
-    def _program(self, enc: Any, pair: PairInput, seed: int) -> Generator[list[Ask], list[torch.Tensor], PairResult]:
+    def _program(self, enc: Any, pair: PairInput, seed: int, batch_size: int) -> Generator[list[Ask], list[torch.Tensor], PairResult]:
         """One pair's probe, asking the shared row queues for every float64 product it needs."""
         p = self.params
         x0 = pair.src.to(enc.device, torch.float64)  # (3, H, W)
@@ -189,20 +200,26 @@ class LipschitzProbe(Probe):
         per_pair: dict[str, Any] = {}
         residual: torch.Tensor | None = None
         if "null" in p.families:
-            eye = torch.eye(e0.numel(), dtype=x0.dtype, device=x0.device)
-            (jac,) = yield [Ask("vjp", x0, eye)]  # row i = J^T e_i
-            jac = jac.flatten(1)  # (D, d)
-            _, svals, vh = torch.linalg.svd(jac, full_matrices=False)  # svals (min(D, d),), vh (., d)
-            rtol = p.rank_rtol if p.rank_rtol is not None else max(jac.shape) * torch.finfo(torch.float64).eps
-            rank = int((svals > rtol * svals[0]).sum()) if svals[0] > 0 else 0
+            if p.jacobian == "float64":  # the former method: D float64 forward + backward rows, SVD
+                eye = torch.eye(e0.numel(), dtype=x0.dtype, device=x0.device)
+                (jac,) = yield [Ask("vjp", x0, eye)]  # row i = J^T e_i
+                space: RowSpace = SvdRowSpace(jac.flatten(1), p.rank_rtol)
+            else:  # one fp32 forward, its D backward rows batched; the float64 Gram J J^T
+                space = GramRowSpace(fp32_jacobian(enc, pair.src.to(enc.device), batch_size), p.rank_rtol)
+            svals, rank = space.svals, space.rank
+            if x0.numel() - rank < p.n_null:  # no null space of n_null dimensions to draw from
+                raise ValueError(f"no null space: J has rank {rank} of {x0.numel()} input values, "
+                                 f"fewer than n_null={p.n_null} null dimensions remain")
             k = min(p.top_k, len(svals))
-            v_top, sigmas = _unit(vh[:k].reshape(k, *x0.shape)), svals[:k]
+            v_top, sigmas = _unit(space.top(k).reshape(k, *x0.shape)), svals[:k]
             per_pair["rank"] = rank
             per_pair["_svals"] = svals
-            # row space (vh[:rank], orthonormal) projected out; J and vh are not kept
-            directions["null"] = _project_out(_gaussian(p.n_null, x0, item_generator(seed, "null", pair.pair_id)), vh[:rank])
-            residual = (directions["null"].flatten(1) @ jac.T).norm(dim=1) / float(svals[0])  # (n,)
-            del jac, vh
+            gauss = _gaussian(p.n_null, x0, item_generator(seed, "null", pair.pair_id))
+            directions["null"] = _unit(space.project_out(gauss.flatten(1)).view_as(gauss))
+            if p.jacobian == "float64":  # ||J v|| / sigma_1 from the explicit float64 J, as before
+                residual = space.apply(directions["null"].flatten(1)).norm(dim=1) / float(svals[0])  # (n,)
+            per_pair["_sigma1"] = float(svals[0])
+            del space
         elif "top" in p.families or "off_top" in p.families:
             v_top, sigmas = yield from _top_singular(x0, p.top_k, p.iters, p.oversample, item_generator(seed, "top", pair.pair_id))
         if "top" in p.families:
@@ -242,7 +259,7 @@ class LipschitzProbe(Probe):
                         "sigma": float(sigmas[j]) if family == "top" else None,
                         "fd_floor": floor,
                         "nonlinearity": deviation / jvp if deviation > floor and jvp > 0 else None,
-                        "jv_residual": float(residual[j]) if family == "null" and residual is not None else None,
+                        "jv_residual": _jv_residual(family, j, residual, jvp, per_pair.get("_sigma1")),
                         "rank": per_pair.get("rank"),
                         "match_success": per_pair.get("match_success"),
                     })
@@ -264,6 +281,16 @@ class LipschitzProbe(Probe):
             row_embeddings=[None] * len(rows),
             extra=extra,
         )
+
+
+def _jv_residual(family: str, j: int, residual: torch.Tensor | None, jvp: float, sigma1: float | None) -> float | None:
+    """A `null` row's ||J v|| / sigma_1: from the explicit float64 J (jacobian float64), else from
+    the float64 JVP of the row (jacobian fp32: an independent check of the fp32 projection)."""
+    if family != "null":
+        return None
+    if residual is not None:
+        return float(residual[j])
+    return jvp / sigma1 if sigma1 else None
 
 
 def _failed(err: Exception) -> Program:
@@ -380,3 +407,116 @@ def _matched_direction(enc: Any, pair: PairInput, params: MatchParams, seed: int
         return None
     delta = result.images["adv"].double() - pair.src.double()
     return delta if float(delta.norm()) > 0 else None
+
+
+# -- the Jacobian's row space (family `null`) --------------------------------------------------
+_FP32_RANK_RTOL = 1e-5  # ~30x the fp32 Jacobian's noise floor (3.6e-7 sigma_1 on vit_tiny)
+_BLOCK = 16384  # input values per float64 block of the products with an fp32 J
+
+
+class RowSpace:
+    """J's spectrum (all singular values, descending), numerical rank, top right singular vectors,
+    J v and the projection onto the orthogonal complement of its row space."""
+
+    svals: torch.Tensor
+    rank: int
+
+    def apply(self, v: torch.Tensor) -> torch.Tensor:
+        """(n, d) -> (n, D) rows J v_i in float64."""
+        raise NotImplementedError
+
+    def top(self, k: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def project_out(self, v: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class SvdRowSpace(RowSpace):
+    """From the SVD of a float64 J (D, d): the former method."""
+
+    def __init__(self, jac: torch.Tensor, rank_rtol: float | None) -> None:
+        _, svals, vh = torch.linalg.svd(jac, full_matrices=False)  # svals (min(D, d),), vh (., d)
+        rtol = rank_rtol if rank_rtol is not None else max(jac.shape) * torch.finfo(torch.float64).eps
+        self.jac, self.svals, self.vh = jac, svals, vh
+        self.rank = int((svals > rtol * svals[0]).sum()) if svals[0] > 0 else 0
+
+    def apply(self, v: torch.Tensor) -> torch.Tensor:
+        return v @ self.jac.T
+
+    def top(self, k: int) -> torch.Tensor:
+        return self.vh[:k]
+
+    def project_out(self, v: torch.Tensor) -> torch.Tensor:
+        basis = self.vh[: self.rank]  # (r, d) orthonormal basis of the row space
+        for _ in range(2):  # one Gram-Schmidt pass leaves round-off of the size of the removed part
+            v = v - (v @ basis.T) @ basis
+        return v
+
+
+class GramRowSpace(RowSpace):
+    """From an fp32 (or float64) J (D, d) through its float64 Gram matrix G = J J^T (D x D):
+    G = U diag(sigma^2) U^T gives the spectrum, and the right singular vectors are
+    J^T u_i / sigma_i, never formed: the projection onto the row space (of rank r) is
+    J^T U_r diag(sigma_r^-2) U_r^T J v. Products run in float64 on column blocks of J, so J stays
+    in its own precision (0.43 GiB fp32 for ViT-B/16, not 0.86 GiB float64)."""
+
+    def __init__(self, jac: torch.Tensor, rank_rtol: float | None) -> None:
+        self.jac = jac
+        gram = torch.zeros(jac.shape[0], jac.shape[0], dtype=torch.float64, device=jac.device)
+        for block in jac.split(_BLOCK, dim=1):
+            b = block.double()
+            gram += b @ b.T
+        lam, u = torch.linalg.eigh(gram)  # ascending
+        lam, u = lam.flip(0).clamp_min(0), u.flip(1)
+        self.svals = lam.sqrt()
+        self.u = u
+        rtol = rank_rtol if rank_rtol is not None else _FP32_RANK_RTOL
+        self.rank = int((self.svals > rtol * self.svals[0]).sum()) if self.svals[0] > 0 else 0
+
+    def apply(self, v: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(len(v), self.jac.shape[0], dtype=torch.float64, device=v.device)
+        for block, part in zip(self.jac.split(_BLOCK, dim=1), v.split(_BLOCK, dim=1)):
+            out += part.double() @ block.double().T
+        return out
+
+    def apply_t(self, y: torch.Tensor) -> torch.Tensor:
+        """(n, D) -> (n, d) rows J^T y_i in float64."""
+        return torch.cat([y @ block.double() for block in self.jac.split(_BLOCK, dim=1)], dim=1)
+
+    def top(self, k: int) -> torch.Tensor:
+        return self.apply_t(self.u[:, :k].T / self.svals[:k, None].clamp_min(1e-300))
+
+    def project_out(self, v: torch.Tensor) -> torch.Tensor:
+        u, s2 = self.u[:, : self.rank], self.svals[: self.rank] ** 2
+        for _ in range(2):  # a second pass removes what the first left in round-off
+            v = v - self.apply_t(((self.apply(v) @ u) / s2) @ u.T)
+        return v
+
+
+@contextlib.contextmanager
+def _no_tf32() -> Iterator[None]:
+    """TF32 matmuls off (their 10-bit mantissa would swamp the 1e-6 tolerance), restored after."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def fp32_jacobian(enc: Any, x0: torch.Tensor, chunk: int) -> torch.Tensor:
+    """J = df/dx at x0 (3, H, W), (D, d) fp32: ONE fp32 forward, then its D backward rows J^T e_i
+    batched `chunk` at a time (autograd with is_grads_batched, the forward's graph kept), TF32
+    off and fused attention off (the math kernel has a batched backward everywhere)."""
+    x = x0[None].float().detach().requires_grad_(True)
+    rows = []
+    with torch.enable_grad(), _no_tf32(), enc.forward_ad_friendly():
+        e = enc.embed(x)[0]  # (D,)
+        eye = torch.eye(e.numel(), dtype=e.dtype, device=e.device)
+        for start in range(0, e.numel(), max(1, chunk)):
+            w = eye[start:start + max(1, chunk)]
+            last = start + len(w) >= e.numel()
+            (g,) = torch.autograd.grad(e, x, w, is_grads_batched=True, retain_graph=not last)
+            rows.append(g.flatten(1))
+    return torch.cat(rows)

@@ -49,6 +49,8 @@ class CountingEncoder(LinearEncoder):
             self.counts["jvp"] += rows
         elif out.requires_grad:
             def on_backward(grad: torch.Tensor) -> None:
+                if torch._C._functorch.is_legacy_batchedtensor(grad):  # is_grads_batched: one call, many rows
+                    grad = torch._remove_batch_dim(grad, 1, 1, 0).flatten(0, 1)
                 self.counts["backward"] += int(grad.shape[0])
 
             out.register_hook(on_backward)
