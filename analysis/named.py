@@ -259,7 +259,7 @@ def list_text(fmt: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-STATEMENT_GROUPS = ("report", "dashboard")  # folders of analysis/queries/ that hold statements
+STATEMENT_GROUPS = ("report", "dashboard", "demo")  # folders of analysis/queries/ that hold statements
 
 
 @lru_cache(maxsize=None)

@@ -9,8 +9,9 @@ decoding, the probe's outer routine, row building, k-NN, Parquet writes, and (fo
 start-up, scheduling and result passing. Figures reported:
 
 - baseline: `run_unit` called in a loop in this process (no Ray), pairs / wall time;
-- ray sweep: `vitsweep run` logic on a local Ray; pairs / time from the first unit's start to the
-  last unit's end (from the units table), and pairs / wall time including Ray's start-up.
+- ray sweep: `sweep.run.driver.run_sweep` (what `vitsweep run` calls) on a local Ray; pairs /
+  time from the first unit's start to the last unit's end (from the units table), and pairs /
+  wall time including Ray's start-up.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
 
-    from sweep.commands.run import execute
+    from sweep.run.driver import run_sweep
     from sweep.run.spec import load_spec
     from sweep.run.worker import EncoderCache, run_unit
 
@@ -61,7 +62,7 @@ def main() -> None:
             cleanup.append(os.environ["RAY_TMPDIR"])
         spec = write_spec(tmp / "ray.yaml", str(tmp / "shards"), tmp / "ray", probes=PROBES, batch_size=args.batch_size)
         t0 = time.perf_counter()
-        outcome = execute(load_spec(spec), actors=args.actors, show_progress=False)
+        outcome = run_sweep(load_spec(spec), actors=args.actors, show_progress=False)
         wall_s = time.perf_counter() - t0
         assert outcome.units_failed == 0 and read_table(tmp / "ray", "perturb").num_rows == total
         units = read_table(tmp / "ray", "units").to_pylist()

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sweep.probes.base import PairInput, PairResult, Probe, ProbeParams
+from sweep.probes.base import PairInput, PairResult, Probe
 from sweep.probes.common import embed_fp32, item_generator
 from sweep.probes.lipschitz import LipschitzParams
 from sweep.probes.match import MatchParams, MatchProbe

@@ -12,7 +12,7 @@ single file read on its own is complete). Tables:
 - `embeddings`: fp16 embeddings a unit computed: every clean source and target image (keyed by
   image key) and every probed image (keyed by pair and row), the input of the k-NN labels pass;
 - `labels`: k-NN labels of every `match` / `perturb` row, written by the labels pass
-  (`sweep/run/labels.py`) after the units finish, one file per probe and model setting at
+  (`sweep/finished/labels.py`) after the units finish, one file per probe and model setting at
   `results/labels/probe=<p>/model=<m>/<setting>.parquet`, replaced whenever the pass runs again.
 """
 

@@ -55,7 +55,7 @@ MODULES: dict[str, list[str]] = {
             "test_a_killed_writer_leaves_only_a_hidden_temp_file",
             "test_write_text_is_atomic_and_leaves_no_temp",
             "test_a_write_failing_before_any_byte_raises_its_own_error")],
-    "analysis/guard.py": ["tests/analysis/test_guard.py"],
+    "analysis/guard.py": ["tests/analysis/test_guard.py", "tests/commands/test_query.py"],
     "analysis/named.py": ["tests/analysis/test_named.py", "tests/analysis/test_named_answers.py"],
     # worker: tests that run a unit on the linear encoder with 2-5 pairs (seconds each), the
     # worker-level crash tests, and the labels pass (it reads what the unit stored); not the
@@ -67,7 +67,7 @@ MODULES: dict[str, list[str]] = {
             "test_a_good_unit_survives_a_failed_rewrite")] + _LABELS_PASS + [
         "tests/run/test_worker_fencing.py::test_commit_moves_staged_files_in_order"],  # commit=False: staged files
     # the run-wide k-NN labels pass
-    "sweep/run/labels.py": _LABELS_PASS + ["tests/run/test_worker.py::test_gallery_and_knn_columns"],
+    "sweep/finished/labels.py": _LABELS_PASS + ["tests/run/test_worker.py::test_gallery_and_knn_columns"],
     "sweep/probes/base.py": ["tests/probes/test_base_contract.py", "tests/probes/test_base.py"],
     "sweep/probes/metrics.py": ["tests/probes/test_base_contract.py", "tests/probes/test_metrics.py"],
     # match, loop, common, labels: the linear-encoder oracles, not test_probe_match.py's ViT runs
@@ -75,14 +75,16 @@ MODULES: dict[str, list[str]] = {
     "sweep/probes/match.py": ["tests/probes/test_match_oracle.py",
                               "tests/probes/test_base_contract.py::test_match_8bit_recheck_is_judged_on_the_rounded_image",
                               "tests/probes/test_match.py::test_bad_parameters_are_refused",
-                              "tests/probes/test_match.py::test_paper_preset_runs_in_fp32_unless_told_otherwise"],
-    "sweep/probes/perturb.py": ["tests/probes/test_perturb.py"],
+                              "tests/probes/test_match.py::test_paper_preset_runs_in_fp32_unless_told_otherwise",
+                              "tests/planning/test_plan_passes.py"],
+    "sweep/probes/perturb.py": ["tests/probes/test_perturb.py", "tests/planning/test_plan_passes.py"],
+    "sweep/probes/geometry.py": ["tests/probes/test_perturb.py", "tests/probes/test_match_oracle.py"],
     # lipschitz and its row queues: the micro-ViT reference tests first (seconds), then the
     # linear-encoder closed forms and the tiny-ViT gap test
     "sweep/probes/lipschitz.py": ["tests/probes/test_lipschitz_batched.py", "tests/probes/test_rows.py",
-                                  "tests/probes/test_lipschitz.py"],
+                                  "tests/probes/test_lipschitz.py", "tests/planning/test_plan_passes.py"],
     "sweep/probes/rows.py": ["tests/probes/test_rows.py", "tests/probes/test_lipschitz_batched.py"],
-    # labels: k-NN and head top-1 here; the run-wide labels pass tests count for sweep/run/labels.py
+    # labels: k-NN and head top-1 here; the run-wide labels pass tests count for sweep/finished/labels.py
     "sweep/probes/labels.py": ["tests/probes/test_labels_knn.py", "tests/probes/test_labels.py", "tests/probes/test_common.py"],
     "sweep/probes/loop.py": ["tests/probes/test_loop.py", "tests/probes/test_match_oracle.py"],
     "sweep/probes/common.py": ["tests/probes/test_common.py", "tests/probes/test_match_oracle.py"],

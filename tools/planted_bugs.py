@@ -51,9 +51,9 @@ BUGS: list[tuple[str, str, str, str, list[str]]] = [
     # ---- k-NN labels: the vote and the labels pass
     ("K1", "sweep/probes/labels.py", "    if exclude_index is not None:\n        rows", "    if False:\n        rows",
      ["tests/run/test_worker.py::test_knn_never_votes_with_the_pairs_own_images"]),
-    ("K2", "sweep/run/labels.py", "            exclude[q, j] = position.get(key, -1)", "            pass",
+    ("K2", "sweep/finished/labels.py", "            exclude[q, j] = position.get(key, -1)", "            pass",
      ["tests/run/test_worker.py::test_gallery_and_knn_columns"]),
-    ("K3", "sweep/run/labels.py", "json.dumps([model, weights, embed, urls])", "json.dumps([model, weights, embed])",
+    ("K3", "sweep/finished/banks.py", "json.dumps([model, weights, embed, urls])", "json.dumps([model, weights, embed])",
      ["tests/finished/test_labels.py::test_each_reference_set_has_its_own_cached_embeddings"]),
     # ---- the report states the named queries' numbers (checked against hand-worked numbers)
     ("R1", "analysis/queries/overgeneralisation.sql",
@@ -101,11 +101,11 @@ BUGS: list[tuple[str, str, str, str, list[str]]] = [
      ["tests/probes/test_base_contract.py::test_pixel_change_against_independent_psnr_and_ssim"]),
     ("C7", "sweep/probes/metrics.py", "sigma=1.5 * kernel / 11", "sigma=1.5",
      ["tests/probes/test_base_contract.py::test_pixel_change_against_independent_psnr_and_ssim"]),
-    ("E1", "sweep/encoders.py", "        return spatial.mean(dim=1)", "        return spatial[:, 0]",
+    ("E1", "sweep/encoders/timm_models.py", "        return spatial.mean(dim=1)", "        return spatial[:, 0]",
      ["tests/encoders/test_points.py"]),
-    ("E2", "sweep/encoders.py", "return_prefix_tokens=True, norm=False,", "return_prefix_tokens=True, norm=True,",
+    ("E2", "sweep/encoders/timm_models.py", "return_prefix_tokens=True, norm=False,", "return_prefix_tokens=True, norm=True,",
      ["tests/encoders/test_points.py"]),
-    ("E3", "sweep/encoders.py", "x, indices=[block], return_prefix_tokens", "x, indices=[max(block - 1, 0)], return_prefix_tokens",
+    ("E3", "sweep/encoders/timm_models.py", "x, indices=[block], return_prefix_tokens", "x, indices=[max(block - 1, 0)], return_prefix_tokens",
      ["tests/encoders/test_points.py"]),
     # ---- driver failure paths (real local Ray; slow)
     ("D1", "sweep/run/distribute.py", "retry=not isinstance(cause, UserError)", "retry=True",

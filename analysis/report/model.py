@@ -7,8 +7,9 @@ from __future__ import annotations
 import base64
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
@@ -16,6 +17,9 @@ import pandas as pd
 
 from analysis.db import ReadStats
 from analysis.named import run_named, statement
+
+if TYPE_CHECKING:
+    from analysis.report.gallery import Triple
 
 CLAIM_QUERIES = ("equivalence", "invisibility", "normal_space", "lipschitz", "lipschitz_families",
                  "overgeneralisation")

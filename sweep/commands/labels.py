@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if args.k is not None and args.k < 1:
         raise UserError(f"--k must be at least 1, got {args.k}")
     device = _device(args.device)
-    from sweep.run.labels import label_run
+    from sweep.finished.labels import label_run
 
     summary = label_run(args.run, k=args.k, bank=args.bank, device=device)
     print(summary.describe())

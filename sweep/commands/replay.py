@@ -5,7 +5,7 @@
     vitsweep replay s3://bucket/runs/demo --pair pair_00000003 --config 3f2a --out replay/
 
 Prints, per unit, whether every stored number of the pair's row(s) is reproduced (bitwise when
-the unit ran on the CPU and the replay does too; see sweep/run/replay.py for the tolerance),
+the unit ran on the CPU and the replay does too; see sweep/finished/replay.py for the tolerance),
 else the columns that differ and by how much. Writes the replayed images (src, tgt, adv, diff)
 and replay.json into --out/<probe>-<config hash>/. Exit status: 0 agrees, 1 disagrees, 2 for a
 bad run directory, pair or option.
@@ -49,40 +49,21 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder")
 
-    from sweep.run.replay import replay_pair
+    from sweep.finished.replay import replay_to_folder
 
     if args.device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
             raise UserError("--device cuda asked for, but no CUDA device is available")
-    report = replay_pair(run_dir, args.pair, probe=args.probe, config_hash=args.config, device=args.device,
-                         rtol=args.rtol, atol=args.atol, alone=args.alone)
-    for unit in report.units:
-        unit.images = _write_images(unit, out / f"{unit.probe}-{unit.config_hash[:12]}")
-        (out / f"{unit.probe}-{unit.config_hash[:12]}" / "replay.json").write_text(json.dumps(unit.to_json(), indent=2) + "\n")
+    report = replay_to_folder(run_dir, args.pair, out, probe=args.probe, config_hash=args.config, device=args.device,
+                              rtol=args.rtol, atol=args.atol, alone=args.alone)
     data = report.to_json()
     if args.json:
         print(json.dumps(data))
     else:
         _summarise(data, out)
     return 0 if report.agrees else 1
-
-
-def _write_images(unit: Any, folder: Path) -> dict[str, str]:
-    from sweep.data.images import amplified_difference, to_uint8_image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    result = unit.result
-    images = dict(result.images) if result is not None else {}
-    if "adv" in images and "src" in images:
-        images["diff"] = amplified_difference(images["adv"], images["src"])
-    written = {}
-    for name, pixels in images.items():
-        path = folder / f"{name}.png"
-        to_uint8_image(pixels).save(path)
-        written[name] = str(path)
-    return written
 
 
 def _summarise(data: dict[str, Any], out: Path) -> None:

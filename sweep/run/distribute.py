@@ -16,7 +16,7 @@ Failures:
 
 Fencing: an actor only stages a unit attempt's files; the driver commits them when the result of
 the attempt it holds as current comes back. An attempt given up on (its actor declared dead) can
-finish late, but its files are never committed (see sweep/run/store.py).
+finish late, but its files are never committed (see sweep/run/store.py). Error messages are folded by sweep.errors.one_line.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from typing import Any
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 
-from sweep.errors import RunFailed, UserError
+from sweep.errors import RunFailed, UserError, one_line
 from sweep.run.spec import WorkUnit
 from sweep.run.store import RunStore
 from sweep.run.worker import EncoderCache, UnitSummary, run_unit
@@ -259,13 +259,13 @@ class Sweep:
             summary = ray.get(ref)
         except RayTaskError as err:
             cause = err.cause
-            message = _one_line(cause if cause is not None else err)
+            message = one_line(cause if cause is not None else err, with_type=True, limit=500)
             self._retry_or_fail(unit, attempt, message, retry=not isinstance(cause, UserError))
             return
         except (ActorDiedError, ActorUnavailableError, RayActorError) as err:
             slot.alive = False
             slot.ping = slot.handle.ping.remote()  # answers once Ray has restarted it
-            self._retry_or_fail(unit, attempt, f"actor died: {_one_line(err)}", retry=True)
+            self._retry_or_fail(unit, attempt, f"actor died: {one_line(err, with_type=True, limit=500)}", retry=True)
             return
         self._commit(unit, attempt, summary)
 
@@ -280,7 +280,8 @@ class Sweep:
         try:
             self._store.commit_staged(summary.staged)
         except OSError as err:  # e.g. the object store refused a copy: the unit is tried again
-            self._retry_or_fail(unit, attempt, f"could not commit its files: {_one_line(err)}", retry=True)
+            reason = one_line(err, with_type=True, limit=500)
+            self._retry_or_fail(unit, attempt, f"could not commit its files: {reason}", retry=True)
             return
         self.current.pop(unit.unit_id, None)
         self.on_done(summary)
@@ -291,8 +292,3 @@ class Sweep:
             self.queue.append((unit, attempt + 1))
         else:
             self.on_failed(unit, message, attempt)
-
-
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split()) or type(err).__name__
-    return f"{type(err).__name__}: {text}"[:500]

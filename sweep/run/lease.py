@@ -19,7 +19,12 @@ is a compare-and-swap on the version the writer last read, so two drivers can ne
 A holder is dead when it runs on this host and its pid is gone (or now belongs to a process
 started at another time), or when it runs elsewhere and its heartbeat is older than its timeout.
 A dead holder's lease is taken over; the takeover is reported to the caller (`Lease.took_over`).
-Other filesystems (gs://, memory://) get a best-effort lease without compare-and-swap.
+Other filesystems (gs://, memory://) get a best-effort lease without compare-and-swap. The S3
+client and its one-line errors are the store's (sweep/run/store.py).
+
+The local backend writes its own temporary file rather than using sweep.files.atomic_write: a
+new lease is published with os.link (which fails when the name exists, the create-if-absent
+that a rename cannot give), and the file is fsync'ed before it is linked or renamed into place.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from pathlib import Path
 from typing import Any, Iterator, Protocol
 
 from sweep.errors import UserError
+from sweep.run.store import Conflict, NoKey, s3_client, s3_errors
 
 log = logging.getLogger(__name__)
 
@@ -360,7 +366,7 @@ class S3Backend:
         try:
             with s3_errors(f"s3://{self.bucket}/{self.key}"):
                 response = self.client.get_object(Bucket=self.bucket, Key=self.key)
-        except _NoKey:
+        except NoKey:
             return None
         text = response["Body"].read().decode()
         server_now = parsedate_to_datetime(response["ResponseMetadata"]["HTTPHeaders"]["date"])
@@ -372,7 +378,7 @@ class S3Backend:
             with s3_errors(f"s3://{self.bucket}/{self.key}", conflict_ok=True):
                 response = self.client.put_object(Bucket=self.bucket, Key=self.key, Body=text.encode(), **condition)
             return Seen(text, response["ETag"], 0.0)
-        except _Conflict:
+        except Conflict:
             return None
 
     def create(self, text: str) -> Seen | None:
@@ -386,47 +392,8 @@ class S3Backend:
             with s3_errors(f"s3://{self.bucket}/{self.key}", conflict_ok=True):
                 self.client.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=expected.version)
             return True
-        except (_Conflict, _NoKey):
+        except (Conflict, NoKey):
             return False
-
-
-class _NoKey(Exception):
-    pass
-
-
-class _Conflict(Exception):
-    pass
-
-
-@contextmanager
-def s3_errors(where: str, conflict_ok: bool = False) -> Iterator[None]:
-    """Turn botocore errors into one-line UserErrors (bad credentials, no bucket, no endpoint);
-    a missing key and a failed precondition become _NoKey and _Conflict for the caller."""
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-
-    try:
-        yield
-    except ClientError as err:
-        code = str(err.response.get("Error", {}).get("Code", ""))
-        if code in ("NoSuchKey", "404"):
-            raise _NoKey() from None
-        if conflict_ok and code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
-            raise _Conflict() from None
-        message = err.response.get("Error", {}).get("Message") or code
-        raise UserError(f"{where}: {code}: {message}") from None
-    except NoCredentialsError:
-        raise UserError(f"{where}: no AWS credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)") from None
-    except BotoCoreError as err:
-        raise UserError(f"{where}: {err}") from None
-
-
-def s3_client() -> Any:
-    """A botocore S3 client from the usual AWS variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, …)."""
-    import botocore.session
-
-    session = botocore.session.get_session()
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    return session.create_client("s3", region_name=region, endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
 
 
 class StoreBackend:

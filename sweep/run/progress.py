@@ -8,7 +8,7 @@ already done, so `units_done / units_total` is the share of the sweep that is qu
 Without a terminal (a log file, `ray job submit`) or with `show=False`, each finished or failed
 unit is one line on stderr instead of a bar.
 
-`progress.json` (format in docs/CONTRACTS.md) is rewritten atomically as units finish, at most
+`progress.json` (format in docs/results.md) is rewritten atomically as units finish, at most
 every `min_interval_s`, and always when the state changes, so a dashboard can follow a running
 sweep.
 """

@@ -32,6 +32,8 @@ influence each other inside a batch and every random draw is seeded per item, so
 another batch size (say, on a GPU with less memory) resumes instead of starting over.
 `gallery`, `max_attempts` and `compile` are left out as well (they do not change the measured rows),
 and so are `knn_k` and `knn_bank`: k-NN labels are computed after the units, by the labels pass.
+
+`demo_spec_data()` and `with_weights(data, weights)` give `vitsweep demo`'s packaged spec.
 """
 
 from __future__ import annotations
@@ -201,7 +203,7 @@ def parse_spec(data: dict[str, Any], source: str = "<spec>") -> LoadedSpec:
     _check_heads(spec, source)
     shards = _expand_shards(spec, source)
     if spec.knn_bank is not None:  # the labels pass reads it after the units: check it before
-        from sweep.data.locations import expand_shard_urls
+        from sweep.data.shardset import expand_shard_urls
 
         try:
             expand_shard_urls(spec.knn_bank)
@@ -333,7 +335,7 @@ def _check_models(spec: SweepSpec, source: str) -> None:
 
 
 def _expand_shards(spec: SweepSpec, source: str) -> list[str]:
-    from sweep.data.locations import expand_shard_urls
+    from sweep.data.shardset import expand_shard_urls
 
     try:
         shards = expand_shard_urls(spec.shards)
@@ -359,3 +361,38 @@ def _describe(err: ValidationError) -> str:
 
 def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# ---- the demo (`vitsweep demo`) ------------------------------------------------------------------
+DEMO_SPEC = "demo.yaml"  # package data: sweep/examples/demo.yaml
+PRETRAINED_MODEL = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
+# The paper preset fills in lr 0.08, tau 1e-4, min_cos 0.97, gd, fp32; the step cap is the demo's.
+PRETRAINED_MATCH = {"preset": "paper", "max_steps": 300, "log_every": 5}
+PRETRAINED_MAX_STEPS = PRETRAINED_MATCH["max_steps"]
+
+
+def demo_spec_data() -> dict[str, Any]:
+    """The packaged demo spec (sweep/examples/demo.yaml) as data."""
+    from sweep.examples import example_spec
+
+    try:
+        return example_spec(DEMO_SPEC)
+    except (OSError, yaml.YAMLError) as err:
+        raise UserError(f"the packaged {DEMO_SPEC} cannot be read ({err}): reinstall vitsweep") from None
+
+
+def with_weights(data: dict[str, Any], weights: str) -> dict[str, Any]:
+    """The demo spec for `weights`; `pretrained` means the trained ViT-Tiny and the paper's match preset."""
+    model = dict(data["models"][0])
+    try:
+        ModelSpec(name=model["name"], weights=weights)
+    except ValidationError as err:
+        raise UserError(f"--weights: {err.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+    model["weights"] = weights
+    if weights == "pretrained":
+        model["name"] = PRETRAINED_MODEL
+        data["probes"] = [
+            {"name": "match", "params": dict(PRETRAINED_MATCH)} if p["name"] == "match" else p for p in data["probes"]
+        ]
+    data["models"] = [model]
+    return data

@@ -6,8 +6,10 @@ in `.parquet` (`.<unit_id>.<uuid>.tmp`) and renamed into place, so readers globb
 never see half a file. On object stores an object becomes visible only once its upload completes,
 so files are written under their final name directly.
 
-A unit's tables are written one file each, the `units` row last: that file is the unit's
-done-marker. A retried unit writes the same names again, so a retry replaces rather than adds.
+A unit's tables are written one file each by `write_unit`, the `units` row last: that file is
+the unit's done-marker. A retried unit writes the same names again, so a retry replaces rather
+than adds. `read(table, columns, filter)` is the one reader of result tables in sweep/.
+`s3_client()` and `s3_errors()` (botocore's errors as one line) serve the lease's S3 requests.
 
 Fencing (no late writes): inside a sweep, a unit attempt only *stages* its files, under names of
 its own (`.<unit_id>.a<attempt>.<uuid>.tmp`, on every filesystem), and returns their names; the
@@ -21,7 +23,8 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +34,10 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from sweep.errors import UserError
-from sweep.schema import ALL_TABLES, STATUS_OK, partition_dir
+from sweep.files import TMP_SUFFIX, atomic_write
+from sweep.schema import ALL_TABLES, SCHEMAS, STATUS_OK, partition_dir, to_table
 
-TMP_SUFFIX = ".tmp"
+__all__ = ["TMP_SUFFIX", "Conflict", "NoKey", "RunStore", "s3_client", "s3_errors"]
 
 
 class RunStore:
@@ -71,6 +75,24 @@ class RunStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def write_unit(
+        self,
+        probe: str,
+        model: str,
+        unit_id: str,
+        tables: Mapping[str, pa.Table | Sequence[Mapping[str, Any]]],
+        done: Callable[[], Mapping[str, Any]],
+        *,
+        stage: int | None = None,
+    ) -> list[tuple[str, str]]:
+        """Write all of a unit's tables (Arrow tables, or row dicts of the table's schema) and
+        then its `units` row, the done-marker, LAST: `done()` is called once every other table is
+        written, so the row can say when the unit finished. stage: see `write_unit_tables`."""
+        converted = {name: t if isinstance(t, pa.Table) else to_table(name, t) for name, t in tables.items()}
+        staged = self.write_unit_tables(probe, model, unit_id, converted, stage=stage)
+        marker = {"units": to_table("units", [done()])}
+        return staged + self.write_unit_tables(probe, model, unit_id, marker, stage=stage)
 
     def write_unit_tables(
         self, probe: str, model: str, unit_id: str, tables: Mapping[str, pa.Table], *, stage: int | None = None
@@ -120,13 +142,7 @@ class RunStore:
 
     def unit_status(self) -> dict[str, str]:
         """unit_id -> status ("ok" | "error") of every unit with a units row."""
-        folder = self.path("results/units")
-        if self.fs.get_file_info(folder).type != pafs.FileType.Directory:
-            return {}
-        files = [f.path for f in self._files("results/units") if f.path.endswith(".parquet")]
-        if not files:
-            return {}
-        table = ds.dataset(files, filesystem=self.fs, format="parquet").to_table(columns=["unit_id", "status"])
+        table = self.read("units", columns=["unit_id", "status"])
         return dict(zip(table.column("unit_id").to_pylist(), table.column("status").to_pylist()))
 
     def done_unit_ids(self) -> set[str]:
@@ -142,6 +158,42 @@ class RunStore:
         for path in stale:
             self.fs.delete_file(path)
         return len(stale)
+
+    def read(
+        self,
+        table: str,
+        columns: Sequence[str] | None = None,
+        filter: Any = None,
+        *,
+        unit: tuple[str, str, str] | None = None,
+        on_bad_file: Callable[[str, Exception], None] | None = None,
+    ) -> pa.Table:
+        """The rows of result table `table` (`results/<table>/`, every finished file) as one
+        Arrow table, `columns` only and `filter` (a pyarrow expression) applied; no file: an
+        empty table of the schema. unit: only that unit's file, (probe, model, unit_id), in the
+        order it was written. on_bad_file(path, error): a file that cannot be read is handed to
+        it and left out (the others are read one by one); without it the error is raised."""
+        if unit is not None:
+            path = self.path(self.unit_file(table, *unit))
+            files = [path] if self.fs.get_file_info(path).type == pafs.FileType.File else []
+        else:
+            files = self.parquet_files(f"results/{table}")
+        if not files:
+            return _empty(table, columns)
+        try:  # one read of all files; only when one of them is bad, file by file
+            return ds.dataset(files, filesystem=self.fs, format="parquet").to_table(columns=columns, filter=filter)
+        except (pa.ArrowException, OSError):
+            if on_bad_file is None:
+                raise
+        parts = []
+        for path in files:
+            try:
+                with self.fs.open_input_file(path) as handle:
+                    part = pq.read_table(handle, columns=columns)
+                parts.append(part if filter is None else part.filter(filter))
+            except (pa.ArrowException, OSError) as err:
+                on_bad_file(path, err)
+        return pa.concat_tables(parts, promote_options="default") if parts else _empty(table, columns)
 
     def parquet_files(self, relative: str) -> list[str]:
         """Paths (for `self.fs`) of the finished Parquet files under `relative`."""
@@ -170,9 +222,7 @@ class RunStore:
             with self.fs.open_output_stream(final) as stream:
                 stream.write(text.encode())
             return
-        tmp = f"{final}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}"
-        Path(tmp).write_text(text)
-        os.replace(tmp, final)
+        atomic_write(final, text)
 
     def read_json(self, relative: str) -> Any:
         text = self.read_text(relative)
@@ -180,6 +230,51 @@ class RunStore:
 
     def write_json(self, relative: str, obj: Any) -> None:
         self.write_text(relative, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+# ---- S3 (the lease's conditional requests) ---------------------------------------------------------
+class NoKey(Exception):
+    """s3_errors: the object does not exist."""
+
+
+class Conflict(Exception):
+    """s3_errors (conflict_ok): a conditional request's precondition failed."""
+
+
+@contextmanager
+def s3_errors(where: str, conflict_ok: bool = False) -> Iterator[None]:
+    """Turn botocore errors into one-line UserErrors (bad credentials, no bucket, no endpoint);
+    a missing key and a failed precondition become NoKey and Conflict for the caller."""
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    try:
+        yield
+    except ClientError as err:
+        code = str(err.response.get("Error", {}).get("Code", ""))
+        if code in ("NoSuchKey", "404"):
+            raise NoKey() from None
+        if conflict_ok and code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
+            raise Conflict() from None
+        message = err.response.get("Error", {}).get("Message") or code
+        raise UserError(f"{where}: {code}: {message}") from None
+    except NoCredentialsError:
+        raise UserError(f"{where}: no AWS credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)") from None
+    except BotoCoreError as err:
+        raise UserError(f"{where}: {err}") from None
+
+
+def s3_client() -> Any:
+    """A botocore S3 client from the usual AWS variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, …)."""
+    import botocore.session
+
+    session = botocore.session.get_session()
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    return session.create_client("s3", region_name=region, endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
+
+
+def _empty(table: str, columns: Sequence[str] | None) -> pa.Table:
+    empty = SCHEMAS[table].empty_table() if table in SCHEMAS else pa.table({})
+    return empty.select(list(columns)) if columns is not None else empty
 
 
 def _open_filesystem(root: str) -> tuple[pafs.FileSystem, str]:

@@ -9,9 +9,9 @@ loop in a benchmark:
 Pairs whose images do not decode, and pairs the probe failed on, become `status="error"` rows in
 the probe's table(s) and in `pairs`; the unit still finishes. The unit stores the fp16 embeddings
 it computed (clean source and target images, and each probed image) in the `embeddings` table;
-k-NN labels are not computed here but by the labels pass (`sweep.run.labels`) once the units
-have finished, against a bank of every clean image the run embedded. Everything the unit produced
-is written by `RunStore.write_unit_tables`, one file per table, the `units` row last.
+k-NN labels are not computed here but by the labels pass (`sweep.finished.labels`) once the
+units have finished, against a bank of every clean image the run embedded. Everything the unit
+produced is written by one `RunStore.write_unit` call, one file per table, the `units` row last.
 """
 
 from __future__ import annotations
@@ -31,11 +31,12 @@ import torch
 
 from sweep.data.images import to_png_bytes
 from sweep.probes.base import PairInput, PairResult
-from sweep.schema import KNN_COLUMNS, SCHEMAS, STATUS_ERROR, STATUS_OK, to_table
+from sweep.schema import KNN_COLUMNS, SCHEMAS, STATUS_ERROR, STATUS_OK
 from sweep.run.spec import WorkUnit
 from sweep.run.store import RunStore
 
 _PRED_NAMES = (("pred_src", "pred_src_name"), ("pred_tgt", "pred_tgt_name"), ("pred_adv", "pred_adv_name"))
+_IMAGE_IDENTITY = ("run_id", "unit_id", "model", "probe")  # the identity columns of the `images` table
 
 
 @dataclass
@@ -154,32 +155,25 @@ def run_unit(
         pair.result = result
 
     pairs = sorted(state.pairs.values(), key=lambda p: p.index)
-    tables = _probe_tables(probe)
-    rows = {name: _probe_rows(unit, run_id, pairs, name, encoder.class_names) for name in tables}
-    n_error = sum(1 for p in pairs if _pair_error(p) is not None)
-    out = {name: to_table(name, table_rows) for name, table_rows in rows.items()}
-    out["pairs"] = to_table("pairs", [_pairs_row(unit, run_id, p) for p in pairs])
-    out["embeddings"] = _embeddings_table(unit, run_id, pairs, wants_probed=any(_wants_knn(t) for t in tables))
+    probe_tables = _probe_tables(probe)
+    tables: dict[str, Any] = {name: _probe_rows(unit, run_id, pairs, name, encoder.class_names) for name in probe_tables}
+    tables["pairs"] = [_pairs_row(unit, run_id, p) for p in pairs]
+    tables["embeddings"] = _embeddings_table(unit, run_id, pairs, wants_probed=any(map(_wants_knn, probe_tables)))
     images = _image_rows(unit, run_id, state)
     if images:  # a probe without images (lipschitz) or gallery 0: no file
-        out["images"] = to_table("images", images)
-    stage = None if commit else attempt
-    staged = store.write_unit_tables(unit.probe, unit.model, unit.unit_id, out, stage=stage)
+        tables["images"] = images
+    n_error = sum(1 for p in pairs if _pair_error(p) is not None)
     summary = UnitSummary(
-        unit_id=unit.unit_id,
-        status=STATUS_OK,
-        n_pairs=len(pairs),
-        n_ok=len(pairs) - n_error,
-        n_error=n_error,
-        seconds=time.perf_counter() - t0,
-        attempts=attempt,
-        worker=worker,
-        device=encoder_cache.describe(),
+        unit_id=unit.unit_id, status=STATUS_OK, n_pairs=len(pairs), n_ok=len(pairs) - n_error, n_error=n_error,
+        attempts=attempt, worker=worker, device=encoder_cache.describe(),
     )
-    finished_at = datetime.now(timezone.utc)
-    units = to_table("units", [units_row(unit, run_id, summary, started_at, finished_at)])
-    staged += store.write_unit_tables(unit.probe, unit.model, unit.unit_id, {"units": units}, stage=stage)  # done-marker, last
-    summary.staged = staged
+
+    def done() -> dict[str, Any]:  # the done-marker row, once every other table is written
+        summary.seconds = time.perf_counter() - t0
+        return units_row(unit, run_id, summary, started_at, datetime.now(timezone.utc))
+
+    summary.staged = store.write_unit(unit.probe, unit.model, unit.unit_id, tables, done,
+                                      stage=None if commit else attempt)
     return summary
 
 
@@ -188,13 +182,7 @@ def units_row(
 ) -> dict[str, Any]:
     """The unit's done-marker row (also written by the driver for a unit that failed for good)."""
     return {
-        "run_id": run_id,
-        "unit_id": unit.unit_id,
-        "model": unit.model,
-        "weights": unit.weights,
-        "embed": unit.embed,
-        "probe": unit.probe,
-        "config_hash": unit.config_hash,
+        **unit_columns(unit, run_id),
         "params": unit.params_json,
         "shard": unit.shard,
         "status": summary.status,
@@ -226,20 +214,21 @@ def _pair_error(pair: _Pair) -> str | None:
     return pair.result.error
 
 
+def unit_columns(unit: WorkUnit, run_id: str) -> dict[str, Any]:
+    """The columns that say which run, unit and model setting a row belongs to (every table's)."""
+    return {"run_id": run_id, "unit_id": unit.unit_id, "model": unit.model, "weights": unit.weights,
+            "embed": unit.embed, "probe": unit.probe, "config_hash": unit.config_hash}
+
+
 def _identity(unit: WorkUnit, run_id: str, pair: _Pair, error: str | None) -> dict[str, Any]:
+    """The identity columns of a pair's rows (DESIGN.md's contract), its status and error."""
     return {
-        "run_id": run_id,
-        "unit_id": unit.unit_id,
+        **unit_columns(unit, run_id),
         "pair_id": pair.pair_id,
         "src_key": pair.src_key,
         "tgt_key": pair.tgt_key,
         "src_label": pair.src_label,
         "tgt_label": pair.tgt_label,
-        "model": unit.model,
-        "weights": unit.weights,
-        "embed": unit.embed,
-        "probe": unit.probe,
-        "config_hash": unit.config_hash,
         "params": unit.params_json,
         "status": STATUS_OK if error is None else STATUS_ERROR,
         "error": error,
@@ -302,8 +291,7 @@ def _embeddings_table(unit: WorkUnit, run_id: str, pairs: list[_Pair], *, wants_
                 if emb is not None:
                     meta.append({"pair_id": pair.pair_id, "role": "adv", "eps": row.get("eps")})
                     vectors.append(emb)
-    setting = {"run_id": run_id, "model": unit.model, "weights": unit.weights, "embed": unit.embed,
-               "probe": unit.probe, "config_hash": unit.config_hash, "unit_id": unit.unit_id}
+    setting = unit_columns(unit, run_id)
     return embeddings_table([{**setting, **m} for m in meta], vectors)
 
 
@@ -336,17 +324,12 @@ def _image_rows(unit: WorkUnit, run_id: str, state: _Unit) -> list[dict[str, Any
         if result is None or result.error is not None or not result.images:
             continue
         png = {role: to_png_bytes(img) for role, img in result.images.items() if role in ("src", "adv", "tgt")}
-        rows.append(
-            {
-                "run_id": run_id,
-                "unit_id": unit.unit_id,
-                "pair_id": pair_id,
-                "model": unit.model,
-                "probe": unit.probe,
-                "variant": str(result.extra.get("image_variant", "")),
-                "src_png": png.get("src"),
-                "adv_png": png.get("adv"),
-                "tgt_png": png.get("tgt"),
-            }
-        )
+        rows.append({
+            **{k: v for k, v in unit_columns(unit, run_id).items() if k in _IMAGE_IDENTITY},
+            "pair_id": pair_id,
+            "variant": str(result.extra.get("image_variant", "")),
+            "src_png": png.get("src"),
+            "adv_png": png.get("adv"),
+            "tgt_png": png.get("tgt"),
+        })
     return rows

@@ -11,13 +11,14 @@ import sys
 from pathlib import Path
 
 from sweep.commands import demo
+from sweep.run import spec as run_spec
 from sweep.probes import build_probe
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_pretrained_demo_spec_is_the_trained_tiny_with_the_paper_preset() -> None:
-    spec = demo._with_weights(demo._demo_spec(), "pretrained")
+    spec = run_spec.with_weights(run_spec.demo_spec_data(), "pretrained")
     assert spec["models"] == [{"name": "vit_tiny_patch16_224.augreg_in21k_ft_in1k", "weights": "pretrained",
                                "embed": "pre_logits"}]  # fmt: skip
     (match,) = [p for p in spec["probes"] if p["name"] == "match"]
@@ -25,10 +26,10 @@ def test_pretrained_demo_spec_is_the_trained_tiny_with_the_paper_preset() -> Non
     # The authors' settings (lr 0.08, tau 1e-4 on the squared distance, cos 0.97, plain GD, fp32); steps capped.
     assert (params.preset, params.lr, params.tau, params.min_cos, params.optimizer, params.precision) == (
         "paper", 0.08, 1e-4, 0.97, "gd", "fp32")
-    assert params.max_steps == demo.PRETRAINED_MAX_STEPS == 300
+    assert params.max_steps == run_spec.PRETRAINED_MAX_STEPS == 300
     assert {p["name"] for p in spec["probes"]} == {"match", "perturb", "lipschitz"}
 
-    default = demo._with_weights(demo._demo_spec(), "random:0")
+    default = run_spec.with_weights(run_spec.demo_spec_data(), "random:0")
     assert default["models"][0]["name"] == "vit_tiny_patch16_224" and default["models"][0]["weights"] == "random:0"
 
 

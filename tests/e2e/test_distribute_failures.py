@@ -12,7 +12,6 @@ import pytest
 import ray
 
 from sweep.errors import RunFailed
-from sweep.run import distribute
 from sweep.run.distribute import ACTOR_MAX_RESTARTS, Sweep
 from sweep.run.spec import WorkUnit, load_spec
 from tests.support.sweeps import make_shards, write_spec

@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.support.cli_inproc import run_cli
-from sweep.commands.run import execute
-from sweep.run.replay import replay_pair
+from sweep.run.driver import run_sweep
+from sweep.finished.replay import replay_pair
 from sweep.run.spec import load_spec
 from tests.support.sweeps import PYTHON, REPO, kill_ray_processes, make_shards, ray_env, read_table, write_spec
 
@@ -34,7 +34,7 @@ def cpu_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     make_shards(tmp / "shards", 2, 4, corrupt={1})
     spec = write_spec(tmp / "spec.yaml", str(tmp / "shards"), tmp / "run", batch_size=3)
     try:
-        outcome = execute(load_spec(spec), actors=2, device="cpu", show_progress=False)
+        outcome = run_sweep(load_spec(spec), actors=2, device="cpu", show_progress=False)
         assert outcome.units_failed == 0
     finally:
         from sweep.run import distribute

@@ -39,7 +39,7 @@ def s3(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def _client():
-    from sweep.run.lease import s3_client
+    from sweep.run.store import s3_client
 
     return s3_client()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sweep.commands.run import execute
+from sweep.run.driver import run_sweep
 from sweep.run.spec import load_spec
 from tests.support.sweeps import (
     SLOW_MATCH,
@@ -37,7 +37,7 @@ def test_sweep_rows_failed_unit_and_resume(tmp_path: Path, local_ray: dict[str, 
     make_shards(tmp_path / "shards", 2, 4, corrupt={1})  # pair 1 (shard 0) does not decode
     models = [{"name": LINEAR, "weights": "factory"}, {"name": "tests.support.encoders:broken_factory", "weights": "factory"}]
     spec = write_spec(tmp_path / "spec.yaml", str(tmp_path / "shards"), tmp_path / "run", models=models, max_attempts=2)
-    outcome = execute(load_spec(spec), actors=2, show_progress=False)
+    outcome = run_sweep(load_spec(spec), actors=2, show_progress=False)
     run = tmp_path / "run"
 
     assert (outcome.units_total, outcome.units_done, outcome.units_failed) == (12, 6, 6)
@@ -73,7 +73,7 @@ def test_sweep_rows_failed_unit_and_resume(tmp_path: Path, local_ray: dict[str, 
     # A rerun of the good part only: everything is already done, nothing is rewritten.
     before = units_mtimes(run)
     good = write_spec(tmp_path / "good.yaml", str(tmp_path / "shards"), run, max_attempts=2)
-    again = execute(load_spec(good), actors=2, show_progress=False, force=True)
+    again = run_sweep(load_spec(good), actors=2, show_progress=False, force=True)
     assert (again.units_skipped, again.units_done, again.units_failed) == (6, 6, 0)
     assert {k: v for k, v in units_mtimes(run).items() if k in before} == before
     assert_no_duplicates(run)
@@ -107,7 +107,7 @@ def test_actor_killed_mid_unit(tmp_path: Path, local_ray: dict[str, str], monkey
 
     killer = threading.Thread(target=kill_one_busy_actor, daemon=True)
     killer.start()
-    outcome = execute(load_spec(spec), actors=2, show_progress=False)
+    outcome = run_sweep(load_spec(spec), actors=2, show_progress=False)
     killer.join(timeout=5)
 
     assert killed, "no actor was killed"

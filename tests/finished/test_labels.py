@@ -24,7 +24,7 @@ from PIL import Image
 
 from analysis.db import open_runs
 from sweep.errors import UserError
-from sweep.run.labels import label_run
+from sweep.finished.labels import label_run
 from sweep.run.spec import load_spec
 from sweep.run.worker import EncoderCache, run_unit
 from tests.support.cli_inproc import run_cli
@@ -347,7 +347,7 @@ def test_each_reference_set_has_its_own_cached_embeddings(run: dict[str, Any], t
 
 
 def test_describe_gives_one_line_per_setting_with_its_head() -> None:
-    from sweep.run.labels import LabelsSummary, SettingSummary
+    from sweep.finished.labels import LabelsSummary, SettingSummary
 
     summary = LabelsSummary(k=3, bank="shards/ref", files=[], settings=[
         SettingSummary("vit_a", "timm", "pre_logits", "shards/ref", 10, 8, 6, head={"label_set": "imagenet-1k"}),

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sweep.errors import UserError
-from sweep.run.labels import label_run
+from sweep.finished.labels import label_run
 from sweep.run.spec import load_spec
 from sweep.run.worker import EncoderCache, run_unit
 from tests.support.sweeps import make_shards, read_table, write_spec

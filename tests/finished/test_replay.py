@@ -15,7 +15,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from sweep.run.manifest import prepare_run
-from sweep.run.replay import compare_values, replay_pair
+from sweep.finished.replay import compare_values, replay_pair
 from sweep.run.spec import load_spec
 from sweep.run.store import RunStore
 from sweep.run.worker import EncoderCache, run_unit

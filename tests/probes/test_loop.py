@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import pytest
 import torch
 
 from sweep.probes.loop import State, run_continuous

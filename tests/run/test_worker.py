@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from sweep.probes.labels import knn_vote
-from sweep.run.labels import label_run
+from sweep.finished.labels import label_run
 from sweep.run.spec import load_spec
 from sweep.run.store import RunStore
 from sweep.run.worker import EncoderCache, run_unit

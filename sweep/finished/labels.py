@@ -10,7 +10,7 @@ For each model setting (model, weights, embedding point) the bank is every disti
 (by image key) that a finished unit of that setting embedded, with its dataset label; or, when
 a reference shard set is given (`knn_bank:` in the spec), every distinct image of that set,
 embedded once with the setting's encoder and kept under
-`results/embeddings/probe=_reference/` for the next pass. Each row's source, target and probed
+`results/embeddings/probe=_reference/` for the next pass (the banks: sweep/finished/banks.py). Each row's source, target and probed
 embedding is labelled by `sweep.probes.labels.knn_vote`, never with its own pair's source or
 target image as a voter; `knn_bank_size` says how many labelled bank images were allowed to vote.
 
@@ -22,35 +22,25 @@ note of each setting's labellers (head label set, or why there is none; k, bank,
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.dataset as ds
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 import torch
 import yaml
 
+from sweep.data.shardset import ShardSet
 from sweep.errors import UserError
+from sweep.finished.banks import Bank, Setting, embedding_matrix, reference_bank, run_bank, setting_id
 from sweep.probes.labels import knn_vote
 from sweep.run.store import RunStore
-from sweep.run.worker import embeddings_table
 from sweep.schema import LABEL_TABLES, STATUS_OK, partition_dir, to_table
 
 DEFAULT_K = 5
 NOTE_FILE = "labels.json"
-REFERENCE_PROBE = "_reference"  # partition of the cached reference-bank embeddings
 _CHUNK_ELEMENTS = 2**25  # queries x bank entries per similarity block (float64: 256 MiB)
-
-Setting = tuple[str, str, str]  # (model, weights, embed)
-
 
 @dataclass
 class SettingSummary:
@@ -133,16 +123,6 @@ def label_run(
 # ----------------------------------------------------------------------------------- one setting
 
 
-@dataclass
-class _Bank:
-    keys: list[str]  # sorted; a key's position is its bank position
-    labels: torch.Tensor  # (N,) int64, -1 = unlabelled
-    vectors: torch.Tensor  # (N, D) float16 values (kept as float32)
-
-    def position(self) -> dict[str, int]:
-        return {key: i for i, key in enumerate(self.keys)}
-
-
 def _label_setting(
     store: RunStore,
     setting: Setting,
@@ -164,11 +144,11 @@ def _label_setting(
     for unit in units:
         names.add_shard(unit.get("shard"))
     if bank_urls is not None:
-        bank = _reference_bank(store, setting, bank_urls, device)
+        bank = reference_bank(store, setting, bank_urls, device)
         for url in bank_urls:
             names.add_shard(url)
     else:
-        bank = _run_bank(tables[u] for u in sorted(tables))
+        bank = run_bank(tables[u] for u in sorted(tables))
     summary.bank_images, summary.bank_labelled = len(bank.keys), int((bank.labels >= 0).sum())
     position = bank.position()
     files: list[str] = []
@@ -180,7 +160,7 @@ def _label_setting(
             continue
         for row in rows:
             row.update(knn_k=k, knn_bank=bank_text)
-        relative = f"{partition_dir('labels', probe, model)}/{_setting_id(setting)}.parquet"
+        relative = f"{partition_dir('labels', probe, model)}/{setting_id(setting)}.parquet"
         store.write_parquet(relative, to_table("labels", rows))
         files.append(relative)
         summary.rows += len(rows)
@@ -190,7 +170,7 @@ def _label_setting(
 def _label_unit(
     unit: dict[str, Any],
     table: pa.Table,
-    bank: _Bank,
+    bank: Bank,
     position: dict[str, int],
     k: int,
     device: torch.device,
@@ -198,7 +178,7 @@ def _label_unit(
 ) -> list[dict[str, Any]]:
     """The labels rows of one unit: one per probed embedding (pair, eps)."""
     cols = table.drop_columns(["embedding"]).to_pydict() if table.num_rows else {}
-    vectors = _matrix(table)  # (M, D)
+    vectors = embedding_matrix(table)  # (M, D)
     clean: dict[tuple[str, str], int] = {}  # (pair_id, role) -> row in `table`
     keys: dict[str, list[str]] = {}  # pair_id -> its own src and tgt keys
     probed: list[tuple[str, float | None, int]] = []  # (pair_id, eps, row in `table`)
@@ -240,7 +220,7 @@ def _label_unit(
 
 
 def _vote(
-    queries: torch.Tensor, bank: _Bank, exclude: torch.Tensor, k: int, device: torch.device
+    queries: torch.Tensor, bank: Bank, exclude: torch.Tensor, k: int, device: torch.device
 ) -> tuple[list[int | None], list[int]]:
     """knn_vote in blocks small enough for memory."""
     labels: list[int | None] = []
@@ -258,91 +238,13 @@ def _vote(
 # ----------------------------------------------------------------------------------- banks
 
 
-def _run_bank(tables: Iterable[pa.Table]) -> _Bank:
-    """Every distinct clean image (by key) in `tables`; the first vector and label seen win."""
-    first: dict[str, tuple[int | None, np.ndarray]] = {}
-    for table in tables:
-        clean = table.filter(pc.field("role") != "adv")
-        if clean.num_rows == 0:
-            continue
-        matrix = _matrix(clean).numpy()
-        for i, (key, label) in enumerate(zip(clean.column("key").to_pylist(), clean.column("label").to_pylist())):
-            if key not in first:
-                first[key] = (label, matrix[i])
-            elif first[key][0] is None and label is not None:
-                first[key] = (label, first[key][1])
-    return _bank_of(first)
-
-
-def _bank_of(entries: dict[str, tuple[int | None, np.ndarray]]) -> _Bank:
-    keys = sorted(entries)
-    if not keys:
-        return _Bank([], torch.zeros(0, dtype=torch.long), torch.zeros(0, 0))
-    labels = torch.tensor([-1 if entries[k][0] is None else int(entries[k][0]) for k in keys], dtype=torch.long)
-    vectors = torch.from_numpy(np.stack([entries[k][1] for k in keys]).astype(np.float32))
-    return _Bank(keys, labels, vectors)
-
-
-def _reference_bank(store: RunStore, setting: Setting, urls: list[str], device: torch.device) -> _Bank:
-    """The reference shard set's images embedded with this setting's encoder (cached in the run)."""
-    model, weights, embed = setting
-    cache_id = hashlib.sha256(json.dumps([model, weights, embed, urls]).encode()).hexdigest()[:16]
-    relative = f"{partition_dir('embeddings', REFERENCE_PROBE, model)}/{_setting_id(setting)}-{cache_id}.parquet"
-    if store.exists(relative):
-        with store.fs.open_input_file(store.path(relative)) as f:
-            return _run_bank([pq.read_table(f)])
-    table = _embed_reference(setting, urls, device)
-    store.write_parquet(relative, table)
-    return _run_bank([table])
-
-
-@torch.no_grad()
-def _embed_reference(setting: Setting, urls: list[str], device: torch.device, batch: int = 64) -> pa.Table:
-    from sweep.data.shards import read_pairs
-    from sweep.encoders import load_encoder
-
-    model, weights, embed = setting
-    encoder = load_encoder(model, weights, embed, device=device)
-    seen: set[str] = set()
-    meta: list[dict[str, Any]] = []
-    vectors: list[torch.Tensor] = []
-    pending: list[torch.Tensor] = []
-
-    def flush() -> None:
-        if pending:
-            vectors.extend(encoder.embed(torch.stack(pending).to(device)).float().cpu())
-            pending.clear()
-
-    for rec in read_pairs(urls, encoder.preprocess, workers=0):
-        if rec.error is not None:
-            continue
-        for role, image, key, label in (("src", rec.src, rec.src_key, rec.src_label), ("tgt", rec.tgt, rec.tgt_key, rec.tgt_label)):
-            key = key or f"{rec.shard}#{rec.pair_id}.{role}"
-            if key in seen:
-                continue
-            seen.add(key)
-            meta.append({"pair_id": rec.pair_id, "role": role, "key": key, "label": label})
-            pending.append(image)
-            if len(pending) == batch:
-                flush()
-    flush()
-    if not meta:
-        raise UserError(f"knn_bank: no readable image in {urls[0]}{' …' if len(urls) > 1 else ''}")
-    setting_columns = {"run_id": "reference", "unit_id": REFERENCE_PROBE, "model": model, "weights": weights,
-                       "embed": embed, "probe": REFERENCE_PROBE, "config_hash": ""}
-    return embeddings_table([{**setting_columns, **m} for m in meta], vectors)
-
-
 # ----------------------------------------------------------------------------------- reading
 
 
 def _finished_units(store: RunStore) -> list[dict[str, Any]]:
-    files = [f.path for f in _list_files(store, "results/units") if f.path.endswith(".parquet")]
-    if not files:
-        return []
     columns = ["unit_id", "model", "weights", "embed", "probe", "config_hash", "shard", "status"]
-    table = ds.dataset(files, filesystem=store.fs, format="parquet").to_table(columns=columns)
-    return sorted((u for u in table.to_pylist() if u["status"] == STATUS_OK), key=lambda u: u["unit_id"])
+    rows = store.read("units", columns=columns).to_pylist()
+    return sorted((u for u in rows if u["status"] == STATUS_OK), key=lambda u: u["unit_id"])
 
 
 def _by_setting(units: list[dict[str, Any]]) -> dict[Setting, list[dict[str, Any]]]:
@@ -353,20 +255,11 @@ def _by_setting(units: list[dict[str, Any]]) -> dict[Setting, list[dict[str, Any
 
 
 def _read_unit_embeddings(store: RunStore, unit: dict[str, Any]) -> pa.Table | None:
-    path = store.path(store.unit_file("embeddings", unit["probe"], unit["model"], unit["unit_id"]))
-    if store.fs.get_file_info(path).type != pafs.FileType.File:
+    """The unit's `embeddings` file, None when it has none (written by an older vitsweep)."""
+    key = (unit["probe"], unit["model"], unit["unit_id"])
+    if not store.exists(store.unit_file("embeddings", *key)):
         return None
-    with store.fs.open_input_file(path) as f:
-        return pq.read_table(f)
-
-
-def _matrix(table: pa.Table) -> torch.Tensor:
-    """The `embedding` column as an (M, D) float32 tensor of the stored fp16 values."""
-    if table.num_rows == 0:
-        return torch.zeros(0, 0)
-    column = table.column("embedding").combine_chunks()
-    values = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
-    return torch.from_numpy(values.reshape(table.num_rows, -1))
+    return store.read("embeddings", unit=key)
 
 
 def _spec_defaults(store: RunStore) -> dict[str, Any]:
@@ -379,7 +272,7 @@ def _spec_defaults(store: RunStore) -> dict[str, Any]:
 
 
 def _expand_bank(bank: str | Sequence[str]) -> list[str]:
-    from sweep.data.locations import expand_shard_urls
+    from sweep.data.shardset import expand_shard_urls
 
     try:
         return expand_shard_urls(bank)
@@ -411,45 +304,22 @@ class _LabelNames:
 
     def __init__(self) -> None:
         self.names: dict[int, str] = {}
-        self.seen: set[str] = set()
+        self.sets: dict[str, ShardSet] = {}  # one ShardSet (one manifest read) per folder
 
     def add_shard(self, url: str | None) -> None:
         if not url or url.startswith("pipe:"):
             return
-        folder = url.rpartition("/")[0] if url.endswith(".tar") else url.rstrip("/")
-        if folder in self.seen:
-            return
-        self.seen.add(folder)
-        import fsspec
-
-        from sweep.data.locations import MANIFEST
-
-        try:
-            with fsspec.open(f"{folder}/{MANIFEST}", "rb") as f:
-                manifest = json.load(f)
-            for index, name in (manifest.get("label_names") or {}).items():
-                self.names.setdefault(int(index), str(name))
-        except (OSError, ValueError, TypeError, AttributeError):
-            return  # no manifest (or not one of ours): labels stay unnamed
+        for index, name in ShardSet.of(url, self.sets).label_names.items():
+            self.names.setdefault(index, name)  # no manifest (or not one of ours): labels stay unnamed
 
     def name(self, label: int | None) -> str | None:
         return None if label is None else self.names.get(label)
 
 
-def _setting_id(setting: Setting) -> str:
-    return hashlib.sha256(json.dumps(list(setting)).encode()).hexdigest()[:16]
-
-
 def _remove_stale(store: RunStore, keep: set[str]) -> None:
-    for info in _list_files(store, "results/labels"):
-        relative = info.path[len(store.base) + 1:]
-        if relative.endswith(".parquet") and relative not in keep:
-            store.fs.delete_file(info.path)
-
-
-def _list_files(store: RunStore, relative: str) -> list[pafs.FileInfo]:
-    selector = pafs.FileSelector(store.path(relative), recursive=True, allow_not_found=True)
-    return [f for f in store.fs.get_file_info(selector) if f.type == pafs.FileType.File]
+    for path in store.parquet_files("results/labels"):
+        if path[len(store.base) + 1:] not in keep:
+            store.fs.delete_file(path)
 
 
 def _default_device() -> torch.device:

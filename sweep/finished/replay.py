@@ -2,6 +2,7 @@
 
     report = replay_pair("runs/demo", "pair-000003", probe="match")
     report.agrees, report.units[0].differences
+    report = replay_to_folder("runs/demo", "pair-000003", "replay/")   # and its images, replay.json
 
 The unit(s) that measured the pair are found in the run's `pairs` table (narrowed by probe and
 config hash); each is re-run on that one pair exactly as the worker ran it: the run's spec.yaml
@@ -29,14 +30,14 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
-import pyarrow.fs as pafs
 import yaml
 
 from sweep.errors import UserError
+from sweep.files import atomic_write, dumps_json, json_safe
 from sweep.run.store import RunStore
 from sweep.schema import SCHEMAS, STATUS_OK, to_table
 
@@ -87,7 +88,7 @@ class UnitReplay:
     def to_json(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if k != "result"}
         out["agrees"] = self.agrees
-        return _finite(out)
+        return json_safe(out)
 
 
 @dataclass
@@ -108,7 +109,7 @@ class ReplayReport:
 
 def find_units(store: RunStore, pair_id: str, probe: str | None = None, config_hash: str | None = None) -> list[dict[str, Any]]:
     """The finished `units` rows of the units that measured `pair_id` (UserError if none)."""
-    pairs = _read(store, "pairs", pc.field("pair_id") == pair_id, ["unit_id", "probe", "config_hash"])
+    pairs = store.read("pairs", ["unit_id", "probe", "config_hash"], pc.field("pair_id") == pair_id).to_pylist()
     if not pairs:
         raise UserError(f"{store.root}: no pair {pair_id!r} in this run's pairs table")
     chosen = [p for p in pairs if (probe is None or p["probe"] == probe) and
@@ -117,7 +118,7 @@ def find_units(store: RunStore, pair_id: str, probe: str | None = None, config_h
         have = sorted({f"{p['probe']} {p['config_hash']}" for p in pairs})
         raise UserError(f"pair {pair_id!r} was not measured with the probe/config asked for (it was with: {', '.join(have)})")
     ids = sorted({p["unit_id"] for p in chosen})
-    units = _read(store, "units", pc.field("unit_id").isin(ids))
+    units = store.read("units", filter=pc.field("unit_id").isin(ids)).to_pylist()
     return sorted((u for u in units if u["status"] == STATUS_OK), key=lambda u: (u["probe"], u["config_hash"]))
 
 
@@ -148,6 +149,32 @@ def replay_pair(
     return report
 
 
+def replay_to_folder(run: str, pair_id: str, out: str | Path, **options: Any) -> ReplayReport:
+    """`replay_pair(run, pair_id, **options)`, and per unit the replayed images (src, tgt, adv and
+    their amplified difference as PNG) and replay.json in `out/<probe>-<config hash>/`."""
+    report = replay_pair(run, pair_id, **options)
+    for unit in report.units:
+        folder = Path(out) / f"{unit.probe}-{unit.config_hash[:12]}"
+        unit.images = _write_images(unit, folder)
+        atomic_write(folder / "replay.json", dumps_json(unit.to_json(), indent=2) + "\n")
+    return report
+
+
+def _write_images(unit: UnitReplay, folder: Path) -> dict[str, str]:
+    from sweep.data.images import amplified_difference, to_uint8_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    images = dict(unit.result.images) if unit.result is not None else {}
+    if "adv" in images and "src" in images:
+        images["diff"] = amplified_difference(images["adv"], images["src"])
+    written = {}
+    for name, pixels in images.items():
+        path = folder / f"{name}.png"
+        to_uint8_image(pixels).save(path)
+        written[name] = str(path)
+    return written
+
+
 def _replay_unit(
     store: RunStore, unit: dict[str, Any], pair_id: str, spec: dict[str, Any], *,
     device: str | None, rtol: float | None, atol: float | None, alone: bool,
@@ -168,7 +195,7 @@ def _replay_unit(
     params = json.loads(unit["params"] or "{}")
     probe = build_probe(unit["probe"], params)
     table = probe.name
-    stored = _read_file(store, table, unit)
+    stored = store.read(table, unit=(unit["probe"], unit["model"], unit["unit_id"])).to_pylist()  # as written
     stored_rows = [r for r in stored if r["pair_id"] == pair_id]
 
     encoder = load_encoder(unit["model"], unit["weights"], unit["embed"], device=device)
@@ -272,33 +299,3 @@ def compare_values(stored: Any, replayed: Any, rtol: float, atol: float) -> tupl
     if isinstance(stored, int) and isinstance(replayed, int) and not isinstance(stored, bool):
         return (float(abs(stored - replayed)), None)
     return (None, None)
-
-
-# ---- reading ------------------------------------------------------------------------------------
-def _read(store: RunStore, table: str, where: Any, columns: list[str] | None = None) -> list[dict[str, Any]]:
-    files = store.parquet_files(f"results/{table}")
-    if not files:
-        return []
-    dataset = ds.dataset(files, filesystem=store.fs, format="parquet")
-    return dataset.to_table(columns=columns, filter=where).to_pylist()
-
-
-def _read_file(store: RunStore, table: str, unit: dict[str, Any]) -> list[dict[str, Any]]:
-    """The unit's rows of `table`, in the order the worker wrote them."""
-    path = store.path(store.unit_file(table, unit["probe"], unit["model"], unit["unit_id"]))
-    if store.fs.get_file_info(path).type != pafs.FileType.File:
-        return []
-    return ds.dataset([path], filesystem=store.fs, format="parquet").to_table().to_pylist()
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN or Infinity: such numbers become null; bytes and timestamps become text."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
