@@ -6,6 +6,8 @@ single file read on its own is complete). Tables:
 
 - `match`, `perturb`, `lipschitz`: one row per pair (per eps for `perturb`, per direction and
   step size for `lipschitz`), with the common identity columns first;
+- `spectrum`: every singular value of the Jacobian J = df/dx at the source (D floats, descending),
+  one row per pair, whenever a probe built J (the `lipschitz` family `null`);
 - `pairs`: one row per pair a unit read, with its dataset labels and decode status;
 - `units`: one row per finished or failed work unit;
 - `images`: PNG bytes of source, probed and target image for a few pairs per unit (the gallery);
@@ -25,7 +27,8 @@ from urllib.parse import quote
 import pyarrow as pa
 
 RESULT_TABLES = ("match", "perturb", "lipschitz")
-UNIT_TABLES = (*RESULT_TABLES, "pairs", "units", "images")  # the tables the analysis views read
+# `spectrum`: the singular values of J, one row per pair, whenever a probe built the Jacobian
+UNIT_TABLES = (*RESULT_TABLES, "spectrum", "pairs", "units", "images")  # the tables the analysis views read
 ALL_TABLES = (*UNIT_TABLES, "embeddings")  # every table a unit writes (one file each)
 LABEL_TABLES = ("match", "perturb")  # result tables whose rows get k-NN labels from `labels`
 KNN_COLUMNS = ("knn_src", "knn_tgt", "knn_adv")
@@ -136,6 +139,16 @@ LIPSCHITZ = pa.schema(
     ]
 )
 
+SPECTRUM = pa.schema(
+    COMMON
+    + [
+        pa.field("jacobian", pa.string()),  # how J was built: "fp32" (Gram J J^T in float64) | "float64" (SVD)
+        pa.field("rank", pa.int32()),  # numerical rank (singular values above rank_rtol * sigma_1)
+        pa.field("n_values", pa.int32()),  # min(D, d) singular values
+        pa.field("singular_values", pa.list_(_F64)),  # sigma_1 >= ... >= sigma_min(D, d)
+    ]
+)
+
 PAIRS = pa.schema(
     [
         pa.field("run_id", pa.string(), nullable=False),
@@ -242,6 +255,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "match": MATCH,
     "perturb": PERTURB,
     "lipschitz": LIPSCHITZ,
+    "spectrum": SPECTRUM,
     "pairs": PAIRS,
     "units": UNITS,
     "images": IMAGES,

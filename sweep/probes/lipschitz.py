@@ -58,7 +58,6 @@ fails (out of memory, say) fails the pairs with rows in that batch, not the unit
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from collections.abc import Generator, Iterator
 from typing import Any, Literal
@@ -69,6 +68,7 @@ from torch import nn
 
 from sweep.probes.base import PairInput, PairResult, Passes, Probe, ProbeParams
 from sweep.probes.common import embed_fp32, item_generator
+from sweep.probes.jacobian import GramRowSpace, RowSpace, SvdRowSpace, fp32_jacobian
 from sweep.probes.match import MatchParams, MatchProbe
 from sweep.probes.rows import Ask, Program, run_rows
 
@@ -272,6 +272,7 @@ class LipschitzProbe(Probe):
         if "rank" in per_pair:
             extra["rank"] = per_pair["rank"]
             extra["singular_values"] = per_pair["_svals"].cpu()
+            extra["jacobian"] = p.jacobian
         if "match_success" in per_pair:
             extra["match_success"] = per_pair["match_success"]
         return PairResult(
@@ -407,116 +408,3 @@ def _matched_direction(enc: Any, pair: PairInput, params: MatchParams, seed: int
         return None
     delta = result.images["adv"].double() - pair.src.double()
     return delta if float(delta.norm()) > 0 else None
-
-
-# -- the Jacobian's row space (family `null`) --------------------------------------------------
-_FP32_RANK_RTOL = 1e-5  # ~30x the fp32 Jacobian's noise floor (3.6e-7 sigma_1 on vit_tiny)
-_BLOCK = 16384  # input values per float64 block of the products with an fp32 J
-
-
-class RowSpace:
-    """J's spectrum (all singular values, descending), numerical rank, top right singular vectors,
-    J v and the projection onto the orthogonal complement of its row space."""
-
-    svals: torch.Tensor
-    rank: int
-
-    def apply(self, v: torch.Tensor) -> torch.Tensor:
-        """(n, d) -> (n, D) rows J v_i in float64."""
-        raise NotImplementedError
-
-    def top(self, k: int) -> torch.Tensor:
-        raise NotImplementedError
-
-    def project_out(self, v: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-
-class SvdRowSpace(RowSpace):
-    """From the SVD of a float64 J (D, d): the former method."""
-
-    def __init__(self, jac: torch.Tensor, rank_rtol: float | None) -> None:
-        _, svals, vh = torch.linalg.svd(jac, full_matrices=False)  # svals (min(D, d),), vh (., d)
-        rtol = rank_rtol if rank_rtol is not None else max(jac.shape) * torch.finfo(torch.float64).eps
-        self.jac, self.svals, self.vh = jac, svals, vh
-        self.rank = int((svals > rtol * svals[0]).sum()) if svals[0] > 0 else 0
-
-    def apply(self, v: torch.Tensor) -> torch.Tensor:
-        return v @ self.jac.T
-
-    def top(self, k: int) -> torch.Tensor:
-        return self.vh[:k]
-
-    def project_out(self, v: torch.Tensor) -> torch.Tensor:
-        basis = self.vh[: self.rank]  # (r, d) orthonormal basis of the row space
-        for _ in range(2):  # one Gram-Schmidt pass leaves round-off of the size of the removed part
-            v = v - (v @ basis.T) @ basis
-        return v
-
-
-class GramRowSpace(RowSpace):
-    """From an fp32 (or float64) J (D, d) through its float64 Gram matrix G = J J^T (D x D):
-    G = U diag(sigma^2) U^T gives the spectrum, and the right singular vectors are
-    J^T u_i / sigma_i, never formed: the projection onto the row space (of rank r) is
-    J^T U_r diag(sigma_r^-2) U_r^T J v. Products run in float64 on column blocks of J, so J stays
-    in its own precision (0.43 GiB fp32 for ViT-B/16, not 0.86 GiB float64)."""
-
-    def __init__(self, jac: torch.Tensor, rank_rtol: float | None) -> None:
-        self.jac = jac
-        gram = torch.zeros(jac.shape[0], jac.shape[0], dtype=torch.float64, device=jac.device)
-        for block in jac.split(_BLOCK, dim=1):
-            b = block.double()
-            gram += b @ b.T
-        lam, u = torch.linalg.eigh(gram)  # ascending
-        lam, u = lam.flip(0).clamp_min(0), u.flip(1)
-        self.svals = lam.sqrt()
-        self.u = u
-        rtol = rank_rtol if rank_rtol is not None else _FP32_RANK_RTOL
-        self.rank = int((self.svals > rtol * self.svals[0]).sum()) if self.svals[0] > 0 else 0
-
-    def apply(self, v: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros(len(v), self.jac.shape[0], dtype=torch.float64, device=v.device)
-        for block, part in zip(self.jac.split(_BLOCK, dim=1), v.split(_BLOCK, dim=1)):
-            out += part.double() @ block.double().T
-        return out
-
-    def apply_t(self, y: torch.Tensor) -> torch.Tensor:
-        """(n, D) -> (n, d) rows J^T y_i in float64."""
-        return torch.cat([y @ block.double() for block in self.jac.split(_BLOCK, dim=1)], dim=1)
-
-    def top(self, k: int) -> torch.Tensor:
-        return self.apply_t(self.u[:, :k].T / self.svals[:k, None].clamp_min(1e-300))
-
-    def project_out(self, v: torch.Tensor) -> torch.Tensor:
-        u, s2 = self.u[:, : self.rank], self.svals[: self.rank] ** 2
-        for _ in range(2):  # a second pass removes what the first left in round-off
-            v = v - self.apply_t(((self.apply(v) @ u) / s2) @ u.T)
-        return v
-
-
-@contextlib.contextmanager
-def _no_tf32() -> Iterator[None]:
-    """TF32 matmuls off (their 10-bit mantissa would swamp the 1e-6 tolerance), restored after."""
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
-def fp32_jacobian(enc: Any, x0: torch.Tensor, chunk: int) -> torch.Tensor:
-    """J = df/dx at x0 (3, H, W), (D, d) fp32: ONE fp32 forward, then its D backward rows J^T e_i
-    batched `chunk` at a time (autograd with is_grads_batched, the forward's graph kept), TF32
-    off and fused attention off (the math kernel has a batched backward everywhere)."""
-    x = x0[None].float().detach().requires_grad_(True)
-    rows = []
-    with torch.enable_grad(), _no_tf32(), enc.forward_ad_friendly():
-        e = enc.embed(x)[0]  # (D,)
-        eye = torch.eye(e.numel(), dtype=e.dtype, device=e.device)
-        for start in range(0, e.numel(), max(1, chunk)):
-            w = eye[start:start + max(1, chunk)]
-            last = start + len(w) >= e.numel()
-            (g,) = torch.autograd.grad(e, x, w, is_grads_batched=True, retain_graph=not last)
-            rows.append(g.flatten(1))
-    return torch.cat(rows)

@@ -12,7 +12,7 @@ import torch
 from sweep.encoders import load_encoder
 from sweep.probes import build_probe
 from sweep.probes.base import PairInput
-from sweep.probes.lipschitz import fp32_jacobian
+from sweep.probes.jacobian import fp32_jacobian
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/probes/conftest.py
 GUARANTEE = 1e-6

@@ -34,6 +34,8 @@ Known values, per model (model index m = 0, 1, … adds m to a few numbers so mo
   null directions 0..1 with l_jvp 0.5·(i+1), 1.5·(i+1); match direction 0 with l_jvp 0.2;
   grad direction 0 with l_jvp 12 (rank 48 on every row);
   l_fd = l_jvp·(1 + 0.1·h), nonlinearity = 0.1·h (every family).
+- spectrum (same unit): pairs p0, p1, jacobian fp32, rank 48, 48 singular values
+  sigma_j = 100·(i+1)·(1+m)·2^-j for j = 0..47.
 - images: p0 and p1 of every default match unit, 16×16 RGB PNGs; adv = src + 2 (clipped);
   p0 of the paper match unit with adv = src + 5.
 - units: every unit above ok; for the last model a failed perturb unit
@@ -363,12 +365,19 @@ def _unit_row(model: str, probe: str, unit_id: str, rows: list[dict[str, Any]], 
     }
 
 
+def _spectrum_rows(model: str, m: int, run_id: str, weights: str) -> list[dict[str, Any]]:
+    unit = f"{_slug(model)}-lipschitz-0"
+    return [{**_ident(model, "lipschitz", unit, i, run_id=run_id, weights=weights), "jacobian": "fp32", "rank": 48,
+             "n_values": 48, "singular_values": [100.0 * (i + 1) * (1 + m) * 2.0**-j for j in range(48)]}
+            for i in range(2)]
+
+
 def fixture_rows(models: Sequence[str] = ("vit_a", "vit_b"), *, run_id: str = RUN_ID,
                  complete: bool = True, weights: str = WEIGHTS,
                  paper: bool = True) -> dict[str, list[dict[str, Any]]]:
     """Every row of the fixture run, by table (the exact rows make_fixture_run writes).
     `paper`: the first model also has the second match setting (preset paper)."""
-    tables: dict[str, list[dict[str, Any]]] = {t: [] for t in ("match", "perturb", "lipschitz",
+    tables: dict[str, list[dict[str, Any]]] = {t: [] for t in ("match", "perturb", "lipschitz", "spectrum",
                                                                "pairs", "units", "images")}
     for m, model in enumerate(models):
         units = [("match", "default", _match_rows(model, m, run_id, weights))]
@@ -377,6 +386,7 @@ def fixture_rows(models: Sequence[str] = ("vit_a", "vit_b"), *, run_id: str = RU
         units.append(("perturb", "default", _perturb_rows(model, m, run_id, weights)))
         if complete:
             units.append(("lipschitz", "default", _lipschitz_rows(model, m, run_id, weights)))
+            tables["spectrum"] += _spectrum_rows(model, m, run_id, weights)
         for probe, setting, rows in units:
             tables[probe] += rows
             tables["pairs"] += _pairs_rows(rows)
