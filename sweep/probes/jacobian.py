@@ -110,7 +110,7 @@ class GramRowSpace(RowSpace):
 
 
 @contextlib.contextmanager
-def _no_tf32() -> Iterator[None]:
+def no_tf32() -> Iterator[None]:
     """TF32 matmuls off (their 10-bit mantissa would swamp the 1e-6 tolerance), restored after."""
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
@@ -126,7 +126,7 @@ def fp32_jacobian(enc: Any, x0: torch.Tensor, chunk: int) -> torch.Tensor:
     off and fused attention off (the math kernel has a batched backward everywhere)."""
     x = x0[None].float().detach().requires_grad_(True)
     rows = []
-    with torch.enable_grad(), _no_tf32(), enc.forward_ad_friendly():
+    with torch.enable_grad(), no_tf32(), enc.forward_ad_friendly():
         e = enc.embed(x)[0]  # (D,)
         eye = torch.eye(e.numel(), dtype=e.dtype, device=e.device)
         for start in range(0, e.numel(), max(1, chunk)):
