@@ -84,6 +84,15 @@ class OvergeneralisationCriteria(_Claim):
     labellers: list[Literal["head", "knn"]] = Field(min_length=1)
 
 
+class LargeEquivalenceCriteria(_Claim):  # analysis/geometry_claims.py
+    min_median_walk_ratio: float = Field(gt=0)
+
+
+class PiecewiseLinearCriteria(_Claim):  # analysis/geometry_claims.py
+    max_target_over_end: float = Field(gt=0)
+    min_linear_rate: float = Field(ge=0, le=1)
+
+
 class Criteria(_Strict):
     """Every threshold a verdict uses (analysis/criteria.yaml is the documented default)."""
 
@@ -96,6 +105,8 @@ class Criteria(_Strict):
     normal_space: NormalSpaceCriteria
     lipschitz: LipschitzCriteria
     overgeneralisation: OvergeneralisationCriteria
+    large_equivalence: LargeEquivalenceCriteria
+    piecewise_linear: PiecewiseLinearCriteria
 
     def min_n_for(self, claim: str) -> int:
         own = getattr(self, claim).min_n
