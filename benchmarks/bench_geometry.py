@@ -84,6 +84,33 @@ def main() -> None:
             "rank_fp32": fast.extra["rank"], "rank_float64": exact.extra["rank"],
         }
         print(json.dumps({"null": figures["null"]}), flush=True)
+    if cases & {"path", "walk"}:
+        from sweep.probes.common import embed_fp32, item_generator
+        from sweep.probes.equivalence import EquivalenceParams, equivalence_walk, path_linearity
+
+        pair = pairs[0]
+        src, tgt = pair.src.to(device), pair.tgt.to(device)
+        unreachable = {"max_steps": 300, "rho": 1e-9, "min_cos": 1.0}  # all 300 steps
+        matched: list = []
+        run_probe("match", {**unreachable, "max_steps": 2}, encoder, pairs, 1)  # warm-up
+        e0, e_t = embed_fp32(encoder, torch.stack([src, tgt])).unbind(0)
+        dist = float((e0 - e_t).norm())
+        p = EquivalenceParams()
+        fns = [lambda: matched.__setitem__(slice(None), run_probe("match", unreachable, encoder, pairs, 1))]
+        if "path" in cases:
+            fns.append(lambda: path_linearity(encoder, src, tgt, matched[0].images["adv"].to(device), 17))
+        if "walk" in cases:
+            fns.append(lambda: equivalence_walk(encoder, src, e0, dist, p, item_generator(0, "walk", pair.pair_id)))
+        fns[0]()  # the match's x_matched for the path
+        times = best_of(device, args.repeats, *fns)
+        figures["match_300_steps_s"] = round(times[0], 3)
+        i = 1
+        if "path" in cases:
+            figures["path"] = {"points": 17, "s": round(times[i], 3), "ratio_to_match_300": round(times[i] / times[0], 4)}
+            i += 1
+        if "walk" in cases:
+            figures["walk"] = {"steps": p.walk_steps, "corrector": p.corrector, "walk_k": p.walk_k, "walk_iters": p.walk_iters,
+                               "s": round(times[i], 3), "ratio_to_match_300": round(times[i] / times[0], 4)}
     figures["load_average_end"] = os.getloadavg()
     print(json.dumps(figures))
 
