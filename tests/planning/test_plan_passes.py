@@ -45,12 +45,15 @@ class CountingEncoder(LinearEncoder):
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:  # (B, 3, 8, 8) -> (B, 16)
         out = super().forward(pixels)
         rows = int(pixels.shape[0])
-        if torch._C._functorch.maybe_current_level() is not None:  # inside torch.func.jvp
+        functorch = torch._C._functorch
+        transform = functorch.peek_interpreter_stack()
+        under_vjp = transform is not None and transform.key() == functorch.TransformType.Grad  # torch.func.vjp
+        if transform is not None and not under_vjp:  # inside torch.func.jvp
             self.counts["jvp"] += rows
-        elif out.requires_grad:
+        elif out.requires_grad or under_vjp:
             def on_backward(grad: torch.Tensor) -> None:
-                if torch._C._functorch.is_legacy_batchedtensor(grad):  # is_grads_batched: one call, many rows
-                    grad = torch._remove_batch_dim(grad, 1, 1, 0).flatten(0, 1)
+                if functorch.is_batchedtensor(grad):  # vmap over a vjp: one call, a chunk of rows
+                    grad = functorch.get_unwrapped(grad).movedim(functorch.maybe_get_bdim(grad), 0).flatten(0, 1)
                 self.counts["backward"] += int(grad.shape[0])
 
             out.register_hook(on_backward)
