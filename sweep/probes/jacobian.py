@@ -6,7 +6,7 @@ equivalence directions). Used by the `lipschitz` probe's family `null`.
 Two ways (measured in benchmarks/bench_null.py and docs/science.md, "The null family's cost"):
 
 - `fp32_jacobian` + `GramRowSpace` (the default): ONE fp32 forward and its D backward rows
-  batched (autograd with is_grads_batched; TF32 off), then the float64 Gram matrix J J^T
+  batched (torch.vmap over torch.func.vjp; TF32 off), then the float64 Gram matrix J J^T
   (D x D): its eigenvalues are sigma_i^2, and the projection J^T U S^-2 U^T J needs no D x d
   factor. Accurate to the fp32 Jacobian's error (about 1e-6 relative on vit_tiny); a null vector
   has ||J v|| / sigma_1 about 5e-9 in float64.

@@ -24,7 +24,7 @@ Direction families:
   ||J v|| ~ 0: the equivalence space. `jacobian` float64 is the former method (D float64
   forward + backward rows through the row queues, SVD). Each row of the pair carries `rank`;
   null rows carry `jv_residual` = ||J v|| / sigma_1: from the float64 JVP of the row (fp32 J: an
-  independent check; <= 1e-6 is the guarantee, measured ~5e-9 on vit_tiny) or from the explicit
+  independent check; <= 1e-6 is the guarantee, measured 5e-9 on vit_tiny) or from the explicit
   float64 J. A J whose rank leaves fewer than `n_null` null dimensions fails the pair, saying so.
 - `off_top`: Gaussian directions with only the top-k singular subspace projected out.
 - `grad`: the descent direction -grad of 1/2 ||f(x) - f(t)||^2 at x0 (the first step of a match).
