@@ -55,6 +55,15 @@ class TransferCriteria(_Claim):  # "matched images are model-specific" (analysis
     max_target_closer_rate: float = Field(ge=0, le=1)
 
 
+class LargeEquivalenceCriteria(_Claim):  # analysis/geometry_claims.py
+    min_median_walk_ratio: float = Field(gt=0)
+
+
+class PiecewiseLinearCriteria(_Claim):  # analysis/geometry_claims.py
+    max_target_over_end: float = Field(gt=0)
+    min_linear_rate: float = Field(ge=0, le=1)
+
+
 class Criteria(_Strict):
     """Every threshold a verdict uses (analysis/criteria.yaml is the documented default)."""
 
@@ -69,6 +78,8 @@ class Criteria(_Strict):
     lipschitz: LipschitzCriteria
     overgeneralisation: OvergeneralisationCriteria
     transfer: TransferCriteria = TransferCriteria(max_target_closer_rate=0.5)
+    large_equivalence: LargeEquivalenceCriteria
+    piecewise_linear: PiecewiseLinearCriteria
 
     def min_n_for(self, claim: str) -> int:
         own = getattr(self, claim).min_n

@@ -6,6 +6,10 @@ single file read on its own is complete). Tables:
 
 - `match`, `perturb`, `lipschitz`: one row per pair (per eps for `perturb`, per direction and
   step size for `lipschitz`), with the common identity columns first;
+- `equivalence`: one row per pair: path linearity after a match, the equivalence walk against a
+  random walk (sweep/probes/equivalence.py);
+- `spectrum`: every singular value of the Jacobian J = df/dx at the source (D floats, descending),
+  one row per pair, whenever a probe built J (the `lipschitz` family `null`);
 - `pairs`: one row per pair a unit read, with its dataset labels and decode status;
 - `units`: one row per finished or failed work unit;
 - `images`: PNG bytes of source, probed and target image for a few pairs per unit (the gallery);
@@ -24,8 +28,9 @@ from urllib.parse import quote
 
 import pyarrow as pa
 
-RESULT_TABLES = ("match", "perturb", "lipschitz")
-UNIT_TABLES = (*RESULT_TABLES, "pairs", "units", "images")  # the tables the analysis views read
+RESULT_TABLES = ("match", "perturb", "lipschitz", "equivalence")
+# `spectrum`: the singular values of J, one row per pair, whenever a probe built the Jacobian
+UNIT_TABLES = (*RESULT_TABLES, "spectrum", "pairs", "units", "images")  # the tables the analysis views read
 ALL_TABLES = (*UNIT_TABLES, "embeddings", "matched")  # every table a unit writes (one file each)
 LABEL_TABLES = ("match", "perturb")  # result tables whose rows get k-NN labels from `labels`
 KNN_COLUMNS = ("knn_src", "knn_tgt", "knn_adv")
@@ -156,6 +161,58 @@ LIPSCHITZ = pa.schema(
         pa.field("note", pa.string()),  # why a family has no directions (e.g. "no null space: ..."), or what a row is
         # family "match" at h = ||x_matched - x0||: ||f(x_m) - f(x0) - J (x_m - x0)|| / ||f(x_m) - f(x0)||
         pa.field("fd_residual", _F64),
+    ]
+)
+
+_CURVE = pa.list_(pa.float32())
+
+EQUIVALENCE = pa.schema(
+    COMMON
+    + [
+        pa.field("pair_dist", _F64),  # ||f(x0) - f(tgt)||, fp32: the unit of every deviation below
+        pa.field("delta", _F64),  # the walk's set: ||f(x) - f(x0)|| < delta * pair_dist
+        pa.field("match_success", pa.bool_()),  # path linearity asked: the pair's match
+        pa.field("match_steps", pa.int32()),
+        pa.field("match_rel_dist", _F64),
+        # path linearity (successful matches only): maxima over K points, relative to pair_dist
+        pa.field("path_points", pa.int32()),
+        pa.field("path_target_max", _F64),  # max ||f(y) - f(tgt)|| on tgt -> x_matched
+        pa.field("path_target_end", _F64),  # its value at x_matched: the match tolerance
+        pa.field("path_chord_max", _F64),  # max ||f(x) - chord|| on x0 -> x_matched
+        pa.field("path_linear_max", _F64),  # max ||f(x) - (f(x0) + t J (x_matched - x0))||
+        pa.field("path_target_curve", _CURVE),
+        pa.field("path_chord_curve", _CURVE),
+        pa.field("path_linear_curve", _CURVE),
+        pa.field("seg_src_l2", _F64),  # x0 -> x_matched
+        pa.field("seg_src_linf", _F64),
+        pa.field("seg_src_psnr", _F64),
+        pa.field("seg_tgt_l2", _F64),  # tgt -> x_matched
+        pa.field("seg_tgt_linf", _F64),
+        pa.field("seg_tgt_psnr", _F64),
+        # the equivalence walk (predictor with J's top subspace removed) and the random walk
+        pa.field("walk_kept", pa.int32()),  # steps kept in the set
+        pa.field("walk_radius", _F64),  # L2 from x0 of the last kept image: the reachable radius
+        pa.field("walk_linf", _F64),
+        pa.field("walk_psnr", _F64),
+        pa.field("walk_ssim", _F64),
+        pa.field("walk_curve", _CURVE),  # ||f(x) - f(x0)|| / pair_dist per step taken
+        pa.field("random_walk_kept", pa.int32()),
+        pa.field("random_walk_radius", _F64),
+        pa.field("random_walk_linf", _F64),
+        pa.field("random_walk_psnr", _F64),
+        pa.field("random_walk_ssim", _F64),
+        pa.field("random_walk_curve", _CURVE),
+        pa.field("walk_ratio", _F64),  # walk_radius / random_walk_radius (null: random radius 0)
+    ]
+)
+
+SPECTRUM = pa.schema(
+    COMMON
+    + [
+        pa.field("jacobian", pa.string()),  # how J was built: "fp32" (Gram J J^T in float64) | "float64" (SVD)
+        pa.field("rank", pa.int32()),  # numerical rank (singular values above rank_rtol * sigma_1)
+        pa.field("n_values", pa.int32()),  # min(D, d) singular values
+        pa.field("singular_values", pa.list_(_F64)),  # sigma_1 >= ... >= sigma_min(D, d)
     ]
 )
 
@@ -327,6 +384,8 @@ SCHEMAS: dict[str, pa.Schema] = {
     "match": MATCH,
     "perturb": PERTURB,
     "lipschitz": LIPSCHITZ,
+    "equivalence": EQUIVALENCE,
+    "spectrum": SPECTRUM,
     "pairs": PAIRS,
     "units": UNITS,
     "images": IMAGES,

@@ -17,9 +17,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sweep.errors import UserError
+
+if TYPE_CHECKING:
+    from sweep.run.lease import Lease
 
 
 def register(parser: argparse.ArgumentParser) -> None:

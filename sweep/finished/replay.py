@@ -250,7 +250,26 @@ def _replay_unit(
             diff = compare_values(s.get(column), r.get(column), rtol, atol)
             if diff is not None:
                 out.differences.append(Difference(i, column, s.get(column), r.get(column), *diff))
+    if result is not None and error is None and "singular_values" in result.extra:  # J was built: its spectrum too
+        _compare_spectrum(store, unit, pair_id, result, out)
     return out
+
+
+def _compare_spectrum(store: Any, unit: dict[str, Any], pair_id: str, result: Any, out: UnitReplay) -> None:
+    """The pair's `spectrum` row (every singular value of J) against the replayed one."""
+    import torch
+
+    column = "spectrum.singular_values"
+    stored = [r for r in store.read("spectrum", unit=(unit["probe"], unit["model"], unit["unit_id"])).to_pylist()
+              if r["pair_id"] == pair_id]
+    replayed = [float(v) for v in torch.as_tensor(result.extra["singular_values"]).double().tolist()]
+    out.compared.append(column)
+    if not stored:
+        out.differences.append(Difference(-1, column, None, replayed))
+        return
+    diff = compare_values(stored[0]["singular_values"], replayed, out.rtol, out.atol)
+    if diff is not None:
+        out.differences.append(Difference(0, column, stored[0]["singular_values"], replayed, *diff))
 
 
 def _run_pair(probe: Any, encoder: Any, shard: str, pair_id: str, batch_size: int, seed: int, *, alone: bool) -> tuple[Any, Any]:

@@ -14,11 +14,12 @@ from typing import Any
 
 from sweep.errors import UserError
 from sweep.probes.base import PairInput, PairResult, Passes, Probe
+from sweep.probes.equivalence import EquivalenceProbe
 from sweep.probes.lipschitz import LipschitzProbe
 from sweep.probes.match import MatchProbe
 from sweep.probes.perturb import PerturbProbe
 
-PROBES: dict[str, type[Probe]] = {p.name: p for p in (MatchProbe, PerturbProbe, LipschitzProbe)}
+PROBES: dict[str, type[Probe]] = {p.name: p for p in (MatchProbe, PerturbProbe, LipschitzProbe, EquivalenceProbe)}
 
 
 def build_probe(name: str, params: Mapping[str, Any] | None = None) -> Probe:

@@ -16,10 +16,16 @@ Direction families:
   subspace iteration on J^T J (forward- and reverse-mode products) with a Rayleigh-Ritz step; or,
   when the whole Jacobian is built anyway (family `null`), from its SVD.
 - `null`: Gaussian directions with the whole row space of J projected out. J (D x d, D the
-  embedding size) is built from D reverse-mode products (batched), its SVD gives the numerical
-  rank r (singular values above `rank_rtol` * sigma_1) and an orthonormal basis of the row space;
-  projecting it out leaves a direction with ||J v|| ~ 0: the equivalence space. Each row of the
-  pair carries `rank`; null rows carry `jv_residual` = ||J v|| / sigma_1 from the explicit J.
+  embedding size) is built explicitly, by default (`jacobian` fp32) from ONE fp32 forward and its
+  D backward rows batched (TF32 off); the float64 Gram matrix J J^T (D x D) gives the spectrum
+  (all D singular values: `extra["singular_values"]`, the `spectrum` table), the numerical rank r
+  (singular values above `rank_rtol` * sigma_1, default 1e-5 for an fp32 J) and the projection
+  J^T U_r S_r^-2 U_r^T J onto the row space; projecting it out leaves a direction with
+  ||J v|| ~ 0: the equivalence space. `jacobian` float64 is the former method (D float64
+  forward + backward rows through the row queues, SVD). Each row of the pair carries `rank`;
+  null rows carry `jv_residual` = ||J v|| / sigma_1: from the float64 JVP of the row (fp32 J: an
+  independent check; <= 1e-6 is the guarantee, measured 5e-9 on vit_tiny) or from the explicit
+  float64 J. A J whose rank leaves fewer than `n_null` null dimensions fails the pair, saying so.
 - `off_top`: Gaussian directions with only the top-k singular subspace projected out.
 - `grad`: the descent direction -grad of 1/2 ||f(x) - f(t)||^2 at x0 (the first step of a match).
 - `match`: x_matched - x0 of a match run by this probe on the pair (parameters `match`, the
@@ -68,16 +74,15 @@ fails (out of memory, say) fails the pairs with rows in that batch, not the unit
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Generator, Iterator
 from typing import Any, Literal
 
 import torch
 from pydantic import Field, field_validator
-from torch import nn
 
 from sweep.probes.base import PairInput, PairResult, Passes, Probe, ProbeParams
 from sweep.probes.common import embed_fp32, item_generator
+from sweep.probes.jacobian import Float64Encoder, GramRowSpace, RowSpace, SvdRowSpace, fp32_jacobian
 from sweep.probes.match import MatchParams, MatchProbe
 from sweep.probes.rows import Ask, Program, run_rows
 
@@ -96,7 +101,11 @@ class LipschitzParams(ProbeParams):
     n_null: int = Field(default=4, ge=1, le=1024)  # directions of `null` and of `off_top` each
     iters: int = Field(default=20, ge=1, le=10_000)  # subspace iterations for `top` (without `null`)
     oversample: int = Field(default=4, ge=0, le=256)  # extra iterated vectors: faster, surer convergence
-    rank_rtol: float | None = Field(default=None, gt=0, lt=1)  # None: max(D, d) * float64 eps
+    rank_rtol: float | None = Field(default=None, gt=0, lt=1)  # None: 1e-5 (fp32 J), max(D, d) * float64 eps (float64 J)
+    # how `null` builds J: "fp32" (default) one fp32 forward, its D backward rows batched, the row
+    # space and the spectrum from the float64 Gram J J^T; "float64" D float64 forward + backward
+    # rows and an SVD of J (the former method: sigmas down to 1e-15 sigma_1, about 4x the cost)
+    jacobian: Literal["fp32", "float64"] = "fp32"
     match: MatchParams = Field(default_factory=MatchParams)  # the match run for family `match`
 
     @field_validator("h", mode="before")
@@ -127,7 +136,7 @@ class LipschitzProbe(Probe):
                 except (RuntimeError, ValueError) as err:  # the encoder cannot be copied: each pair fails
                     yield pair.pair_id, _failed(err)
                     continue
-                yield pair.pair_id, self._program(encoder, pair, seed)
+                yield pair.pair_id, self._program(encoder, pair, seed, batch_size)
 
         ops = {
             "fwd": lambda _, rows: _forward(f64, rows),
@@ -188,7 +197,7 @@ class LipschitzProbe(Probe):
     def cli_summary(self, fields: dict[str, Any]) -> list[str]:
         return ["lipschitz: top singular values " + ", ".join(f"{s:.4g}" for s in fields["sigmas"])]
 
-    def _program(self, enc: Any, pair: PairInput, seed: int) -> Generator[list[Ask], list[torch.Tensor], PairResult]:
+    def _program(self, enc: Any, pair: PairInput, seed: int, batch_size: int) -> Generator[list[Ask], list[torch.Tensor], PairResult]:
         """One pair's probe, asking the shared row queues for every float64 product it needs."""
         p = self.params
         x0 = pair.src.to(enc.device, torch.float64)  # (3, H, W)
@@ -206,28 +215,30 @@ class LipschitzProbe(Probe):
         per_pair: dict[str, Any] = {}
         residual: torch.Tensor | None = None
         if "null" in p.families:
-            eye = torch.eye(e0.numel(), dtype=x0.dtype, device=x0.device)
-            (jac,) = yield [Ask("vjp", x0, eye)]  # row i = J^T e_i
-            jac = jac.flatten(1)  # (D, d)
-            _, svals, vh = torch.linalg.svd(jac, full_matrices=False)  # svals (min(D, d),), vh (., d)
-            rtol = p.rank_rtol if p.rank_rtol is not None else max(jac.shape) * torch.finfo(torch.float64).eps
-            rank = int((svals > rtol * svals[0]).sum()) if svals[0] > 0 else 0
+            if p.jacobian == "float64":  # the former method: D float64 forward + backward rows, SVD
+                eye = torch.eye(e0.numel(), dtype=x0.dtype, device=x0.device)
+                (jac,) = yield [Ask("vjp", x0, eye)]  # row i = J^T e_i
+                space: RowSpace = SvdRowSpace(jac.flatten(1), p.rank_rtol)
+            else:  # one fp32 forward, its D backward rows batched; the float64 Gram J J^T
+                space = GramRowSpace(fp32_jacobian(enc, pair.src.to(enc.device), batch_size), p.rank_rtol)
+            svals, rank = space.svals, space.rank
             k = min(p.top_k, len(svals))
-            v_top, sigmas = _unit(vh[:k].reshape(k, *x0.shape)), svals[:k]
+            v_top, sigmas = _unit(space.top(k).reshape(k, *x0.shape)), svals[:k]
             per_pair["rank"] = rank
             per_pair["_svals"] = svals
-            per_pair["sigma1"] = float(svals[0])
+            per_pair["sigma1"] = per_pair["_sigma1"] = float(svals[0])
             d = x0.numel()
             if rank > d - p.n_null:  # no n_null-dimensional null space: no null directions
                 per_pair["no_null"] = (f"no null space: rank(J) = {rank} of d = {d} (family null needs "
                                        f"rank <= d - n_null = {d - p.n_null})")
                 if all(f == "null" for f in p.families):
                     return PairResult(pair_id=pair.pair_id, rows=[], error=per_pair["no_null"])
-            else:
-                # row space (vh[:rank], orthonormal) projected out; J and vh are not kept
-                directions["null"] = _project_out(_gaussian(p.n_null, x0, item_generator(seed, "null", pair.pair_id)), vh[:rank])
-                residual = (directions["null"].flatten(1) @ jac.T).norm(dim=1) / float(svals[0])  # (n,)
-            del jac, vh
+            else:  # the row space projected out (J itself is not kept)
+                gauss = _gaussian(p.n_null, x0, item_generator(seed, "null", pair.pair_id))
+                directions["null"] = _unit(space.project_out(gauss.flatten(1)).view_as(gauss))
+                if p.jacobian == "float64":  # ||J v|| / sigma_1 from the explicit float64 J, as before
+                    residual = space.apply(directions["null"].flatten(1)).norm(dim=1) / float(svals[0])  # (n,)
+            del space
         elif "top" in p.families or "off_top" in p.families:
             v_top, sigmas = yield from _top_singular(x0, p.top_k, p.iters, p.oversample, item_generator(seed, "top", pair.pair_id))
         if "top" in p.families:
@@ -277,7 +288,7 @@ class LipschitzProbe(Probe):
                         "fd_floor": floor,
                         "jvp_floor": jvp_floor,
                         "nonlinearity": deviation / jvp if deviation > floor and jvp > jvp_floor else None,
-                        "jv_residual": float(residual[j]) if family == "null" and residual is not None else None,
+                        "jv_residual": _jv_residual(family, j, residual, jvp, per_pair.get("_sigma1")),
                         "rank": per_pair.get("rank"),
                         "match_success": per_pair.get("match_success"),
                     })
@@ -313,6 +324,7 @@ class LipschitzProbe(Probe):
         if "rank" in per_pair:
             extra["rank"] = per_pair["rank"]
             extra["singular_values"] = per_pair["_svals"].cpu()
+            extra["jacobian"] = p.jacobian
         if "match_success" in per_pair:
             extra["match_success"] = per_pair["match_success"]
         return PairResult(
@@ -324,30 +336,20 @@ class LipschitzProbe(Probe):
         )
 
 
+def _jv_residual(family: str, j: int, residual: torch.Tensor | None, jvp: float, sigma1: float | None) -> float | None:
+    """A `null` row's ||J v|| / sigma_1: from the explicit float64 J (jacobian float64), else from
+    the float64 JVP of the row (jacobian fp32: an independent check of the fp32 projection)."""
+    if family != "null":
+        return None
+    if residual is not None:
+        return float(residual[j])
+    return jvp / sigma1 if sigma1 else None
+
+
 def _failed(err: Exception) -> Program:
     """A program that fails at once (its pair gets the error)."""
     raise err
     yield []  # pragma: no cover  (makes this a generator)
-
-
-class Float64Encoder:
-    """The encoder's function in float64: a deep copy of its module on the same device, its
-    normalisation in float64, fused attention off (no forward-mode derivative, no float64 gain)."""
-
-    def __init__(self, enc: Any) -> None:
-        self.module: nn.Module = copy.deepcopy(enc.module).to(enc.device, torch.float64)
-        self.module.eval().requires_grad_(False)
-        for m in self.module.modules():
-            if getattr(m, "fused_attn", False) is True:
-                m.fused_attn = False
-        self.mean = enc.mean.to(enc.device, torch.float64).view(1, 3, 1, 1)
-        self.std = enc.std.to(enc.device, torch.float64).view(1, 3, 1, 1)
-        self.embed_fn = enc.embed_fn
-        self.device = enc.device
-
-    def embed(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) pixels -> (B, D) float64 embeddings."""
-        return self.embed_fn(self.module, (pixels.double() - self.mean) / self.std).double()
 
 
 def _unit(v: torch.Tensor) -> torch.Tensor:

@@ -169,7 +169,7 @@ def run_unit(
         if result.pair_id not in state.gallery_ids:
             result.images = {}  # keep pixels only for the gallery
         # extras can be large (lipschitz directions: (n, 3, H, W) each); keep only what rows need
-        result.extra = {k: v for k, v in result.extra.items() if k == "image_variant"}
+        result.extra = {k: v for k, v in result.extra.items() if k in _KEPT_EXTRAS}
         pair.result = result
 
     pairs = sorted(state.pairs.values(), key=lambda p: p.index)
@@ -179,6 +179,9 @@ def run_unit(
                               for name in probe_tables}
     tables["pairs"] = [_pairs_row(unit, run_id, p) for p in pairs]
     tables["embeddings"] = _embeddings_table(unit, run_id, pairs, wants_probed=any(map(_wants_knn, probe_tables)))
+    spectrum = _spectrum_rows(unit, run_id, pairs)
+    if spectrum:  # only where the probe built the Jacobian
+        tables["spectrum"] = spectrum
     images = _image_rows(unit, run_id, state)
     if images:  # a probe without images (lipschitz) or gallery 0: no file
         tables["images"] = images
@@ -233,6 +236,23 @@ def units_row(
         "input_dim": summary.input_dim,
         "embed_dim": summary.embed_dim,
     }
+
+
+# what a result keeps of its extras: the gallery variant, and J's spectrum for the `spectrum` table
+_KEPT_EXTRAS = ("image_variant", "singular_values", "rank", "jacobian")
+
+
+def _spectrum_rows(unit: WorkUnit, run_id: str, pairs: list[_Pair]) -> list[dict[str, Any]]:
+    """One `spectrum` row per ok pair whose probe built the Jacobian (its singular values)."""
+    rows = []
+    for pair in pairs:
+        result = pair.result
+        if _pair_error(pair) is not None or result is None or "singular_values" not in result.extra:
+            continue
+        values = [float(v) for v in torch.as_tensor(result.extra["singular_values"]).double().tolist()]
+        rows.append({**_identity(unit, run_id, pair, None), "jacobian": result.extra.get("jacobian"),
+                     "rank": result.extra.get("rank"), "n_values": len(values), "singular_values": values})
+    return rows
 
 
 def _probe_tables(probe: Any) -> tuple[str, ...]:

@@ -14,7 +14,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from tests.support.claim_runs import make_claims_run
 

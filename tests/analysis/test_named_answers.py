@@ -37,9 +37,9 @@ from analysis.named import (
 from sweep.schema import partition_dir, to_table
 
 RUN, MODEL, WEIGHTS, EMBED = "h-run", "m", "w", "pre_logits"
-CM, CM2, CP, CL = "cfg-match-1", "cfg-match-2", "cfg-perturb", "cfg-lip"
-PARAMS = {CM: {"lr": 0.1}, CM2: {"lr": 0.5}, CP: {"steps": 3}, CL: {"h": [0.1, 1.0]}}
-PROBE = {CM: "match", CM2: "match", CP: "perturb", CL: "lipschitz"}
+CM, CM2, CP, CL, CE = "cfg-match-1", "cfg-match-2", "cfg-perturb", "cfg-lip", "cfg-eq"
+PARAMS = {CM: {"lr": 0.1}, CM2: {"lr": 0.5}, CP: {"steps": 3}, CL: {"h": [0.1, 1.0]}, CE: {"walk_steps": 5}}
+PROBE = {CM: "match", CM2: "match", CP: "perturb", CL: "lipschitz", CE: "equivalence"}
 
 
 def _ident(unit: str, cfg: str, pair: str, error: str | None = None) -> dict[str, Any]:
@@ -125,6 +125,24 @@ def _lipschitz_rows() -> list[dict[str, Any]]:
     return rows
 
 
+# spectrum (unit u-lip): pair a sigmas 4, 2, 1, 1 (rank 4); b 3, 0 (rank 1)
+_S = {"a": [4.0, 2.0, 1.0, 1.0], "b": [3.0, 0.0]}
+
+
+def _spectrum_rows() -> list[dict[str, Any]]:
+    return [{**_ident("u-lip", CL, pair), "jacobian": "fp32", "rank": sum(v > 0 for v in values) if pair == "b" else 4,
+             "n_values": len(values), "singular_values": values} for pair, values in _S.items()]
+
+
+# equivalence (unit u-eq): pair a walk 4 vs random 2 (ratio 2), b 3 vs 0 (inf), c 0 vs 0 (1);
+# path: a success, target max 0.1 at end 0.05 (2x: linear), b success 0.3 at 0.1 (3x: not), c failed
+def _equivalence_rows() -> list[dict[str, Any]]:
+    values = {"a": (4.0, 2.0, True, 0.1, 0.05), "b": (3.0, 0.0, True, 0.3, 0.1), "c": (0.0, 0.0, False, None, None)}
+    return [{**_ident("u-eq", CE, pair), "pair_dist": 1.0, "walk_radius": w, "random_walk_radius": r,
+             "match_success": ok, "path_target_max": tmax, "path_target_end": tend}
+            for pair, (w, r, ok, tmax, tend) in values.items()]
+
+
 def _png(value: int) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (4, 4), (value, value, value)).save(buffer, format="PNG")
@@ -144,9 +162,11 @@ def _write(run: Path, table: str, rows: list[dict[str, Any]]) -> None:
 @pytest.fixture(scope="module")
 def con(tmp_path_factory: pytest.TempPathFactory):
     run = tmp_path_factory.mktemp("hand") / RUN
-    results = {"match": _match_rows(), "perturb": _perturb_rows(), "lipschitz": _lipschitz_rows()}
+    results = {"match": _match_rows(), "perturb": _perturb_rows(), "lipschitz": _lipschitz_rows(),
+               "equivalence": _equivalence_rows()}
     for table, rows in results.items():
         _write(run, table, rows)
+    _write(run, "spectrum", _spectrum_rows())
     pairs = {}
     for rows in results.values():
         for r in rows:
@@ -157,7 +177,7 @@ def con(tmp_path_factory: pytest.TempPathFactory):
     units = [{"run_id": RUN, "unit_id": u, "model": MODEL, "weights": WEIGHTS, "embed": EMBED, "probe": PROBE[c],
               "config_hash": c, "params": json.dumps(PARAMS[c]), "status": "ok", "seconds": s}
              for u, c, s in (("u-match", CM, 5.0), ("u-match2", CM2, 7.0), ("u-pert", CP, 11.0),
-                             ("u-lip", CL, 13.0))]
+                             ("u-lip", CL, 13.0), ("u-eq", CE, 17.0))]
     units.append({"run_id": RUN, "unit_id": "u-pert-fail", "model": MODEL, "weights": WEIGHTS, "embed": EMBED,
                   "probe": "perturb", "config_hash": CP, "params": json.dumps(PARAMS[CP]), "status": "error",
                   "error": "WorkerCrashed: died"})
@@ -336,12 +356,13 @@ def test_nonlinearity(con) -> None:
 # ---------------------------------------------------------------------------------- run state
 def test_overview(con) -> None:
     df = run_named(con, "overview")
-    assert df["probe"].tolist() == ["lipschitz", "match", "match", "perturb"]
+    assert df["probe"].tolist() == ["equivalence", "lipschitz", "match", "match", "perturb"]
     expect = {  # units, ok, error, in progress, pairs ok, pairs error, rows ok, rows error, seconds
         CL: (1, 1, 0, 0, 2, 1, 32, 1, 13.0),
         CM: (1, 1, 0, 0, 4, 1, 4, 1, 5.0),
         CM2: (1, 1, 0, 0, 2, 0, 2, 0, 7.0),
         CP: (2, 1, 1, 0, 3, 1, 6, 1, 11.0),
+        CE: (1, 1, 0, 0, 3, 0, 3, 0, 17.0),
     }
     cols = ["units", "units_ok", "units_error", "units_in_progress", "pairs_ok", "pairs_error", "rows_ok",
             "rows_error", "unit_seconds"]
@@ -366,12 +387,37 @@ def test_failures(con) -> None:
 
 
 # ---------------------------------------------------------------------------------- parameters
+def test_spectrum(con) -> None:
+    df = run_named(con, "spectrum", {"k": "2"})
+    # a: p = (1/2, 1/4, 1/8, 1/8), entropy 1.75 ln 2 -> effective rank 2^1.75; stable rank (16+4+1+1)/16
+    approx(one(df, pair_id="a"), sigma1=4.0, effective_rank=2**1.75, stable_rank=22 / 16, sigma_k_over_sigma1=0.5,
+           sigma_min_over_sigma1=0.25)
+    # b: one nonzero sigma: effective rank 1 (zeros left out of the entropy), stable rank 1
+    approx(one(df, pair_id="b"), sigma1=3.0, effective_rank=1.0, stable_rank=1.0, sigma_k_over_sigma1=0.0)
+    assert one(df, pair_id="a")["rank"] == 4 and one(df, pair_id="b")["n_values"] == 2
+    # k past the last singular value: NULL
+    approx(one(run_named(con, "spectrum"), pair_id="b"), sigma_k_over_sigma1=None)
+
+
+def test_geometry_claims(con) -> None:
+    df = run_named(con, "geometry_claims")
+    large = one(df, claim="large_equivalence")
+    # ratios sorted 1 (c: neither moved), 2 (a), inf (b): median 2, n 3 < min_n: inconclusive
+    approx(large, estimate=2.0)
+    assert large["n"] == 3 and large["verdict"] == "inconclusive" and large["config_hash"] == CE
+    linear = one(df, claim="piecewise_linear")
+    # a: 0.1 <= 2 x 0.05 (linear), b: 0.3 > 2 x 0.1; c failed its match: n 2, share 1/2
+    approx(linear, estimate=0.5)
+    assert linear["n"] == 2
+
+
 def test_every_query_has_a_hand_checked_answer_here() -> None:
     tested = {"equivalence", "invisibility", "overgeneralisation", "match_pairs", "loss_curves", "gallery",
               "normal_space", "lipschitz_pairs", "lipschitz", "lipschitz_families", "lipschitz_directions",
               "nonlinearity", "overview", "failures",
               "claims",  # claims: verdicts against plain-Python answers in tests/analysis/test_claims.py
-              "transfer"}  # transfer: brute force and identical models in tests/finished/test_transfer.py
+              "transfer",  # transfer: brute force and identical models in tests/finished/test_transfer.py
+              "spectrum", "geometry_claims"}
     assert {q.name for q in list_named()} <= tested, "a new named query needs its hand-checked test"
 
 

@@ -6,7 +6,6 @@ and the commands `init` says to run next. `run` used to stop with "demo-run: hol
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import subprocess
 import sys

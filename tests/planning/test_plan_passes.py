@@ -45,10 +45,15 @@ class CountingEncoder(LinearEncoder):
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:  # (B, 3, 8, 8) -> (B, 16)
         out = super().forward(pixels)
         rows = int(pixels.shape[0])
-        if torch._C._functorch.maybe_current_level() is not None:  # inside torch.func.jvp
+        functorch = torch._C._functorch
+        transform = functorch.peek_interpreter_stack()
+        under_vjp = transform is not None and transform.key() == functorch.TransformType.Grad  # torch.func.vjp
+        if transform is not None and not under_vjp:  # inside torch.func.jvp
             self.counts["jvp"] += rows
-        elif out.requires_grad:
+        elif out.requires_grad or under_vjp:
             def on_backward(grad: torch.Tensor) -> None:
+                if functorch.is_batchedtensor(grad):  # vmap over a vjp: one call, a chunk of rows
+                    grad = functorch.get_unwrapped(grad).movedim(functorch.maybe_get_bdim(grad), 0).flatten(0, 1)
                 self.counts["backward"] += int(grad.shape[0])
 
             out.register_hook(on_backward)
@@ -186,3 +191,17 @@ def test_flop_formula_matches_the_measured_figures() -> None:
     assert small.step_bf16 == pytest.approx(3293 * vit_gflop("vit_base_patch16_224") / vit_gflop("vit_small_patch16_224"))
     assert "derived" in small.source and "measured" in base.source
     assert math.isfinite(small.jvp)
+
+
+def test_equivalence_passes() -> None:
+    # walks that never leave the set (delta huge) take every step: the bound, exactly
+    walk = {"path_points": 0, "walk_steps": 3, "walk_k": 2, "walk_iters": 2, "corrector": 2, "delta": 1e9}
+    counts, results, p = counted("equivalence", walk)
+    assert all(r.rows[0]["walk_kept"] == 3 for r in results)
+    assert counts == as_counts(passes_per_pair("equivalence", p), N_PAIRS)
+    assert bound_note("equivalence", p)
+    # path linearity after a match that stops at its last step (confirmed), and the walks: the bound
+    steps = steps_to_match({})
+    counts, results, p = counted("equivalence", {**walk, "path_points": 5, "match": {"max_steps": steps + 1}}, same=True)
+    assert all(r.rows[0]["match_success"] and len(r.rows[0]["path_target_curve"]) == 5 for r in results)
+    assert counts == as_counts(passes_per_pair("equivalence", p), N_PAIRS)

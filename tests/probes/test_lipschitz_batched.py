@@ -119,7 +119,7 @@ def test_rows_across_pairs_equal_a_plain_float64_reference(micro):
     """Three pairs share batches of 7 rows (Jacobian rows, JVPs and finite differences of
     different pairs in one batch); each pair's rows equal the plain reference."""
     families = ["random", "top", "grad", "null", "off_top"]
-    probe = build_probe("lipschitz", {"families": families, "h": H, "top_k": 2, "n_random": 2, "n_null": 2})
+    probe = build_probe("lipschitz", {"families": families, "h": H, "top_k": 2, "n_random": 2, "n_null": 2, "jacobian": "float64"})
     pairs = _pairs(3, 16)
     results = {r.pair_id: r for r in probe.run(micro, pairs, batch_size=7, seed=SEED)}
     assert sorted(results) == ["m0", "m1", "m2"]
@@ -311,7 +311,7 @@ def test_rank_rtol_sets_the_numerical_rank(micro):
     """With rank_rtol 0.3 only singular values above 0.3 sigma_1 count: the `null` directions then
     keep the rest of the row space, and jv_residual = ||J v|| / sigma_1 is far from round-off."""
     rtol = 0.3
-    probe = build_probe("lipschitz", {"families": ["null"], "h": [1.0], "n_null": 2, "rank_rtol": rtol})
+    probe = build_probe("lipschitz", {"families": ["null"], "h": [1.0], "n_null": 2, "rank_rtol": rtol, "jacobian": "float64"})
     pair = _pairs(1, 16, "r")[0]
     (result,) = list(probe.run(micro, [pair], batch_size=7, seed=SEED))
     ref = Reference(micro, pair)

@@ -34,6 +34,12 @@ Known values, per model (model index m = 0, 1, … adds m to a few numbers so mo
   null directions 0..1 with l_jvp 0.5·(i+1), 1.5·(i+1); match direction 0 with l_jvp 0.2;
   grad direction 0 with l_jvp 12 (rank 48 on every row);
   l_fd = l_jvp·(1 + 0.1·h), nonlinearity = 0.1·h (every family).
+- spectrum (same unit): pairs p0, p1, jacobian fp32, rank 48, 48 singular values
+  sigma_j = 100·(i+1)·(1+m)·2^-j for j = 0..47.
+- equivalence unit `<model>-equivalence-0` (only with `geometry=True`): pairs p0..p3, pair_dist
+  2, delta 0.05; walk_radius (3, 4, 5, 6)·(1+m), random_walk_radius 1, 1, 1, 0 -> walk ratios
+  3, 4, 5, inf; match_success True, True, True, False; path_target_end 0.05 and path_target_max
+  0.06, 0.08, 0.5 (p0..p2: 2 of 3 within twice the tolerance); curves of 5 points.
 - images: p0 and p1 of every default match unit, 16×16 RGB PNGs; adv = src + 2 (clipped);
   p0 of the paper match unit with adv = src + 5.
 - units: every unit above ok; for the last model a failed perturb unit
@@ -74,6 +80,7 @@ MATCH_PARAMS = {
 }
 PERTURB_PARAMS = {"norm": "linf", "steps": 10}
 LIPSCHITZ_PARAMS = {"h": list(HS), "top_k": 3}
+EQUIVALENCE_PARAMS = {"path_points": 5, "walk_steps": 20}
 # The `setting` text analysis/ derives: the parameters that differ between the match settings;
 # perturb and lipschitz have one setting each, so every (non-null) parameter.
 MATCH_SETTING_TEXT = {
@@ -97,7 +104,7 @@ def config_hash(model: str, probe: str, setting: str = "default", weights: str =
 
 def params_json(probe: str, setting: str = "default") -> str:
     params = {"match": MATCH_PARAMS.get(setting), "perturb": PERTURB_PARAMS,
-              "lipschitz": LIPSCHITZ_PARAMS}[probe]
+              "lipschitz": LIPSCHITZ_PARAMS, "equivalence": EQUIVALENCE_PARAMS}[probe]
     return json.dumps(params, sort_keys=True)
 
 
@@ -363,12 +370,41 @@ def _unit_row(model: str, probe: str, unit_id: str, rows: list[dict[str, Any]], 
     }
 
 
+def _equivalence_rows(model: str, m: int, run_id: str, weights: str) -> list[dict[str, Any]]:
+    unit = f"{_slug(model)}-equivalence-0"
+    rows = []
+    for i in range(4):
+        success = i < 3
+        target_max = (0.06, 0.08, 0.5, None)[i]
+        rows.append({
+            **_ident(model, "equivalence", unit, i, run_id=run_id, weights=weights),
+            "pair_dist": 2.0, "delta": 0.05, "match_success": success, "match_steps": 100 * (i + 1),
+            "match_rel_dist": 0.04 if success else 0.3,
+            "path_points": 5 if success else None,
+            "path_target_max": target_max, "path_target_end": 0.05 if success else None,
+            "path_chord_max": 0.01 if success else None, "path_linear_max": 0.02 if success else None,
+            "path_target_curve": [0.0, 0.01, 0.02, 0.03, 0.05] if success else None,
+            "walk_kept": 20, "walk_radius": float((3, 4, 5, 6)[i] * (1 + m)), "walk_psnr": 30.0, "walk_ssim": 0.9,
+            "walk_curve": [0.01] * 20, "random_walk_kept": (3, 3, 3, 0)[i],
+            "random_walk_radius": (1.0, 1.0, 1.0, 0.0)[i],
+            "walk_ratio": float((3, 4, 5, 6)[i] * (1 + m)) if i < 3 else None,
+        })
+    return rows
+
+
+def _spectrum_rows(model: str, m: int, run_id: str, weights: str) -> list[dict[str, Any]]:
+    unit = f"{_slug(model)}-lipschitz-0"
+    return [{**_ident(model, "lipschitz", unit, i, run_id=run_id, weights=weights), "jacobian": "fp32", "rank": 48,
+             "n_values": 48, "singular_values": [100.0 * (i + 1) * (1 + m) * 2.0**-j for j in range(48)]}
+            for i in range(2)]
+
+
 def fixture_rows(models: Sequence[str] = ("vit_a", "vit_b"), *, run_id: str = RUN_ID,
                  complete: bool = True, weights: str = WEIGHTS,
-                 paper: bool = True) -> dict[str, list[dict[str, Any]]]:
+                 paper: bool = True, geometry: bool = False) -> dict[str, list[dict[str, Any]]]:
     """Every row of the fixture run, by table (the exact rows make_fixture_run writes).
     `paper`: the first model also has the second match setting (preset paper)."""
-    tables: dict[str, list[dict[str, Any]]] = {t: [] for t in ("match", "perturb", "lipschitz",
+    tables: dict[str, list[dict[str, Any]]] = {t: [] for t in ("match", "perturb", "lipschitz", "equivalence", "spectrum",
                                                                "pairs", "units", "images")}
     for m, model in enumerate(models):
         units = [("match", "default", _match_rows(model, m, run_id, weights))]
@@ -377,6 +413,9 @@ def fixture_rows(models: Sequence[str] = ("vit_a", "vit_b"), *, run_id: str = RU
         units.append(("perturb", "default", _perturb_rows(model, m, run_id, weights)))
         if complete:
             units.append(("lipschitz", "default", _lipschitz_rows(model, m, run_id, weights)))
+            tables["spectrum"] += _spectrum_rows(model, m, run_id, weights)
+        if geometry:
+            units.append(("equivalence", "default", _equivalence_rows(model, m, run_id, weights)))
         for probe, setting, rows in units:
             tables[probe] += rows
             tables["pairs"] += _pairs_rows(rows)
@@ -408,13 +447,13 @@ def _write(run_dir: Path, table: str, rows: list[dict[str, Any]]) -> None:
 
 def make_fixture_run(root: Path, *, models: Sequence[str] = ("vit_a", "vit_b"),
                      complete: bool = True, run_id: str = RUN_ID, weights: str = WEIGHTS,
-                     only: Sequence[str] | None = None, paper: bool = True) -> Path:
+                     only: Sequence[str] | None = None, paper: bool = True, geometry: bool = False) -> Path:
     """Write the fixture run under `root/<run_id>` and return its path. `only` limits the
     tables written (e.g. `only=("match",)` for a run with match rows only); `paper=False`
     leaves out the first model's second match setting."""
     run_dir = Path(root) / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    tables = fixture_rows(models, run_id=run_id, complete=complete, weights=weights, paper=paper)
+    tables = fixture_rows(models, run_id=run_id, complete=complete, weights=weights, paper=paper, geometry=geometry)
     if only is not None:
         tables = {t: (rows if t in only else []) for t, rows in tables.items()}
     for table, rows in tables.items():
@@ -442,9 +481,9 @@ def make_fixture_run(root: Path, *, models: Sequence[str] = ("vit_a", "vit_b"),
         {"unit_id": f"{_slug(models[-1])}-perturb-1",
          "error": "WorkerCrashed: worker died 3 times (exit code 137)"}
     ]
-    result_units = {r["unit_id"] for t in ("match", "perturb", "lipschitz") for r in tables[t]}
+    result_units = {r["unit_id"] for t in ("match", "perturb", "lipschitz", "equivalence") for r in tables[t]}
     n_paper = 1 if paper and models else 0
-    n_units = 3 * len(models) + n_paper + (1 if complete else 0)
+    n_units = (4 if geometry else 3) * len(models) + n_paper + (1 if complete else 0)
     progress = {
         "run_id": run_id,
         "state": "finished" if complete else "running",

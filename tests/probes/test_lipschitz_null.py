@@ -1,0 +1,76 @@
+"""The `null` family's default Jacobian (fp32: one forward, D backward rows batched, the float64
+Gram J J^T): on the linear encoder every number equals its closed form (spectrum = W's singular
+values, null vectors with ||W v|| / sigma_1 <= 1e-6); on a random-init ViT it agrees with the
+float64 explicit Jacobian (the former method) and keeps the 1e-6 guarantee, measured per row
+by a float64 JVP; a J that leaves no null space of n_null dimensions fails the pair, saying so."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sweep.encoders import load_encoder
+from sweep.probes import build_probe
+from sweep.probes.base import PairInput
+from sweep.probes.jacobian import fp32_jacobian
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/probes/conftest.py
+GUARANTEE = 1e-6
+
+
+def _pair(size: int, tag: str = "n") -> PairInput:
+    g = torch.Generator().manual_seed(5)
+    return PairInput(tag, torch.rand(3, size, size, generator=g), torch.rand(3, size, size, generator=g))
+
+
+def test_linear_encoder_spectrum_null_and_top_are_exact():
+    enc = load_encoder("tests.support.encoders:linear_encoder", device="cpu")
+    weight = enc.module.weight.detach().double()  # (16, 192)
+    probe = build_probe("lipschitz", {"families": ["top", "null"], "top_k": 3, "n_null": 4, "h": [1.0]})
+    (result,) = list(probe.run(enc, [_pair(8)], batch_size=5, seed=0))
+    assert result.error is None
+    exact = torch.linalg.svdvals(weight)
+    spectrum = result.extra["singular_values"]
+    assert len(spectrum) == 16 and torch.allclose(spectrum.double(), exact, rtol=1e-10)
+    assert result.extra["rank"] == 16
+    null = result.extra["directions"]["null"].flatten(1).double()
+    assert (null @ weight.T).norm(dim=1).max() / exact[0] <= 1e-12  # W v = 0 to round-off
+    rows = [r for r in result.rows if r["family"] == "null"]
+    assert len(rows) == 4 and all(r["jv_residual"] <= GUARANTEE and r["rank"] == 16 for r in rows)
+    top = result.extra["directions"]["top"].flatten(1).double()
+    assert torch.allclose((top @ weight.T).norm(dim=1), exact[:3], rtol=1e-10)
+
+
+def test_fp32_jacobian_is_one_forward_and_its_rows_batched():
+    enc = load_encoder("tests.support.encoders:linear_encoder", device="cpu")
+    jac = fp32_jacobian(enc, _pair(8).src, chunk=5)  # 16 rows in chunks of 5: a remainder
+    assert jac.dtype == torch.float32 and jac.shape == (16, 192)
+    assert torch.equal(jac, enc.module.weight.detach())
+
+
+def test_vit_fp32_null_agrees_with_the_float64_jacobian_and_keeps_the_guarantee(tiny):
+    pair = _pair(32, "v")
+    params = {"families": ["top", "null"], "top_k": 2, "n_null": 4, "h": [1.0]}
+    (fast,) = list(build_probe("lipschitz", params).run(tiny, [pair], batch_size=16, seed=0))
+    (exact,) = list(build_probe("lipschitz", {**params, "jacobian": "float64"}).run(tiny, [pair], batch_size=16, seed=0))
+    s_fast, s_exact = fast.extra["singular_values"].double(), exact.extra["singular_values"].double()
+    assert s_fast.shape == s_exact.shape == (48,)
+    # every singular value to the fp32 Jacobian's accuracy (relative to sigma_1)
+    assert float((s_fast - s_exact).abs().max() / s_exact[0]) <= 1e-5
+    assert fast.extra["sigmas"] == pytest.approx(exact.extra["sigmas"], rel=1e-5)
+    nulls = [r for r in fast.rows if r["family"] == "null"]
+    assert len(nulls) == 4 and all(r["jv_residual"] <= GUARANTEE for r in nulls)
+    # the residual is the float64 JVP of the row over sigma_1
+    sigma1 = float(s_fast[0])
+    assert all(r["jv_residual"] == pytest.approx(r["l_jvp"] / sigma1, rel=1e-12) for r in nulls)
+
+
+def test_no_null_space_of_n_null_dimensions_fails_the_pair():
+    enc = load_encoder("tests.support.encoders:linear_encoder", device="cpu")
+    # rank 16 of d = 192: 176 null dimensions
+    probe = build_probe("lipschitz", {"families": ["null"], "n_null": 177, "h": [1.0]})
+    (result,) = list(probe.run(enc, [_pair(8)], batch_size=5, seed=0))
+    assert result.rows == [] and result.error is not None and "no null space" in result.error
+    assert "rank 16" in result.error
+    (ok,) = list(build_probe("lipschitz", {"families": ["null"], "n_null": 176, "h": [1.0]}).run(enc, [_pair(8)], batch_size=5, seed=0))
+    assert ok.error is None and len(ok.rows) == 176
