@@ -144,9 +144,10 @@ def test_sandbox_even_without_the_parser_check(con) -> None:
         con.execute("SET lock_configuration = false")
 
 
-VIEW_LIST = "images, lipschitz, match, pairs, perturb, settings, spectrum, transfer, unit_rows, units"
-MACRO_LIST = ("lipschitz_estimates, lipschitz_ok, lipschitz_rows, match_ok, match_rows, perturb_ok, "
-              "perturb_rows")
+VIEW_LIST = ("equivalence, images, lipschitz, match, pairs, perturb, settings, spectrum, transfer, unit_rows, "
+             "units")
+MACRO_LIST = ("equivalence_ok, equivalence_rows, lipschitz_estimates, lipschitz_ok, lipschitz_rows, match_ok, "
+              "match_rows, perturb_ok, perturb_rows")
 REFUSAL_MESSAGES = [
     ("", "empty query"),
     ("  \n ", "empty query"),
