@@ -71,6 +71,6 @@ def test_no_null_space_of_n_null_dimensions_fails_the_pair():
     probe = build_probe("lipschitz", {"families": ["null"], "n_null": 177, "h": [1.0]})
     (result,) = list(probe.run(enc, [_pair(8)], batch_size=5, seed=0))
     assert result.rows == [] and result.error is not None and "no null space" in result.error
-    assert "rank 16" in result.error
+    assert "rank(J) = 16" in result.error and "d = 192" in result.error
     (ok,) = list(build_probe("lipschitz", {"families": ["null"], "n_null": 176, "h": [1.0]}).run(enc, [_pair(8)], batch_size=5, seed=0))
     assert ok.error is None and len(ok.rows) == 176
