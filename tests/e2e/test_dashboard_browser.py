@@ -280,7 +280,7 @@ def test_scale_fixture_every_page_and_a_stopped_query(scale_server: tuple[str, P
 # ------------------------------------------------------------------ verdicts at a glance (issue 25)
 
 GLANCE_VIEWPORT = {"width": 1300, "height": 900}
-DESCRIPTION = re.compile(r"claim=(\w+); config_hash=(\w[\w-]*); statistic=(\w+); estimate=([^;]+); "
+DESCRIPTION = re.compile(r"claim=(\w+); config_hash=([^;]+); statistic=(\w+); estimate=([^;]+); "
                          r"ci_low=([^;]+); ci_high=([^;]+); threshold=(.+)$")
 
 
@@ -337,7 +337,8 @@ def check_models_glance(url: str, run: Path, browser: object, shot: Path) -> Non
                  for i in range(cells.count())]
         shown = sorted(cell for cell in every if cell[1])  # "—" cells: a model without that claim (the control)
         assert shown == sorted((c["claim"], c["verdict"]) for c in claims)
-        assert "threshold" in (cells.first.get_attribute("title") or "")  # the tooltip survives st.html
+        first_verdict = next(i for i, cell in enumerate(every) if cell[1])
+        assert "threshold" in (cells.nth(first_verdict).get_attribute("title") or "")  # the tooltip survives st.html
         # a forest plot per claim, each dot labelled with the claims row it draws
         n_claims = len({c["claim"] for c in claims})
         page.wait_for_function(f"document.querySelectorAll('.vega-embed svg').length >= {n_claims}",
