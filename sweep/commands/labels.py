@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from sweep.run.store import RunStore
 
     store = RunStore(args.run)
+    store.check_bucket()  # a missing bucket is said as such, not as the lease file it cannot read
     with holding(store, "labels"):  # not while a driver runs (its own labels pass would replace ours)
         summary = label_run(store, k=args.k, bank=args.bank, device=device)
     print(summary.describe())
