@@ -7,15 +7,14 @@ Not used by the package or the tests.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch import nn
 
 from sweep.probes.base import PairInput, PairResult, Probe
 from sweep.probes.common import embed_fp32, item_generator
+from sweep.probes.jacobian import Float64Encoder
 from sweep.probes.lipschitz import LipschitzParams
 from sweep.probes.match import MatchParams, MatchProbe
 
@@ -122,26 +121,6 @@ class OnePairLipschitz(Probe):
             row_embeddings=[None] * len(rows),
             extra=extra,
         )
-
-
-class Float64Encoder:
-    """The encoder's function in float64: a deep copy of its module on the same device, its
-    normalisation in float64, fused attention off (no forward-mode derivative, no float64 gain)."""
-
-    def __init__(self, enc: Any) -> None:
-        self.module: nn.Module = copy.deepcopy(enc.module).to(enc.device, torch.float64)
-        self.module.eval().requires_grad_(False)
-        for m in self.module.modules():
-            if getattr(m, "fused_attn", False) is True:
-                m.fused_attn = False
-        self.mean = enc.mean.to(enc.device, torch.float64).view(1, 3, 1, 1)
-        self.std = enc.std.to(enc.device, torch.float64).view(1, 3, 1, 1)
-        self.embed_fn = enc.embed_fn
-        self.device = enc.device
-
-    def embed(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) pixels -> (B, D) float64 embeddings."""
-        return self.embed_fn(self.module, (pixels.double() - self.mean) / self.std).double()
 
 
 def _unit(v: torch.Tensor) -> torch.Tensor:
