@@ -34,6 +34,7 @@ import pyarrow as pa
 
 from analysis import intervals
 from analysis.caveats import random_weights_caveat  # noqa: F401 (public here: the claims API)
+from analysis.observations import Observations, list_cell
 from analysis.criteria import (  # noqa: F401 (public here: the claims API)
     CRITERIA_FILE,
     Criteria,
@@ -47,6 +48,7 @@ PROBE_CLAIMS = {"match": ("equivalence", "invisibility", "overgeneralisation"),
                 "perturb": ("normal_space",), "lipschitz": ("lipschitz",)}
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not_supported", "inconclusive"
 Verdict = Literal["supported", "not_supported", "inconclusive"]
+ObservationsLike = Observations | Sequence[Mapping[str, Any]] | pa.Array | None
 
 
 # ---------------------------------------------------------------- seeds
@@ -208,23 +210,16 @@ def success_text(params: str | Mapping[str, Any] | None) -> str:
     return f"(rel_dist ≤ {rho:g} and cos ≥ {cos:g})"
 
 
-def _clusters(obs: Sequence[Mapping[str, Any]], by: str) -> intervals.PairClusters:
+def _clusters(obs: Observations, by: str) -> intervals.PairClusters:
     """Independent units of a check's pairs, decided on image keys alone (ties: pair-id order)."""
-    n = len(obs)
-    if by == "none":
-        return intervals.PairClusters(np.arange(n), n, len({o.get("s") for o in obs}),
-                                      len({o.get("t") for o in obs}), n, "none")
-    order = sorted(range(n), key=lambda i: (str(obs[i].get("p")), i))
-    return intervals.pair_clusters([o.get("s") for o in obs], [o.get("t") for o in obs],
-                                   by=by, order=order)
+    return intervals.pair_clusters(obs.s, obs.t, by=by, order=obs.pair_order())  # type: ignore[arg-type]
 
 
-def _control(statistic: str, norm: str | None, ctrl: Sequence[Mapping[str, Any]] | None,
+def _control(statistic: str, norm: str | None, ctrl: Observations,
              input_dim: int | None, embed_dim: int | None) -> tuple[float | None, str | None]:
     """(the control's value of the statistic, 'run' | 'closed_form') or (None, None)."""
-    if ctrl:
-        values = np.asarray([o.get("y") for o in ctrl if o.get("y") is not None], dtype=np.float64)
-        values = values[~np.isnan(values)]
+    if len(ctrl):
+        values = ctrl.y[~np.isnan(ctrl.y)]
         if values.size:
             return float(np.median(values)), "run"
     if input_dim and embed_dim:
@@ -235,11 +230,11 @@ def _control(statistic: str, norm: str | None, ctrl: Sequence[Mapping[str, Any]]
     return None, None
 
 
-def judge_check(statistic: str, obs: Sequence[Mapping[str, Any]] | None, threshold: float,
+def judge_check(statistic: str, obs: ObservationsLike, threshold: float,
                 min_n: int, criteria: Criteria, *, norm: str | None = None,
                 eps: float | None = None, n_left_out: int = 0, h: float | None = None,
                 params: str | Mapping[str, Any] | None = None,
-                ctrl: Sequence[Mapping[str, Any]] | None = None, input_dim: int | None = None,
+                ctrl: ObservationsLike = None, input_dim: int | None = None,
                 embed_dim: int | None = None) -> Check:
     """Estimate, exact interval and verdict of one check from its per-pair observations
     `obs` ({"y": value (1/0 for a rate), "s": src_key, "t": tgt_key, "p": pair_id}), counted
@@ -248,12 +243,12 @@ def judge_check(statistic: str, obs: Sequence[Mapping[str, Any]] | None, thresho
     the closed form at input_dim / embed_dim)."""
     kind, text, empty = _STATISTICS[statistic]
     direction: intervals.Direction = "<=" if statistic in _AT_MOST else ">="
-    obs = [o for o in (obs or []) if o.get("y") is not None]
+    obs = Observations.of(obs)
     control = source = None
     factor = None
     if statistic in _CONTROLLED:
         factor = float(threshold)
-        control, source = _control(statistic, norm, ctrl, input_dim, embed_dim)
+        control, source = _control(statistic, norm, Observations.of(ctrl), input_dim, embed_dim)
         threshold = factor * control if control is not None else None
     ref = (f" ({num(control)} from a control run, so ≥ {num(threshold)})" if source == "run" else
            f" ({num(control)} in closed form, so ≥ {num(threshold)})" if source == "closed_form"
@@ -261,7 +256,7 @@ def judge_check(statistic: str, obs: Sequence[Mapping[str, Any]] | None, thresho
     criterion = text.format(thr=num(threshold), norm=_NORM_NAMES.get(norm or "", norm),
                             eps=_eps_text(norm, eps), h=num(h), success=success_text(params),
                             factor=num(factor), ref=ref)
-    y = np.asarray([o["y"] for o in obs], dtype=np.float64)
+    y = obs.y
     cl = _clusters(obs, criteria.dependence)
     if kind == "rate":
         iv = intervals.rate_interval_clustered(y, cl, criteria.confidence)
@@ -325,13 +320,13 @@ _EMPTY_STATISTIC = {"equivalence": ("success_rate",),
                     "overgeneralisation": ("head_target_rate", "knn_target_rate", "zeroshot_target_rate")}
 
 
-def _at_h(obs: list[dict[str, Any]], h: float) -> tuple[list[dict[str, Any]], float | None]:
+def _at_h(obs: Observations, h: float) -> tuple[Observations, float | None]:
     """The observations at the grid step nearest (in log scale) to the stated h, and that step."""
-    hs = sorted({o["h"] for o in obs if o.get("h") is not None and o["h"] > 0})
+    hs = sorted({float(x) for x in obs.h[obs.h > 0]})
     if not hs:
-        return [], None
+        return Observations.empty(), None
     best = min(hs, key=lambda x: abs(math.log(x) - math.log(h)))
-    return [o for o in obs if o.get("h") == best], best
+    return obs.select(obs.h == best), best
 
 
 def _claim_checks(claim: str, rows: list[dict[str, Any]], criteria: Criteria,
@@ -341,7 +336,8 @@ def _claim_checks(claim: str, rows: list[dict[str, Any]], criteria: Criteria,
     if claim == "overgeneralisation":
         wanted = [f"{labeller}_target_rate" for labeller in criteria.overgeneralisation.labellers]
         # a labeller is a check where it labelled something (CLIP models have no head labels)
-        rows = [r for r in rows if r["statistic"] in wanted and (r.get("obs") or r["n_left_out"])]
+        rows = [r for r in rows if r["statistic"] in wanted
+                and (len(Observations.of(r.get("obs"))) or r["n_left_out"])]
         if not rows:
             rows = [{"statistic": wanted[0]}]
     elif claim == "normal_space":
@@ -351,12 +347,13 @@ def _claim_checks(claim: str, rows: list[dict[str, Any]], criteria: Criteria,
     else:
         present = {r["statistic"]: r for r in rows}
         rows = [present.get(s, {"statistic": s}) for s in _EMPTY_STATISTIC[claim]]
-        if claim == "lipschitz" and present.get("median_match_nonlinearity", {}).get("obs"):
+        if claim == "lipschitz" and len(Observations.of(present.get("median_match_nonlinearity",
+                                                                     {}).get("obs"))):
             rows.append(present["median_match_nonlinearity"])  # only where `match` ran
     checks = []
     for r in rows:
         statistic = r["statistic"]
-        obs, h = list(r.get("obs") or []), None
+        obs, h = Observations.of(r.get("obs")), None
         if statistic == "median_top_over_null_fd":
             obs, h = _at_h(obs, criteria.lipschitz.h)
             h = h if h is not None else criteria.lipschitz.h
@@ -379,7 +376,12 @@ def _criterion_suffix(criteria: Criteria, claim: str) -> str:
 def judge(rows: pa.Table, criteria: Criteria) -> pa.Table:
     """The claims table (CLAIMS_SCHEMA, one row per setting and claim) from the rows of
     claims.sql (one per setting and check, plus one marker row per setting)."""
-    records = rows.to_pylist()
+    records = rows.drop_columns([c for c in ("obs", "ctrl") if c in rows.column_names]).to_pylist()
+    for name in ("obs", "ctrl"):
+        if name in rows.column_names:
+            column = rows.column(name)
+            for i, r in enumerate(records):
+                r[name] = Observations.of(list_cell(column, i))
     settings: dict[str, dict[str, Any]] = {}
     by_check: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in records:

@@ -1,15 +1,19 @@
 """Dependence between pairs, decided on image keys alone: which pairs share images, and the
 independent units a verdict counts (analysis/intervals.py's module docstring explains the rules;
-`pair_clusters` and `disjoint_pairs` are public there too). numpy only."""
+`pair_clusters` and `disjoint_pairs` are public there too). Keys become integer image codes
+once (pandas' hash factorisation); components come from scipy's sparse graph search, so a 10,000-pair check takes
+milliseconds rather than the second a dict-based union-find took."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 
 @dataclass(frozen=True)
@@ -29,10 +33,60 @@ class PairClusters:
 
 # ---------------------------------------------------------------- dependence
 
-def _key(value: Hashable | None) -> Hashable | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return value
+@dataclass(frozen=True)
+class _Codes:
+    """Image codes of the pairs: src[i], tgt[i] in 0..n_images-1 (integer keys keep their
+    offsets, so some codes may go unused), one code per distinct key over sources and targets
+    together (a source and a target key that are equal are one image), and
+    a fresh code for every missing key (an image seen nowhere else)."""
+
+    src: np.ndarray  # (n,) int64
+    tgt: np.ndarray  # (n,) int64
+    n_images: int
+    n_src: int
+    n_tgt: int
+
+
+def _codes(src_keys: Sequence[Hashable | None], tgt_keys: Sequence[Hashable | None]) -> _Codes:
+    if len(src_keys) != len(tgt_keys):
+        raise ValueError(f"{len(src_keys)} source keys but {len(tgt_keys)} target keys")
+    n = len(src_keys)
+    src_arr, tgt_arr = np.asarray(src_keys), np.asarray(tgt_keys)
+    if n and src_arr.dtype.kind in "iu" and tgt_arr.dtype.kind in "iu":
+        # integer keys (the Arrow path's codes): offsets from the smallest are codes already
+        low = int(min(src_arr.min(), tgt_arr.min()))
+        src, tgt = src_arr.astype(np.int64) - low, tgt_arr.astype(np.int64) - low
+        n_images = int(max(src.max(), tgt.max())) + 1
+        if n_images <= 4 * n + 16:  # else a sparse range: hash them like any key
+            return _Codes(src, tgt, n_images, _distinct(src, n_images), _distinct(tgt, n_images))
+    keys = np.empty(2 * n, dtype=object)  # sources, then targets
+    keys[:n], keys[n:] = list(src_keys), list(tgt_keys)
+    # hash-based; None and NaN get -1
+    codes, uniques = pd.factorize(keys, use_na_sentinel=True)
+    codes = codes.astype(np.int64)
+    missing = codes < 0
+    codes[missing] = len(uniques) + np.arange(int(missing.sum()))  # each its own image
+    src, tgt = codes[:n], codes[n:]
+    n_images = len(uniques) + int(missing.sum())
+    return _Codes(src, tgt, n_images, _distinct(src, n_images), _distinct(tgt, n_images))
+
+
+def _distinct(codes: np.ndarray, n_images: int) -> int:
+    return int(np.count_nonzero(np.bincount(codes, minlength=n_images)))
+
+
+def _greedy_disjoint(codes: _Codes, order: Sequence[int] | np.ndarray | None) -> np.ndarray:
+    n = len(codes.src)
+    idx = np.arange(n) if order is None else np.asarray(order, dtype=np.int64)
+    used = bytearray(codes.n_images)
+    keep = np.zeros(n, dtype=bool)
+    src, tgt = codes.src.tolist(), codes.tgt.tolist()
+    for i in idx.tolist():
+        a, b = src[i], tgt[i]
+        if not used[a] and not used[b]:
+            keep[i] = True
+            used[a] = used[b] = 1
+    return keep
 
 
 def disjoint_pairs(src_keys: Sequence[Hashable | None], tgt_keys: Sequence[Hashable | None],
@@ -41,24 +95,11 @@ def disjoint_pairs(src_keys: Sequence[Hashable | None], tgt_keys: Sequence[Hasha
     given order by default), keep a pair when neither of its images is in a kept pair. It
     depends on the keys and the order only, never on the values, so the kept pairs are
     independent draws and the exact intervals apply to them as they are."""
-    src = [_key(s) for s in src_keys]
-    tgt = [_key(t) for t in tgt_keys]
-    if len(src) != len(tgt):
-        raise ValueError(f"{len(src)} source keys but {len(tgt)} target keys")
-    n = len(src)
-    idx = range(n) if order is None else [int(i) for i in order]
-    used: set[Hashable] = set()
-    keep = np.zeros(n, dtype=bool)
-    for i in idx:
-        images = {key for key in (src[i], tgt[i]) if key is not None}
-        if used.isdisjoint(images):
-            keep[i] = True
-            used |= images
-    return keep
+    return _greedy_disjoint(_codes(src_keys, tgt_keys), order)
 
 
 def pair_clusters(src_keys: Sequence[Hashable | None], tgt_keys: Sequence[Hashable | None],
-                  by: Literal["auto", "components", "disjoint", "src", "tgt"] = "components",
+                  by: Literal["auto", "components", "disjoint", "src", "tgt", "none"] = "components",
                   order: Sequence[int] | np.ndarray | None = None) -> PairClusters:
     """Independent units of pairs (src_keys[i], tgt_keys[i]).
 
@@ -67,63 +108,42 @@ def pair_clusters(src_keys: Sequence[Hashable | None], tgt_keys: Sequence[Hashab
     `disjoint_pairs(src, tgt, order)` is its own unit and the others are set aside (label -1);
     by="auto": whichever of the two gives more units (a choice made on keys alone; ties:
     components, which uses every pair); by="tgt" / "src": one cluster per distinct target /
-    source key. A missing key (None/NaN) is an image seen nowhere else."""
-    src = [_key(s) for s in src_keys]
-    tgt = [_key(t) for t in tgt_keys]
-    if len(src) != len(tgt):
-        raise ValueError(f"{len(src)} source keys but {len(tgt)} target keys")
-    n = len(src)
-    n_src = len({s for s in src if s is not None}) + sum(s is None for s in src)
-    n_tgt = len({t for t in tgt if t is not None}) + sum(t is None for t in tgt)
+    source key; by="none": every pair its own unit. A missing key (None/NaN) is an image seen
+    nowhere else."""
+    if by not in ("components", "disjoint", "auto", "src", "tgt", "none"):
+        raise ValueError(f"by must be 'auto', 'components', 'disjoint', 'src', 'tgt' or 'none', "
+                         f"got {by!r}")
+    codes = _codes(src_keys, tgt_keys)
+    n = len(codes.src)
+    if by == "none":
+        return PairClusters(np.arange(n), n, codes.n_src, codes.n_tgt, n, "none")
     if by in ("src", "tgt"):
-        keys = src if by == "src" else tgt
-        seen: dict[Hashable, int] = {}
-        labels = np.empty(n, dtype=np.int64)
-        for i, key in enumerate(keys):
-            node = ("missing", i) if key is None else key
-            labels[i] = seen.setdefault(node, len(seen))
-        return PairClusters(labels, n, n_src, n_tgt, len(seen), by)
-    if by not in ("components", "disjoint", "auto"):
-        raise ValueError(f"by must be 'auto', 'components', 'disjoint', 'src' or 'tgt', got {by!r}")
+        labels, count = _first_appearance(codes.src if by == "src" else codes.tgt)
+        return PairClusters(labels, n, codes.n_src, codes.n_tgt, count, by)
     if by in ("disjoint", "auto"):
-        keep = disjoint_pairs(src, tgt, order)
+        keep = _greedy_disjoint(codes, order)
         labels = np.full(n, -1, dtype=np.int64)
         labels[keep] = np.arange(int(keep.sum()))
-        disjoint = PairClusters(labels, n, n_src, n_tgt, int(keep.sum()), "disjoint",
+        disjoint = PairClusters(labels, n, codes.n_src, codes.n_tgt, int(keep.sum()), "disjoint",
                                 n_set_aside=int(n - keep.sum()))
         if by == "disjoint":
             return disjoint
-    components = _components(src, tgt, n_src, n_tgt)
+    components = _components(codes)
     if by == "auto" and disjoint.n_clusters > components.n_clusters:
         return disjoint
     return components
 
 
-def _components(src: list[Hashable | None], tgt: list[Hashable | None], n_src: int,
-                n_tgt: int) -> PairClusters:
-    n = len(src)
-    parent: dict[Hashable, Hashable] = {}
+def _first_appearance(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """Relabel `values` 0, 1, ... in order of first appearance; (labels, number of labels)."""
+    labels, uniques = pd.factorize(values)  # hash-based, codes in order of first appearance
+    return labels.astype(np.int64), len(uniques)
 
-    def find(x: Hashable) -> Hashable:
-        root = x
-        while parent[root] != root:
-            root = parent[root]
-        while parent[x] != root:
-            parent[x], x = root, parent[x]
-        return root
 
-    nodes = []
-    for i in range(n):
-        a = ("img", src[i]) if src[i] is not None else ("missing-src", i)
-        b = ("img", tgt[i]) if tgt[i] is not None else ("missing-tgt", i)
-        for node in (a, b):
-            parent.setdefault(node, node)
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[rb] = ra
-        nodes.append(a)
-    roots: dict[Hashable, int] = {}
-    labels = np.empty(n, dtype=np.int64)
-    for i, node in enumerate(nodes):
-        labels[i] = roots.setdefault(find(node), len(roots))
-    return PairClusters(labels, n, n_src, n_tgt, len(roots), "components")
+def _components(codes: _Codes) -> PairClusters:
+    n = len(codes.src)
+    graph = coo_matrix((np.ones(n, dtype=np.int8), (codes.src, codes.tgt)),
+                       shape=(codes.n_images, codes.n_images))
+    _, image_component = connected_components(graph, directed=False)
+    labels, count = _first_appearance(image_component[codes.src])
+    return PairClusters(labels, n, codes.n_src, codes.n_tgt, count, "components")

@@ -1,9 +1,10 @@
 """What `vitsweep dashboard` runs: `python -m dashboard.serve run dashboard/app.py [options]`.
 
-It imports the libraries every page reads with (DuckDB, pandas, pyarrow, and analysis/, which
-imports them) and then hands over to Streamlit's own command line, exactly as `python -m
+It imports the libraries every page reads with (DuckDB, pandas, pyarrow, Altair, and analysis/,
+which imports them; analysis.claims brings scipy.stats, 0.7 s of CPU on its own, which the
+Models page's verdicts need) and then hands over to Streamlit's own command line, exactly as `python -m
 streamlit` would. Streamlit runs the app in this same process, so the first visitor no longer
-waits for those imports (about 0.6 s of a first page on a 2-core machine); the server starts
+waits for those imports (about 1.4 s of the Models page's first visit on a 2-core machine); the server starts
 that much later instead, before it answers its health check.
 """
 
@@ -11,12 +12,15 @@ from __future__ import annotations
 
 import sys
 
+import altair  # noqa: F401
 import duckdb  # noqa: F401  (imported for the app, see above)
 import pandas  # noqa: F401
 import pyarrow  # noqa: F401
 from streamlit.web import cli
 
+import analysis.claims  # noqa: F401
 import analysis.db  # noqa: F401
+import analysis.glance  # noqa: F401
 import analysis.named  # noqa: F401
 
 

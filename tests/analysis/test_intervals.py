@@ -434,3 +434,78 @@ def test_gaussian_reference_against_a_gaussian_matrix():
     s = rng.choice([-1.0, 1.0], size=(d, 200))
     ratio = np.linalg.norm(w @ signs) / np.median(np.linalg.norm(w @ s, axis=0))
     assert ratio >= 0.95 * gaussian_linf_lower_bound(d, D)
+
+
+def _reference_components(src: list, tgt: list) -> list[int]:
+    """A plain union-find over image keys, labels in order of first appearance."""
+    parent: dict = {}
+
+    def find(x):
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    nodes = []
+    for i, (s, t) in enumerate(zip(src, tgt)):
+        a = ("img", s) if s is not None else ("missing-src", i)
+        b = ("img", t) if t is not None else ("missing-tgt", i)
+        parent.setdefault(a, a)
+        parent.setdefault(b, b)
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[rb] = ra
+        nodes.append(a)
+    roots: dict = {}
+    return [roots.setdefault(find(a), len(roots)) for a in nodes]
+
+
+def _reference_disjoint(src: list, tgt: list, order) -> list[bool]:
+    used: set = set()
+    keep = [False] * len(src)
+    for i in order:
+        images = {k for k in (src[i], tgt[i]) if k is not None}
+        if used.isdisjoint(images):
+            keep[i] = True
+            used |= images
+    return keep
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_dependence_matches_a_plain_reference_loop(seed):
+    # random pairings over few and many images, with missing keys and sources that are
+    # also targets: labels, counts and the kept pairs equal a plain dict-and-set loop
+    rng = np.random.default_rng(seed)
+    n, n_images = int(rng.integers(1, 400)), int(rng.integers(2, 600))
+    src = [f"i{k}" for k in rng.integers(0, n_images, n)]
+    tgt = [f"i{k}" for k in rng.integers(0, n_images, n)]
+    for i in rng.choice(n, size=n // 10, replace=False):
+        (src if i % 2 else tgt)[i] = None
+    order = rng.permutation(n)
+    assert pair_clusters(src, tgt).labels.tolist() == _reference_components(src, tgt)
+    assert disjoint_pairs(src, tgt, order).tolist() == _reference_disjoint(src, tgt, order)
+    cl = pair_clusters(src, tgt)
+    assert cl.n_src == len({s for s in src if s is not None}) + src.count(None)
+    assert cl.n_tgt == len({t for t in tgt if t is not None}) + tgt.count(None)
+    by_tgt = pair_clusters(src, tgt, by="tgt")
+    first: dict = {}
+    want = [first.setdefault(t if t is not None else ("missing", i), len(first))
+            for i, t in enumerate(tgt)]
+    assert by_tgt.labels.tolist() == want and by_tgt.n_clusters == len(first)
+
+
+@pytest.mark.parametrize("spread", [1, 1_000_003])
+def test_integer_keys_count_like_the_same_keys_as_text(spread):
+    # integer keys (the codes the Arrow path hands over; dense or spread far apart, negative
+    # ones included) give the same units as the same images named as text
+    rng = np.random.default_rng(7)
+    n = 300
+    src_i = rng.integers(-20, 200, n) * spread
+    tgt_i = rng.integers(-20, 200, n) * spread
+    src_s, tgt_s = [f"k{k}" for k in src_i], [f"k{k}" for k in tgt_i]
+    order = rng.permutation(n)
+    for by in ("components", "disjoint", "auto", "src", "tgt", "none"):
+        a = pair_clusters(src_i, tgt_i, by=by, order=order)
+        b = pair_clusters(src_s, tgt_s, by=by, order=order)
+        assert a.labels.tolist() == b.labels.tolist(), by
+        assert (a.n_src, a.n_tgt, a.n_clusters, a.by) == (b.n_src, b.n_tgt, b.n_clusters, b.by)
+    assert pair_clusters(src_i, tgt_i).labels.tolist() == _reference_components(src_s, tgt_s)

@@ -48,7 +48,8 @@ def test_streamlit_command_line(tmp_path: Path) -> None:
     assert cmd[4].endswith("dashboard/app.py") and Path(cmd[4]).is_file()
     joined = " ".join(cmd)
     for flag in ("--server.headless true", "--server.address 127.0.0.1", "--server.port 8765",
-                 "--browser.gatherUsageStats false"):
+                 "--browser.gatherUsageStats false", "--server.fileWatcherType none",
+                 "--runner.postScriptGC false"):
         assert flag in joined
     assert cmd[-2:] == ["--", str(tmp_path)]
 
