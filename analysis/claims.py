@@ -12,7 +12,7 @@ share an image are one unit; n is the number of units, and n_pairs, n_src, n_tgt
 reported). supported: the whole interval on the claimed side; not_supported: the whole interval
 on the other; inconclusive otherwise or below min_n units (`intervals.verdict`).
 
-Checks a shape-matched Gaussian linear map already passes (`_CONTROLLED`) are judged against it:
+Checks a shape-matched Gaussian linear map already passes (`CONTROLLED`) are judged against it:
 the threshold is a factor of the control's value (`control_estimate`), from a
 `control:gaussian:<model>` run of the same probe params ('run') or the closed form
 `intervals.gaussian_reference(d, D)` where the units recorded the shapes ('closed_form'); with
@@ -26,7 +26,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -34,18 +34,29 @@ import pyarrow as pa
 
 from analysis import intervals
 from analysis.caveats import random_weights_caveat  # noqa: F401 (public here: the claims API)
-from analysis.observations import Observations, list_cell
+from analysis.claim_statistics import (
+    AT_MOST,
+    CONTROLLED,
+    EMPTY_STATISTIC,
+    NO_CONTROL,
+    NORM_NAMES,
+    STATISTICS,
+    thresholds,
+)
 from analysis.criteria import (  # noqa: F401 (public here: the claims API)
     CRITERIA_FILE,
     Criteria,
     CriteriaError,
     load_criteria,
 )
+from analysis.observations import Observations, list_cell
 from sweep.files import json_safe
 
-CLAIMS = ("equivalence", "invisibility", "normal_space", "lipschitz", "overgeneralisation")
+CLAIMS = ("equivalence", "invisibility", "normal_space", "lipschitz", "overgeneralisation",
+          "large_equivalence", "piecewise_linear")
 PROBE_CLAIMS = {"match": ("equivalence", "invisibility", "overgeneralisation"),
-                "perturb": ("normal_space",), "lipschitz": ("lipschitz",)}
+                "perturb": ("normal_space",), "lipschitz": ("lipschitz",),
+                "equivalence": ("large_equivalence", "piecewise_linear")}
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not_supported", "inconclusive"
 Verdict = Literal["supported", "not_supported", "inconclusive"]
 ObservationsLike = Observations | Sequence[Mapping[str, Any]] | pa.Array | None
@@ -117,82 +128,6 @@ def _eps_text(norm: str | None, eps: float | None) -> str:
     return f"{eps * 255:.3g}/255" if norm == "linf" else f"{eps:.3g}"
 
 
-# statistic -> (kind, criterion text with {thr} (and {norm}, {eps}, {h}, {success}), what an
-# empty check lacks)
-_STATISTICS: dict[str, tuple[str, str, str]] = {
-    "success_rate": (
-        "rate", "share of ok matches that reach the target {success} ≥ {thr}",
-        "no ok match rows"),
-    "median_psnr": (
-        "median", "median PSNR of successful matches ≥ {thr} dB",
-        "no successful match with a PSNR"),
-    "median_ssim": (
-        "median", "median SSIM of successful matches ≥ {thr}",
-        "no successful match with an SSIM"),
-    "quant_rate": (
-        "rate", "share of successful matches still matching after 8-bit rounding ≥ {thr}",
-        "no successful match with an 8-bit re-check"),
-    "median_disp_over_pair": (
-        "median", ("median displacement over the pair distance at the smallest {norm} ε ({eps}) "
-                   "≥ {thr}"),
-        "no perturb rows"),
-    "median_over_random": (
-        "median", ("median optimised over random-direction displacement at the smallest {norm} "
-                   "ε ({eps}) ≥ {factor} × a Gaussian linear map's of the same shapes{ref}"),
-        "no perturb rows with a random baseline"),
-    "median_anisotropy": (
-        "median", ("median over pairs of σ1 over the median random-direction ‖J v‖ ≥ {factor} × "
-                   "a Gaussian linear map's of the same shapes{ref}"),
-        "no pair with both `top` and `random` directions"),
-    "median_top_over_null_fd": (
-        "median", ("median over pairs of the finite-step estimate along top singular directions "
-                   "over the one along null-space directions, at h = {h} (a null step within "
-                   "round-off counts as 0, the ratio as ∞), ≥ {thr}"),
-        "no pair with both `top` and `null` directions"),
-    "median_match_nonlinearity": (
-        "median", ("median over pairs of ‖f(x_matched) − f(x0) − J (x_matched − x0)‖ / "
-                   "‖f(x_matched) − f(x0)‖ along the match path, at h = ‖x_matched − x0‖, ≤ {thr}"),
-        "no pair with a successful `match` direction"),
-    "head_target_rate": (
-        "rate", ("share of successful matches the classifier head labels as the target, over "
-                 "pairs it labels differently at source and target, ≥ {thr}"),
-        "no classifier-head labels on pairs with different source and target labels"),
-    "knn_target_rate": (
-        "rate", ("share of successful matches k-NN labels as the target, over pairs it labels "
-                 "differently at source and target, ≥ {thr}"),
-        "no k-NN labels on pairs with different source and target labels"),
-    "zeroshot_target_rate": (
-        "rate", ("share of successful matches zero-shot CLIP labels as the target, over pairs it "
-                 "labels differently at source and target, ≥ {thr}"),
-        "no zero-shot labels on pairs with different source and target labels"),
-}
-_NORM_NAMES = {"linf": "L∞", "l2": "L2"}
-# statistics judged "at most" (every other one is "at least")
-_AT_MOST = {"median_match_nonlinearity"}
-# statistic -> the statistic of gaussian_reference (checks judged against a Gaussian control)
-_CONTROLLED = {"median_over_random": "over_random", "median_anisotropy": "sigma1_over_random"}
-NO_CONTROL = ("no Gaussian control: add control:gaussian:<model> to the spec beside the model "
-              "(or a run whose units record input_dim and embed_dim)")
-
-
-def _thresholds(criteria: Criteria) -> dict[str, float]:
-    """Each statistic's threshold; for a controlled statistic, the factor over the control."""
-    return {
-        "success_rate": criteria.equivalence.min_success_rate,
-        "median_psnr": criteria.invisibility.min_median_psnr,
-        "median_ssim": criteria.invisibility.min_median_ssim,
-        "quant_rate": criteria.invisibility.min_quant_rate,
-        "median_disp_over_pair": criteria.normal_space.min_disp_over_pair,
-        "median_over_random": criteria.normal_space.min_over_control,
-        "median_anisotropy": criteria.lipschitz.min_anisotropy_over_control,
-        "median_top_over_null_fd": criteria.lipschitz.min_top_over_null_fd,
-        "median_match_nonlinearity": criteria.lipschitz.max_match_nonlinearity,
-        "head_target_rate": criteria.overgeneralisation.min_target_rate,
-        "knn_target_rate": criteria.overgeneralisation.min_target_rate,
-        "zeroshot_target_rate": criteria.overgeneralisation.min_target_rate,
-    }
-
-
 def success_text(params: str | Mapping[str, Any] | None) -> str:
     """The match probe's own success test, from its params (the defaults where not recorded)."""
     if isinstance(params, str):
@@ -223,7 +158,7 @@ def _control(statistic: str, norm: str | None, ctrl: Observations,
         if values.size:
             return float(np.median(values)), "run"
     if input_dim and embed_dim:
-        ref = intervals.gaussian_reference(int(input_dim), int(embed_dim), _CONTROLLED[statistic],
+        ref = intervals.gaussian_reference(int(input_dim), int(embed_dim), CONTROLLED[statistic],
                                            norm=norm if statistic == "median_over_random" else None)
         if ref is not None:
             return float(ref), "closed_form"
@@ -238,24 +173,25 @@ def judge_check(statistic: str, obs: ObservationsLike, threshold: float,
                 embed_dim: int | None = None) -> Check:
     """Estimate, exact interval and verdict of one check from its per-pair observations
     `obs` ({"y": value (1/0 for a rate), "s": src_key, "t": tgt_key, "p": pair_id}), counted
-    by image under criteria.dependence. A controlled statistic (`_CONTROLLED`) is judged against
+    by image under criteria.dependence. A controlled statistic (`CONTROLLED`) is judged against
     `threshold` × the Gaussian control's value (from `ctrl`, the control run's observations, or
     the closed form at input_dim / embed_dim)."""
-    kind, text, empty = _STATISTICS[statistic]
-    direction: intervals.Direction = "<=" if statistic in _AT_MOST else ">="
+    kind, text, empty = STATISTICS[statistic]
+    direction: intervals.Direction = "<=" if statistic in AT_MOST else ">="
     obs = Observations.of(obs)
     control = source = None
     factor = None
-    if statistic in _CONTROLLED:
+    if statistic in CONTROLLED:
         factor = float(threshold)
         control, source = _control(statistic, norm, Observations.of(ctrl), input_dim, embed_dim)
         threshold = factor * control if control is not None else None
     ref = (f" ({num(control)} from a control run, so ≥ {num(threshold)})" if source == "run" else
            f" ({num(control)} in closed form, so ≥ {num(threshold)})" if source == "closed_form"
            else "")
-    criterion = text.format(thr=num(threshold), norm=_NORM_NAMES.get(norm or "", norm),
+    criterion = text.format(thr=num(threshold), norm=NORM_NAMES.get(norm or "", norm),
                             eps=_eps_text(norm, eps), h=num(h), success=success_text(params),
-                            factor=num(factor), ref=ref)
+                            factor=num(factor), ref=ref,
+                            tol=num(criteria.piecewise_linear.max_target_over_end))
     y = obs.y
     cl = _clusters(obs, criteria.dependence)
     if kind == "rate":
@@ -313,11 +249,6 @@ CLAIMS_SCHEMA = pa.schema([
     ("n_clusters", pa.int64()), ("method", pa.string()),
     ("control_estimate", pa.float64()), ("control_source", pa.string()),
 ])
-_EMPTY_STATISTIC = {"equivalence": ("success_rate",),
-                    "invisibility": ("median_psnr", "median_ssim", "quant_rate"),
-                    "normal_space": ("median_disp_over_pair", "median_over_random"),
-                    "lipschitz": ("median_anisotropy", "median_top_over_null_fd"),
-                    "overgeneralisation": ("head_target_rate", "knn_target_rate", "zeroshot_target_rate")}
 
 
 def _at_h(obs: Observations, h: float) -> tuple[Observations, float | None]:
@@ -331,7 +262,7 @@ def _at_h(obs: Observations, h: float) -> tuple[Observations, float | None]:
 
 def _claim_checks(claim: str, rows: list[dict[str, Any]], criteria: Criteria,
                   params: str | None = None) -> list[Check]:
-    thresholds = _thresholds(criteria)
+    limits = thresholds(criteria)
     min_n = criteria.min_n_for(claim)
     if claim == "overgeneralisation":
         wanted = [f"{labeller}_target_rate" for labeller in criteria.overgeneralisation.labellers]
@@ -343,10 +274,10 @@ def _claim_checks(claim: str, rows: list[dict[str, Any]], criteria: Criteria,
     elif claim == "normal_space":
         rows = sorted(rows, key=lambda r: (r["norm"] or "", r["statistic"] != "median_disp_over_pair"))
         if not rows:
-            rows = [{"statistic": s} for s in _EMPTY_STATISTIC[claim]]
+            rows = [{"statistic": s} for s in EMPTY_STATISTIC[claim]]
     else:
         present = {r["statistic"]: r for r in rows}
-        rows = [present.get(s, {"statistic": s}) for s in _EMPTY_STATISTIC[claim]]
+        rows = [present.get(s, {"statistic": s}) for s in EMPTY_STATISTIC[claim]]
         if claim == "lipschitz" and len(Observations.of(present.get("median_match_nonlinearity",
                                                                      {}).get("obs"))):
             rows.append(present["median_match_nonlinearity"])  # only where `match` ran
@@ -357,7 +288,9 @@ def _claim_checks(claim: str, rows: list[dict[str, Any]], criteria: Criteria,
         if statistic == "median_top_over_null_fd":
             obs, h = _at_h(obs, criteria.lipschitz.h)
             h = h if h is not None else criteria.lipschitz.h
-        checks.append(judge_check(statistic, obs, thresholds[statistic], min_n, criteria,
+        elif statistic == "linear_rate":  # y: the segment's deviation over the match tolerance
+            obs = replace(obs, y=(obs.y <= criteria.piecewise_linear.max_target_over_end).astype(np.float64))
+        checks.append(judge_check(statistic, obs, limits[statistic], min_n, criteria,
                                   norm=r.get("norm"), eps=r.get("eps"),
                                   n_left_out=int(r.get("n_left_out") or 0), h=h, params=params,
                                   ctrl=r.get("ctrl"), input_dim=r.get("input_dim"),

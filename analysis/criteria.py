@@ -55,11 +55,11 @@ class TransferCriteria(_Claim):  # "matched images are model-specific" (analysis
     max_target_closer_rate: float = Field(ge=0, le=1)
 
 
-class LargeEquivalenceCriteria(_Claim):  # analysis/geometry_claims.py
+class LargeEquivalenceCriteria(_Claim):  # probe equivalence (analysis/claims.py)
     min_median_walk_ratio: float = Field(gt=0)
 
 
-class PiecewiseLinearCriteria(_Claim):  # analysis/geometry_claims.py
+class PiecewiseLinearCriteria(_Claim):  # probe equivalence (analysis/claims.py)
     max_target_over_end: float = Field(gt=0)
     min_linear_rate: float = Field(ge=0, le=1)
 

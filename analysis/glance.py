@@ -30,16 +30,18 @@ from analysis.claims import CLAIMS
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 MAX_LABEL = 22
 PREFERRED_KEYS = ("preset",)  # a key that names a bundle of parameters labels best
-PROBE_ORDER = ("match", "perturb", "lipschitz")
+PROBE_ORDER = ("match", "perturb", "lipschitz", "equivalence")
 # statistics that are ratios: their forest plots use a log axis
 RATIO_STATISTICS = frozenset({"median_disp_over_pair", "median_over_random", "median_anisotropy",
-                              "median_top_over_null_fd", "median_match_nonlinearity"})
+                              "median_top_over_null_fd", "median_match_nonlinearity",
+                              "median_walk_ratio"})
 SHORT_STATISTIC = {"success_rate": "success", "median_psnr": "PSNR", "median_ssim": "SSIM",
                    "quant_rate": "8-bit", "median_disp_over_pair": "disp/pair",
                    "median_over_random": "opt/random", "median_anisotropy": "σ1/random",
                    "median_top_over_null_fd": "top/null", "median_match_nonlinearity": "match nonlin.",
                    "head_target_rate": "head→tgt", "knn_target_rate": "k-NN→tgt",
-                   "zeroshot_target_rate": "zero-shot→tgt"}
+                   "zeroshot_target_rate": "zero-shot→tgt", "median_walk_ratio": "walk/random",
+                   "linear_rate": "linear"}
 UNITS = {"median_psnr": " dB"}
 # "every verdict": the claims columns shown, the setting as its short label (the settings' table
 # has every parameter)

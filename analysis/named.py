@@ -55,8 +55,7 @@ _OPTION = re.compile(r"^--\s*option:\s*(?P<name>[A-Za-z_]\w*)\s*=\s*(?P<default>
 # Named queries whose SQL rows a Python function finishes: name -> "module:function", called as
 # function(rows: pa.Table, options: dict[str, str | None]) -> pa.Table.
 FINISHERS: dict[str, str] = {"claims": "analysis.claims:finish_named",
-                             "transfer": "analysis.transfer:finish_named",
-                             "geometry_claims": "analysis.geometry_claims:finish_named"}
+                             "transfer": "analysis.transfer:finish_named"}
 _DESCRIPTION = re.compile(r"^--\s*description:\s*(?P<text>.*)$")
 
 

@@ -1,4 +1,4 @@
--- description: Verdicts: each claim (equivalence, invisibility, normal_space, lipschitz, overgeneralisation) per model, weights, embedding point and probe setting, judged supported, not_supported or inconclusive by analysis/criteria.yaml, with n (independent units), estimate, an exact interval (Clopper-Pearson, order statistics), the pairs and images behind it, and the shape-matched Gaussian control's value where a check has one.
+-- description: Verdicts: each claim (equivalence, invisibility, normal_space, lipschitz, overgeneralisation, large_equivalence, piecewise_linear) per model, weights, embedding point and probe setting, judged supported, not_supported or inconclusive by analysis/criteria.yaml, with n (independent units), estimate, an exact interval (Clopper-Pearson, order statistics), the pairs and images behind it, and the shape-matched Gaussian control's value where a check has one.
 -- param: run_id = NULL | only this run (NULL: all runs)
 -- param: model = NULL | only this model (NULL: all models)
 -- param: weights = NULL | only these weights (NULL: all)
@@ -62,6 +62,18 @@ lfdstat AS (
     SELECT *, CASE WHEN null_fd > 0 THEN top_fd / null_fd
                    WHEN null_fd = 0 AND top_fd > 0 THEN 'inf'::DOUBLE END AS top_over_null_fd
     FROM lfd
+),
+eq AS (  -- probe equivalence: the walk ratio and the target segment's deviation per pair
+    SELECT *,
+           CASE WHEN random_walk_radius > 0 THEN walk_radius / random_walk_radius
+                WHEN walk_radius > 0 THEN 'inf'::DOUBLE  -- the random walk kept nothing
+                WHEN walk_radius = 0 THEN 1.0 END AS walk_over_random,  -- neither moved
+           -- largest ||f(y) - f(target)|| on target -> x_matched over its value at x_matched (the
+           -- match's own tolerance); analysis/claims.py counts a pair linear at or below a factor
+           CASE WHEN path_target_max <= 0 THEN 0.0
+                WHEN path_target_end > 0 THEN path_target_max / path_target_end
+                ELSE 'inf'::DOUBLE END AS target_over_end
+    FROM equivalence_ok($run_id, $model, $weights, $config_hash)
 ),
 shapes AS (  -- d (pixels) and D (embedding size) per setting, where the units recorded them
     SELECT config_hash, max(input_dim) AS input_dim, max(embed_dim) AS embed_dim
@@ -151,6 +163,19 @@ checks AS (
                 ORDER BY pair_id, unit_id) FILTER (WHERE NOT isnan(fd_residual)) AS obs
     FROM lrows WHERE family = 'match' AND fd_residual IS NOT NULL
     GROUP BY model, weights, embed, config_hash
+    UNION ALL BY NAME
+    SELECT model, weights, embed, 'equivalence' AS probe, config_hash, 'large_equivalence' AS claim,
+           'median_walk_ratio' AS statistic,
+           list(struct_pack(y := walk_over_random, s := src_key, t := tgt_key, p := pair_id, h := NULL::DOUBLE) ORDER BY pair_id, unit_id)
+               FILTER (WHERE walk_over_random IS NOT NULL AND NOT isnan(walk_over_random)) AS obs,
+           count(*) FILTER (WHERE walk_over_random IS NULL OR isnan(walk_over_random)) AS n_left_out
+    FROM eq GROUP BY model, weights, embed, config_hash
+    UNION ALL BY NAME
+    SELECT model, weights, embed, 'equivalence' AS probe, config_hash, 'piecewise_linear' AS claim,
+           'linear_rate' AS statistic,
+           list(struct_pack(y := target_over_end, s := src_key, t := tgt_key, p := pair_id, h := NULL::DOUBLE) ORDER BY pair_id, unit_id)
+               FILTER (WHERE match_success AND NOT isnan(path_target_max) AND NOT isnan(path_target_end)) AS obs
+    FROM eq GROUP BY model, weights, embed, config_hash
 ),
 controlled AS (  -- a check's control: the same statistic of 'control:gaussian:<model>' runs
     SELECT c.config_hash, c.statistic, c.norm,

@@ -40,6 +40,7 @@ from analysis.report.model import (
 )
 from analysis.report.sentences import (
     _claim_equivalence,
+    _claim_geometry,
     _claim_lipschitz,
     _claim_normal,
     _claim_overgeneralisation,
@@ -130,6 +131,11 @@ def _section(data: _Data, group: Group, claim_rows: Sequence[dict[str, Any]] = (
         claims.append(_with_setting(_claim_overgeneralisation(og, verdicts), og))
     if not rows["overgeneralisation"]:
         claims.append(_claim_overgeneralisation(None))
+    # 5. the headline (probe equivalence), one claim per equivalence setting, where the run has one
+    for g in rows["geometry"]:
+        fig = figures.geometry_curves(data.geometry_curves.get(g["config_hash"], pd.DataFrame()))
+        claims.append(_with_setting(
+            _claim_geometry(g, fig, f"{slug}-{_slug_cfg(g['config_hash'])}", verdicts), g))
 
     caveat = random_weights_caveat(weights)
     first = next((c for c in claims if not c.empty), None)

@@ -216,3 +216,49 @@ def forest(points: list[dict], claim: str) -> bytes | None:
     fig.savefig(buf, format="png", dpi=80)
     plt.close(fig)
     return buf.getvalue()
+
+
+_CURVE_STYLE = {"target": ("#1f77b4", "‖f(y) − f(target)‖ on target → x_matched"),
+                "linear": ("#ff7f0e", "miss of f(x0) + t J (x_matched − x0) on x0 → x_matched"),
+                "walk": ("#2ca02c", "equivalence walk (J's top directions removed)"),
+                "random_walk": ("#7f7f7f", "walk along random directions")}
+
+
+def geometry_curves(curves: pd.DataFrame) -> bytes | None:
+    """The headline's curves for one setting (analysis/queries/report/equivalence_curves.sql):
+    left, along the segments of path linearity (t from 0 to 1); right, after each walk step,
+    with the walk's bound δ dashed. Lines are medians over pairs, bands the 10th to 90th
+    percentiles; every value is relative to the pair distance ‖f(x0) − f(target)‖."""
+    if curves is None or curves.empty:
+        return None
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
+    for ax, names in ((ax1, ("target", "linear")), (ax2, ("walk", "random_walk"))):
+        drawn = False
+        for name in names:
+            part = curves[curves["curve"] == name].sort_values("i")
+            if part.empty:
+                continue
+            if name in ("target", "linear"):
+                k = float(part["k"].max())
+                x = (part["i"].to_numpy(dtype=float) - 1) / max(k - 1, 1)
+            else:
+                x = part["i"].to_numpy(dtype=float)
+            colour, label = _CURVE_STYLE[name]
+            ax.fill_between(x, part["p10"].to_numpy(dtype=float), part["p90"].to_numpy(dtype=float),
+                            color=colour, alpha=0.2, lw=0)
+            ax.plot(x, part["p50"].to_numpy(dtype=float), color=colour,
+                    label=f"{label} (n = {int(part['n'].max())})")
+            drawn = True
+        if not drawn:
+            ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+            continue
+        ax.legend(fontsize=7)
+        ax.set_ylabel("relative to the pair distance", fontsize=8)
+        ax.tick_params(labelsize=8)
+    ax1.set_xlabel("t along the segment")
+    ax2.set_xlabel("walk step")
+    delta = curves["delta"].dropna()
+    if len(delta) and ax2.axison:
+        ax2.axhline(float(delta.iloc[0]), color="black", lw=0.9, ls="--")
+    return _png(fig)

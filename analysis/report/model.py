@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from analysis.report.gallery import Triple
 
 CLAIM_QUERIES = ("equivalence", "invisibility", "normal_space", "lipschitz", "lipschitz_families",
-                 "overgeneralisation")
+                 "overgeneralisation", "geometry")
 
 
 # ---------------------------------------------------------------- number formatting
@@ -247,6 +247,7 @@ class _Data:
     lipschitz_points: dict[str, pd.DataFrame]
     nonlinearity: pd.DataFrame
     gallery: list[dict[str, Any]]
+    geometry_curves: dict[str, pd.DataFrame]  # config_hash -> percentiles per curve and point
 
 
 # Histogram bins as numpy's histogram_bin_edges draws them: `bins` equal widths between the
@@ -257,6 +258,7 @@ _MATCH_REL = statement("report/match_rel_histogram")
 _MATCH_PSNR = statement("report/match_psnr_histogram")
 _LIP_BOXES_SQL = statement("report/lipschitz_boxes")
 _LIP_POINTS_SQL = statement("report/lipschitz_points")
+_GEOMETRY_CURVES_SQL = statement("report/equivalence_curves")
 
 
 def _df(con: duckdb.DuckDBPyConnection, sql: str) -> pd.DataFrame:
@@ -290,10 +292,12 @@ def _read_data(con: duckdb.DuckDBPyConnection, gallery_limit: int) -> _Data:
     boxes = _df(con, _LIP_BOXES_SQL)
     points = _df(con, _LIP_POINTS_SQL)
     gallery = _records(run_named(con, "gallery", {"limit": str(gallery_limit)})) if gallery_limit else []
+    curves = _df(con, _GEOMETRY_CURVES_SQL)
     return _Data(results, hists,
                  {cfg: part for cfg, part in boxes.groupby("config_hash")},
                  {cfg: part for cfg, part in points.groupby("config_hash")},
-                 run_named(con, "nonlinearity", {}), gallery)
+                 run_named(con, "nonlinearity", {}), gallery,
+                 {cfg: part for cfg, part in curves.groupby("config_hash")})
 
 
 def _table(rows: list[dict[str, Any]], columns: Sequence[str]) -> Table | None:

@@ -238,6 +238,36 @@ def _claim_overgeneralisation(og: dict | None, verdicts: VerdictRows | None = No
     return claim
 
 
+def _claim_geometry(g: dict | None, fig: bytes | None, slug: str,
+                    verdicts: VerdictRows | None = None) -> Claim:
+    """5. The paper's headline (probe equivalence): large_equivalence and piecewise_linear."""
+    claim = Claim("large_equivalence", "5. The headline: are equivalence sets large and piecewise linear?")
+    if not g or not g["pairs"]:
+        claim.empty = f"No equivalence rows (status ok) {_NO_DATA}: claim 5 not measured."
+        return claim
+    large = _verdict_of(verdicts or {}, g["config_hash"], "large_equivalence")
+    linear = _verdict_of(verdicts or {}, g["config_hash"], "piecewise_linear")
+    claim.verdicts = [v for v in (large, linear) if v is not None]
+    if g["walks"]:
+        claim.sentences.append(
+            f"Over {fmt(g['walks'], 'int')} walks the median reachable radius (L2 from x0, pixels in "
+            f"[0, 1]) is {fmt(g['median_walk_radius'])} along directions with J's top subspace "
+            f"removed and {fmt(g['median_random_walk_radius'])} along random directions; the "
+            f"median per-pair ratio is {fmt(g['median_walk_ratio'])}, and the equivalence walk's "
+            f"end image has a median PSNR of {fmt(g['median_walk_psnr'])} dB against x0.")
+    if g["matches"]:
+        claim.sentences.append(
+            f"Of {fmt(g['pairs'], 'int')} pairs, {fmt(g['matches'], 'int')} matched; on the segment "
+            f"target → x_matched the largest deviation from f(target) is a median "
+            f"{fmt(g['median_target_over_end'])} × the match's own tolerance at x_matched.")
+    claim.sentences.append(_verdict_sentence("large_equivalence", large))
+    claim.sentences.append(_verdict_sentence("piecewise_linear", linear))
+    if fig:
+        claim.figures.append(Figure("Path linearity and the equivalence walk (medians over pairs, "
+                                    "10th to 90th percentile bands)", fig, f"fig-{slug}-geometry.png"))
+    return claim
+
+
 def _with_setting(claim: Claim, row: dict[str, Any] | None) -> Claim:
     if row is not None:
         claim.setting = row.get("setting") or row["config_hash"]

@@ -22,10 +22,12 @@ from dashboard import charts, common, data
 # The questions the page offers first, in this order, when analysis/ has them (others are one pick
 # away under "Any named query").
 HEADLINE = ("equivalence", "invisibility", "overgeneralisation", "normal_space", "lipschitz",
-            "lipschitz_families", "overview")
+            "lipschitz_families", "geometry", "overview")
 BULKY = ("gallery",)  # PNG bytes: the Pairs page shows those
-# Headline queries that state a claim: the verdicts of that claim are shown beside their numbers.
-CLAIM_QUERIES = ("equivalence", "invisibility", "overgeneralisation", "normal_space", "lipschitz")
+# Headline queries that state claims: the verdicts of those claims are shown beside their numbers.
+CLAIM_QUERIES = {"equivalence": ("equivalence",), "invisibility": ("invisibility",),
+                 "overgeneralisation": ("overgeneralisation",), "normal_space": ("normal_space",),
+                 "lipschitz": ("lipschitz",), "geometry": ("large_equivalence", "piecewise_linear")}
 VERDICT_MARKS = {"supported": "✔ supported", "not_supported": "✘ not supported",
                  "inconclusive": "? inconclusive"}
 VERDICT_COLUMNS = ["model", "weights", "embed", "setting", "verdict", "n", "statistic", "estimate",
@@ -93,17 +95,19 @@ def all_verdicts(params: dict[str, str | None]) -> None:
                      hide_index=True, width="stretch")
 
 
-def verdicts_of(claim: str, params: dict[str, str | None]) -> None:
-    """The verdicts on `claim`, one row per model, weights, embedding point and setting."""
+def verdicts_of(claims: tuple[str, ...], params: dict[str, str | None]) -> None:
+    """The verdicts on `claims`, one row per claim, model, weights, embedding point and setting."""
     if "claims" not in queries:
         return
     table = data.named_query(runs, "claims", bound_params("claims", params))
-    rows = table[table["claim"] == claim] if not table.empty else table
+    rows = table[table["claim"].isin(claims)] if not table.empty else table
+    names = " and ".join(claims)
     if rows.empty:
-        st.caption(f"No verdict on {claim}: no rows of its probe yet.")
+        st.caption(f"No verdict on {names}: no rows of its probe yet.")
         return
-    st.markdown(f"**Verdict on {claim}** ({CRITERIA_NOTE})")
-    st.dataframe(marked(rows, VERDICT_COLUMNS), hide_index=True, width="stretch")
+    st.markdown(f"**Verdict on {names}** ({CRITERIA_NOTE})")
+    columns = ["claim", *VERDICT_COLUMNS] if len(claims) > 1 else VERDICT_COLUMNS
+    st.dataframe(marked(rows, columns), hide_index=True, width="stretch")
 
 
 def show(name: str, params: dict[str, str | None]) -> None:
@@ -111,7 +115,7 @@ def show(name: str, params: dict[str, str | None]) -> None:
     st.subheader(name.replace("_", " ").capitalize())
     st.caption(query.description + (f" {query.notes}" if query.notes else ""))
     if name in CLAIM_QUERIES:
-        verdicts_of(name, params)
+        verdicts_of(CLAIM_QUERIES[name], params)
     result = data.named_query(runs, name, bound_params(name, params))
     if result.empty:
         st.info("No rows for this question yet.")

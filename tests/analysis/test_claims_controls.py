@@ -3,7 +3,10 @@ encoder (a Gaussian 16 x 192 map: tests/support/encoders.py) beside its Gaussian
 `control:gaussian:<it>`, run in process (sweep.run.worker.run_unit, no Ray). No check that such a
 map can meet by dimension counting is `supported`: normal_space's over-random ratio and
 lipschitz's anisotropy are judged against the control; lipschitz's old statistic (‖J v_top‖ /
-‖J v_null‖, 6.6e15 here because J v_null = 0 by construction) is gone."""
+‖J v_null‖, 6.6e15 here because J v_null = 0 by construction) is gone. The paper's headline
+(probe `equivalence`): a linear map's equivalence sets are large only as every D x d map's are,
+so `large_equivalence` (the walk against the same walk along random directions) is
+not_supported; its sets are linear, so `piecewise_linear` is supported, as it must be."""
 
 from __future__ import annotations
 
@@ -36,7 +39,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
                       probes=[{"name": "perturb", "params": {"norm": "linf", "eps": [1 / 255],
                                                              "steps": 10}},
                               {"name": "lipschitz", "params": {"families": ["random", "top", "null"],
-                                                               "h": [1.0], "top_k": 2}}])
+                                                               "h": [1.0], "top_k": 2}},
+                              {"name": "equivalence", "params": {}}])
     cache = EncoderCache("cpu")
     for unit in load_spec(spec).units:
         run_unit(unit, cache, str(root / "run"), run_id="controls")
@@ -125,3 +129,20 @@ def test_match_nonlinearity_is_judged_at_most() -> None:
     assert flat.verdict == "supported" and flat.direction == "<=" and "at or below" in flat.reason
     curved = judge_check("median_match_nonlinearity", obs(2.0), 0.5, 30, criteria)
     assert curved.verdict == "not_supported" and "above 0.5" in curved.reason
+
+
+@pytest.mark.parametrize("model", [LINEAR, CONTROL])
+def test_large_equivalence_is_not_met_by_a_linear_map(claims, model: str) -> None:
+    """Along random directions a walk on a linear map's set gets as far as along null-space
+    ones (both keep every step here): the median walk ratio is about 1, below the threshold."""
+    row = claims[(model, "large_equivalence")]
+    assert row["verdict"] == "not_supported", row["reason"]
+    assert row["n"] >= 30 and row["estimate"] == pytest.approx(1.0, abs=0.2)
+    assert row["ci_high"] < load_criteria().large_equivalence.min_median_walk_ratio
+
+
+def test_piecewise_linear_holds_for_a_linear_map(claims) -> None:
+    """The positive control: f(y) - f(target) = s (f(x_matched) - f(target)) on the segment, so
+    every successful match's segment stays within its own tolerance (share 1)."""
+    row = claims[(LINEAR, "piecewise_linear")]
+    assert row["verdict"] == "supported" and row["estimate"] == 1.0 and row["n"] >= 30

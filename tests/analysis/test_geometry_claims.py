@@ -1,67 +1,64 @@
-"""Verdicts large_equivalence and piecewise_linear (analysis/geometry_claims.py, named query
-geometry_claims) on the fixture run with equivalence rows, and their exact intervals against
-brute-force binomial sums."""
+"""Verdicts large_equivalence and piecewise_linear (probe `equivalence`) in the named query
+`claims`: on the fixture run with equivalence rows, and on synthetic per-pair values where the
+verdict is known, through the same checks and exact intervals as every other claim."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
+import numpy as np
 import pytest
+from scipy import stats
 
-from analysis.claims import load_criteria
+from analysis.claims import PROBE_CLAIMS, _claim_checks, load_criteria
 from analysis.db import open_runs
-from analysis.geometry_claims import large_equivalence_check, median_interval, piecewise_linear_check, rate_interval
 from analysis.named import run_named
 from tests.support.runs import make_fixture_run
 
-
-def _cdf(n: int, p: float, k: int) -> float:
-    return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k + 1))
+CRITERIA = load_criteria()
 
 
-@pytest.mark.parametrize("n, k", [(10, 0), (10, 3), (10, 10), (40, 37), (200, 150)])
-def test_clopper_pearson_bounds_solve_the_binomial_tails(n: int, k: int) -> None:
-    low, high = rate_interval(n, k, 0.95)
-    assert 0 <= low <= k / n <= high <= 1
-    if k > 0:
-        assert 1 - _cdf(n, low, k - 1) == pytest.approx(0.025, abs=1e-9)
-    else:
-        assert low == 0
-    if k < n:
-        assert _cdf(n, high, k) == pytest.approx(0.025, abs=1e-9)
-    else:
-        assert high == 1
-
-
-@pytest.mark.parametrize("n", [5, 6, 9, 30, 101])
-def test_median_interval_is_the_order_statistic_interval(n: int) -> None:
-    values = [float(i) for i in range(1, n + 1)]  # x_(i) = i
-    low, high = median_interval(values, 0.95)
-    j = int(low)
-    if n < 6:  # too few values for 95%: the whole range
-        assert (low, high) == (1.0, float(n))
-        return
-    assert high == n - j + 1
-    assert _cdf(n, 0.5, j - 1) <= 0.025 < _cdf(n, 0.5, j)  # the largest such j
+def _rows(statistic: str, values: list[float]) -> list[dict]:
+    """One check's rows as claims.sql hands them over: pairs on distinct images."""
+    obs = [{"y": v, "s": f"s{i}", "t": f"t{i}", "p": f"p{i:03d}"} for i, v in enumerate(values)]
+    return [{"statistic": statistic, "obs": obs, "n_left_out": 0}]
 
 
 def test_verdicts_on_the_geometry_fixture(tmp_path: Path) -> None:
     run = make_fixture_run(tmp_path, geometry=True)
-    df = run_named(open_runs([run]), "geometry_claims", {})
-    assert sorted(set(df["claim"])) == ["large_equivalence", "piecewise_linear"]
-    assert len(df) == 4  # two models
-    first = df[(df["model"] == "vit_a") & (df["claim"] == "large_equivalence")].iloc[0]
+    df = run_named(open_runs([run]), "claims", {})
+    geo = df[df["probe"] == "equivalence"]
+    assert sorted(set(geo["claim"])) == ["large_equivalence", "piecewise_linear"] == sorted(PROBE_CLAIMS["equivalence"])
+    assert len(geo) == 4  # two models
+    first = geo[(geo["model"] == "vit_a") & (geo["claim"] == "large_equivalence")].iloc[0]
     assert first["n"] == 4 and first["estimate"] == pytest.approx(4.5)  # ratios 3, 4, 5, inf
     assert first["verdict"] == "inconclusive" and "below the minimum" in first["reason"]  # n < 30
-    lin = df[(df["model"] == "vit_a") & (df["claim"] == "piecewise_linear")].iloc[0]
-    assert lin["n"] == 3 and lin["estimate"] == pytest.approx(2 / 3) and lin["probe"] == "equivalence"
+    lin = geo[(geo["model"] == "vit_a") & (geo["claim"] == "piecewise_linear")].iloc[0]
+    assert lin["n"] == 3 and lin["estimate"] == pytest.approx(2 / 3)
+    # the Clopper-Pearson interval of 2 of 3, as scipy computes it
+    want = stats.binomtest(2, 3).proportion_ci(0.95, method="exact")
+    assert (lin["ci_low"], lin["ci_high"]) == pytest.approx((want.low, want.high), abs=1e-12)
 
 
-def test_supported_and_not_supported_with_enough_pairs() -> None:
-    criteria = load_criteria()
-    assert large_equivalence_check([3.0] * 40, criteria).verdict == "supported"
-    assert large_equivalence_check([1.0] * 40, criteria).verdict == "not_supported"
-    assert piecewise_linear_check(50, 50, criteria).verdict == "supported"
-    assert piecewise_linear_check(50, 30, criteria).verdict == "not_supported"
-    assert piecewise_linear_check(0, 0, criteria).verdict == "inconclusive"
+def test_large_equivalence_needs_the_median_ratio_above_its_threshold() -> None:
+    thr = CRITERIA.large_equivalence.min_median_walk_ratio
+    (far,) = _claim_checks("large_equivalence", _rows("median_walk_ratio", [3 * thr] * 40), CRITERIA)
+    assert far.verdict == "supported" and far.n == 40 and far.estimate == pytest.approx(3 * thr)
+    # a walk no farther than the random one (ratio 1): the negative control's answer
+    (same,) = _claim_checks("large_equivalence", _rows("median_walk_ratio", [1.0] * 40), CRITERIA)
+    assert same.verdict == "not_supported"
+    rng = np.random.default_rng(0)
+    (mixed,) = _claim_checks("large_equivalence",
+                             _rows("median_walk_ratio", list(thr * np.exp(rng.normal(0, 0.1, 40)))), CRITERIA)
+    assert mixed.verdict == "inconclusive"  # an interval around the threshold
+
+
+def test_piecewise_linear_counts_segments_within_the_tolerance_factor() -> None:
+    tol = CRITERIA.piecewise_linear.max_target_over_end
+    inside, outside = [0.0, tol / 2, tol] * 20, [tol * 1.01, float("inf")]  # at the factor: linear
+    (all_in,) = _claim_checks("piecewise_linear", _rows("linear_rate", inside), CRITERIA)
+    assert all_in.verdict == "supported" and all_in.estimate == 1.0 and all_in.n == 60
+    (half,) = _claim_checks("piecewise_linear", _rows("linear_rate", inside[:30] + outside * 15), CRITERIA)
+    assert half.verdict == "not_supported" and half.estimate == pytest.approx(0.5)
+    (empty,) = _claim_checks("piecewise_linear", [], CRITERIA)
+    assert empty.verdict == "inconclusive" and empty.n == 0

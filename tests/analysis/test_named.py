@@ -78,7 +78,7 @@ def mean(values) -> float:
     return sum(values) / len(values)
 
 
-GEOMETRY_QUERIES = {"geometry_claims"}  # over probe `equivalence`: rows in the `geometry` fixture run
+GEOMETRY_QUERIES = {"geometry"}  # over probe `equivalence`: rows in the `geometry` fixture run
 
 
 def test_every_named_query_runs_on_every_fixture(runs) -> None:

@@ -399,8 +399,17 @@ def test_spectrum(con) -> None:
     approx(one(run_named(con, "spectrum"), pair_id="b"), sigma_k_over_sigma1=None)
 
 
-def test_geometry_claims(con) -> None:
-    df = run_named(con, "geometry_claims")
+def test_geometry(con) -> None:
+    g = one(run_named(con, "geometry"), config_hash=CE)
+    # walk radii 4, 3, 0 (median 3), random 2, 0, 0 (median 0); ratios 2, inf, 1: median 2
+    approx(g, pairs=3, walks=3, median_walk_radius=3.0, median_random_walk_radius=0.0,
+           median_walk_ratio=2.0, matches=2)
+    # target over end: a 0.1 / 0.05 = 2, b 0.3 / 0.1 = 3 (c failed its match): median 2.5
+    approx(g, median_target_over_end=2.5, median_path_target_max=0.2)
+
+
+def test_geometry_verdicts_in_claims(con) -> None:
+    df = run_named(con, "claims")
     large = one(df, claim="large_equivalence")
     # ratios sorted 1 (c: neither moved), 2 (a), inf (b): median 2, n 3 < min_n: inconclusive
     approx(large, estimate=2.0)
@@ -408,7 +417,7 @@ def test_geometry_claims(con) -> None:
     linear = one(df, claim="piecewise_linear")
     # a: 0.1 <= 2 x 0.05 (linear), b: 0.3 > 2 x 0.1; c failed its match: n 2, share 1/2
     approx(linear, estimate=0.5)
-    assert linear["n"] == 2
+    assert linear["n"] == 2 and linear["probe"] == "equivalence"
 
 
 def test_every_query_has_a_hand_checked_answer_here() -> None:
@@ -417,7 +426,7 @@ def test_every_query_has_a_hand_checked_answer_here() -> None:
               "nonlinearity", "overview", "failures",
               "claims",  # claims: verdicts against plain-Python answers in tests/analysis/test_claims.py
               "transfer",  # transfer: brute force and identical models in tests/finished/test_transfer.py
-              "spectrum", "geometry_claims"}
+              "spectrum", "geometry"}
     assert {q.name for q in list_named()} <= tested, "a new named query needs its hand-checked test"
 
 

@@ -412,3 +412,26 @@ def test_verdicts_at_a_glance_scale_run(scale_server: tuple[str, Path], browser:
     url, run = scale_server
     check_report_glance(run, tmp_path / "report", browser, SHOTS / "glance-report-scale.png")
     check_models_glance(url, run, browser, SHOTS / "glance-models-scale.png")
+
+
+def test_verdicts_at_a_glance_geometry_run(tmp_path_factory: pytest.TempPathFactory, browser: object) -> None:
+    """A run with probe `equivalence` beside the others: the grid grows the columns
+    large_equivalence and piecewise_linear and still fits 1300 px; their forest plots draw the
+    claims rows, in the report and on the Models page."""
+    from tests.support.runs import make_fixture_run
+
+    root = tmp_path_factory.mktemp("glance-geometry")
+    run = make_fixture_run(root, geometry=True)
+    assert {"large_equivalence", "piecewise_linear"} <= {c["claim"] for c in _claims(run)}
+    check_report_glance(run, root / "report", browser, SHOTS / "glance-report-geometry.png")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [*_vitsweep(), "dashboard", str(run), "--port", str(port)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_healthy(url, proc)
+        check_models_glance(url, run, browser, SHOTS / "glance-models-geometry.png")
+    finally:
+        stop_server(proc)
