@@ -243,3 +243,27 @@ def test_verdict_beside_every_claim(run: Path, report: dict[str, Path]) -> None:
         assert "exceeds" not in text and "zero by construction" in text
         assert "At a finite step h = 1 (L2 pixel units)" in text
     assert numbers["criteria"]["invisibility"]["min_median_psnr"] == 30.0
+
+
+def test_headline_section_with_its_curves(tmp_path: Path) -> None:
+    """A run with probe `equivalence`: section 5 states both verdicts and draws the curves, whose
+    percentiles are the fixture's hand-set values (every successful match's target curve is
+    0, .01, .02, .03, .05 over 5 points; every walk stays at 0.01 for 20 steps)."""
+    from analysis.report.model import _read_data
+
+    run = make_fixture_run(tmp_path, geometry=True)
+    con = open_runs([run], snapshot=True)
+    curves = _read_data(con, 0).geometry_curves
+    cfg = config_hash("vit_a", "equivalence", "default")
+    target = curves[cfg][curves[cfg]["curve"] == "target"].sort_values("i")
+    assert target["p50"].tolist() == pytest.approx([0.0, 0.01, 0.02, 0.03, 0.05])
+    assert set(target["n"]) == {3} and set(target["k"]) == {5}  # the three successful matches
+    walk = curves[cfg][curves[cfg]["curve"] == "walk"]
+    assert len(walk) == 20 and set(walk["n"]) == {4} and walk["p90"].tolist() == pytest.approx([0.01] * 20)
+    paths = write_report([run], tmp_path / "report")
+    html = paths["html"].read_text()
+    assert "5. The headline: are equivalence sets large and piecewise linear?" in html
+    assert "Verdict on large_equivalence" in html and "Verdict on piecewise_linear" in html
+    assert len(re.findall(r"\(fig-[^)\s]*-geometry\.png\)", paths["md"].read_text())) == 2  # a figure per model
+    numbers = json.loads(paths["json"].read_text())
+    assert {"large_equivalence", "piecewise_linear"} <= {c["claim"] for c in numbers["claims"]}
