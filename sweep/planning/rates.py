@@ -9,6 +9,9 @@ in BENCHMARKS.md) on an NVIDIA H100 were measured; everything else is derived an
 - forward = 2 x step: a backward to the input costs about what the forward does (FLOP count:
   72 GFLOP per ViT-B/16 step = twice its 36 GFLOP forward).
 - jvp = step: forward-mode AD carries a tangent through the same layers, about one extra pass.
+- row = forward: a backward row of the fp32 Jacobian (`lipschitz` `null`, `jacobian: fp32`:
+  torch.vmap over one torch.func.vjp) is the backward half of a step alone, its forward shared
+  and counted once; a backward to the input costs about a forward (FLOP count, as above).
 - fp32 = bf16 x 67/794: the H100's fp32 (non-tensor-core) peak of 67 TFLOP/s against the
   794 TFLOP/s bf16 matmul ceiling measured on the same card, at the same utilisation (TF32 is off
   in this project, so fp32 does not use tensor cores). A guess until measured: use --calibrate.
@@ -38,11 +41,16 @@ class Rates:
     step_compiled: float | None = None  # bf16 step under torch.compile, where measured
     cuda: bool = True  # the loop would run bf16 there (the probes' "auto" precision)
     dims: tuple[int, int] | None = None  # (embedding size D, input values d) where measured with the rates
+    backward_row: float | None = None  # fp32 vmap'd vjp rows (`Passes.rows`) per second, where measured
 
     def step(self, precision: str, compiled: bool = False) -> float:
         if precision == "bf16":
             return (self.step_compiled if compiled and self.step_compiled else self.step_bf16)
         return self.step_fp32
+
+    def row(self) -> float:
+        """fp32 backward rows sharing one forward per second: measured, else the forward rate."""
+        return self.backward_row or self.forward
 
 
 # Measured on an H100 (bf16 plain batched step; torch.compile'd step): BENCHMARKS.md
