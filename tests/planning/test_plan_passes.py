@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.support.encoders import DIM, INPUT_SIZE, LinearEncoder
+from tests.support.encoders import DIM, INPUT_SIZE
 
 from sweep.encoders import load_encoder
 from sweep.probes import build_probe
@@ -28,51 +28,6 @@ DIMS = (DIM, INPUT_SIZE[0] * INPUT_SIZE[1] * INPUT_SIZE[2])  # (D, d) of the lin
 UNREACHABLE = {"rho": 1e-9, "min_cos": 1.0}  # no pair ever passes the stopping test
 
 
-class SharedCounts(dict):  # type: ignore[type-arg]
-    """Counts that a deep copy of the module (lipschitz's float64 copy) shares."""
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> SharedCounts:
-        return self
-
-
-class CountingEncoder(LinearEncoder):
-    """The linear test encoder, counting image rows per kind of pass."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.counts = SharedCounts(plain=0, backward=0, jvp=0, rows=0)
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:  # (B, 3, 8, 8) -> (B, 16)
-        out = super().forward(pixels)
-        rows = int(pixels.shape[0])
-        functorch = torch._C._functorch
-        transform = functorch.peek_interpreter_stack()
-        under_vjp = transform is not None and transform.key() == functorch.TransformType.Grad  # torch.func.vjp
-        if transform is not None and not under_vjp:  # inside torch.func.jvp
-            self.counts["jvp"] += rows
-        elif under_vjp:  # torch.func.vjp: one forward, then backward rows (vmap'd: many per forward)
-            self.counts["plain"] += rows
-
-            def on_rows(grad: torch.Tensor) -> None:
-                if functorch.is_batchedtensor(grad):  # vmap over a vjp: one call, a chunk of rows
-                    grad = functorch.get_unwrapped(grad).movedim(functorch.maybe_get_bdim(grad), 0).flatten(0, 1)
-                self.counts["rows"] += int(grad.shape[0])
-
-            out.register_hook(on_rows)
-        elif out.requires_grad:  # a forward + backward to the input
-            def on_backward(grad: torch.Tensor) -> None:
-                self.counts["backward"] += int(grad.shape[0])
-
-            out.register_hook(on_backward)
-        else:
-            self.counts["plain"] += rows
-        return out
-
-
-def counting_encoder() -> CountingEncoder:
-    return CountingEncoder()
-
-
 def pairs(n: int, same: bool = False) -> list[PairInput]:
     """n pairs; `same`: n copies of one pair (under their own ids), which all take the same steps."""
     g = torch.Generator().manual_seed(0)
@@ -84,7 +39,7 @@ def pairs(n: int, same: bool = False) -> list[PairInput]:
 
 
 def counted(probe: str, params: dict[str, Any], same: bool = False) -> tuple[dict[str, int], list[Any], Any]:
-    enc = load_encoder(f"{__name__}:counting_encoder", "factory", device="cpu")
+    enc = load_encoder("tests.support.counting:counting_encoder", "factory", device="cpu")
     p = build_probe(probe, params)
     results = list(p.run(enc, pairs(N_PAIRS, same), batch_size=BATCH, seed=0))
     assert len(results) == N_PAIRS and all(r.error is None for r in results)
