@@ -40,11 +40,12 @@ def test_imagenet_val_plan_by_hand(tmp_path: Path) -> None:
     match = (1 + 1 + 3) + 2 * 12_000  # target, the fp32 confirmation of a stop, 3 re-check forwards; 12,000 steps
     perturb = (2 + 4 * (2 + 8)) + 2 * (4 * 50)  # clean pair, per eps (4 in each default grid): last and best iterate + 8 draws; 50 steps
 
-    def lipschitz(dim: int) -> int:  # the whole Jacobian (null): D reverse-mode rows; top and off_top from its SVD
+    def lipschitz(dim: int) -> int:  # the whole Jacobian (null, jacobian fp32): one fp32 forward, D backward rows
         directions = 4 + 8 + 1 + 4 + 4  # random, top, grad, null, off_top
         return (
             (4 + 4 * directions)  # plain: f64 f(x0), f(t) (D and the loss's gradient reuse them), fp32 f(x0), f(t); 4 h each
-            + 2 * (dim + 1)  # backward: the Jacobian's D rows, the matching gradient
+            + 1 + dim  # the Jacobian: its one fp32 forward and D backward rows sharing it; top and off_top from it
+            + 2 * 1  # backward: the matching gradient
             + 2 * directions  # jvp: ||J v|| per direction
         )
 
