@@ -94,7 +94,8 @@ def test_factory_encoder_lipschitz_count_from_calibration(tmp_path: Path) -> Non
     lipschitz = next(r for r in json.loads(proc.stdout)["rows"] if r["probe"] == "lipschitz")
     assert lipschitz["dims"] == [16, 3 * 8 * 8] and lipschitz["exact"]
     # families random (2) and top (2; D = 16 > top_k) at 2 h; subspace iteration on 2 + 4 vectors, 3 iterations
-    assert lipschitz["per_pair"] == {"plain": 4 + 2 * (2 + 2), "backward": 3 * 6, "jvp": 4 * 6 + (2 + 2)}
+    # (no null family: no Jacobian rows)
+    assert lipschitz["per_pair"] == {"plain": 4 + 2 * (2 + 2), "backward": 3 * 6, "jvp": 4 * 6 + (2 + 2), "rows": 0}
     assert lipschitz["image_passes"] == 6 * (12 + 2 * 18 + 2 * 28)
 
 
