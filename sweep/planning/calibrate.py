@@ -1,10 +1,13 @@
 """`vitsweep plan --calibrate`: time a few encoder passes of each model of a spec on this device.
 
 For every model the spec names, at the spec's batch size: a no-grad forward, a forward +
-backward to the input (fp32, and bf16 autocast on CUDA) and a forward-mode JVP, each warmed up
-once and then timed over `reps` calls (one by default: a handful of passes per model, so that
-it takes seconds; the figures are rough, as a plan is). Weights do not change the speed, so a timm model is built
-with a seeded random initialisation (no download); a factory encoder is built as the spec says.
+backward to the input (fp32, and bf16 autocast on CUDA), a forward-mode JVP and a batch of fp32
+backward rows sharing one forward (torch.vmap over torch.func.vjp, as the fp32 Jacobian of
+`lipschitz`'s `null` runs them), each warmed up once and then timed over `reps` calls (one by
+default: a handful of passes per model, so that it takes seconds; the figures are rough, as a
+plan is). Weights do not change the speed, so a timm model is built with a seeded random
+initialisation (no download); a factory encoder is built as the spec says. Float64 passes are
+not timed: the plan times them at the fp32 rates (`Passes`).
 
 The rates also carry the sizes some pass counts depend on (the embedding size D at the model's
 embedding point, the input size d = 3 H W), read off the embeddings measured. Without
@@ -15,6 +18,7 @@ which the plan leaves to `--calibrate`.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -61,14 +65,15 @@ def _measure(enc: Any, model: str, batch: int, reps: int, dev: torch.device) -> 
     step32 = _rate(lambda: _step(enc, x, None), batch, reps, dev)
     step16 = _rate(lambda: _step(enc, x, torch.bfloat16), batch, reps, dev) if dev.type == "cuda" else step32
     jvp = _rate(lambda: _jvp(enc, x), batch, reps, dev)
+    row = _rate(lambda: _rows(enc, x), batch, reps, dev)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     with torch.no_grad():
         dim = int(enc.embed(x[:1]).shape[-1])
     return Rates(
         step_bf16=step16, step_fp32=step32, forward=fwd, jvp=jvp, cuda=dev.type == "cuda",
-        dims=(dim, int(x[0].numel())),
+        dims=(dim, int(x[0].numel())), backward_row=row,
         source=f"measured now on {name}, batch {batch}, {model} (eager; step fp32 {step32:.3g}, "
-        f"bf16 {step16:.3g}, forward {fwd:.3g}, jvp {jvp:.3g} image-passes/s)",
+        f"bf16 {step16:.3g}, forward {fwd:.3g}, jvp {jvp:.3g}, Jacobian row {row:.3g} image-passes/s)",
     )
 
 
@@ -91,6 +96,16 @@ def _jvp(enc: object, x: torch.Tensor) -> None:
     v = torch.randn_like(x)
     with enc.forward_ad_friendly():  # type: ignore[attr-defined]
         torch.func.jvp(enc.embed, (x,), (v,))  # type: ignore[attr-defined]
+
+
+def _rows(enc: object, x: torch.Tensor) -> None:
+    """len(x) fp32 backward rows J^T w_i at one image, one forward (sweep/probes/jacobian.py's way)."""
+    from sweep.probes.jacobian import no_tf32
+
+    ctx = enc.forward_ad_friendly() if x.device.type == "cuda" else contextlib.nullcontext()  # type: ignore[attr-defined]
+    with no_tf32(), ctx:
+        out, pullback = torch.func.vjp(lambda z: enc.embed(z)[0], x[:1].detach())  # type: ignore[attr-defined]
+        torch.vmap(pullback)(torch.randn(len(x), out.numel(), device=x.device))
 
 
 def _rate(fn: Callable[[], None], batch: int, reps: int, device: torch.device) -> float:

@@ -12,19 +12,25 @@ and compare):
 - `plain`: forwards without a gradient (clean embeddings, fp32 re-checks and confirmations,
   finite differences, the random baseline),
 - `backward`: forward + backward to the input (a gradient step or a vector-Jacobian product),
-- `jvp`: forward-mode directional derivatives.
+- `jvp`: forward-mode directional derivatives,
+- `rows`: backward rows sharing one forward (lipschitz `null` with `jacobian: fp32`: one fp32
+  forward, counted in `plain`, and D backward rows; with `jacobian: float64` D `backward`).
 
-`image_passes` = forwards + backwards + jvps, each counted once per image. `perturb` and
+`image_passes` = forwards + backwards + jvps + rows, each counted once per image. `perturb` and
 `lipschitz` (without its `match` family) are exact; `lipschitz` with `top`, `null` or `off_top`
 depends on the model's embedding size D (the Jacobian is D reverse-mode products) and input
 size d, which `model_dims` reads off the model (a timm model traced on the meta device). `match`
 is an upper bound (a pair runs to `max_steps`, with one fp32 confirmation of its stop), and so
-is `lipschitz`'s `match` family (its match run; the direction only when the match succeeds);
-the plan marks these rows. An overruled bf16 stop costs more than the bound, up to 10 steps
+are `lipschitz`'s `match` family (its match run; the direction only when the match succeeds)
+and `equivalence` (its match run; path linearity only after a successful match; each walk
+counted to `walk_steps`, though it stops at its first step out of the set); the plan marks
+these rows. An overruled bf16 stop costs more than the bound, up to 10 steps
 and a forward each (rare; not counted). Where a previous run of the same model and setting
 (the same `config_hash`) left `match` rows in the output folder, the expected count uses the
 steps those pairs really took. Time = plain / forward rate + backward / step rate + jvp / jvp
-rate, with rates measured now (`calibrate`) or from the rate table (sweep/planning/rates.py).
+rate + rows / row rate (a probe whose steps run at two precisions, `equivalence`, states its
+parts: `Probe.timed_passes`), with rates measured now (`calibrate`) or from the rate table
+(sweep/planning/rates.py).
 The plan's rows, totals, JSON and table are in sweep/planning/table.py; the pairs per shard
 come from the shard set (sweep/data/shardset.py).
 """
@@ -105,9 +111,8 @@ def make_plan(
         row = Row(model, weights, probe_name, config_hash, _setting(units[0].params), len(units), n_pairs,
                   upper, expected, n_seen, bound=probe.bound_note(), dims=dim)
         if rate is not None and upper is not None and expected is not None:
-            precision = probe.loop_precision(cuda=rate.cuda)
-            row.seconds_per_pair = _seconds(upper, rate, precision, units[0].compile)
-            row.seconds_per_pair_expected = _seconds(expected, rate, precision, units[0].compile)
+            row.seconds_per_pair = _timed(probe, upper, rate, units[0].compile)
+            row.seconds_per_pair_expected = _timed(probe, expected, rate, units[0].compile)
             row.rate_source = rate.source
             if longest is not None:
                 longest = max([longest, *(row.seconds_per_pair * (n or 0) for n in per_shard)])
@@ -165,7 +170,13 @@ def _dims(unit: WorkUnit, cache: dict[tuple[str, str, str], tuple[int, int] | No
 
 
 def _seconds(passes: Passes, rate: Rates, precision: str, compiled: bool) -> float:
-    return passes.plain / rate.forward + passes.backward / rate.step(precision, compiled) + passes.jvp / rate.jvp
+    return (passes.plain / rate.forward + passes.backward / rate.step(precision, compiled) + passes.jvp / rate.jvp
+            + passes.rows / rate.row())
+
+
+def _timed(probe: Probe, passes: Passes, rate: Rates, compiled: bool) -> float:
+    """Seconds for `passes` of `probe`, each part at the precision of its steps (`timed_passes`)."""
+    return sum(_seconds(part, rate, precision, compiled) for part, precision in probe.timed_passes(passes, rate.cuda))
 
 
 def _setting(params: dict[str, Any]) -> str:

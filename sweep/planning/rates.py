@@ -9,12 +9,26 @@ in BENCHMARKS.md) on an NVIDIA H100 were measured; everything else is derived an
 - forward = 2 x step: a backward to the input costs about what the forward does (FLOP count:
   72 GFLOP per ViT-B/16 step = twice its 36 GFLOP forward).
 - jvp = step: forward-mode AD carries a tangent through the same layers, about one extra pass.
+- row = forward: a backward row of the fp32 Jacobian (`lipschitz` `null`, `jacobian: fp32`:
+  torch.vmap over one torch.func.vjp) is the backward half of a step alone, its forward shared
+  and counted once; a backward to the input costs about a forward (FLOP count, as above).
 - fp32 = bf16 x 67/794: the H100's fp32 (non-tensor-core) peak of 67 TFLOP/s against the
   794 TFLOP/s bf16 matmul ceiling measured on the same card, at the same utilisation (TF32 is off
   in this project, so fp32 does not use tensor cores). A guess until measured: use --calibrate.
 - other ViTs: the ViT-B/16 rates scaled by FLOP per image (`vit_gflop`, from the name's width,
   depth, patch size and resolution); the formula gives 70 GFLOP per B/16 step against the 72
   measured, and 668 against 685 for H/14.
+
+Issue 26's passes, as time ratios measured in one process (BENCHMARKS.md, "Geometry (issue
+26)"; vit_tiny, 2-core CPU, fp32 loop) and kept in `MEASURED_RATIOS`, against what these rates
+predict from the pass counts (the tests compare them): the fp32 Jacobian of `null` (one forward,
+192 backward rows) against the float64 one (192 forward + backward rows), measured 0.26x,
+predicted 0.50x (the table times float64 at the fp32 rate; on that CPU float64 runs at about
+half of it); path linearity (K = 17) 0.025x and the equivalence walk (20 steps) 0.24x of a
+300-step match, predicted 0.06x and at most 0.67x (the walk's bound; it stopped early). The
+whole `null` family per pair (4 directions), 0.82x measured against 0.54x predicted, is the one
+the plan does not bound: work that is no encoder pass (the float64 copy of the model, J J^T and
+its eigendecomposition, the projections) is not counted.
 """
 
 from __future__ import annotations
@@ -38,11 +52,16 @@ class Rates:
     step_compiled: float | None = None  # bf16 step under torch.compile, where measured
     cuda: bool = True  # the loop would run bf16 there (the probes' "auto" precision)
     dims: tuple[int, int] | None = None  # (embedding size D, input values d) where measured with the rates
+    backward_row: float | None = None  # fp32 vmap'd vjp rows (`Passes.rows`) per second, where measured
 
     def step(self, precision: str, compiled: bool = False) -> float:
         if precision == "bf16":
             return (self.step_compiled if compiled and self.step_compiled else self.step_bf16)
         return self.step_fp32
+
+    def row(self) -> float:
+        """fp32 backward rows sharing one forward per second: measured, else the forward rate."""
+        return self.backward_row or self.forward
 
 
 # Measured on an H100 (bf16 plain batched step; torch.compile'd step): BENCHMARKS.md
@@ -57,6 +76,16 @@ _SIZES = {  # width, depth of timm's ViT sizes
     "large": (1024, 24), "huge": (1280, 32), "giant": (1408, 40),
 }
 _NAME = re.compile(r"^(?:vit|deit|deit3)_(tiny|small|medium|base|large|huge|giant)_patch(\d+)(?:_[a-z0-9]+)*?_(\d+)(?:_|$)")
+
+
+# Issue 26's measured time ratios (new / baseline, one pair, vit_tiny_patch16_224, random init,
+# 2-core CPU VM, fp32 loop; BENCHMARKS.md): what the pass counts above are checked against.
+MEASURED_RATIOS = {
+    "null_jacobian_fp32_over_float64": 0.26,  # the Jacobian alone: one forward + 192 vmap'd rows vs 192 float64 rows
+    "null_family_fp32_over_float64": 0.82,  # lipschitz families [null], 4 directions, default h grid, per pair
+    "path_linearity_over_match300": 0.025,  # K = 17 (34 forwards, 1 JVP) vs a 300-step match of the pair
+    "walk_over_match300": 0.24,  # 20 steps, corrector 3, walk_k 8, 4 rounds, as it ran (stopped early)
+}
 
 
 def vit_gflop(model: str) -> float | None:

@@ -105,6 +105,7 @@ class Plan:
             "forward_passes": _int(total.plain + total.backward + total.jvp) if known else None,
             "backward_passes": _int(total.backward) if known else None,
             "jvp_passes": _int(total.jvp) if known else None,
+            "backward_row_passes": _int(total.rows) if known else None,  # fp32 Jacobian rows sharing a forward
             "seconds": _round(self.seconds), "seconds_expected": _round(self.seconds_expected),
             "gpu_hours": _round(self.gpu_hours), "gpus": self.gpus,
             "wall_seconds": _round(self.wall_seconds(self.seconds)),
@@ -137,14 +138,14 @@ class Plan:
     def render(self) -> str:
         """The table per model and probe setting, and the totals."""
         header = ["model", "weights", "probe", "setting", "units", "pairs", "plain/pair", "bwd/pair", "jvp/pair",
-                  "count", "image passes ≤", "expected", "seconds ≤", f"{self.device}-h ≤"]
+                  "rows/pair", "count", "image passes ≤", "expected", "seconds ≤", f"{self.device}-h ≤"]
         lines = [header]
         for r in self.rows:
             n = r.pairs
             per, expected = r.per_pair, r.per_pair_expected
             lines.append([
                 r.model, r.weights, r.probe, r.setting, str(r.units), "?" if n is None else f"{n:,}",
-                *(("?", "?", "?") if per is None else (_num(per.plain), _num(per.backward), _num(per.jvp))),
+                *(("?",) * 4 if per is None else (_num(per.plain), _num(per.backward), _num(per.jvp), _num(per.rows))),
                 "?" if per is None else "upper bound" if r.bound else "exact",
                 "?" if n is None or per is None else _big(per.total * n),
                 "?" if n is None or expected is None else
@@ -162,6 +163,9 @@ class Plan:
             out.append(f"upper bound, {name}: {note}")
         for model, (dim, d) in {r.model: r.dims for r in self.rows if r.dims is not None}.items():
             out.append(f"{model}: lipschitz counts with embedding size D = {dim}, input size d = {d:,}")
+        if any(r.per_pair is not None and r.per_pair.rows for r in self.rows):
+            out.append("rows/pair: fp32 Jacobian rows (lipschitz null, jacobian fp32), backward halves sharing "
+                       "one forward (counted in plain/pair); an image pass each")
         for model in sorted({r.model for r in self.rows if r.per_pair is None}):
             out.append(f"{model}: lipschitz's top/null/off_top count needs its embedding size D, known for a "
                        "factory encoder only by running it: use --calibrate")

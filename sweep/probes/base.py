@@ -53,22 +53,36 @@ class PairResult:
 class Passes:
     """Encoder passes for one pair (image rows), as the planner (sweep/planning) counts them:
     `plain` forwards without a gradient, `backward` forward + backward to the input, `jvp`
-    forward-mode directional derivatives."""
+    forward-mode directional derivatives, `rows` backward rows that share one forward (the fp32
+    Jacobian of `lipschitz`'s `null`: torch.vmap over one torch.func.vjp; that forward is
+    counted once in `plain`, each row is the backward half alone).
+
+    Precision is not a field: the planner times `backward` at the probe's `loop_precision` (bf16
+    or fp32 step rate) and `plain`, `jvp` at the fp32 rates; float64 passes (lipschitz's float64
+    copy of the model) are timed at the fp32 rates too (`LipschitzProbe.loop_precision` says
+    why). `rows` exist only in fp32 and have their own rate (`Rates.row`), so that an fp32
+    Jacobian row is timed apart from a float64 forward + backward row. A probe whose passes mix
+    precisions splits them with `Probe.timed_passes`."""
 
     plain: float = 0
     backward: float = 0
     jvp: float = 0
+    rows: float = 0
 
     @property
     def total(self) -> float:
         """Image passes: every forward, backward and tangent pass over one image counts one."""
-        return self.plain + 2 * self.backward + 2 * self.jvp
+        return self.plain + 2 * self.backward + 2 * self.jvp + self.rows
 
     def __add__(self, other: "Passes") -> "Passes":
-        return Passes(self.plain + other.plain, self.backward + other.backward, self.jvp + other.jvp)
+        return Passes(self.plain + other.plain, self.backward + other.backward, self.jvp + other.jvp,
+                      self.rows + other.rows)
+
+    def __sub__(self, other: "Passes") -> "Passes":
+        return self + other * -1
 
     def __mul__(self, k: float) -> "Passes":
-        return Passes(self.plain * k, self.backward * k, self.jvp * k)
+        return Passes(self.plain * k, self.backward * k, self.jvp * k, self.rows * k)
 
 
 class ProbeParams(BaseModel):
@@ -169,6 +183,13 @@ class Probe(ABC):
         """The precision of the gradient steps: bf16 on CUDA unless the setting says fp32."""
         precision = getattr(self.params, "precision", "fp32")
         return "fp32" if precision == "fp32" or not cuda else "bf16"
+
+    def timed_passes(self, passes: Passes, cuda: bool) -> list[tuple[Passes, str]]:
+        """`passes` (this setting's count per pair, or its expected count) in parts by the
+        precision their gradient steps run at, for the planner's time: one part at
+        `loop_precision` unless the probe runs steps of two precisions (`equivalence`: its match
+        run's steps at the match's precision, the walk's in fp32)."""
+        return [(passes, self.loop_precision(cuda))]
 
     # -- what `vitsweep probe` shows for one pair ------------------------------------------------
     def cli_fields(self, result: PairResult) -> dict[str, Any]:

@@ -116,12 +116,16 @@ class EquivalenceProbe(Probe):
         total = Passes()
         if p.path_points:
             total += MatchProbe(p.match).passes_per_pair()  # source and target embeddings included
-            total += Passes(plain=2 * p.path_points, jvp=1)
+            total += Passes(plain=2 * p.path_points, jvp=1)  # K points on each segment, J (x_matched - x0)
         else:
             total += Passes(plain=2)  # fp32 source and target
         if p.walk_steps:
-            total += Passes(backward=p.walk_iters * p.walk_k, jvp=p.walk_iters * p.walk_k)  # subspace iteration
-            total += Passes(backward=2 * p.walk_steps * p.corrector, plain=2 * p.walk_steps)  # both walks
+            # subspace iteration: walk_iters rounds of k = min(walk_k, d) JVPs and VJPs
+            k = min(p.walk_k, dims[1]) if dims is not None else p.walk_k
+            total += Passes(backward=p.walk_iters * k, jvp=p.walk_iters * k)
+            # both walks (2 rows, a row that left the set still computed): per step `corrector`
+            # Polyak steps and one forward
+            total += Passes(backward=2 * p.walk_steps * p.corrector, plain=2 * p.walk_steps)
         return total
 
     def bound_note(self) -> str:
@@ -130,11 +134,22 @@ class EquivalenceProbe(Probe):
             parts.append("its match run as for probe match (" + MatchProbe(self.params.match).bound_note()
                          + "); path linearity only after a successful match")
         if self.params.walk_steps:
-            parts.append("both walks take every step (a walk stops at its first step out of the set)")
+            parts.append("both walks counted to walk_steps; they stop once both have left the set (a walk "
+                         "stops at its first step with ||f(x) - f(x0)|| >= delta x the pair distance)")
         return "; ".join(parts)
 
     def loop_precision(self, cuda: bool) -> str:
+        """fp32: path linearity and the walk (the match run's steps: `timed_passes`)."""
         return "fp32"
+
+    def timed_passes(self, passes: Passes, cuda: bool) -> list[tuple[Passes, str]]:
+        """The match run's part at the match's own precision (bf16 on CUDA unless its setting
+        says fp32), the rest (path linearity, the walk) in fp32."""
+        if not self.params.path_points:
+            return [(passes, "fp32")]
+        match = MatchProbe(self.params.match)
+        part = match.passes_per_pair()
+        return [(part, match.loop_precision(cuda)), (passes - part, "fp32")]
 
     def cli_fields(self, result: PairResult) -> dict[str, Any]:
         return dict(result.rows[0])

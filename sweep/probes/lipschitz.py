@@ -165,7 +165,9 @@ class LipschitzProbe(Probe):
                 raise ValueError("lipschitz's top, null and off_top counts need the embedding size D")
             dim, d = dims
             n_top = min(p.top_k, dim, d)  # J has at most min(D, d) singular values
-            if "null" in families:  # the Jacobian's D rows J^T e_i (each a forward + backward); top from its SVD
+            if "null" in families and p.jacobian == "fp32":  # ONE fp32 forward, D fp32 backward rows J^T e_i
+                total += Passes(plain=1, rows=dim)
+            elif "null" in families:  # float64: D rows J^T e_i, each a forward + backward; top from J's SVD
                 total += Passes(backward=dim)
             else:  # subspace iteration: iters x (J V, J^T J V), then J V once more (Rayleigh-Ritz)
                 width = min(min(p.top_k, d) + p.oversample, d)

@@ -40,11 +40,12 @@ def test_imagenet_val_plan_by_hand(tmp_path: Path) -> None:
     match = (1 + 1 + 3) + 2 * 12_000  # target, the fp32 confirmation of a stop, 3 re-check forwards; 12,000 steps
     perturb = (2 + 4 * (2 + 8)) + 2 * (4 * 50)  # clean pair, per eps (4 in each default grid): last and best iterate + 8 draws; 50 steps
 
-    def lipschitz(dim: int) -> int:  # the whole Jacobian (null): D reverse-mode rows; top and off_top from its SVD
+    def lipschitz(dim: int) -> int:  # the whole Jacobian (null, jacobian fp32): one fp32 forward, D backward rows
         directions = 4 + 8 + 1 + 4 + 4  # random, top, grad, null, off_top
         return (
             (4 + 4 * directions)  # plain: f64 f(x0), f(t) (D and the loss's gradient reuse them), fp32 f(x0), f(t); 4 h each
-            + 2 * (dim + 1)  # backward: the Jacobian's D rows, the matching gradient
+            + 1 + dim  # the Jacobian: its one fp32 forward and D backward rows sharing it; top and off_top from it
+            + 2 * 1  # backward: the matching gradient
             + 2 * directions  # jvp: ||J v|| per direction
         )
 
@@ -93,7 +94,8 @@ def test_factory_encoder_lipschitz_count_from_calibration(tmp_path: Path) -> Non
     lipschitz = next(r for r in json.loads(proc.stdout)["rows"] if r["probe"] == "lipschitz")
     assert lipschitz["dims"] == [16, 3 * 8 * 8] and lipschitz["exact"]
     # families random (2) and top (2; D = 16 > top_k) at 2 h; subspace iteration on 2 + 4 vectors, 3 iterations
-    assert lipschitz["per_pair"] == {"plain": 4 + 2 * (2 + 2), "backward": 3 * 6, "jvp": 4 * 6 + (2 + 2)}
+    # (no null family: no Jacobian rows)
+    assert lipschitz["per_pair"] == {"plain": 4 + 2 * (2 + 2), "backward": 3 * 6, "jvp": 4 * 6 + (2 + 2), "rows": 0}
     assert lipschitz["image_passes"] == 6 * (12 + 2 * 18 + 2 * 28)
 
 

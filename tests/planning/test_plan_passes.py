@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.support.encoders import DIM, INPUT_SIZE, LinearEncoder
+from tests.support.encoders import DIM, INPUT_SIZE
 
 from sweep.encoders import load_encoder
 from sweep.probes import build_probe
@@ -28,44 +28,6 @@ DIMS = (DIM, INPUT_SIZE[0] * INPUT_SIZE[1] * INPUT_SIZE[2])  # (D, d) of the lin
 UNREACHABLE = {"rho": 1e-9, "min_cos": 1.0}  # no pair ever passes the stopping test
 
 
-class SharedCounts(dict):  # type: ignore[type-arg]
-    """Counts that a deep copy of the module (lipschitz's float64 copy) shares."""
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> SharedCounts:
-        return self
-
-
-class CountingEncoder(LinearEncoder):
-    """The linear test encoder, counting image rows per kind of pass."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.counts = SharedCounts(plain=0, backward=0, jvp=0)
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:  # (B, 3, 8, 8) -> (B, 16)
-        out = super().forward(pixels)
-        rows = int(pixels.shape[0])
-        functorch = torch._C._functorch
-        transform = functorch.peek_interpreter_stack()
-        under_vjp = transform is not None and transform.key() == functorch.TransformType.Grad  # torch.func.vjp
-        if transform is not None and not under_vjp:  # inside torch.func.jvp
-            self.counts["jvp"] += rows
-        elif out.requires_grad or under_vjp:
-            def on_backward(grad: torch.Tensor) -> None:
-                if functorch.is_batchedtensor(grad):  # vmap over a vjp: one call, a chunk of rows
-                    grad = functorch.get_unwrapped(grad).movedim(functorch.maybe_get_bdim(grad), 0).flatten(0, 1)
-                self.counts["backward"] += int(grad.shape[0])
-
-            out.register_hook(on_backward)
-        else:
-            self.counts["plain"] += rows
-        return out
-
-
-def counting_encoder() -> CountingEncoder:
-    return CountingEncoder()
-
-
 def pairs(n: int, same: bool = False) -> list[PairInput]:
     """n pairs; `same`: n copies of one pair (under their own ids), which all take the same steps."""
     g = torch.Generator().manual_seed(0)
@@ -77,7 +39,7 @@ def pairs(n: int, same: bool = False) -> list[PairInput]:
 
 
 def counted(probe: str, params: dict[str, Any], same: bool = False) -> tuple[dict[str, int], list[Any], Any]:
-    enc = load_encoder(f"{__name__}:counting_encoder", "factory", device="cpu")
+    enc = load_encoder("tests.support.counting:counting_encoder", "factory", device="cpu")
     p = build_probe(probe, params)
     results = list(p.run(enc, pairs(N_PAIRS, same), batch_size=BATCH, seed=0))
     assert len(results) == N_PAIRS and all(r.error is None for r in results)
@@ -94,11 +56,12 @@ def steps_to_match(params: dict[str, Any]) -> int:
 
 def as_counts(passes: Passes, n: int) -> dict[str, int]:
     # a backward pass's forward counts as part of it (the hook sees the gradient, not the forward)
-    return {"plain": int(passes.plain * n), "backward": int(passes.backward * n), "jvp": int(passes.jvp * n)}
+    return {"plain": int(passes.plain * n), "backward": int(passes.backward * n), "jvp": int(passes.jvp * n),
+            "rows": int(passes.rows * n)}
 
 
 def less(passes: Passes, plain: float = 0, jvp: float = 0) -> Passes:
-    return Passes(passes.plain - plain, passes.backward, passes.jvp - jvp)
+    return passes - Passes(plain=plain, jvp=jvp)
 
 
 @pytest.mark.parametrize("params", [
@@ -143,6 +106,8 @@ LIPSCHITZ = {"h": [0.1, 1.0, 3.0], "n_random": 2, "top_k": 3, "n_null": 2, "iter
     (["top"], {"top_k": 20}),  # more than D = 16: J has 16 singular values
     (["null", "top", "random"], {"top_k": 20}),
     (["random", "random"], {}),  # a family listed twice is measured twice
+    (["null"], {"jacobian": "float64"}),  # the former method: D float64 forward + backward rows
+    (["random", "top", "grad", "null", "off_top"], {"jacobian": "float64"}),
 ])  # fmt: skip
 def test_lipschitz_passes(families: list[str], extra: dict[str, Any]) -> None:
     counts, results, p = counted("lipschitz", {"families": families, **LIPSCHITZ, **extra})
@@ -156,8 +121,13 @@ def test_lipschitz_dims_are_required() -> None:
     p = build_probe("lipschitz", {"families": ["null"]}).params
     with pytest.raises(ValueError, match="embedding size"):
         passes_per_pair("lipschitz", p)
-    # the Jacobian: D reverse-mode rows (D is known from the clean forward)
-    assert passes_per_pair("lipschitz", p, (768, 150_528)).backward == 768
+    # the Jacobian (D is known from the clean forward): by default one fp32 forward and D fp32
+    # backward rows sharing it; with jacobian float64, D float64 forward + backward rows
+    fp32 = passes_per_pair("lipschitz", p, (768, 150_528))
+    f64 = passes_per_pair("lipschitz", p.model_copy(update={"jacobian": "float64"}), (768, 150_528))
+    assert (fp32.rows, fp32.backward, f64.rows, f64.backward) == (768, 0, 0, 768)
+    assert f64 - fp32 == Passes(plain=-1, backward=768, rows=-768)
+    assert fp32.total == f64.total - 768 + 1  # the forward paid once, not D times
 
 
 def test_lipschitz_match_family_passes() -> None:
