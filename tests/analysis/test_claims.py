@@ -168,6 +168,12 @@ def _expected(rows: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, tupl
         og[f"{name}_target_rate"] = (
             len(differ), sum(r[f"{labeller}_adv"] == r[f"{labeller}_tgt"] for r in differ) / len(differ))
     out["overgeneralisation"] = og
+    eq = rows["equivalence"]
+    ratios = [r["walk_radius"] / r["random_walk_radius"] for r in eq]
+    tol = load_criteria().piecewise_linear.max_target_over_end
+    linear = [r["path_target_max"] <= tol * r["path_target_end"] for r in eq if r["match_success"]]
+    out["large_equivalence"] = {"median_walk_ratio": (len(ratios), statistics.median(ratios))}
+    out["piecewise_linear"] = {"linear_rate": (len(linear), sum(linear) / len(linear))}
     return out
 
 
@@ -276,8 +282,11 @@ def test_lipschitz_without_null_directions_is_inconclusive(runs) -> None:
 def test_report_sentences_follow_the_verdicts(runs, tmp_path: Path) -> None:
     md = write_report([runs["violate"][0]], tmp_path / "v")["md"].read_text()
     # one verdict sentence per claim; invisibility's is the one on how the images look
-    # (+ 2: the run's Gaussian control has a normal-space and a Lipschitz verdict of its own)
-    assert md.count("Verdict on ") == 4 + 2 and "Verdict on equivalence: not supported" in md
+    # (+ 2: the run's Gaussian control has a normal-space and a Lipschitz verdict of its own;
+    # the headline's section states large_equivalence and piecewise_linear)
+    assert md.count("Verdict on ") == 4 + 2 + 2 and "Verdict on equivalence: not supported" in md
+    assert "Verdict on large_equivalence: not supported" in md
+    assert "Verdict on piecewise_linear: not supported" in md
     assert md.count("fail the invisibility criterion") == 1
     assert "equivalence **not supported**" in md and "invisibility **not supported**" in md
     md = write_report([runs["no_null"][0]], tmp_path / "nn")["md"].read_text()

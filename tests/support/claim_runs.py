@@ -26,6 +26,10 @@ Known values (pair i of n, f = i / (n - 1) running over [0, 1]):
 - lipschitz (h 0.1 and 1.0): top directions 0..1 with l_jvp 100 (1 + f) and 50 (1 + f), null
   directions 0..1 with 0.2 and 0.4 ("satisfy", "demo"), or 3 (1 + f), 1.5 (1 + f) and null 1, 2
   ("violate"); random directions 0..2 with 1, 2, 3. `null=False` writes no null directions.
+- equivalence: every pair's match succeeds with path_target_end 0.05. "satisfy", "demo": walk
+  radius 1 + f against a random walk's 0.2 (ratio 5 (1 + f)), path_target_max 0.05 (1 + 0.5 f)
+  (every segment within 2x: linear); "violate": walk radius 1 against 1 + 0.1 f (ratio just
+  under 1), path_target_max 0.05 (1 + 3 f) (linear only while f <= 1/3).
 - shapes: the units record input_dim 192 and embed_dim 16 (a 16 x 192 map: the closed-form
   Gaussian reference 1 + sqrt(12) = 4.46 for sigma_1 over random and the L2 over-random ratio).
 - control (`control=True`, the default): a `control:gaussian:vit_v` model (weights random:0)
@@ -51,7 +55,7 @@ INPUT_DIM, EMBED_DIM = 192, 16
 WEIGHTS = "random:0"
 EMBED = "pre_logits"
 PARAMS = {"match": {"lr": 0.02, "max_steps": 100}, "perturb": {"norm": "linf", "steps": 5},
-          "lipschitz": {"h": [0.1, 1.0], "top_k": 2}}
+          "lipschitz": {"h": [0.1, 1.0], "top_k": 2}, "equivalence": {"walk_steps": 20}}
 LINF_EPS = (1 / 255, 4 / 255)
 HS = (0.1, 1.0)
 
@@ -145,6 +149,21 @@ def _lipschitz_rows(mode: str, n: int, run_id: str, null: bool,
     return rows
 
 
+def _equivalence_rows(mode: str, n: int, run_id: str) -> list[dict[str, Any]]:
+    unit = f"{MODEL}-equivalence-0"
+    rows = []
+    for i in range(n):
+        f = _frac(i, n)
+        walk, random_walk, target = ((1.0, 1.0 + 0.1 * f, 1 + 3 * f) if mode == "violate"
+                                     else (1.0 + f, 0.2, 1 + 0.5 * f))
+        rows.append({**_ident("equivalence", unit, i, run_id), "pair_dist": 1.0, "delta": 0.05,
+                     "match_success": True, "path_points": 17, "path_target_max": 0.05 * target,
+                     "path_target_end": 0.05, "walk_kept": 20, "walk_radius": walk,
+                     "random_walk_kept": 20, "random_walk_radius": random_walk,
+                     "walk_ratio": walk / random_walk})
+    return rows
+
+
 def _unit_row(probe: str, unit_id: str, n_pairs: int, run_id: str,
               model: str = MODEL) -> dict[str, Any]:
     start = dt.datetime(2024, 1, 1, 12, 0, tzinfo=dt.UTC)
@@ -166,7 +185,8 @@ def make_claims_run(root: Path, mode: str = "satisfy", *, n: int = 40, null: boo
     run_dir = Path(root) / run_id
     store = RunStore(run_dir)
     rows = {"match": _match_rows(mode, n, run_id), "perturb": _perturb_rows(mode, n, run_id),
-            "lipschitz": _lipschitz_rows(mode, n, run_id, null)}
+            "lipschitz": _lipschitz_rows(mode, n, run_id, null),
+            "equivalence": _equivalence_rows(mode, n, run_id)}
     for probe, result in rows.items():
         unit_id = result[0]["unit_id"]
         pairs = sorted({r["pair_id"] for r in result})
