@@ -58,7 +58,8 @@ STATISTICS: dict[str, tuple[str, str, str]] = {
     "median_walk_ratio": (
         "median", ("median over pairs of the equivalence walk's reachable radius (its predictor "
                    "with J's top subspace removed) over the same walk's with random predictor "
-                   "directions ≥ {thr}"),
+                   "directions, over pairs whose random walk left the set (one that kept every "
+                   "step measured the walk's length, not the set's: left out), ≥ {thr}"),
         "no pair with an equivalence walk"),
     "linear_rate": (
         "rate", ("share of successful matches whose segment target → x_matched stays within "

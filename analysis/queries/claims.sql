@@ -68,6 +68,9 @@ eq AS (  -- probe equivalence: the walk ratio and the target segment's deviation
            CASE WHEN random_walk_radius > 0 THEN walk_radius / random_walk_radius
                 WHEN walk_radius > 0 THEN 'inf'::DOUBLE  -- the random walk kept nothing
                 WHEN walk_radius = 0 THEN 1.0 END AS walk_over_random,  -- neither moved
+           -- the random walk kept every step it took: it never found the set's edge, so its
+           -- radius is the walk's length, not the set's, and the pair's ratio is not measured
+           coalesce(random_walk_kept >= len(random_walk_curve), false) AS random_capped,
            -- largest ||f(y) - f(target)|| on target -> x_matched over its value at x_matched (the
            -- match's own tolerance); analysis/claims.py counts a pair linear at or below a factor
            CASE WHEN path_target_max <= 0 THEN 0.0
@@ -167,8 +170,8 @@ checks AS (
     SELECT model, weights, embed, 'equivalence' AS probe, config_hash, 'large_equivalence' AS claim,
            'median_walk_ratio' AS statistic,
            list(struct_pack(y := walk_over_random, s := src_key, t := tgt_key, p := pair_id, h := NULL::DOUBLE) ORDER BY pair_id, unit_id)
-               FILTER (WHERE walk_over_random IS NOT NULL AND NOT isnan(walk_over_random)) AS obs,
-           count(*) FILTER (WHERE walk_over_random IS NULL OR isnan(walk_over_random)) AS n_left_out
+               FILTER (WHERE walk_over_random IS NOT NULL AND NOT isnan(walk_over_random) AND NOT random_capped) AS obs,
+           count(*) FILTER (WHERE walk_over_random IS NULL OR isnan(walk_over_random) OR random_capped) AS n_left_out
     FROM eq GROUP BY model, weights, embed, config_hash
     UNION ALL BY NAME
     SELECT model, weights, embed, 'equivalence' AS probe, config_hash, 'piecewise_linear' AS claim,

@@ -21,6 +21,10 @@ WITH e AS (
 SELECT e.model, e.weights, e.embed, coalesce(s.setting, e.config_hash) AS setting,
        count(*) AS pairs,
        count(*) FILTER (WHERE walk_radius IS NOT NULL) AS walks,
+       -- walks that kept every step they took (never found the set's edge: their radius is the
+       -- walk's length); large_equivalence leaves out pairs whose random walk did
+       count(*) FILTER (WHERE walk_kept >= len(walk_curve)) AS walks_capped,
+       count(*) FILTER (WHERE random_walk_kept >= len(random_walk_curve)) AS random_walks_capped,
        median(walk_radius) FILTER (WHERE NOT isnan(walk_radius)) AS median_walk_radius,
        median(random_walk_radius) FILTER (WHERE NOT isnan(random_walk_radius)) AS median_random_walk_radius,
        median(walk_over_random) FILTER (WHERE NOT isnan(walk_over_random)) AS median_walk_ratio,
