@@ -254,7 +254,11 @@ def _claim_geometry(g: dict | None, fig: bytes | None, slug: str,
             f"[0, 1]) is {fmt(g['median_walk_radius'])} along directions with J's top subspace "
             f"removed and {fmt(g['median_random_walk_radius'])} along random directions; the "
             f"median per-pair ratio is {fmt(g['median_walk_ratio'])}, and the equivalence walk's "
-            f"end image has a median PSNR of {fmt(g['median_walk_psnr'])} dB against x0.")
+            f"end image has a median PSNR of {fmt(g['median_walk_psnr'])} dB against x0. "
+            f"{fmt(g['walks_capped'], 'int')} equivalence walks and "
+            f"{fmt(g['random_walks_capped'], 'int')} random walks kept every step (they never "
+            f"left the set: their radius is the walk's length); pairs whose random walk did are "
+            f"left out of the verdict.")
     if g["matches"]:
         claim.sentences.append(
             f"Of {fmt(g['pairs'], 'int')} pairs, {fmt(g['matches'], 'int')} matched; on the segment "
