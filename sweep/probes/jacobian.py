@@ -3,10 +3,11 @@ off it: the spectrum (every singular value), the numerical rank, the top right s
 J v, and the projection onto the orthogonal complement of the row space (the null space, the
 equivalence directions). Used by the `lipschitz` probe's family `null`.
 
-Two ways (measured in benchmarks/bench_null.py and docs/science.md, "The null family's cost"):
+Two ways (measured in benchmarks/bench_geometry.py and docs/science.md, "The null family's cost"):
 
 - `fp32_jacobian` + `GramRowSpace` (the default): ONE fp32 forward and its D backward rows
-  batched (torch.vmap over torch.func.vjp; TF32 off), then the float64 Gram matrix J J^T
+  batched (torch.vmap over torch.func.vjp; TF32 off; math attention and patch convolutions as
+  matmuls, which vmap batches), then the float64 Gram matrix J J^T
   (D x D): its eigenvalues are sigma_i^2, and the projection J^T U S^-2 U^T J needs no D x d
   factor. Accurate to the fp32 Jacobian's error (about 1e-6 relative on vit_tiny); a null vector
   has ||J v|| / sigma_1 about 5e-9 in float64.
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -126,14 +127,53 @@ def fp32_jacobian(enc: Any, x0: torch.Tensor, chunk: int) -> torch.Tensor:
     """J = df/dx at x0 (3, H, W), (D, d) fp32: ONE fp32 forward (torch.func.vjp), then its D
     backward rows J^T e_i batched `chunk` at a time (torch.vmap over the vjp), TF32 off. (autograd's
     is_grads_batched was measured 10x slower here: it falls back to a per-row loop for some ops.)
-    Fused attention stays on on the CPU (it has a batching rule; the math kernel was 2x slower);
-    on CUDA it is switched off, as for forward mode."""
-    ctx = enc.forward_ad_friendly() if x0.device.type == "cuda" else contextlib.nullcontext()
-    with no_tf32(), ctx:
+    Two kernels without a vmap batching rule are swapped for plain ops while it runs (see
+    docs/science.md, "The null family's cost"): fused attention for the math one (the fused CPU
+    backward runs row by row: 4x slower on vit_tiny, 10x under load) and patch convolutions for a
+    matmul (`patch_convs_as_matmul`: the conv backward was 1.3 s of 5.8 s)."""
+    attention = getattr(enc, "forward_ad_friendly", contextlib.nullcontext)
+    with no_tf32(), attention(), patch_convs_as_matmul(enc.module):
         out, pullback = torch.func.vjp(lambda z: enc.embed(z)[0], x0[None].float().detach())
         eye = torch.eye(out.numel(), dtype=out.dtype, device=out.device)
         (rows,) = torch.vmap(pullback, chunk_size=max(1, chunk))(eye)
     return rows.flatten(1)
+
+
+def _is_patch_conv(m: nn.Module) -> bool:
+    """A Conv2d that cuts its input into disjoint patches (kernel = stride, no padding): a matmul."""
+    return (isinstance(m, nn.Conv2d) and tuple(m.kernel_size) == tuple(m.stride)
+            and m.padding in ((0, 0), "valid") and tuple(m.dilation) == (1, 1) and m.groups == 1)
+
+
+def _patch_matmul(conv: nn.Conv2d) -> Callable[[torch.Tensor], torch.Tensor]:
+    """conv's forward as a matmul: (B, C, H, W) -> (B, O, H // ph, W // pw), the same numbers up
+    to the order of the sums."""
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        (ph, pw), (b, c, h, w) = conv.kernel_size, x.shape
+        gh, gw = h // ph, w // pw
+        x = x[:, :, : gh * ph, : gw * pw]  # a conv drops the rows and columns past the last patch
+        patches = x.reshape(b, c, gh, ph, gw, pw).permute(0, 2, 4, 1, 3, 5).reshape(b, gh, gw, c * ph * pw)
+        out = patches @ conv.weight.reshape(conv.out_channels, -1).T  # (B, gh, gw, O)
+        if conv.bias is not None:
+            out = out + conv.bias
+        return out.permute(0, 3, 1, 2)
+
+    return forward
+
+
+@contextlib.contextmanager
+def patch_convs_as_matmul(module: nn.Module) -> Iterator[None]:
+    """Every patch convolution of `module` runs as a matmul while inside (its weights shared),
+    restored after."""
+    swapped = [m for m in module.modules() if _is_patch_conv(m) and "forward" not in vars(m)]
+    for m in swapped:
+        m.forward = _patch_matmul(m)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        for m in swapped:
+            del m.forward
 
 
 class Float64Encoder:

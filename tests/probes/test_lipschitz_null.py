@@ -12,7 +12,7 @@ import torch
 from sweep.encoders import load_encoder
 from sweep.probes import build_probe
 from sweep.probes.base import PairInput
-from sweep.probes.jacobian import fp32_jacobian
+from sweep.probes.jacobian import fp32_jacobian, patch_convs_as_matmul
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/probes/conftest.py
 GUARANTEE = 1e-6
@@ -46,6 +46,31 @@ def test_fp32_jacobian_is_one_forward_and_its_rows_batched():
     jac = fp32_jacobian(enc, _pair(8).src, chunk=5)  # 16 rows in chunks of 5: a remainder
     assert jac.dtype == torch.float32 and jac.shape == (16, 192)
     assert torch.equal(jac, enc.module.weight.detach())
+
+
+def test_patch_convs_run_as_the_same_matmul_and_are_restored():
+    conv = torch.nn.Conv2d(3, 5, 4, 4).double()
+    net = torch.nn.Sequential(conv, torch.nn.Conv2d(5, 2, 3, 1))  # the second is no patch conv
+    x = torch.rand(2, 3, 18, 17, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    plain = net.double()(x)
+    with patch_convs_as_matmul(net):
+        assert "forward" in vars(conv) and "forward" not in vars(net[1])
+        swapped = net(x)
+    assert "forward" not in vars(conv)  # restored
+    assert swapped.shape == plain.shape and torch.allclose(swapped, plain, rtol=0, atol=1e-13)
+
+
+def test_vit_fp32_jacobian_equals_the_plain_autograd_rows(tiny):
+    """The kernels swapped for vmap (math attention, the patch conv as a matmul) change only
+    round-off: J agrees with rows taken one by one through the encoder as it is."""
+    x = _pair(32, "j").src
+    jac = fp32_jacobian(tiny, x, chunk=7)
+    assert "forward" not in vars(tiny.module.vit.patch_embed.proj)  # restored
+    xs = x[None].clone().requires_grad_(True)
+    out = tiny.embed(xs)[0]
+    plain = torch.stack([torch.autograd.grad(out[i], xs, retain_graph=True)[0].flatten() for i in range(len(out))])
+    assert jac.shape == plain.shape == (48, 3 * 32 * 32)
+    assert float((jac - plain).norm() / plain.norm()) <= 1e-5
 
 
 def test_vit_fp32_null_agrees_with_the_float64_jacobian_and_keeps_the_guarantee(tiny):
