@@ -20,16 +20,19 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
+from sweep.probes.vmap_kernels import rows_friendly
+
 
 # -- the Jacobian's row space (family `null`) --------------------------------------------------
 _FP32_RANK_RTOL = 1e-5  # ~30x the fp32 Jacobian's noise floor (3.6e-7 sigma_1 on vit_tiny)
 _BLOCK = 16384  # input values per float64 block of the products with an fp32 J
+_CPU_CHUNK = 16  # Jacobian rows per vmap'd backward on the CPU (measured on vit_tiny)
 
 
 class RowSpace:
@@ -125,55 +128,18 @@ def no_tf32() -> Iterator[None]:
 
 def fp32_jacobian(enc: Any, x0: torch.Tensor, chunk: int) -> torch.Tensor:
     """J = df/dx at x0 (3, H, W), (D, d) fp32: ONE fp32 forward (torch.func.vjp), then its D
-    backward rows J^T e_i batched `chunk` at a time (torch.vmap over the vjp), TF32 off. (autograd's
-    is_grads_batched was measured 10x slower here: it falls back to a per-row loop for some ops.)
-    Two kernels without a vmap batching rule are swapped for plain ops while it runs (see
-    docs/science.md, "The null family's cost"): fused attention for the math one (the fused CPU
-    backward runs row by row: 4x slower on vit_tiny, 10x under load) and patch convolutions for a
-    matmul (`patch_convs_as_matmul`: the conv backward was 1.3 s of 5.8 s)."""
-    attention = getattr(enc, "forward_ad_friendly", contextlib.nullcontext)
-    with no_tf32(), attention(), patch_convs_as_matmul(enc.module):
+    backward rows J^T e_i batched `chunk` at a time (at most 16 on the CPU) by torch.vmap over the
+    vjp, TF32 off. Kernels that vmap runs row by row, or that recompute per row what the
+    forward could compute once, are swapped for plain ones meanwhile (`rows_friendly`; see
+    docs/science.md, "The null family's cost"). (autograd's is_grads_batched was measured 10x
+    slower here: it falls back to a per-row loop for some ops.)"""
+    if x0.device.type == "cpu":  # a few rows' activations stay in cache: 16 rows 2.9 s, 64 3.3 s, 192 5.1 s
+        chunk = min(chunk, _CPU_CHUNK)
+    with no_tf32(), rows_friendly(enc):
         out, pullback = torch.func.vjp(lambda z: enc.embed(z)[0], x0[None].float().detach())
         eye = torch.eye(out.numel(), dtype=out.dtype, device=out.device)
         (rows,) = torch.vmap(pullback, chunk_size=max(1, chunk))(eye)
     return rows.flatten(1)
-
-
-def _is_patch_conv(m: nn.Module) -> bool:
-    """A Conv2d that cuts its input into disjoint patches (kernel = stride, no padding): a matmul."""
-    return (isinstance(m, nn.Conv2d) and tuple(m.kernel_size) == tuple(m.stride)
-            and m.padding in ((0, 0), "valid") and tuple(m.dilation) == (1, 1) and m.groups == 1)
-
-
-def _patch_matmul(conv: nn.Conv2d) -> Callable[[torch.Tensor], torch.Tensor]:
-    """conv's forward as a matmul: (B, C, H, W) -> (B, O, H // ph, W // pw), the same numbers up
-    to the order of the sums."""
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        (ph, pw), (b, c, h, w) = conv.kernel_size, x.shape
-        gh, gw = h // ph, w // pw
-        x = x[:, :, : gh * ph, : gw * pw]  # a conv drops the rows and columns past the last patch
-        patches = x.reshape(b, c, gh, ph, gw, pw).permute(0, 2, 4, 1, 3, 5).reshape(b, gh, gw, c * ph * pw)
-        out = patches @ conv.weight.reshape(conv.out_channels, -1).T  # (B, gh, gw, O)
-        if conv.bias is not None:
-            out = out + conv.bias
-        return out.permute(0, 3, 1, 2)
-
-    return forward
-
-
-@contextlib.contextmanager
-def patch_convs_as_matmul(module: nn.Module) -> Iterator[None]:
-    """Every patch convolution of `module` runs as a matmul while inside (its weights shared),
-    restored after."""
-    swapped = [m for m in module.modules() if _is_patch_conv(m) and "forward" not in vars(m)]
-    for m in swapped:
-        m.forward = _patch_matmul(m)  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        for m in swapped:
-            del m.forward
 
 
 class Float64Encoder:

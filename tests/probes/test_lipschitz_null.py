@@ -12,7 +12,8 @@ import torch
 from sweep.encoders import load_encoder
 from sweep.probes import build_probe
 from sweep.probes.base import PairInput
-from sweep.probes.jacobian import fp32_jacobian, patch_convs_as_matmul
+from sweep.probes.jacobian import fp32_jacobian
+from sweep.probes.vmap_kernels import swapped_forwards
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/probes/conftest.py
 GUARANTEE = 1e-6
@@ -48,16 +49,26 @@ def test_fp32_jacobian_is_one_forward_and_its_rows_batched():
     assert torch.equal(jac, enc.module.weight.detach())
 
 
-def test_patch_convs_run_as_the_same_matmul_and_are_restored():
-    conv = torch.nn.Conv2d(3, 5, 4, 4).double()
-    net = torch.nn.Sequential(conv, torch.nn.Conv2d(5, 2, 3, 1))  # the second is no patch conv
-    x = torch.rand(2, 3, 18, 17, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    plain = net.double()(x)
-    with patch_convs_as_matmul(net):
-        assert "forward" in vars(conv) and "forward" not in vars(net[1])
-        swapped = net(x)
-    assert "forward" not in vars(conv)  # restored
+def test_swapped_forwards_give_the_same_function_and_derivative_and_are_restored():
+    """A patch conv as a matmul: same values and gradients to round-off, on an input whose size
+    is no multiple of the patch; a conv that is no patch conv is left alone."""
+    conv, other = torch.nn.Conv2d(3, 5, 4, 4), torch.nn.Conv2d(5, 2, 3, 1)
+    net = torch.nn.Sequential(conv, torch.nn.GELU(), other).double()
+    x = torch.rand(2, 3, 18, 17, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 4 - 2
+    w = torch.randn(2, 2, 1, 1, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+
+    def value_and_grad() -> tuple[torch.Tensor, torch.Tensor]:
+        xs = x.clone().requires_grad_(True)
+        out = net(xs)
+        return out.detach(), torch.autograd.grad((out * w).sum(), xs)[0]
+
+    plain, plain_grad = value_and_grad()
+    with swapped_forwards(net):
+        assert "forward" in vars(conv) and "forward" not in vars(other)
+        swapped, swapped_grad = value_and_grad()
+    assert not any("forward" in vars(m) for m in net.modules())  # restored
     assert swapped.shape == plain.shape and torch.allclose(swapped, plain, rtol=0, atol=1e-13)
+    assert torch.allclose(swapped_grad, plain_grad, rtol=0, atol=1e-13)
 
 
 def test_vit_fp32_jacobian_equals_the_plain_autograd_rows(tiny):
