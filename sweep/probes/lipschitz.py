@@ -63,7 +63,8 @@ direction or of a subspace-iteration vector, a VJP (a Jacobian row of `null`, a 
 `grad` gradient), or a finite-difference input x0 + h v. Rows of one kind from many pairs share a
 batch of up to `batch_size` rows; pairs join as the waiting rows run short (continuous batching),
 so batches stay full although one pair's ask is small (k + oversample vectors per subspace round,
-one gradient) or leaves a remainder (D Jacobian rows). Per-pair work stays per pair: random
+one gradient) or leaves a remainder (D Jacobian rows). The float64 products themselves are in
+sweep/probes/products.py (a JVP ask's rows, all at one point, share its primal forward). Per-pair work stays per pair: random
 directions (seeded by run seed, family and pair id, so they never depend on batch neighbours),
 QR, SVD and Rayleigh-Ritz on small matrices, the fp32 source and target embeddings (one image at a
 time, as before, so `fwd_err` and the k-NN embeddings do not depend on neighbours) and the
