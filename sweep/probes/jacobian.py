@@ -129,9 +129,9 @@ def no_tf32() -> Iterator[None]:
 def fp32_jacobian(enc: Any, x0: torch.Tensor, chunk: int) -> torch.Tensor:
     """J = df/dx at x0 (3, H, W), (D, d) fp32: ONE fp32 forward (torch.func.vjp), then its D
     backward rows J^T e_i batched `chunk` at a time (at most 16 on the CPU) by torch.vmap over the
-    vjp, TF32 off. Kernels that vmap runs row by row, or that recompute per row what the
-    forward could compute once, are swapped for plain ones meanwhile (`rows_friendly`; see
-    docs/science.md, "The null family's cost"). (autograd's is_grads_batched was measured 10x
+    vjp, TF32 off. Kernels that vmap runs row by row or slowly (fused attention, patch
+    convolutions) are swapped for plain ones meanwhile (`rows_friendly`; see docs/science.md,
+    "The null family's cost"). (autograd's is_grads_batched was measured 10x
     slower here: it falls back to a per-row loop for some ops.)"""
     if x0.device.type == "cpu":  # a few rows' activations stay in cache: 16 rows 2.9 s, 64 3.3 s, 192 5.1 s
         chunk = min(chunk, _CPU_CHUNK)

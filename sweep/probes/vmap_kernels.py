@@ -3,9 +3,10 @@
 to round-off; measured on vit_tiny, 2-core CPU (docs/science.md, "The null family's cost"):
 
 - fused attention -> the math one: the fused CPU backward has no vmap batching rule, so vmap
-  runs it row by row (4x slower per Jacobian, 10x under load);
-- a patch convolution (kernel = stride, no padding) -> a matmul on the unfolded patches: the conv
-  backward under vmap took 1.3 s of 5.8 s, the matmul 0.35 s.
+  runs it row by row (3.35 s against 3.02 s per Jacobian unloaded, 16 rows at a time; but
+  22-91 s against 5-19 s at load average 3-5, 64 rows at a time);
+- a patch convolution (kernel = stride, no padding) -> a matmul on the unfolded patches (3.42 s
+  against 3.02 s per Jacobian; under the profiler the conv backward took 1.3 s of 5.8 s).
 
 (Tried and not kept: exact GELU linearised, its slope gelu'(x) computed once in the forward
 rather than by vmap's gelu_backward for every row: 2.84 s against 2.92 s per Jacobian, within
