@@ -3,10 +3,11 @@ off it: the spectrum (every singular value), the numerical rank, the top right s
 J v, and the projection onto the orthogonal complement of the row space (the null space, the
 equivalence directions). Used by the `lipschitz` probe's family `null`.
 
-Two ways (measured in benchmarks/bench_null.py and docs/science.md, "The null family's cost"):
+Two ways (measured in benchmarks/bench_geometry.py and docs/science.md, "The null family's cost"):
 
 - `fp32_jacobian` + `GramRowSpace` (the default): ONE fp32 forward and its D backward rows
-  batched (torch.vmap over torch.func.vjp; TF32 off), then the float64 Gram matrix J J^T
+  batched (torch.vmap over torch.func.vjp; TF32 off; math attention and patch convolutions as
+  matmuls, which vmap batches), then the float64 Gram matrix J J^T
   (D x D): its eigenvalues are sigma_i^2, and the projection J^T U S^-2 U^T J needs no D x d
   factor. Accurate to the fp32 Jacobian's error (about 1e-6 relative on vit_tiny); a null vector
   has ||J v|| / sigma_1 about 5e-9 in float64.
@@ -25,10 +26,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from sweep.probes.vmap_kernels import rows_friendly
+
 
 # -- the Jacobian's row space (family `null`) --------------------------------------------------
 _FP32_RANK_RTOL = 1e-5  # ~30x the fp32 Jacobian's noise floor (3.6e-7 sigma_1 on vit_tiny)
 _BLOCK = 16384  # input values per float64 block of the products with an fp32 J
+_CPU_CHUNK = 16  # Jacobian rows per vmap'd backward on the CPU (measured on vit_tiny)
 
 
 class RowSpace:
@@ -124,12 +128,14 @@ def no_tf32() -> Iterator[None]:
 
 def fp32_jacobian(enc: Any, x0: torch.Tensor, chunk: int) -> torch.Tensor:
     """J = df/dx at x0 (3, H, W), (D, d) fp32: ONE fp32 forward (torch.func.vjp), then its D
-    backward rows J^T e_i batched `chunk` at a time (torch.vmap over the vjp), TF32 off. (autograd's
-    is_grads_batched was measured 10x slower here: it falls back to a per-row loop for some ops.)
-    Fused attention stays on on the CPU (it has a batching rule; the math kernel was 2x slower);
-    on CUDA it is switched off, as for forward mode."""
-    ctx = enc.forward_ad_friendly() if x0.device.type == "cuda" else contextlib.nullcontext()
-    with no_tf32(), ctx:
+    backward rows J^T e_i batched `chunk` at a time (at most 16 on the CPU) by torch.vmap over the
+    vjp, TF32 off. Kernels that vmap runs row by row or slowly (fused attention, patch
+    convolutions) are swapped for plain ones meanwhile (`rows_friendly`; see docs/science.md,
+    "The null family's cost"). (autograd's is_grads_batched was measured 10x
+    slower here: it falls back to a per-row loop for some ops.)"""
+    if x0.device.type == "cpu":  # a few rows' activations stay in cache: 16 rows 2.9 s, 64 3.3 s, 192 5.1 s
+        chunk = min(chunk, _CPU_CHUNK)
+    with no_tf32(), rows_friendly(enc):
         out, pullback = torch.func.vjp(lambda z: enc.embed(z)[0], x0[None].float().detach())
         eye = torch.eye(out.numel(), dtype=out.dtype, device=out.device)
         (rows,) = torch.vmap(pullback, chunk_size=max(1, chunk))(eye)
@@ -138,14 +144,15 @@ def fp32_jacobian(enc: Any, x0: torch.Tensor, chunk: int) -> torch.Tensor:
 
 class Float64Encoder:
     """The encoder's function in float64: a deep copy of its module on the same device, its
-    normalisation in float64, fused attention off (no forward-mode derivative, no float64 gain)."""
+    normalisation in float64, fused attention off for derivatives (it has no forward-mode one) and
+    on again for plain forwards where the model had it (`forward_only`)."""
 
     def __init__(self, enc: Any) -> None:
         self.module: nn.Module = copy.deepcopy(enc.module).to(enc.device, torch.float64)
         self.module.eval().requires_grad_(False)
-        for m in self.module.modules():
-            if getattr(m, "fused_attn", False) is True:
-                m.fused_attn = False
+        self._fused = [m for m in self.module.modules() if getattr(m, "fused_attn", False) is True]
+        for m in self._fused:
+            m.fused_attn = False
         self.mean = enc.mean.to(enc.device, torch.float64).view(1, 3, 1, 1)
         self.std = enc.std.to(enc.device, torch.float64).view(1, 3, 1, 1)
         self.embed_fn = enc.embed_fn
@@ -154,3 +161,16 @@ class Float64Encoder:
     def embed(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) pixels -> (B, D) float64 embeddings."""
         return self.embed_fn(self.module, (pixels.double() - self.mean) / self.std).double()
+
+    @torch.no_grad()
+    def forward_only(self, pixels: torch.Tensor) -> torch.Tensor:
+        """`embed` without derivatives, through fused attention where the model has it (16 rows of
+        vit_tiny on a 2-core CPU: 0.39 s against 0.50 s with the math kernel; equal to 2e-15
+        relative, float64 round-off)."""
+        for m in self._fused:
+            m.fused_attn = True
+        try:
+            return self.embed(pixels)
+        finally:
+            for m in self._fused:
+                m.fused_attn = False

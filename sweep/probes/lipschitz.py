@@ -63,7 +63,8 @@ direction or of a subspace-iteration vector, a VJP (a Jacobian row of `null`, a 
 `grad` gradient), or a finite-difference input x0 + h v. Rows of one kind from many pairs share a
 batch of up to `batch_size` rows; pairs join as the waiting rows run short (continuous batching),
 so batches stay full although one pair's ask is small (k + oversample vectors per subspace round,
-one gradient) or leaves a remainder (D Jacobian rows). Per-pair work stays per pair: random
+one gradient) or leaves a remainder (D Jacobian rows). The float64 products themselves are in
+sweep/probes/products.py (a JVP ask's rows, all at one point, share its primal forward). Per-pair work stays per pair: random
 directions (seeded by run seed, family and pair id, so they never depend on batch neighbours),
 QR, SVD and Rayleigh-Ritz on small matrices, the fp32 source and target embeddings (one image at a
 time, as before, so `fwd_err` and the k-NN embeddings do not depend on neighbours) and the
@@ -84,6 +85,7 @@ from sweep.probes.base import PairInput, PairResult, Passes, Probe, ProbeParams
 from sweep.probes.common import embed_fp32, item_generator
 from sweep.probes.jacobian import Float64Encoder, GramRowSpace, RowSpace, SvdRowSpace, fp32_jacobian
 from sweep.probes.match import MatchParams, MatchProbe
+from sweep.probes.products import forward64, jvp64, vjp64
 from sweep.probes.rows import Ask, Program, run_rows
 
 Family = Literal["random", "top", "grad", "null", "off_top", "match"]
@@ -139,9 +141,9 @@ class LipschitzProbe(Probe):
                 yield pair.pair_id, self._program(encoder, pair, seed, batch_size)
 
         ops = {
-            "fwd": lambda _, rows: _forward(f64, rows),
-            "jvp": lambda points, rows: _jvp(f64, points, rows),
-            "vjp": lambda points, rows: _vjp(f64, points, rows),
+            "fwd": lambda _, rows: forward64(f64, rows),
+            "jvp": lambda points, rows: jvp64(f64, points, rows),
+            "vjp": lambda points, rows: vjp64(f64, points, rows),
         }
         for pair_id, outcome in run_rows(ops, programs(), batch_size):
             if isinstance(outcome, Exception):  # e.g. out of memory: these pairs fail, not the unit
@@ -371,27 +373,6 @@ def _project_out(v: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     for _ in range(2):
         flat = flat - (flat @ basis.T) @ basis
     return _unit(flat.view_as(v))
-
-
-@torch.no_grad()
-def _forward(enc: Any, pixels: torch.Tensor) -> torch.Tensor:
-    """(n, 3, H, W) -> (n, D) float64 embeddings."""
-    return enc.embed(pixels)
-
-
-def _jvp(enc: Any, points: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """(n, D) rows J(x_i) v_i, by forward-mode AD (rows are independent)."""
-    _, out = torch.func.jvp(enc.embed, (points.contiguous(),), (v,))
-    return out
-
-
-def _vjp(enc: Any, points: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """(n, 3, H, W) rows J(x_i)^T w_i, by reverse mode."""
-    xs = points.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        e = enc.embed(xs)
-        (grad,) = torch.autograd.grad((e * w).sum(), xs)
-    return grad
 
 
 class _Steps:

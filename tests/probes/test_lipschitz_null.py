@@ -13,6 +13,7 @@ from sweep.encoders import load_encoder
 from sweep.probes import build_probe
 from sweep.probes.base import PairInput
 from sweep.probes.jacobian import fp32_jacobian
+from sweep.probes.vmap_kernels import swapped_forwards
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/probes/conftest.py
 GUARANTEE = 1e-6
@@ -46,6 +47,41 @@ def test_fp32_jacobian_is_one_forward_and_its_rows_batched():
     jac = fp32_jacobian(enc, _pair(8).src, chunk=5)  # 16 rows in chunks of 5: a remainder
     assert jac.dtype == torch.float32 and jac.shape == (16, 192)
     assert torch.equal(jac, enc.module.weight.detach())
+
+
+def test_swapped_forwards_give_the_same_function_and_derivative_and_are_restored():
+    """A patch conv as a matmul: same values and gradients to round-off, on an input whose size
+    is no multiple of the patch; a conv that is no patch conv is left alone."""
+    conv, other = torch.nn.Conv2d(3, 5, 4, 4), torch.nn.Conv2d(5, 2, 3, 1)
+    net = torch.nn.Sequential(conv, torch.nn.GELU(), other).double()
+    x = torch.rand(2, 3, 18, 17, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 4 - 2
+    w = torch.randn(2, 2, 1, 1, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+
+    def value_and_grad() -> tuple[torch.Tensor, torch.Tensor]:
+        xs = x.clone().requires_grad_(True)
+        out = net(xs)
+        return out.detach(), torch.autograd.grad((out * w).sum(), xs)[0]
+
+    plain, plain_grad = value_and_grad()
+    with swapped_forwards(net):
+        assert "forward" in vars(conv) and "forward" not in vars(other)
+        swapped, swapped_grad = value_and_grad()
+    assert not any("forward" in vars(m) for m in net.modules())  # restored
+    assert swapped.shape == plain.shape and torch.allclose(swapped, plain, rtol=0, atol=1e-13)
+    assert torch.allclose(swapped_grad, plain_grad, rtol=0, atol=1e-13)
+
+
+def test_vit_fp32_jacobian_equals_the_plain_autograd_rows(tiny):
+    """The kernels swapped for vmap (math attention, the patch conv as a matmul) change only
+    round-off: J agrees with rows taken one by one through the encoder as it is."""
+    x = _pair(32, "j").src
+    jac = fp32_jacobian(tiny, x, chunk=7)
+    assert "forward" not in vars(tiny.module.vit.patch_embed.proj)  # restored
+    xs = x[None].clone().requires_grad_(True)
+    out = tiny.embed(xs)[0]
+    plain = torch.stack([torch.autograd.grad(out[i], xs, retain_graph=True)[0].flatten() for i in range(len(out))])
+    assert jac.shape == plain.shape == (48, 3 * 32 * 32)
+    assert float((jac - plain).norm() / plain.norm()) <= 1e-5
 
 
 def test_vit_fp32_null_agrees_with_the_float64_jacobian_and_keeps_the_guarantee(tiny):
