@@ -27,14 +27,25 @@ def new_counts() -> SharedCounts:
     return SharedCounts(plain=0, backward=0, jvp=0, rows=0)
 
 
+def _vmapped() -> int:
+    """How many calls a torch.vmap around this one stands for (1 outside vmap)."""
+    from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+
+    size = 1
+    for interpreter in retrieve_all_functorch_interpreters():
+        if interpreter.key() == torch._C._functorch.TransformType.Vmap:
+            size *= interpreter.batch_size()
+    return size
+
+
 def count_pass(counts: SharedCounts, pixels: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """Count one call of a module's forward on `pixels` (B, 3, H, W) that gave `out`."""
     rows = int(pixels.shape[0])
     functorch = torch._C._functorch
     transform = functorch.peek_interpreter_stack()
     under_vjp = transform is not None and transform.key() == functorch.TransformType.Grad  # torch.func.vjp
-    if transform is not None and not under_vjp:  # inside torch.func.jvp
-        counts["jvp"] += rows
+    if transform is not None and not under_vjp:  # inside torch.func.jvp (tangents vmap'd: many per call)
+        counts["jvp"] += rows * _vmapped()
     elif under_vjp:  # torch.func.vjp: one forward, then backward rows (vmap'd: many per forward)
         counts["plain"] += rows
 
