@@ -24,7 +24,7 @@ Issue 26's passes, as time ratios measured in one process (BENCHMARKS.md, "Geome
 predict from the pass counts (the tests compare them): the fp32 Jacobian of `null` (one forward,
 192 backward rows) against the float64 one (192 forward + backward rows), measured 0.26x,
 predicted 0.50x (the table times float64 at the fp32 rate; on that CPU float64 runs at about
-half of it); path linearity (K = 17) 0.025x and the equivalence walk (20 steps) 0.24x of a
+half of it); path linearity (K = 17) 0.062x and the equivalence walk (20 steps) 0.55x of a
 300-step match, predicted 0.06x and at most 0.67x (the walk's bound; it stopped early); the
 whole `null` family per pair (4 directions) 0.254x, predicted 0.54x. Work that is no encoder pass
 (J J^T and its eigendecomposition, the projections) is not counted; it is a small share there.
@@ -82,8 +82,8 @@ _NAME = re.compile(r"^(?:vit|deit|deit3)_(tiny|small|medium|base|large|huge|gian
 MEASURED_RATIOS = {
     "null_jacobian_fp32_over_float64": 0.26,  # the Jacobian alone: one forward + 192 vmap'd rows vs 192 float64 rows (before the kernel swaps of sweep/probes/vmap_kernels.py; about 0.2 now)
     "null_family_fp32_over_float64": 0.254,  # lipschitz families [null], 4 directions, default h grid, per pair
-    "path_linearity_over_match300": 0.025,  # K = 17 (34 forwards, 1 JVP) vs a 300-step match of the pair
-    "walk_over_match300": 0.24,  # 20 steps, corrector 3, walk_k 8, 4 rounds, as it ran (stopped early)
+    "path_linearity_over_match300": 0.062,  # K = 17 (34 forwards, 1 JVP) vs a 300-step match of the pair
+    "walk_over_match300": 0.55,  # 20 steps, corrector 3, walk_k 8, 4 rounds, as it ran (stopped early)
 }
 
 
