@@ -384,15 +384,9 @@ def check_report_glance(run: Path, out: Path, browser: object, shot: Path) -> No
         context.close()
 
 
-def test_verdicts_at_a_glance_claims_run(tmp_path_factory: pytest.TempPathFactory, browser: object) -> None:
-    """A run with the demo's verdicts (tests/support/claim_runs.py): in the report and on the
-    Models page at 1300 x 900 the grid is whole above the fold, with no horizontal scroll; a
-    forest plot per claim, drawing the claims rows' numbers."""
-    from tests.support.claim_runs import make_claims_run
-
-    root = tmp_path_factory.mktemp("glance")
-    run, _ = make_claims_run(root, "demo")
-    check_report_glance(run, root / "report", browser, SHOTS / "glance-report-claims.png")
+def check_glance(run: Path, root: Path, browser: object, name: str) -> None:
+    """The report's and (on a dashboard of its own) the Models page's glance checks on `run`."""
+    check_report_glance(run, root / "report", browser, SHOTS / f"glance-report-{name}.png")
     port = _free_port()
     proc = subprocess.Popen(
         [*_vitsweep(), "dashboard", str(run), "--port", str(port)],
@@ -401,9 +395,20 @@ def test_verdicts_at_a_glance_claims_run(tmp_path_factory: pytest.TempPathFactor
     try:
         url = f"http://127.0.0.1:{port}"
         _wait_healthy(url, proc)
-        check_models_glance(url, run, browser, SHOTS / "glance-models-claims.png")
+        check_models_glance(url, run, browser, SHOTS / f"glance-models-{name}.png")
     finally:
         stop_server(proc)
+
+
+def test_verdicts_at_a_glance_claims_run(tmp_path_factory: pytest.TempPathFactory, browser: object) -> None:
+    """A run with the demo's verdicts (tests/support/claim_runs.py): in the report and on the
+    Models page at 1300 x 900 the grid is whole above the fold, with no horizontal scroll; a
+    forest plot per claim, drawing the claims rows' numbers."""
+    from tests.support.claim_runs import make_claims_run
+
+    root = tmp_path_factory.mktemp("glance")
+    run, _ = make_claims_run(root, "demo")
+    check_glance(run, root, browser, "claims")
 
 
 def test_verdicts_at_a_glance_scale_run(scale_server: tuple[str, Path], browser: object,
@@ -423,15 +428,4 @@ def test_verdicts_at_a_glance_geometry_run(tmp_path_factory: pytest.TempPathFact
     root = tmp_path_factory.mktemp("glance-geometry")
     run = make_fixture_run(root, geometry=True)
     assert {"large_equivalence", "piecewise_linear"} <= {c["claim"] for c in _claims(run)}
-    check_report_glance(run, root / "report", browser, SHOTS / "glance-report-geometry.png")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [*_vitsweep(), "dashboard", str(run), "--port", str(port)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )  # fmt: skip
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_healthy(url, proc)
-        check_models_glance(url, run, browser, SHOTS / "glance-models-geometry.png")
-    finally:
-        stop_server(proc)
+    check_glance(run, root, browser, "geometry")
