@@ -21,13 +21,14 @@ def test_models_page_shows_a_verdict_beside_each_claim(tmp_path: Path, open_app:
                 # the run's Gaussian control first (not supported, as a random matrix must be)
                 "normal_space": (["✘ not supported", "✔ supported"], [40, 40], "median_disp_over_pair"),
                 "lipschitz": (["✘ not supported", "✔ supported"], [40, 40], "median_sigma1_over_random")}
+    headline = {"large_equivalence": ("✔ supported", 40), "piecewise_linear": ("✔ supported", 40)}
     # first, every claim's verdict in one table (one setting here: one row per claim)
     summary = [d.value for d in at.dataframe if {"claim", "verdict", "reason"} <= set(d.value.columns)]
     assert len(summary) == 1
     assert {c: (v, n) for c, v, n in zip(summary[0]["claim"], summary[0]["verdict"], summary[0]["n"])} == {
-        claim: (verdicts[-1], ns[-1]) for claim, (verdicts, ns, _) in expected.items()}
+        **{claim: (verdicts[-1], ns[-1]) for claim, (verdicts, ns, _) in expected.items()}, **headline}
     # + 2: the run's Gaussian control (control:gaussian:vit_v) has normal_space and lipschitz rows
-    assert len(summary[0]) == len(expected) + 2
+    assert len(summary[0]) == len(expected) + len(headline) + 2
     assert sorted(summary[0]["model"].unique()) == ["control:gaussian:vit_v", "vit_v"]
     # then each claim, once picked: its verdict rows right before its numbers
     for claim, (verdicts, ns, column) in expected.items():
@@ -42,6 +43,16 @@ def test_models_page_shows_a_verdict_beside_each_claim(tmp_path: Path, open_app:
         assert column in frames[at_verdicts[0] + 1].columns, claim  # the claim's numbers follow
         markdown = "\n".join(str(m.value) for m in at.markdown)
         assert f"**Verdict on {claim}**" in markdown
+    # the headline's question: both of its claims' verdicts (a `claim` column), then its numbers
+    at.radio(key="models_question").set_value("geometry").run()
+    assert not at.exception, [e.value for e in at.exception]
+    frames = [d.value for d in at.dataframe]
+    at_verdicts = [i for i, f in enumerate(frames) if {"claim", "verdict", "reason"} <= set(f.columns)
+                   and "estimate" in f.columns and len(f) == len(headline)]
+    shown = frames[at_verdicts[-1]]
+    assert {c: (v, n) for c, v, n in zip(shown["claim"], shown["verdict"], shown["n"])} == headline
+    assert "median_walk_ratio" in frames[at_verdicts[-1] + 1].columns
+    assert "**Verdict on large_equivalence and piecewise_linear**" in "\n".join(str(m.value) for m in at.markdown)
 
 
 def _chart_frames(chart: object) -> list[object]:
@@ -85,7 +96,7 @@ def test_models_page_opens_with_the_grid_and_a_forest_plot_per_claim(
     claims = claims_records(con, load_criteria())
     con.close()
     assert 'data-testid="verdict-grid"' in body and body.count('class="vg-badge') == len(claims)  # one per claims row
-    assert len(charts) == len({c["claim"] for c in claims}) == 5
+    assert len(charts) == len({c["claim"] for c in claims}) == 7
     def plain(x):  # a missing number is None in `claims` and NaN in a chart's frame
         return None if x is None or x != x else x
 
