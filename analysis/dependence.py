@@ -51,8 +51,9 @@ def _codes(src_keys: Sequence[Hashable | None], tgt_keys: Sequence[Hashable | No
     if len(src_keys) != len(tgt_keys):
         raise ValueError(f"{len(src_keys)} source keys but {len(tgt_keys)} target keys")
     n = len(src_keys)
-    src_arr, tgt_arr = np.asarray(src_keys), np.asarray(tgt_keys)
-    if n and src_arr.dtype.kind in "iu" and tgt_arr.dtype.kind in "iu":
+    src_arr, tgt_arr = src_keys, tgt_keys
+    if (n and isinstance(src_arr, np.ndarray) and isinstance(tgt_arr, np.ndarray)
+            and src_arr.dtype.kind in "iu" and tgt_arr.dtype.kind in "iu"):
         # integer keys (the Arrow path's codes): offsets from the smallest are codes already
         low = int(min(src_arr.min(), tgt_arr.min()))
         src, tgt = src_arr.astype(np.int64) - low, tgt_arr.astype(np.int64) - low

@@ -7,6 +7,7 @@ because CI installs it. Never runs `playwright install` (no browser downloads).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -64,9 +65,10 @@ def _wait_healthy(url: str, proc: subprocess.Popen[str]) -> None:
     pytest.fail(f"the dashboard did not answer at {url} within {START_TIMEOUT_S} s")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    run = make_fixture_run(tmp_path_factory.mktemp("browser"))
+@contextlib.contextmanager
+def served(run: Path) -> Iterator[tuple[str, str]]:
+    """`vitsweep dashboard RUN` on a free port, as a user starts it: yields (the URL, the first
+    line it printed) once the server answers, and stops it after."""
     port = _free_port()
     proc = subprocess.Popen(
         [*_vitsweep(), "dashboard", str(run), "--port", str(port)],
@@ -74,12 +76,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )  # fmt: skip
     try:
         first = proc.stdout.readline() if proc.stdout else ""
-        assert f"http://localhost:{port}" in first, first
         url = f"http://127.0.0.1:{port}"
         _wait_healthy(url, proc)
-        yield url
+        yield url, first
     finally:
         stop_server(proc)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with served(make_fixture_run(tmp_path_factory.mktemp("browser"))) as (url, first):
+        assert f"http://localhost:{url.rsplit(':', 1)[1]}" in first, first
+        yield url
 
 
 def stop_server(proc: subprocess.Popen[str]) -> None:
@@ -222,17 +230,8 @@ def scale_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
     from tests.support.runs import make_scale_run
 
     run = make_scale_run(tmp_path_factory.mktemp("scale"), pairs=240, pairs_per_unit=20)
-    port = _free_port()
-    proc = subprocess.Popen(
-        [*_vitsweep(), "dashboard", str(run), "--port", str(port)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )  # fmt: skip
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_healthy(url, proc)
+    with served(run) as (url, _):
         yield url, run
-    finally:
-        stop_server(proc)
 
 
 def test_scale_fixture_every_page_and_a_stopped_query(scale_server: tuple[str, Path], browser: object) -> None:
@@ -387,17 +386,8 @@ def check_report_glance(run: Path, out: Path, browser: object, shot: Path) -> No
 def check_glance(run: Path, root: Path, browser: object, name: str) -> None:
     """The report's and (on a dashboard of its own) the Models page's glance checks on `run`."""
     check_report_glance(run, root / "report", browser, SHOTS / f"glance-report-{name}.png")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [*_vitsweep(), "dashboard", str(run), "--port", str(port)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )  # fmt: skip
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_healthy(url, proc)
+    with served(run) as (url, _):
         check_models_glance(url, run, browser, SHOTS / f"glance-models-{name}.png")
-    finally:
-        stop_server(proc)
 
 
 def test_verdicts_at_a_glance_claims_run(tmp_path_factory: pytest.TempPathFactory, browser: object) -> None:
