@@ -253,7 +253,7 @@ CLAIMS_SCHEMA = pa.schema([
 
 def _at_h(obs: Observations, h: float) -> tuple[Observations, float | None]:
     """The observations at the grid step nearest (in log scale) to the stated h, and that step."""
-    hs = sorted({float(x) for x in obs.h[obs.h > 0]})
+    hs = np.unique(obs.h[obs.h > 0]).tolist()
     if not hs:
         return Observations.empty(), None
     best = min(hs, key=lambda x: abs(math.log(x) - math.log(h)))

@@ -79,11 +79,16 @@ def _distinct(codes: np.ndarray, n_images: int) -> int:
 def _greedy_disjoint(codes: _Codes, order: Sequence[int] | np.ndarray | None) -> np.ndarray:
     n = len(codes.src)
     idx = np.arange(n) if order is None else np.asarray(order, dtype=np.int64)
+    # a pair with two distinct images that no other pair has is kept in any order: only the
+    # others go through the pass in order (the sequential pass is the slow part)
+    seen = (np.bincount(codes.src, minlength=codes.n_images)
+            + np.bincount(codes.tgt, minlength=codes.n_images))
+    keep = (seen[codes.src] == 1) & (seen[codes.tgt] == 1)
+    idx = idx[~keep[idx]]
+    if not idx.size:
+        return keep
     used = bytearray(codes.n_images)
-    keep = np.zeros(n, dtype=bool)
-    src, tgt = codes.src.tolist(), codes.tgt.tolist()
-    for i in idx.tolist():
-        a, b = src[i], tgt[i]
+    for i, a, b in zip(idx.tolist(), codes.src[idx].tolist(), codes.tgt[idx].tolist()):
         if not used[a] and not used[b]:
             keep[i] = True
             used[a] = used[b] = 1

@@ -290,6 +290,10 @@ def median_interval_clustered(values: Sequence[float] | np.ndarray,
 
 def _group_medians(x: np.ndarray, labels: np.ndarray, c: int) -> np.ndarray:
     """Median of x within each label 0..c-1 (the mean of the two middle values for even sizes)."""
+    if len(x) == c:  # every label once: each value is its own median
+        out = np.empty(c, dtype=np.float64)
+        out[labels] = x
+        return out
     order = np.lexsort((x, labels))
     xs, ls = x[order], labels[order]
     sizes = np.bincount(ls, minlength=c)

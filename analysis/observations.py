@@ -1,9 +1,9 @@
 """A check's per-pair observations as columns: the value `y` (1/0 for a rate), the image keys
 `s` and `t` that decide dependence, the pairs' order by pair id (which breaks ties when pairs
 are set aside), and the step `h` where a statistic has one. claims.sql hands them over as a list
-of structs per check; reading them as numpy columns straight from Arrow (keys dictionary-encoded
-there, rather than one dict per pair) keeps a 75,000-pair run's verdicts to a few tenths of a
-second of Python."""
+of structs per check, already ordered by pair id; reading them as numpy columns straight from
+Arrow (keys dictionary-encoded there, rather than one dict per pair) keeps a 75,000-pair run's
+verdicts to a few tenths of a second of Python."""
 
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ class Observations:
     @classmethod
     def of(cls, obs: Observations | Sequence[Mapping[str, Any]] | pa.Array | None) -> Observations:
         """From Observations, a list of {"y", "s", "t", "p", "h"} dicts or an Arrow struct array
-        of those fields; observations whose y is missing are left out."""
+        of those fields (one without "p" is in pair order already, as claims.sql sends it);
+        observations whose y is missing are left out."""
         if obs is None:
             return cls.empty()
         if isinstance(obs, Observations):
@@ -71,7 +72,8 @@ class Observations:
             structs = structs.combine_chunks()
         if len(structs) == 0:
             return cls.empty()
-        structs = structs.filter(pc.is_valid(structs.field("y")))
+        if structs.field("y").null_count:
+            structs = structs.filter(pc.is_valid(structs.field("y")))
         n = len(structs)
         names = {structs.type.field(i).name for i in range(structs.type.num_fields)}
 
@@ -85,9 +87,12 @@ class Observations:
         codes = pc.fill_null(pc.dictionary_encode(keys).indices, -1).to_numpy().astype(np.int64)
         missing = codes < 0
         codes[missing] = -1 - np.arange(int(missing.sum()))  # a code of its own each
-        p_text = pc.fill_null(field("p").cast(pa.string()), "None")  # str(None), as for dicts
-        order = pc.sort_indices(p_text).to_numpy()  # stable
-        return cls(numbers("y"), codes[:n], codes[n:], _rank(order), numbers("h"))
+        if "p" in names:
+            p_text = pc.fill_null(field("p").cast(pa.string()), "None")  # str(None), as for dicts
+            rank = _rank(pc.sort_indices(p_text).to_numpy())  # stable
+        else:
+            rank = np.arange(n, dtype=np.int64)
+        return cls(numbers("y"), codes[:n], codes[n:], rank, numbers("h"))
 
 
 def _rank(order: np.ndarray) -> np.ndarray:

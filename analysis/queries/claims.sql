@@ -5,7 +5,8 @@
 -- param: config_hash = NULL | only this probe setting (NULL: all settings)
 -- option: criteria = NULL | a YAML file with the criteria to change (NULL: analysis/criteria.yaml as shipped)
 -- This SQL gathers every check's per-pair values with their image keys (`obs`: a list of
--- struct (y: value, 1/0 for a rate; s: src_key; t: tgt_key; p: pair_id; h: step); one row per setting and check,
+-- struct (y: value, 1/0 for a rate; s: src_key; t: tgt_key; h: step, where a check has one),
+-- ordered by pair id: the order in which analysis/dependence.py sets pairs aside; one row per setting and check,
 -- plus one marker row per setting), the same statistic's values of a Gaussian control run of the
 -- same probe params (`ctrl`, model 'control:gaussian:<model>') and the shapes the units recorded
 -- (input_dim d, embed_dim D: the closed-form Gaussian reference). analysis/claims.py turns them
@@ -91,92 +92,92 @@ markers AS (  -- every setting with rows of any status (unit_rows: one row per u
 checks AS (
     SELECT model, weights, embed, 'match' AS probe, config_hash, 'equivalence' AS claim,
            'success_rate' AS statistic,
-           list(struct_pack(y := success::DOUBLE, s := src_key, t := tgt_key, p := pair_id, h := NULL::DOUBLE) ORDER BY pair_id, unit_id)
+           list(struct_pack(y := success::DOUBLE, s := src_key, t := tgt_key) ORDER BY pair_id, unit_id)
                FILTER (WHERE success IS NOT NULL) AS obs
     FROM m GROUP BY model, weights, embed, config_hash
     UNION ALL BY NAME
     SELECT model, weights, embed, 'match' AS probe, config_hash, 'invisibility' AS claim,
            'median_psnr' AS statistic,
-           list(struct_pack(y := psnr, s := src_key, t := tgt_key, p := pair_id, h := NULL::DOUBLE) ORDER BY pair_id, unit_id)
+           list(struct_pack(y := psnr, s := src_key, t := tgt_key) ORDER BY pair_id, unit_id)
                FILTER (WHERE NOT isnan(psnr)) AS obs
     FROM msucc GROUP BY model, weights, embed, config_hash
     UNION ALL BY NAME
     SELECT model, weights, embed, 'match' AS probe, config_hash, 'invisibility' AS claim,
            'median_ssim' AS statistic,
-           list(struct_pack(y := ssim, s := src_key, t := tgt_key, p := pair_id, h := NULL::DOUBLE) ORDER BY pair_id, unit_id)
+           list(struct_pack(y := ssim, s := src_key, t := tgt_key) ORDER BY pair_id, unit_id)
                FILTER (WHERE NOT isnan(ssim)) AS obs
     FROM msucc GROUP BY model, weights, embed, config_hash
     UNION ALL BY NAME
     SELECT model, weights, embed, 'match' AS probe, config_hash, 'invisibility' AS claim,
            'quant_rate' AS statistic,
-           list(struct_pack(y := quant_success::DOUBLE, s := src_key, t := tgt_key, p := pair_id, h := NULL::DOUBLE) ORDER BY pair_id, unit_id)
+           list(struct_pack(y := quant_success::DOUBLE, s := src_key, t := tgt_key) ORDER BY pair_id, unit_id)
                FILTER (WHERE quant_success IS NOT NULL) AS obs
     FROM msucc GROUP BY model, weights, embed, config_hash
     UNION ALL BY NAME
     SELECT model, weights, embed, 'match' AS probe, config_hash, 'overgeneralisation' AS claim,
            'head_target_rate' AS statistic,
-           list(struct_pack(y := (pred_adv = pred_tgt)::DOUBLE, s := src_key, t := tgt_key, p := pair_id, h := NULL::DOUBLE) ORDER BY pair_id, unit_id)
+           list(struct_pack(y := (pred_adv = pred_tgt)::DOUBLE, s := src_key, t := tgt_key) ORDER BY pair_id, unit_id)
                FILTER (WHERE pred_src <> pred_tgt AND pred_adv IS NOT NULL) AS obs,
            count(*) FILTER (WHERE pred_src = pred_tgt AND pred_adv IS NOT NULL) AS n_left_out
     FROM msucc GROUP BY model, weights, embed, config_hash
     UNION ALL BY NAME
     SELECT model, weights, embed, 'match' AS probe, config_hash, 'overgeneralisation' AS claim,
            'knn_target_rate' AS statistic,
-           list(struct_pack(y := (knn_adv = knn_tgt)::DOUBLE, s := src_key, t := tgt_key, p := pair_id, h := NULL::DOUBLE) ORDER BY pair_id, unit_id)
+           list(struct_pack(y := (knn_adv = knn_tgt)::DOUBLE, s := src_key, t := tgt_key) ORDER BY pair_id, unit_id)
                FILTER (WHERE knn_src <> knn_tgt AND knn_adv IS NOT NULL) AS obs,
            count(*) FILTER (WHERE knn_src = knn_tgt AND knn_adv IS NOT NULL) AS n_left_out
     FROM msucc GROUP BY model, weights, embed, config_hash
     UNION ALL BY NAME
     SELECT model, weights, embed, 'match' AS probe, config_hash, 'overgeneralisation' AS claim,
            'zeroshot_target_rate' AS statistic,
-           list(struct_pack(y := (zs_adv = zs_tgt)::DOUBLE, s := src_key, t := tgt_key, p := pair_id, h := NULL::DOUBLE) ORDER BY pair_id, unit_id)
+           list(struct_pack(y := (zs_adv = zs_tgt)::DOUBLE, s := src_key, t := tgt_key) ORDER BY pair_id, unit_id)
                FILTER (WHERE zs_src <> zs_tgt AND zs_adv IS NOT NULL) AS obs,
            count(*) FILTER (WHERE zs_src = zs_tgt AND zs_adv IS NOT NULL) AS n_left_out
     FROM msucc GROUP BY model, weights, embed, config_hash
     UNION ALL BY NAME
     SELECT model, weights, embed, 'perturb' AS probe, config_hash, 'normal_space' AS claim,
            'median_disp_over_pair' AS statistic, norm, any_value(eps) AS eps, any_value(params) AS probe_params,
-           list(struct_pack(y := disp_over_pair, s := src_key, t := tgt_key, p := pair_id, h := NULL::DOUBLE) ORDER BY pair_id, unit_id)
+           list(struct_pack(y := disp_over_pair, s := src_key, t := tgt_key) ORDER BY pair_id, unit_id)
                FILTER (WHERE NOT isnan(disp_over_pair)) AS obs
     FROM pmin GROUP BY model, weights, embed, config_hash, norm
     UNION ALL BY NAME
     SELECT model, weights, embed, 'perturb' AS probe, config_hash, 'normal_space' AS claim,
            'median_over_random' AS statistic, norm, any_value(eps) AS eps, any_value(params) AS probe_params,
-           list(struct_pack(y := over_random, s := src_key, t := tgt_key, p := pair_id, h := NULL::DOUBLE) ORDER BY pair_id, unit_id)
+           list(struct_pack(y := over_random, s := src_key, t := tgt_key) ORDER BY pair_id, unit_id)
                FILTER (WHERE NOT isnan(over_random)) AS obs,
            count(*) FILTER (WHERE over_random IS NULL OR isnan(over_random)) AS n_left_out
     FROM pmin GROUP BY model, weights, embed, config_hash, norm
     UNION ALL BY NAME
     SELECT model, weights, embed, 'lipschitz' AS probe, config_hash, 'lipschitz' AS claim,
            'median_anisotropy' AS statistic, any_value(params) AS probe_params,
-           list(struct_pack(y := anisotropy, s := src_key, t := tgt_key, p := pair_id, h := NULL::DOUBLE) ORDER BY pair_id, unit_id)
+           list(struct_pack(y := anisotropy, s := src_key, t := tgt_key) ORDER BY pair_id, unit_id)
                FILTER (WHERE NOT isnan(anisotropy)) AS obs,
            count(*) FILTER (WHERE anisotropy IS NULL OR isnan(anisotropy)) AS n_left_out
     FROM lstat GROUP BY model, weights, embed, config_hash
     UNION ALL BY NAME
     SELECT model, weights, embed, 'lipschitz' AS probe, config_hash, 'lipschitz' AS claim,
            'median_top_over_null_fd' AS statistic,
-           list(struct_pack(y := top_over_null_fd, s := src_key, t := tgt_key, p := pair_id, h := h) ORDER BY pair_id, h)
+           list(struct_pack(y := top_over_null_fd, s := src_key, t := tgt_key, h := h) ORDER BY pair_id, h)
                FILTER (WHERE top_fd IS NOT NULL AND null_fd IS NOT NULL) AS obs
     FROM lfdstat GROUP BY model, weights, embed, config_hash
     UNION ALL BY NAME
     SELECT model, weights, embed, 'lipschitz' AS probe, config_hash, 'lipschitz' AS claim,
            'median_match_nonlinearity' AS statistic,
-           list(struct_pack(y := fd_residual, s := src_key, t := tgt_key, p := pair_id, h := h)
+           list(struct_pack(y := fd_residual, s := src_key, t := tgt_key, h := h)
                 ORDER BY pair_id, unit_id) FILTER (WHERE NOT isnan(fd_residual)) AS obs
     FROM lrows WHERE family = 'match' AND fd_residual IS NOT NULL
     GROUP BY model, weights, embed, config_hash
     UNION ALL BY NAME
     SELECT model, weights, embed, 'equivalence' AS probe, config_hash, 'large_equivalence' AS claim,
            'median_walk_ratio' AS statistic,
-           list(struct_pack(y := walk_over_random, s := src_key, t := tgt_key, p := pair_id, h := NULL::DOUBLE) ORDER BY pair_id, unit_id)
+           list(struct_pack(y := walk_over_random, s := src_key, t := tgt_key) ORDER BY pair_id, unit_id)
                FILTER (WHERE walk_over_random IS NOT NULL AND NOT isnan(walk_over_random) AND NOT random_capped) AS obs,
            count(*) FILTER (WHERE walk_over_random IS NULL OR isnan(walk_over_random) OR random_capped) AS n_left_out
     FROM eq GROUP BY model, weights, embed, config_hash
     UNION ALL BY NAME
     SELECT model, weights, embed, 'equivalence' AS probe, config_hash, 'piecewise_linear' AS claim,
            'linear_rate' AS statistic,
-           list(struct_pack(y := target_over_end, s := src_key, t := tgt_key, p := pair_id, h := NULL::DOUBLE) ORDER BY pair_id, unit_id)
+           list(struct_pack(y := target_over_end, s := src_key, t := tgt_key) ORDER BY pair_id, unit_id)
                FILTER (WHERE match_success AND NOT isnan(path_target_max) AND NOT isnan(path_target_end)) AS obs
     FROM eq GROUP BY model, weights, embed, config_hash
 ),
