@@ -132,12 +132,19 @@ def test_distributions_page(open_app: Callable[..., AppTest], fixture_run: Path)
 def test_models_page(open_app: Callable[..., AppTest], fixture_run: Path) -> None:
     at = open_app(fixture_run, page="models")
     assert_clean(at, "models")
+    # a first visit runs `claims` only: no table until the details open or a question is picked
+    assert not frames(at) and at.radio(key="models_question").value is None
+    assert "nothing runs until you do" in texts(at.caption)
+    at.session_state["models_every_verdict"] = True  # open "Every verdict, …"
+    at.run()
+    assert_clean(at, "models")
+    verdicts = find_frame(at, "claim", "verdict", "reason")  # every claim's verdict, first
+    assert {"equivalence", "invisibility", "normal_space", "lipschitz"} <= set(verdicts["claim"])
+    at.radio(key="models_question").set_value("equivalence").run()
     equivalence = find_frame(at, "model", "weights", "setting", "success_rate")
     assert list(equivalence["model"]) == ["vit_a", "vit_a", "vit_b"]
     assert list(equivalence["setting"]) == [MATCH_SETTING_TEXT[s] for s in ("default", "paper", "default")]
     assert list(equivalence["success_rate"]) == [0.75, 0.5, 0.75]
-    verdicts = find_frame(at, "claim", "verdict", "reason")  # every claim's verdict, first
-    assert {"equivalence", "invisibility", "normal_space", "lipschitz"} <= set(verdicts["claim"])
     for name in at.radio(key="models_question").options:  # each headline question, side by side per model
         at.radio(key="models_question").set_value(name.replace(" ", "_")).run()
         assert_clean(at, "models")

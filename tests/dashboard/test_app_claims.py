@@ -22,7 +22,10 @@ def test_models_page_shows_a_verdict_beside_each_claim(tmp_path: Path, open_app:
                 "normal_space": (["✘ not supported", "✔ supported"], [40, 40], "median_disp_over_pair"),
                 "lipschitz": (["✘ not supported", "✔ supported"], [40, 40], "median_sigma1_over_random")}
     headline = {"large_equivalence": ("✔ supported", 40), "piecewise_linear": ("✔ supported", 40)}
-    # first, every claim's verdict in one table (one setting here: one row per claim)
+    # first, every claim's verdict in one table (one setting here: one row per claim), once opened
+    assert not at.dataframe
+    at.session_state["models_every_verdict"] = True
+    at.run()
     summary = [d.value for d in at.dataframe if {"claim", "verdict", "reason"} <= set(d.value.columns)]
     assert len(summary) == 1
     assert {c: (v, n) for c, v, n in zip(summary[0]["claim"], summary[0]["verdict"], summary[0]["n"])} == {

@@ -210,6 +210,9 @@ def test_models_page_shows_the_named_queries(open_app: Callable[..., AppTest], s
     shows its named query's whole result and (for a claim) that claim's verdict rows."""
     at = open_app(scale_run, page="models")
     assert not at.exception
+    at.session_state["models_every_verdict"] = True  # the expander draws its tables once opened
+    at.run()
+    assert not at.exception
     con = open_runs([scale_run])
     claims = run_named(con, "claims")
     summaries = [d.value for d in at.dataframe if {"claim", "verdict"} <= set(d.value.columns)]

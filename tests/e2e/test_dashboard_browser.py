@@ -143,6 +143,17 @@ def wait_rendered(page: object, heading: str) -> None:
     page.wait_for_timeout(1000)  # type: ignore[attr-defined]  # let layout settle before the screenshot
 
 
+def pick_question(page: object, name: str) -> None:
+    """On the Models page, pick the headline question `name` (a radio option) and wait until its
+    numbers are drawn: a first visit shows none."""
+    option = page.locator('[data-testid="stRadio"] label').filter(  # type: ignore[attr-defined]
+        has_text=re.compile(rf"^{re.escape(name)}$"))
+    option.first.click()
+    page.locator('[data-testid="stDataFrame"]').first.wait_for(  # type: ignore[attr-defined]
+        state="visible", timeout=RENDER_TIMEOUT_MS)
+    wait_rendered(page, "Models")
+
+
 def screenshot(page: object, heading: str, path: Path) -> None:
     """The whole page: Streamlit scrolls inside its main container, so grow the viewport to it."""
     height = page.evaluate(  # type: ignore[attr-defined]
@@ -170,6 +181,12 @@ def test_page_renders(server: str, browser: object, path: str, heading: str) -> 
     try:
         page.goto(f"{server}/{path}", wait_until="domcontentloaded", timeout=RENDER_TIMEOUT_MS)
         wait_rendered(page, heading)
+        if heading == "Models":  # a first visit draws the verdicts only: no table, no question's numbers
+            body = page.inner_text("body")
+            assert "Verdicts at a glance" in body and "Pick a question" in body
+            assert "Claim 1 (equivalence)" not in body
+            assert page.locator('[data-testid="stDataFrame"]').count() == 0
+            pick_question(page, "equivalence")
         screenshot(page, heading, SHOTS / f"{heading.lower()}.png")
         assert_no_error_box(page, heading)
         # a deep link runs app.py's st.navigation too: titled pages, not file names (no "app" entry)

@@ -108,7 +108,7 @@ def test_wheel_alone_serves_the_dashboard(wheel_install: tuple[Path, str], tmp_p
     import urllib.request
 
     from tests.support.runs import make_fixture_run
-    from tests.e2e.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, wait_rendered
+    from tests.e2e.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, pick_question, wait_rendered
 
     site, _ = wheel_install
     run = make_fixture_run(tmp_path / "fixture")
@@ -136,6 +136,7 @@ def test_wheel_alone_serves_the_dashboard(wheel_install: tuple[Path, str], tmp_p
                 page = chrome.new_page()
                 page.goto(f"http://127.0.0.1:{port}/models", wait_until="domcontentloaded")
                 wait_rendered(page, "Models")
+                pick_question(page, "equivalence")  # its description comes from the installed SQL files
                 assert page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]').count() == 0
                 body = page.inner_text("body")
                 assert "Verdicts" in body and "Claim 1 (equivalence)" in body
