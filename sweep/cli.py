@@ -107,6 +107,9 @@ def _main(argv: list[str]) -> int:
             return user.exit_code
 
 
+WATCH_POLL_S = 0.5  # how often the Ctrl-C watcher looks at whether the command has ended
+
+
 class CtrlC:
     """Ctrl-C (SIGINT) while a command runs. The signal still raises KeyboardInterrupt as by
     default; besides, `pressed` is set and every hook is called (from a watcher thread, every half
@@ -131,7 +134,7 @@ class CtrlC:
     def _watch(self, sock: socket.socket) -> None:
         """Reads the signal numbers Python writes to its wakeup fd (see signal.set_wakeup_fd)."""
         while not self._done.is_set():
-            if not select.select([sock], [], [], 0.5)[0]:
+            if not select.select([sock], [], [], WATCH_POLL_S)[0]:
                 continue
             try:
                 data = sock.recv(64)
@@ -173,6 +176,8 @@ def _ctrl_c() -> Iterator[CtrlC]:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.set_wakeup_fd(-1)
         ctrl_c._done.set()
+        with contextlib.suppress(OSError):  # wake the watcher's select now, not at its next half second
+            writer.send(b"\0")
         watcher.join(timeout=2)
         reader.close(), writer.close()
 

@@ -99,6 +99,27 @@ def test_ctrl_c_during_query_is_one_line_and_130(fixture_run: Path, after_s: flo
     assert out == ""
 
 
+def test_the_ctrl_c_watcher_ends_with_the_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watcher is woken when the command ends, not left to its next look: it used to add up
+    to half a second to every command. With a look once an hour it must still be gone when
+    `_ctrl_c()` returns (which waits 2 s for it at most)."""
+    import signal
+    import threading
+
+    from sweep import cli
+
+    monkeypatch.setattr(cli, "WATCH_POLL_S", 3600.0)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a plain `vitsweep`
+    try:
+        with cli._ctrl_c():
+            watchers = [t for t in threading.enumerate() if t.name == "vitsweep-ctrl-c"]
+            assert len(watchers) == 1 and watchers[0].is_alive()
+        assert not watchers[0].is_alive()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("value", ["1e10", "1e300", "nan"])
 def test_query_timeout_it_cannot_wait_for_is_one_line(fixture_run: Path, value: str) -> None:
     """Item 8: --timeout 1e10 / 1e300 ended in the watchdog's OverflowError traceback (exit 0), and
