@@ -186,7 +186,14 @@ def test_page_renders(server: str, browser: object, path: str, heading: str) -> 
             assert "Verdicts at a glance" in body and "Pick a question" in body
             assert "Claim 1 (equivalence)" not in body
             assert page.locator('[data-testid="stDataFrame"]').count() == 0
-            pick_question(page, "equivalence")
+            pick_question(page, "equivalence")  # its verdict rows and its numbers: two tables
+            tables = page.locator('[data-testid="stDataFrame"]')
+            assert tables.count() == 2
+            page.get_by_text("Every verdict, and the settings' parameters").click()  # drawn once opened
+            page.wait_for_function("document.querySelectorAll('[data-testid=\"stDataFrame\"]').length >= 4",
+                                   timeout=RENDER_TIMEOUT_MS)
+            wait_rendered(page, heading)
+            assert tables.count() == 4
         screenshot(page, heading, SHOTS / f"{heading.lower()}.png")
         assert_no_error_box(page, heading)
         # a deep link runs app.py's st.navigation too: titled pages, not file names (no "app" entry)
