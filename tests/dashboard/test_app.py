@@ -269,4 +269,6 @@ def test_missing_beside_complete_run(open_app: Callable[..., AppTest], fixture_r
     at = open_app(tmp_path / "gone", fixture_run, page="models")
     assert_clean(at, "models")
     assert "does not exist" in texts(at.warning)
+    at.radio(key="models_question").set_value("equivalence").run()
+    assert_clean(at, "models")
     assert list(find_frame(at, "model", "success_rate")["success_rate"]) == [0.75, 0.5, 0.75]
