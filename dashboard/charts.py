@@ -99,6 +99,7 @@ def loss_trajectory(losses: list[float], log_every: int | None) -> pd.DataFrame:
 VERDICT_SCALE = alt.Scale(domain=["supported", "not_supported", "inconclusive"],
                           range=["#2ca02c", "#d62728", "#7f7f7f"])
 FOREST_WIDTH = 640  # px for the panels of one claim, beside the row labels
+PANEL_GAP = 36  # px between a forest plot's panels (checks)
 
 
 _FOREST_FIELDS = ("row", "panel", "setting", "statistic", "n", "estimate", "estimate_text", "ci_low",
@@ -176,14 +177,15 @@ def forest(points: pd.DataFrame, claim: str) -> dict | None:
                                 "filled": True},
                        "transform": [valid("control")],
                        "encoding": {"x": at("control"), "y": y, "tooltip": tooltip}})
-    width = max(150, FOREST_WIDTH // len(panels) - 12)
+    # panels far enough apart that one panel's last tick label does not read as the next one's
+    width = max(150, FOREST_WIDTH // len(panels) - PANEL_GAP - 4)
     return {
         "$schema": "https://vega.github.io/schema/vega-lite/v6.json",
         "title": f"{claim.replace('_', ' ')}: estimate, 95% interval, threshold (dashed)"
                  + (" · log axis" if log else ""),
         "data": {"values": values},
         "facet": {"column": {"field": "panel", "type": "nominal", "title": None, "sort": panels}},
-        "spacing": 8,
+        "spacing": PANEL_GAP,
         "spec": {"width": width, "height": 24 * len(rows), "layer": layers},
         "resolve": {"scale": {"x": "independent"}},
         "usermeta": {"embedOptions": {"renderer": "svg"}},
